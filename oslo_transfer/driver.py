@@ -1,0 +1,349 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The contract between the engine and a protocol driver.
+
+A driver is a class registered under the entry-point namespace
+``oslo_transfer.drivers``; the entry-point name is the driver's ``name``, the
+module name of an in-tree driver and the suffix of its option group
+(``[oslo_transfer_<name>]``).  The engine owns everything that every protocol
+shares: the destination's ``.part`` file and its journal, locking, hashing,
+retries, rate limits, parallel segments and the final rename.  A driver only
+moves bytes and says what it can do.
+
+Rules every driver must follow:
+
+* The driver must declare what it can do in ``capabilities``; the engine
+  never guesses by trying.
+* ``read()`` must yield exactly the bytes asked for, in order, or raise.  A
+  short body is an error (:class:`~oslo_transfer.exceptions.ProtocolError`),
+  never a short success.
+* The driver must translate its library's errors into
+  :mod:`oslo_transfer.exceptions` with ``raise ... from``, and must name URLs
+  by :attr:`Location.masked` only.  Secrets must never reach a log line.
+* The driver must be thread-safe: the engine calls ``read()`` from several
+  threads at once for parallel segments.  State per call lives in the call.
+* Blocking calls must honour ``ctx.io_timeout`` and must return or raise
+  soon after ``ctx.cancel`` is set (at most one I/O timeout later).  Use
+  :meth:`CancelToken.on_cancel` to close a socket that a blocking call waits
+  on.
+* Heavy or optional imports (a C library, libtorrent, paramiko) happen in
+  :meth:`Driver.check_available` or at first use, never at module import,
+  and a missing one raises
+  :class:`~oslo_transfer.exceptions.MissingDependency` naming the package.
+* ``list_opts()`` must not import optional dependencies: the sample config
+  generator calls it on hosts that do not have them.
+"""
+
+import abc
+import dataclasses
+import enum
+import threading
+import time
+import typing
+
+from oslo_transfer import exceptions
+
+__all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'CancelToken',
+           'Context', 'PartTarget']
+
+
+class Capability(enum.Flag):
+    """What a driver can do; checked by the selector and the engine."""
+
+    NONE = 0
+    #: ``read()`` works.
+    READ = enum.auto()
+    #: ``write()`` works.
+    WRITE = enum.auto()
+    #: ``read()`` honours ``offset``/``length`` (resume, parallel segments).
+    RANGED_READ = enum.auto()
+    #: ``write()`` can continue at ``offset`` (see ``written_size()``).
+    RESUMABLE_WRITE = enum.auto()
+    #: ``copy_to_path()`` moves the bytes without user-space copies.
+    ZERO_COPY = enum.auto()
+    #: Peers share the bytes (BitTorrent); the origin sends each byte ~once.
+    PEER_TO_PEER = enum.auto()
+    #: Only usable when the hosts share a network (NFS, iSCSI).
+    SAME_NETWORK_ONLY = enum.auto()
+    #: Block or file access to the storage itself (NFS export, LUN, path).
+    BLOCK_ACCESS = enum.auto()
+    #: ``write()`` stages and renames: an aborted write leaves nothing.
+    ATOMIC_COMMIT = enum.auto()
+    #: ``copy_to_path()`` is implemented: a whole-file fast path.
+    COPY_TO_PATH = enum.auto()
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """What a driver knows about an object before reading it.
+
+    :param size: size in bytes, or None when the server does not say.
+    :param validator: an opaque string that changes when the object changes
+        (ETag, Last-Modified, mtime and size, ...); None when there is none.
+        The engine refuses to join bytes from two validators.
+    :param ranges: True when ranged reads of this object are expected to
+        work (``Accept-Ranges: bytes`` for HTTP).
+    :param mtime: modification time (seconds since the epoch) if known.
+    """
+
+    size: int | None
+    validator: str | None = None
+    ranges: bool = False
+    mtime: float | None = None
+
+
+class CancelToken:
+    """Set by :meth:`TransferHandle.cancel`; read by the engine and drivers.
+
+    Drivers that block in a library call register a callback with
+    :meth:`on_cancel` (close the socket, abort the request) so that the call
+    returns promptly.
+    """
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks = {}
+        self._next = 0
+        self.reason = None
+
+    def cancel(self, reason='cancelled by the caller'):
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.reason = reason
+            self._event.set()
+            callbacks = list(self._callbacks.values())
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: a callback must not stop the others
+                pass
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self):
+        """Raise :class:`~oslo_transfer.exceptions.Cancelled` if cancelled."""
+        if self._event.is_set():
+            raise exceptions.Cancelled(self.reason or 'cancelled')
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout``; True if cancelled meanwhile."""
+        return self._event.wait(timeout)
+
+    def on_cancel(self, callback) -> int:
+        """Call ``callback()`` on cancel (at once if already cancelled).
+
+        :returns: a key for :meth:`remove`.
+        """
+        with self._lock:
+            key = self._next
+            self._next += 1
+            if not self._event.is_set():
+                self._callbacks[key] = callback
+                return key
+        callback()
+        return key
+
+    def remove(self, key: int):
+        with self._lock:
+            self._callbacks.pop(key, None)
+
+
+@dataclasses.dataclass
+class Context:
+    """Per-transfer state handed to every driver call.
+
+    :ivar cancel: the :class:`CancelToken` of the transfer.
+    :ivar io_timeout: seconds one blocking I/O operation may take.
+    :ivar deadline: ``time.monotonic()`` value after which the transfer
+        gives up, or None.
+    :ivar hints: the caller's :class:`~oslo_transfer.selector.Hints`.
+    :ivar check_url: callable that raises
+        :class:`~oslo_transfer.exceptions.URLNotAllowed` for a URL the
+        ``[oslo_transfer]`` policy refuses; drivers must call it on every
+        redirect, web seed and tracker URL they are about to contact.
+    :ivar torrent: BitTorrent metadata of the source, if any.
+    :ivar expected_size: the size the caller announced, if any.
+    """
+
+    cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
+    io_timeout: float = 60.0
+    deadline: float | None = None
+    hints: typing.Any = None
+    check_url: typing.Callable[[str], None] = lambda url: None
+    torrent: typing.Any = None
+    expected_size: int | None = None
+    checksum: typing.Any = None
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def timeout(self) -> float:
+        """The I/O timeout, shortened to what is left of the deadline."""
+        left = self.remaining()
+        if left is None:
+            return self.io_timeout
+        if left <= 0:
+            raise exceptions.TransferTimeout('the transfer ran out of time')
+        return min(self.io_timeout, left)
+
+
+class Writer(abc.ABC):
+    """Returned by :meth:`Driver.write` after the chunks were consumed.
+
+    The engine calls exactly one of :meth:`commit` or :meth:`abort`.
+    Drivers with ``ATOMIC_COMMIT`` make the object appear only in
+    ``commit()``; the others write in place and ``abort()`` does what it can
+    (documented per driver).
+    """
+
+    #: bytes written by this call (not counting ``offset``)
+    bytes_written = 0
+
+    @abc.abstractmethod
+    def commit(self):
+        """Make the written object final."""
+
+    @abc.abstractmethod
+    def abort(self):
+        """Give up: remove staged data where the protocol allows."""
+
+
+class PartTarget(typing.Protocol):
+    """The engine's ``.part`` file, as handed to :meth:`Driver.copy_to_path`.
+
+    A whole-file driver writes only into ``path`` (never renames it) and
+    reports bytes it has written, made durable and verified with
+    ``record(offset, length)``; the engine keeps the journal and does the
+    final verification and rename.
+    """
+
+    path: str
+    size: int | None
+
+    def held(self) -> list:
+        """Ranges ``[(start, end), ...]`` already held from earlier runs."""
+
+    def record(self, offset: int, length: int) -> None:
+        """Report ``[offset, offset+length)`` as written and verified."""
+
+    def progress(self, nbytes: int) -> None:
+        """Report ``nbytes`` more bytes moved (for progress callbacks)."""
+
+
+class Driver(abc.ABC):
+    """Base class of every protocol driver.
+
+    Subclasses set ``name``, ``schemes`` and ``capabilities`` and implement
+    the methods that their capabilities promise.
+
+    :param conf: the caller's ``oslo_config.cfg.ConfigOpts``; the driver's
+        options are registered on it in group ``oslo_transfer_<name>``
+        before the driver is built.
+    """
+
+    #: entry-point name, module name and config group suffix
+    name: str = None
+    #: URL schemes served (``file`` means plain paths too)
+    schemes: tuple = ()
+    #: a :class:`Capability` flag set
+    capabilities: Capability = Capability.NONE
+    #: preferred read size in bytes
+    chunk_size: int = 1024 * 1024
+
+    def __init__(self, conf):
+        self.conf = conf
+
+    @property
+    def group(self) -> str:
+        """The name of the driver's option group."""
+        return 'oslo_transfer_%s' % self.name
+
+    @property
+    def options(self):
+        """This driver's options (the ``[oslo_transfer_<name>]`` group)."""
+        return getattr(self.conf, self.group)
+
+    @classmethod
+    def list_opts(cls) -> list:
+        """The driver's ``oslo_config.cfg.Opt`` list (no heavy imports)."""
+        return []
+
+    def check_available(self):
+        """Raise ``MissingDependency`` if the driver cannot work here.
+
+        Called once, before the driver's first use.
+        """
+
+    def accepts(self, location, ctx: Context) -> bool:
+        """True if this driver can serve ``location``.
+
+        The default accepts the URL schemes in ``schemes``.  A driver that
+        serves other schemes' data (BitTorrent serves an HTTP origin when
+        torrent metadata is known) overrides this.
+        """
+        return location.scheme in self.schemes
+
+    def stat(self, location, ctx: Context) -> Stat:
+        """Size and validator of ``location``.
+
+        :raises SourceNotFound: the object does not exist.
+        """
+        raise NotImplementedError
+
+    def read(self, location, offset: int, length: int | None,
+             ctx: Context) -> typing.Iterator[bytes]:
+        """Yield the bytes ``[offset, offset + length)`` of ``location``.
+
+        ``length=None`` reads to the end.  Must yield exactly ``length``
+        bytes or raise.  Drivers without ``RANGED_READ`` are only called
+        with ``offset=0``.
+        """
+        raise NotImplementedError
+
+    def write(self, location, chunks: typing.Iterable[bytes], ctx: Context,
+              offset: int = 0, size: int | None = None) -> Writer:
+        """Write ``chunks`` to ``location`` starting at ``offset``.
+
+        Consumes ``chunks`` entirely; an exception raised by the iterator
+        (the engine raises ``ChecksumMismatch`` before the last chunk) must
+        abort the protocol request so that nothing complete-looking stays.
+
+        :param size: total size of the object if known (for
+            ``Content-Length``); None streams (HTTP chunked).
+        :returns: a :class:`Writer`; the engine then commits or aborts.
+        """
+        raise NotImplementedError
+
+    def written_size(self, location, ctx: Context) -> int:
+        """Bytes already present at a destination (resumable writes)."""
+        raise NotImplementedError
+
+    def copy_to_path(self, location, target: PartTarget, ctx: Context,
+                     progress=None) -> None:
+        """Whole-file fast path: fill ``target.path`` with the object.
+
+        Only for drivers with ``COPY_TO_PATH``.
+        """
+        raise NotImplementedError
+
+    def close(self):
+        """Release pooled connections and sessions."""
+
+    def __repr__(self):
+        return '<%s %s>' % (type(self).__name__, self.name)

@@ -1,0 +1,185 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Configuration options of oslo.transfer.
+
+Options are registered on the caller's ``ConfigOpts`` when a
+:class:`~oslo_transfer.transfer.Transfer` is built, never on ``cfg.CONF`` at
+import time.  :func:`list_opts` is the ``oslo.config.opts`` entry point used
+by ``oslo-config-generator``; it returns deep copies and does not load any
+driver through stevedore (only the in-tree driver modules, which import
+nothing heavy).
+"""
+
+import copy
+import importlib
+import itertools
+
+from oslo_config import cfg
+
+__all__ = ['GROUP', 'list_opts', 'register_opts', 'set_defaults']
+
+GROUP = 'oslo_transfer'
+
+MiB = 1024 * 1024
+
+#: In-tree driver modules whose options :func:`list_opts` reports.
+IN_TREE_DRIVERS = ('http', 'file', 'ftp', 'sftp', 'nfs', 'iscsi',
+                   'bittorrent')
+
+_opts = [
+    cfg.StrOpt('selector', default='default',
+               help='Name of the selector plugin (entry point in '
+                    '"oslo_transfer.selectors") that ranks locations and '
+                    'drivers.\n\nPossible values:\n\n* "default": the rules '
+                    'of the user guide\n* the name of an installed plugin'),
+    cfg.ListOpt('disabled_drivers', default=[],
+                help='Drivers (entry-point names) that the selector never '
+                     'chooses, e.g. "bittorrent,ftp".\n\nRelated options:\n\n'
+                     '* allowed_schemes'),
+    cfg.ListOpt('allowed_schemes', default=[],
+                help='URL schemes that may be used at all, for every URL, '
+                     'redirect, web seed and tracker.  Empty allows every '
+                     'scheme of an installed driver.  A service that takes '
+                     'URLs from users (Glance web-download) should set '
+                     '"https,http".\n\nRelated options:\n\n* denied_networks'),
+    cfg.ListOpt('denied_networks', default=[],
+                help='CIDR networks that no URL, redirect, web seed or '
+                     'tracker may point into (host names are resolved '
+                     'first).  A service that takes URLs from users should '
+                     'deny its own management networks, link-local and '
+                     'loopback, e.g. "127.0.0.0/8,169.254.0.0/16,::1/128,'
+                     '10.0.0.0/8".\n\nRelated options:\n\n* allowed_schemes'),
+    cfg.IntOpt('p2p_min_peers', default=4, min=1,
+               help='Number of hosts fetching the same data at once (this '
+                    'one included) from which peer-to-peer (BitTorrent) is '
+                    'ranked first when torrent metadata is known.'),
+    cfg.IntOpt('segments', default=4, min=1, max=64,
+               help='Parallel ranged segments (connections) per transfer '
+                    'when the driver and the server support ranged reads.  '
+                    '1 turns parallel segments off.\n\nRelated options:\n\n'
+                    '* segment_threshold\n* max_connections_per_origin'),
+    cfg.IntOpt('segment_threshold', default=64 * MiB, min=0,
+               help='Objects smaller than this many bytes are read as one '
+                    'stream.'),
+    cfg.IntOpt('segment_size', default=16 * MiB, min=MiB,
+               help='Bytes each ranged request asks for; workers take the '
+                    'next piece when they finish one.'),
+    cfg.IntOpt('max_connections_per_origin', default=8, min=1,
+               help='Per-process cap on concurrent connections to one '
+                    'host:port, shared by every transfer of the process.'),
+    cfg.IntOpt('checkpoint_bytes', default=16 * MiB, min=MiB,
+               help='After a crash, at most about this many bytes are sent '
+                    'again: each of the segments in flight makes its bytes '
+                    'durable (fsync) and records them in the control file '
+                    'every checkpoint_bytes / segments bytes.'),
+    cfg.IntOpt('chunk_size', default=MiB, min=4096,
+               help='Size of the chunks read from a driver and written to '
+                    'the destination.'),
+    cfg.FloatOpt('io_timeout', default=60.0, min=0.1,
+                 help='Seconds a single network operation (connect, read) '
+                      'may block.  A cancel takes effect within this time.'),
+    cfg.FloatOpt('total_timeout', default=0.0, min=0.0,
+                 help='Seconds a whole transfer may take, retries '
+                      'included; 0 means no limit.'),
+    cfg.IntOpt('retries', default=5, min=0,
+               help='Attempts per candidate after a retryable error (a '
+                    'dropped connection, a 5xx answer).'),
+    cfg.FloatOpt('retry_backoff', default=1.0, min=0.0,
+                 help='First wait in seconds before a retry; doubles each '
+                      'time, at most 30 seconds.'),
+    cfg.IntOpt('rate_limit', default=0, min=0,
+               help='Bytes per second per transfer; 0 means no limit.\n\n'
+                    'Related options:\n\n* process_rate_limit'),
+    cfg.IntOpt('process_rate_limit', default=0, min=0,
+               help='Bytes per second for all transfers of this process '
+                    'together; 0 means no limit.'),
+    cfg.StrOpt('on_source_change', default='restart',
+               choices=[('restart', 'discard the partial data and start '
+                                    'again'),
+                        ('error', 'raise SourceChanged and keep the '
+                                  'partial data')],
+               help='What to do when a resumed source has a different '
+                    'validator (ETag, Last-Modified, size) than the bytes '
+                    'already held.'),
+    cfg.BoolOpt('sparse', default=True,
+                help='Write runs of zeros as holes in file destinations.  '
+                     'Turn off to preallocate the destination instead '
+                     '(early ENOSPC detection).\n\nRelated options:\n\n'
+                     '* preallocate'),
+    cfg.BoolOpt('preallocate', default=False,
+                help='Reserve the whole destination (posix_fallocate) '
+                     'before writing, so a full disk fails at once.  '
+                     'Implies sparse = false.'),
+    cfg.StrOpt('default_digest', default='sha256',
+               help='hashlib algorithm of the digest reported in the '
+                    'Result when the caller gives no checksum; "none" skips '
+                    'hashing when no checksum is given.'),
+    cfg.FloatOpt('lock_timeout', default=0.0, min=0.0,
+                 help='Seconds to wait for another writer of the same '
+                      'destination; 0 waits as long as the transfer may '
+                      'run.'),
+    cfg.StrOpt('state_dir', default='$state_path/oslo_transfer',
+               help='Directory for the journals of writers that cannot '
+                    'keep them beside the destination (a block device, a '
+                    'remote path).'),
+    cfg.StrOpt('state_path', default='/var/lib/oslo_transfer',
+               help='Top-level directory for oslo.transfer state.',
+               sample_default='/var/lib/oslo_transfer'),
+    cfg.IntOpt('executor_workers', default=16, min=1,
+               help='Threads of the executor that runs submitted '
+                    'transfers and parallel segments.'),
+]
+
+
+def _driver_modules():
+    for name in IN_TREE_DRIVERS:
+        try:
+            yield name, importlib.import_module(
+                'oslo_transfer._drivers.%s' % name)
+        except ModuleNotFoundError as exc:
+            if exc.name != 'oslo_transfer._drivers.%s' % name:
+                raise
+
+
+def list_opts():
+    """Return ``[(group, [opts])]`` for oslo-config-generator (deep copies)."""
+    result = [(GROUP, copy.deepcopy(_opts))]
+    for name, mod in _driver_modules():
+        opts = getattr(mod, 'OPTS', [])
+        if opts:
+            result.append(('%s_%s' % (GROUP, name), copy.deepcopy(opts)))
+    return result
+
+
+def register_opts(conf, drivers=()):
+    """Register the global options and those of ``drivers`` on ``conf``.
+
+    :param drivers: driver classes or objects with ``name`` and
+        ``list_opts()``.
+    """
+    conf.register_opts(_opts, group=GROUP)
+    for drv in drivers:
+        opts = drv.list_opts()
+        if opts:
+            conf.register_opts(opts, group='%s_%s' % (GROUP, drv.name))
+
+
+def set_defaults(conf, **kwargs):
+    """Change defaults of ``[oslo_transfer]`` options (services' own)."""
+    register_opts(conf)
+    for name, value in kwargs.items():
+        conf.set_default(name, value, group=GROUP)
+
+
+def all_opts():
+    return list(itertools.chain.from_iterable(o for _, o in list_opts()))

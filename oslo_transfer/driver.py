@@ -342,6 +342,13 @@ class Driver(abc.ABC):
         """
         raise NotImplementedError
 
+    def after_commit(self, location, path: str, ctx: Context) -> None:
+        """Called after the engine renamed a completed destination.
+
+        ``path`` is the final local path.  The BitTorrent driver starts
+        seeding it here; most drivers do nothing.
+        """
+
     def close(self):
         """Release pooled connections and sessions."""
 

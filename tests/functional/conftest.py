@@ -1,0 +1,176 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Fixtures shared by every functional suite.
+
+* ``processes``: start servers with :class:`tests.functional.servers.Process`
+  and have them stopped (by PID) when the test ends, whatever happens;
+* ``make_conf``: an ``oslo_config`` ``ConfigOpts`` built from a config file
+  written into ``tmp_path``, as a service would build it;
+* ``random_file``: a file of random bytes and its digests.
+
+``free_port``, ``wait_for_port`` and ``Process`` are importable from
+:mod:`tests.functional.servers`.
+"""
+
+import hashlib
+import os
+
+import pytest
+
+from tests.functional.servers import free_port  # noqa: F401 (re-export)
+from tests.functional.servers import Process
+from tests.functional.servers import require_binary  # noqa: F401
+from tests.functional.servers import wait_for_port  # noqa: F401
+
+MiB = 1024 * 1024
+
+
+class ProcessGroup:
+    """Processes started by one test or fixture; all stopped at the end."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.started = []
+
+    def start(self, argv, **kwargs) -> Process:
+        """Build a :class:`Process`, start it and remember it."""
+        kwargs.setdefault('log_path', str(
+            self.tmp_path / ('%s-%d.log' % (os.path.basename(str(argv[0])),
+                                            len(self.started)))))
+        proc = Process(argv, **kwargs)
+        self.started.append(proc)
+        return proc.start()
+
+    def add(self, proc: Process) -> Process:
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self):
+        errors = []
+        for proc in reversed(self.started):
+            try:
+                proc.stop()
+            except Exception as exc:  # noqa: stop the others anyway
+                errors.append('%r: %s' % (proc, exc))
+                proc.kill()
+        if errors:
+            raise RuntimeError('could not stop: %s' % '; '.join(errors))
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """A :class:`ProcessGroup`; everything started through it is stopped."""
+    group = ProcessGroup(tmp_path)
+    yield group
+    group.stop_all()
+
+
+def write_conf_file(path, sections: dict) -> str:
+    """Write ``{'group': {'opt': value}}`` as an ini file."""
+    lines = []
+    for group, values in sections.items():
+        lines.append('[%s]' % group)
+        for key, value in values.items():
+            if isinstance(value, bool):
+                value = 'true' if value else 'false'
+            elif isinstance(value, (list, tuple)):
+                value = ','.join(str(v) for v in value)
+            lines.append('%s = %s' % (key, value))
+        lines.append('')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return str(path)
+
+
+@pytest.fixture
+def make_conf(tmp_path):
+    """Return ``make_conf(**sections)`` -> a parsed ``ConfigOpts``.
+
+    ``make_conf(oslo_transfer={'retries': 1}, oslo_transfer_http={...})``
+    writes the file into ``tmp_path`` and parses it with
+    ``conf(args=[], default_config_files=[file])``; options registered
+    later (by ``Transfer(conf)``) read their values from it.
+    ``state_path`` defaults to a folder under ``tmp_path``.
+    """
+    from oslo_config import cfg
+
+    counter = [0]
+
+    def make(**sections):
+        counter[0] += 1
+        sections = {k: dict(v) for k, v in sections.items()}
+        sections.setdefault('oslo_transfer', {}).setdefault(
+            'state_path', str(tmp_path / 'state'))
+        path = write_conf_file(tmp_path / ('conf-%d.conf' % counter[0]),
+                               sections)
+        conf = cfg.ConfigOpts()
+        conf(args=[], project='oslo_transfer_tests',
+             default_config_files=[path], default_config_dirs=[])
+        return conf
+
+    return make
+
+
+class DataFile:
+    """A file with known content: ``path``, ``data``, ``sha256``, ``md5``."""
+
+    def __init__(self, path, data: bytes):
+        self.path = str(path)
+        self.data = data
+        self.size = len(data)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.md5 = hashlib.md5(data).hexdigest()
+        self.sha512 = hashlib.sha512(data).hexdigest()
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def checksum(self, algo: str = 'sha256') -> str:
+        return '%s:%s' % (algo, getattr(self, algo))
+
+    def rewrite(self, data: bytes, mtime_shift: float = 10.0):
+        """Replace the content (a new version of the source)."""
+        with open(self.path, 'wb') as f:
+            f.write(data)
+        st = os.stat(self.path)
+        os.utime(self.path, (st.st_atime, st.st_mtime + mtime_shift))
+        self.__init__(self.path, data)
+
+
+def make_data_file(directory, name: str, size: int, seed=None) -> DataFile:
+    """Write ``size`` random bytes (incompressible, no zero runs)."""
+    data = bytearray(os.urandom(size))
+    # No all-zero 4 KiB block: sparse writers must not punch holes in it.
+    data[::4096] = b'\x01' * len(data[::4096])
+    data = bytes(data)
+    path = os.path.join(str(directory), name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
+    return DataFile(path, data)
+
+
+def file_equals(path, data: bytes) -> bool:
+    """Compare a file with ``data`` without keeping two copies around."""
+    if os.path.getsize(path) != len(data):
+        return False
+    view = memoryview(data)
+    with open(path, 'rb') as f:
+        pos = 0
+        while pos < len(data):
+            chunk = f.read(4 * MiB)
+            if not chunk or chunk != view[pos:pos + len(chunk)]:
+                return False
+            pos += len(chunk)
+    return True

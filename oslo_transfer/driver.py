@@ -187,6 +187,9 @@ class Context:
     torrent: typing.Any = None
     expected_size: int | None = None
     checksum: typing.Any = None
+    #: the validator from ``stat()`` of the object being read; ranged reads
+    #: should make the server check it (HTTP ``If-Range``)
+    validator: str | None = None
 
     def remaining(self) -> float | None:
         if self.deadline is None:

@@ -1,0 +1,450 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Copy into a local file: lock, resume, verify, atomic rename.
+
+The order of events for ``copy(source, DEST)``:
+
+1. take ``DEST.part.lock`` (one writer per destination; a second caller
+   waits, then usually finds a finished destination and returns);
+2. decide what to do with an existing ``DEST`` (``if_exists``);
+3. for each candidate of the plan: stat, decide whether the bytes already
+   held may be kept (same source and validator, or size and checksum known
+   for a splice), re-verify the held prefix, then fill the rest;
+4. check size and digest; only then ``fsync`` + rename to ``DEST``.
+
+A failure leaves ``DEST.part`` and its control file for the next attempt,
+except a checksum mismatch, which removes them: those bytes are known bad.
+"""
+
+import hashlib
+import logging
+import os
+import threading
+import time
+
+from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
+from oslo_transfer.engine import journal as journal_mod
+from oslo_transfer.engine import partfile
+from oslo_transfer.engine import segments as seg_mod
+from oslo_transfer.engine import throttle
+from oslo_transfer import result as result_mod
+
+LOG = logging.getLogger(__name__)
+
+Cap = driver_mod.Capability
+
+
+class Download:
+    """One copy of a source into the local path ``dest``."""
+
+    def __init__(self, transfer, plan, dest, checksum, ctx, progress=None,
+                 if_exists='verify', mode=None, segments=None, rate=None,
+                 expected_size=None):
+        if if_exists not in ('verify', 'replace', 'error'):
+            raise ValueError('if_exists must be "verify", "replace" or '
+                             '"error", not %r' % (if_exists,))
+        g = transfer.conf.oslo_transfer
+        self.transfer = transfer
+        self.plan = plan
+        self.dest = os.path.abspath(dest)
+        self.checksum = checksum
+        self.ctx = ctx
+        self.progress_cb = progress
+        self.if_exists = if_exists
+        self.mode = mode
+        self.expected_size = expected_size
+        self.segments = min(segments or g.segments,
+                            g.max_connections_per_origin)
+        self.segment_threshold = g.segment_threshold
+        self.segment_size = g.segment_size
+        self.checkpoint_bytes = g.checkpoint_bytes
+        self.retries = g.retries
+        self.retry_backoff = g.retry_backoff
+        self.on_source_change = g.on_source_change
+        self.default_digest = g.default_digest
+        self.executor = transfer.segment_executor
+        rate = g.rate_limit if rate is None else rate
+        self.bucket = throttle.TokenBucket(rate)
+        self.part = partfile.PartFile(self.dest + '.part',
+                                      sparse=g.sparse and not g.preallocate)
+        self.preallocate = g.preallocate
+        self.journal = journal_mod.Journal(self.dest + '.part.ctl')
+        self.lock = journal_mod.DestinationLock(self.dest + '.part.lock')
+        self.wire = 0
+        self.done = 0
+        self.retried = 0
+        self.total = None
+        self._count_lock = threading.Lock()
+        self._last_progress = 0.0
+        self._cancel_key = None
+        self._started = time.monotonic()
+
+    # -- helpers used by Fill ---------------------------------------------
+
+    def child_context(self, token):
+        c = self.ctx
+        return driver_mod.Context(cancel=token, io_timeout=c.io_timeout,
+                                  deadline=c.deadline, hints=c.hints,
+                                  check_url=c.check_url, torrent=c.torrent,
+                                  expected_size=c.expected_size,
+                                  checksum=c.checksum, validator=c.validator)
+
+    def user_cancel_link(self, token):
+        self._cancel_key = self.ctx.cancel.on_cancel(
+            lambda: token.cancel(self.ctx.cancel.reason or 'cancelled'))
+
+    def user_cancel_unlink(self):
+        if self._cancel_key is not None:
+            self.ctx.cancel.remove(self._cancel_key)
+            self._cancel_key = None
+
+    def origin_key(self, loc):
+        p = loc.parts() if loc.scheme != 'file' else None
+        return '%s://%s' % (loc.scheme, p.netloc.rpartition('@')[2]
+                            if p else 'local')
+
+    def backoff(self, attempt):
+        return min(30.0, self.retry_backoff * (2 ** (attempt - 1)))
+
+    def throttle(self, n, token):
+        self.bucket.consume(n, token)
+        throttle.PROCESS_BUCKET.consume(n, token)
+
+    def count_wire(self, n):
+        with self._count_lock:
+            self.wire += n
+
+    def count_done(self, n):
+        with self._count_lock:
+            self.done += n
+            now = time.monotonic()
+            due = now - self._last_progress >= 0.5
+            if due:
+                self._last_progress = now
+        if due:
+            self._report()
+
+    def _report(self):
+        if self.progress_cb is not None:
+            try:
+                self.progress_cb(self.done, self.total)
+            except Exception:  # noqa: a broken callback must not fail us
+                LOG.exception('progress callback failed')
+
+    # -- the job ------------------------------------------------------------
+
+    def run(self) -> result_mod.Result:
+        d = os.path.dirname(self.dest)
+        if not os.path.isdir(d):
+            raise exceptions.DestinationError(
+                'the destination directory %s does not exist' % d)
+        self.lock.acquire(self.ctx.cancel, self.ctx.deadline)
+        remove_lock = False
+        try:
+            kept = self._existing()
+            if kept is not None:
+                remove_lock = not os.path.exists(self.part.path)
+                return kept
+            res = self._run_candidates()
+            remove_lock = True
+            return res
+        finally:
+            self.part.close()
+            self.lock.release(remove=remove_lock)
+
+    def _existing(self):
+        if not os.path.lexists(self.dest):
+            return None
+        if self.if_exists == 'replace':
+            return None
+        if self.if_exists == 'error':
+            raise exceptions.DestinationExists(
+                '%s exists (if_exists="error")' % self.dest)
+        if not os.path.isfile(self.dest) or os.path.islink(self.dest):
+            raise exceptions.DestinationExists(
+                '%s exists and is not a regular file' % self.dest)
+        size = os.path.getsize(self.dest)
+        want = self.expected_size
+        if want is None:
+            cand = self.plan.candidates[0]
+            try:
+                want = cand.driver_obj.stat(cand.location, self.ctx).size
+            except exceptions.TransferError as exc:
+                LOG.debug('cannot stat %s to compare: %s', cand.url, exc)
+        if want is not None and want != size:
+            raise exceptions.DestinationExists(
+                '%s exists with %d bytes, the source has %d; pass '
+                'if_exists="replace" to overwrite it' % (self.dest, size,
+                                                         want))
+        digest = algo = None
+        if self.checksum is not None:
+            h = self.checksum.new()
+            with open(self.dest, 'rb') as f:
+                while True:
+                    b = f.read(seg_mod.HASH_BLOCK)
+                    if not b:
+                        break
+                    h.update(b)
+            digest, algo = h.hexdigest(), self.checksum.algorithm
+            if digest != self.checksum.hexdigest:
+                raise exceptions.DestinationExists(
+                    '%s exists and its %s digest %s differs from %s; pass '
+                    'if_exists="replace" to overwrite it'
+                    % (self.dest, algo, digest, self.checksum.hexdigest))
+        elif want is None:
+            raise exceptions.DestinationExists(
+                '%s exists and neither a checksum nor the source size can '
+                'tell whether it is the same data' % self.dest)
+        LOG.info('%s already holds the data; nothing to do', self.dest)
+        return result_mod.Result(bytes_transferred=0, bytes_resumed=0,
+                                 driver=None, url=None, digest=digest,
+                                 algorithm=algo, size=size,
+                                 elapsed=time.monotonic() - self._started,
+                                 plan=self.plan, dest=self.dest)
+
+    def _run_candidates(self):
+        attempts = []
+        self.journal.load()
+        last = None
+        for cand in self.plan.candidates:
+            self.ctx.cancel.check()
+            try:
+                res = self._attempt(cand)
+            except (exceptions.Cancelled, exceptions.ChecksumMismatch,
+                    exceptions.DestinationError, exceptions.SourceChanged,
+                    exceptions.SizeMismatch):
+                raise
+            except exceptions.TransferError as exc:
+                attempts.append((cand.url, cand.driver, str(exc)))
+                last = exc
+                LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
+                            exc, '; trying the next candidate'
+                            if cand is not self.plan.candidates[-1] else '')
+                continue
+            res.attempts = attempts
+            return res
+        if last is None:
+            raise exceptions.NoDriverFound('nothing to try')
+        self._cleanup_if_empty()
+        raise last
+
+    def _cleanup_if_empty(self):
+        if not self.journal.ranges:
+            self.part.remove()
+            self.journal.remove()
+
+    def _stat(self, drv, loc):
+        attempt = 0
+        while True:
+            try:
+                return drv.stat(loc, self.ctx)
+            except exceptions.TransferError as exc:
+                if not exc.retryable or attempt >= self.retries:
+                    raise
+                attempt += 1
+                delay = self.backoff(attempt)
+                LOG.warning('%s: %s; retry %d/%d in %.1fs', loc.masked, exc,
+                            attempt, self.retries, delay)
+                if self.ctx.cancel.wait(delay):
+                    self.ctx.cancel.check()
+
+    def _new_hasher(self):
+        if self.checksum is not None:
+            return self.checksum.new, self.checksum.algorithm
+        algo = (self.default_digest or 'none').lower()
+        if algo == 'none':
+            return None, None
+        return (lambda: hashlib.new(algo)), algo
+
+    def _attempt(self, cand):
+        drv, loc = cand.driver_obj, cand.location
+        whole_file = Cap.COPY_TO_PATH in drv.capabilities
+        st = self._stat(drv, loc)
+        size = st.size
+        if size is None:
+            size = self.expected_size
+        elif self.expected_size is not None and size != self.expected_size:
+            raise exceptions.SizeMismatch(
+                '%s has %d bytes, the caller expected %d'
+                % (loc.masked, size, self.expected_size), url=loc.masked)
+        self.total = size
+        self.ctx.validator = st.validator
+        self._decide_resume(loc, st, size)
+        j = self.journal
+        resumed_from = j.ranges.total()
+        self.part.open(fresh=not j.ranges)
+        self.part.prepare(size, j.ranges, self.preallocate)
+        new, algo = self._new_hasher()
+        if whole_file and self.checksum is None:
+            new, algo = None, None
+        j.source = loc.without_userinfo()
+        j.validator = st.validator
+        j.size = size
+        j.checksum = str(self.checksum) if self.checksum else None
+        hasher, hashed = self._verify_prefix(new, algo)
+        j.algorithm = algo
+        j.save()
+        self.done = j.ranges.total()
+        self._report()
+        if whole_file:
+            final = self._whole_file(drv, loc, size)
+            fill = seg_mod.Fill(self, drv, loc, final, False, 1, hasher,
+                                hashed)
+        else:
+            ranged = (Cap.RANGED_READ in drv.capabilities and st.ranges and
+                      size is not None)
+            nseg = self.segments if (size or 0) >= self.segment_threshold \
+                else 1
+            fill = seg_mod.Fill(self, drv, loc, size, ranged, nseg, hasher,
+                                hashed)
+            try:
+                final = fill.run()
+            except seg_mod._StreamMode as exc:
+                LOG.info('%s ignored a ranged read (%s); reading it as one '
+                         'stream', loc.masked, exc)
+                st2 = self._stat(drv, loc)
+                if st2.validator != st.validator or st2.size != st.size:
+                    self._source_changed(loc, st.validator, st2.validator)
+                    return self._attempt(cand)
+                # Bytes after the verified prefix are fetched again.
+                j.ranges = journal_mod.RangeSet(
+                    [(0, j.ranges.prefix())] if j.ranges.prefix() else [])
+                fill = seg_mod.Fill(self, drv, loc, size, False, 1,
+                                    fill.hasher, fill.hashed)
+                final = fill.run()
+        fill.finish_hash(final)
+        return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _decide_resume(self, loc, st, size):
+        j = self.journal
+        if not j.ranges:
+            j.reset()
+            return
+        same_url = j.source == loc.without_userinfo()
+        same_version = (same_url and st.validator is not None and
+                        j.validator == st.validator and j.size == size)
+        splice_ok = (size is not None and self.checksum is not None and
+                     j.size == size and j.checksum == str(self.checksum))
+        if same_version or splice_ok:
+            LOG.info('resuming %s: %d bytes held from %s', self.dest,
+                     j.ranges.total(), j.source)
+            return
+        if same_url and j.validator and st.validator != j.validator:
+            self._source_changed(loc, j.validator, st.validator)
+        else:
+            LOG.info('not resuming %s: the held bytes came from %s (size %s) '
+                     'and cannot be joined with %s without a checksum',
+                     self.dest, j.source, j.size, loc.masked)
+        j.reset()
+
+    def _source_changed(self, loc, old, new):
+        if self.on_source_change == 'error':
+            raise exceptions.SourceChanged(
+                '%s changed since the partial copy was made (validator %s, '
+                'now %s); %s is kept' % (loc.masked, old, new,
+                                         self.part.path), url=loc.masked)
+        LOG.warning('%s changed (validator %s, now %s): starting again',
+                    loc.masked, old, new)
+        self.journal.reset()
+        self.part.close()
+        self.part.open(fresh=True)
+
+    def _verify_prefix(self, new, algo):
+        j = self.journal
+        if new is None:
+            return None, 0
+        prefix = j.ranges.prefix()
+        if not prefix:
+            return new(), 0
+        if j.prefix_digest and j.algorithm == algo and j.prefix_len:
+            h, n = seg_mod.rehash_prefix(self.part, new, j.prefix_len)
+            if n != j.prefix_len or h.hexdigest() != j.prefix_digest:
+                LOG.warning('%s does not hold the bytes its control file '
+                            'recorded; starting again', self.part.path)
+                j.reset()
+                self.part.close()
+                self.part.open(fresh=True)
+                self.part.prepare(j.size, j.ranges, self.preallocate)
+                return new(), 0
+            return h, n
+        return new(), 0
+
+    def _whole_file(self, drv, loc, size):
+        job = self
+
+        class _Target:
+            path = job.part.path
+
+            def __init__(self):
+                self.size = size
+                self._lock = threading.Lock()
+                self._saved = time.monotonic()
+
+            def held(self):
+                return list(job.journal.ranges)
+
+            def record(self, offset, length):
+                with self._lock:
+                    job.journal.ranges.add(offset, offset + length)
+                    if time.monotonic() - self._saved > 1.0:
+                        self._saved = time.monotonic()
+                        job.journal.save()
+
+            def progress(self, nbytes):
+                job.count_wire(nbytes)
+                job.count_done(nbytes)
+
+        target = _Target()
+        drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
+        self.journal.save()
+        final = size if size is not None else self.part.size()
+        if self.part.size() != final:
+            raise exceptions.SizeMismatch(
+                '%s delivered %d bytes, expected %d' % (
+                    loc.masked, self.part.size(), final), url=loc.masked)
+        return final
+
+    def _complete(self, cand, fill, size, resumed_from, algo):
+        if self.part.size() != size:
+            self.part.truncate(size)
+        if self.expected_size is not None and size != self.expected_size:
+            raise exceptions.SizeMismatch(
+                '%s delivered %d bytes, expected %d'
+                % (cand.url, size, self.expected_size), url=cand.url)
+        digest = fill.hasher.hexdigest() if fill.hasher else None
+        if self.checksum is not None and digest != self.checksum.hexdigest:
+            self.part.remove()
+            self.journal.remove()
+            raise exceptions.ChecksumMismatch(
+                '%s: %s digest is %s, expected %s; the received data was '
+                'discarded' % (cand.url, algo, digest,
+                               self.checksum.hexdigest),
+                url=cand.url, expected=self.checksum.hexdigest,
+                actual=digest)
+        self.part.commit(self.dest, self.mode,
+                         replace=self.if_exists == 'replace')
+        self.part.close()
+        self.journal.remove()
+        self.done = size
+        self.total = size
+        self._report()
+        try:
+            cand.driver_obj.after_commit(cand.location, self.dest, self.ctx)
+        except Exception:  # noqa: seeding is best effort
+            LOG.exception('after_commit of %s failed', cand.driver)
+        return result_mod.Result(
+            bytes_transferred=self.wire, bytes_resumed=resumed_from,
+            driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
+            size=size, elapsed=time.monotonic() - self._started,
+            plan=self.plan, dest=self.dest)

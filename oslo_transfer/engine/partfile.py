@@ -1,0 +1,204 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The local ``DEST.part`` file: sparse positional writes, durability,
+and the final atomic rename."""
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import stat as stat_mod
+
+from oslo_transfer import exceptions
+
+LOG = logging.getLogger(__name__)
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZEROS = {}
+_libc = None
+
+
+def _zeros(n: int) -> bytes:
+    z = _ZEROS.get(n)
+    if z is None:
+        z = bytes(n)
+        if len(_ZEROS) < 16:
+            _ZEROS[n] = z
+    return z
+
+
+def is_zero(chunk) -> bool:
+    """True if ``chunk`` holds only zero bytes (a memcmp, ~10 GB/s)."""
+    return chunk == _zeros(len(chunk))
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate ``[offset, offset+length)``; False if unsupported."""
+    global _libc
+    if length <= 0:
+        return True
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int,
+                                    ctypes.c_longlong, ctypes.c_longlong]
+    rc = _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+                         offset, length)
+    return rc == 0
+
+
+def _dest_error(path, exc, what='write'):
+    if exc.errno == errno.ENOSPC:
+        msg = 'no space left on the device of %s' % path
+    elif exc.errno == errno.EDQUOT:
+        msg = 'disk quota exceeded for %s' % path
+    else:
+        msg = 'cannot %s %s: %s' % (what, path, exc.strerror or exc)
+    return exceptions.DestinationError(msg)
+
+
+class PartFile:
+    """``DEST.part``, written at offsets, with holes for zero runs.
+
+    :param path: the ``.part`` path.
+    :param sparse: skip writing zero chunks (they read back as holes).
+    """
+
+    def __init__(self, path: str, sparse: bool = True):
+        self.path = path
+        self.sparse = sparse
+        self.fd = None
+        self.size_hint = None
+
+    def open(self, fresh: bool):
+        self.close()
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        if fresh:
+            flags |= os.O_TRUNC
+        try:
+            self.fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise exceptions.DestinationError(
+                    'refusing to follow the symlink %s' % self.path) from exc
+            raise _dest_error(self.path, exc, 'create') from exc
+        st = os.fstat(self.fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(self.fd)
+            self.fd = None
+            raise exceptions.DestinationError(
+                '%s exists and is not a regular file' % self.path)
+        if st.st_nlink > 1:
+            os.close(self.fd)
+            self.fd = None
+            raise exceptions.DestinationError(
+                '%s has several hard links; refusing to write it' % self.path)
+        if st.st_mode & 0o077:
+            os.fchmod(self.fd, 0o600)
+
+    def prepare(self, size: int | None, held, preallocate: bool = False):
+        """Size the file and make every range not ``held`` read as zeros.
+
+        Bytes outside ``held`` may hold leftovers of an interrupted write;
+        punching holes there keeps "skip zero chunks" correct.
+        """
+        cur = os.fstat(self.fd).st_size
+        if size is not None and cur > size:
+            os.ftruncate(self.fd, size)
+            cur = size
+        if self.sparse and held is not None and cur:
+            for s, e in held.holes(cur):
+                if not punch_hole(self.fd, s, e - s):
+                    LOG.debug('cannot punch holes in %s; writing zeros',
+                              self.path)
+                    self.sparse = False
+                    break
+        if size is not None:
+            try:
+                if preallocate:
+                    os.posix_fallocate(self.fd, 0, size)
+                elif cur < size:
+                    os.ftruncate(self.fd, size)
+            except OSError as exc:
+                raise _dest_error(self.path, exc, 'allocate') from exc
+
+    def write(self, offset: int, data) -> None:
+        if self.sparse and is_zero(data):
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as exc:
+            raise _dest_error(self.path, exc) from exc
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def sync(self):
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            raise _dest_error(self.path, exc, 'sync') from exc
+
+    def truncate(self, size: int):
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise _dest_error(self.path, exc, 'resize') from exc
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def commit(self, dest: str, mode: int | None, replace: bool):
+        """fsync, chmod and rename to ``dest``; fsync the directory."""
+        try:
+            os.fsync(self.fd)
+            if mode is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.fchmod(self.fd, mode)
+            if replace:
+                os.replace(self.path, dest)
+            else:
+                # link() fails if dest appeared meanwhile; never clobber.
+                os.link(self.path, dest)
+                os.unlink(self.path)
+            dfd = os.open(os.path.dirname(os.path.abspath(dest)),
+                          os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except FileExistsError as exc:
+            raise exceptions.DestinationExists(
+                '%s appeared while it was being written; the new data is '
+                'kept in %s' % (dest, self.path)) from exc
+        except OSError as exc:
+            raise _dest_error(dest, exc, 'rename to') from exc
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def remove(self):
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

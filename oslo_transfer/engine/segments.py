@@ -1,0 +1,308 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Filling a ``.part`` file from one driver: segments, hashing, checkpoints.
+
+One :class:`Fill` moves the missing ranges of one object from one location
+into the ``.part`` file.  Worker threads (one per segment) take pieces from
+a queue, read them with ranged reads and write them at their offsets; the
+calling thread is the single hasher, which follows the contiguous prefix by
+reading ``.part`` back (from the page cache).  Every ``checkpoint_bytes /
+segments`` bytes a worker makes the file durable and records the written
+ranges and the prefix digest in the journal, so that a crash re-sends at
+most about ``checkpoint_bytes`` in total.
+"""
+
+import collections
+import logging
+import threading
+
+from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
+from oslo_transfer.engine import throttle
+
+LOG = logging.getLogger(__name__)
+
+HASH_BLOCK = 4 * 1024 * 1024
+
+
+class _StreamMode(Exception):
+    """Internal: the server ignored Range; go on as one stream."""
+
+
+class Fill:
+    """Move the missing bytes of ``[0, size)`` into ``part``.
+
+    :param job: the owning download (its options, counters, journal).
+    :param drv: the driver.
+    :param loc: the location.
+    :param size: the object's size, or None when unknown.
+    :param ranged: use ranged reads (resume, parallel segments).
+    :param segments: parallel workers (1 for a single stream).
+    :param hasher: a hashlib object already fed with ``[0, hashed)``, or
+        None when no digest is computed.
+    """
+
+    def __init__(self, job, drv, loc, size, ranged, segments, hasher,
+                 hashed):
+        self.job = job
+        self.drv = drv
+        self.loc = loc
+        self.size = size
+        self.ranged = ranged
+        self.segments = segments if ranged and size else 1
+        self.hasher = hasher
+        self.hashed = hashed
+        self.part = job.part
+        self.journal = job.journal
+        self.cond = threading.Condition()
+        self.written = job.journal.ranges.copy()
+        self.pieces = collections.deque()
+        self.error = None
+        self.active = 0
+        self.token = driver_mod.CancelToken()
+        self.ctx = job.child_context(self.token)
+        self.ckpt_lock = threading.Lock()
+        self.mark = (hashed, hasher.copy().hexdigest() if hasher else None)
+        self.interval = max(1 << 20, job.checkpoint_bytes // self.segments)
+
+    # -- planning ---------------------------------------------------------
+
+    def _plan_pieces(self):
+        if self.size is None:
+            self.pieces.append((self.written.prefix(), None))
+            return
+        step = self.job.segment_size
+        if not self.ranged:
+            start = self.written.prefix()
+            if start < self.size:
+                self.pieces.append((start, self.size))
+            return
+        for s, e in self.written.holes(self.size):
+            while s < e:
+                n = min(step, e - s)
+                self.pieces.append((s, s + n))
+                s += n
+
+    # -- workers ------------------------------------------------------------
+
+    def _worker(self):
+        attempts = 0
+        while True:
+            with self.cond:
+                if self.error is not None or not self.pieces:
+                    self.active -= 1
+                    self.cond.notify_all()
+                    return
+                start, end = self.pieces.popleft()
+            pos = start
+            try:
+                pos = self._read_piece(start, end)
+                attempts = 0
+            except exceptions.TransferError as exc:
+                with self.cond:
+                    if end is None or pos < end:
+                        self.pieces.appendleft((pos, end))
+                if (not exc.retryable or self.token.cancelled or
+                        attempts >= self.job.retries):
+                    self._fail(exc)
+                    continue
+                attempts += 1
+                delay = self.job.backoff(attempts)
+                LOG.warning('%s: %s; retry %d/%d in %.1fs at offset %d',
+                            self.loc.masked, exc, attempts, self.job.retries,
+                            delay, pos)
+                self.job.retried += 1
+                self._checkpoint(force=True)
+                if self.token.wait(delay):
+                    self._fail(exc)
+            except _StreamMode as exc:
+                self._fail(exc)
+            except BaseException as exc:  # noqa: reported by run()
+                self._fail(exc)
+
+    def _read_piece(self, start, end):
+        job = self.job
+        pos = start
+        length = None if end is None else end - start
+        skip = 0
+        if not self.ranged and start > 0:
+            # One stream from zero; drop what we already hold.
+            skip, start, length = start, 0, None
+        since = 0
+        with throttle.ORIGINS.slot(job.origin_key(self.loc), self.token):
+            try:
+                chunks = self.drv.read(self.loc, start, length, self.ctx)
+            except exceptions.RangeNotSupported as exc:
+                raise _StreamMode(str(exc)) from exc
+            try:
+                for chunk in chunks:
+                    if self.token.cancelled:
+                        self.ctx.cancel.check()
+                    n = len(chunk)
+                    job.count_wire(n)
+                    if skip:
+                        if n <= skip:
+                            skip -= n
+                            continue
+                        chunk = chunk[skip:]
+                        n -= skip
+                        skip = 0
+                    if end is not None and pos + n > end:
+                        if self.ranged:
+                            raise exceptions.ProtocolError(
+                                '%s sent more bytes than asked for'
+                                % self.loc.masked, url=self.loc.masked)
+                        raise exceptions.SizeMismatch(
+                            '%s is larger than its announced size %d'
+                            % (self.loc.masked, self.size),
+                            url=self.loc.masked)
+                    job.throttle(n, self.token)
+                    self.part.write(pos, chunk)
+                    with self.cond:
+                        self.written.add(pos, pos + n)
+                        self.cond.notify_all()
+                    pos += n
+                    since += n
+                    job.count_done(n)
+                    if since >= self.interval:
+                        since = 0
+                        self._checkpoint()
+            except exceptions.RangeNotSupported as exc:
+                raise _StreamMode(str(exc)) from exc
+            except exceptions.TransferError:
+                raise
+            except OSError as exc:
+                raise exceptions.ConnectionFailed(
+                    '%s: %s' % (self.loc.masked, exc),
+                    url=self.loc.masked) from exc
+            finally:
+                close = getattr(chunks, 'close', None)
+                if close:
+                    close()
+        if end is not None and pos < end:
+            raise exceptions.ProtocolError(
+                '%s ended after %d of %d bytes' % (self.loc.masked,
+                                                   pos - start, end - start),
+                url=self.loc.masked)
+        return pos
+
+    def _fail(self, exc):
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            self.cond.notify_all()
+        self.token.cancel('stopping after an error in another segment')
+
+    def _checkpoint(self, force=False):
+        """fsync, then record the written ranges and the prefix digest."""
+        with self.ckpt_lock:
+            with self.cond:
+                snap = self.written.copy()
+                mark = self.mark
+            if not force and snap.total() == self.journal.ranges.total():
+                return
+            self.part.sync()
+            self.journal.ranges = snap
+            if mark[1] is not None and mark[0] <= snap.prefix():
+                self.journal.prefix_len, self.journal.prefix_digest = mark
+            self.journal.save()
+
+    # -- the hasher (calling thread) ---------------------------------------
+
+    def run(self):
+        """Run the workers and hash; returns the final size.
+
+        :raises _StreamMode: the caller should retry without ranges.
+        """
+        self._plan_pieces()
+        n = min(self.segments, max(1, len(self.pieces)))
+        self.active = n
+        self.job.user_cancel_link(self.token)
+        futures = [self.job.executor.submit(self._worker) for _ in range(n)]
+        try:
+            self._hash_loop()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            for f in futures:
+                f.result()
+            self.job.user_cancel_unlink()
+            try:
+                self._checkpoint(force=True)
+            except exceptions.TransferError as exc:
+                LOG.warning('could not record progress of %s: %s',
+                            self.part.path, exc)
+        if self.error is not None:
+            raise self.error
+        size = self.size if self.size is not None else self.written.prefix()
+        return size
+
+    def _hash_loop(self):
+        last_mark = self.hashed
+        while True:
+            with self.cond:
+                while True:
+                    avail = self.written.prefix()
+                    if self.error is not None:
+                        return
+                    if avail > self.hashed:
+                        break
+                    if self.active == 0:
+                        return
+                    self.cond.wait(0.5)
+            if self.hasher is None:
+                self.hashed = avail
+                continue
+            while self.hashed < avail:
+                n = min(HASH_BLOCK, avail - self.hashed)
+                data = self.part.read(self.hashed, n)
+                if len(data) != n:
+                    raise exceptions.DestinationError(
+                        '%s is shorter than what was written to it'
+                        % self.part.path)
+                self.hasher.update(data)
+                self.hashed += n
+            if self.hashed - last_mark >= HASH_BLOCK:
+                last_mark = self.hashed
+                mark = (self.hashed, self.hasher.copy().hexdigest())
+                with self.cond:
+                    self.mark = mark
+
+    def finish_hash(self, size):
+        """Hash whatever is left up to ``size`` (after the workers)."""
+        if self.hasher is None:
+            return
+        while self.hashed < size:
+            n = min(HASH_BLOCK, size - self.hashed)
+            data = self.part.read(self.hashed, n)
+            if not data:
+                raise exceptions.SizeMismatch(
+                    '%s holds %d bytes, expected %d' % (self.part.path,
+                                                       self.hashed, size))
+            self.hasher.update(data)
+            self.hashed += len(data)
+
+
+def rehash_prefix(part, algorithm_new, length, block=HASH_BLOCK):
+    """Hash ``[0, length)`` of ``part``; returns the hashlib object."""
+    h = algorithm_new()
+    pos = 0
+    while pos < length:
+        data = part.read(pos, min(block, length - pos))
+        if not data:
+            break
+        h.update(data)
+        pos += len(data)
+    return h, pos
+

@@ -1,0 +1,394 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Streams without a local destination: ``open()`` readers and uploads."""
+
+import io
+import logging
+import os
+import time
+
+from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
+from oslo_transfer import result as result_mod
+
+LOG = logging.getLogger(__name__)
+
+Cap = driver_mod.Capability
+
+
+class Reader(io.RawIOBase):
+    """What :meth:`Transfer.open` returns: ``read(n)``, iteration, close.
+
+    A checksum applies to a whole-object read only; a mismatch raises
+    ``ChecksumMismatch`` from the read that reaches the end.  A retryable
+    failure in the middle continues by range where the driver can.
+    """
+
+    def __init__(self, transfer, plan, offset, length, checksum, ctx):
+        super().__init__()
+        self._transfer = transfer
+        self._plan = plan
+        self._ctx = ctx
+        self._offset = offset
+        self._length = length
+        self._checksum = checksum
+        g = transfer.conf.oslo_transfer
+        self._retries = g.retries
+        self._backoff = g.retry_backoff
+        self._pos = 0
+        self._buf = b''
+        self._it = None
+        self._cand_index = -1
+        self._size = None
+        self._hasher = None
+        self._done = False
+        self.url = None
+        self.driver = None
+        self._next_candidate()
+
+    # -- candidates ---------------------------------------------------------
+
+    def _next_candidate(self, error=None):
+        while True:
+            self._cand_index += 1
+            if self._cand_index >= len(self._plan.candidates):
+                raise error or exceptions.NoDriverFound('nothing to read')
+            cand = self._plan.candidates[self._cand_index]
+            drv = cand.driver_obj
+            if self._pos and Cap.RANGED_READ not in drv.capabilities:
+                continue
+            if Cap.READ not in drv.capabilities:
+                continue
+            try:
+                st = drv.stat(cand.location, self._ctx)
+                if self._size is not None and st.size not in (None,
+                                                              self._size):
+                    raise exceptions.SourceChanged(
+                        '%s has another size than the previous location'
+                        % cand.url, url=cand.url)
+                self._size = st.size if st.size is not None else self._size
+                self._ctx.validator = st.validator
+                self._start(cand)
+                self.url, self.driver = cand.url, cand.driver
+                if self._pos == 0 and self._checksum is not None and \
+                        self._offset == 0 and self._length is None:
+                    self._hasher = self._checksum.new()
+                return
+            except exceptions.TransferError as exc:
+                if isinstance(exc, exceptions.Cancelled):
+                    raise
+                LOG.warning('%s via %s: %s', cand.url, cand.driver, exc)
+                error = exc
+
+    def _start(self, cand):
+        length = None
+        if self._length is not None:
+            length = self._length - self._pos
+        self._cand = cand
+        self._it = iter(cand.driver_obj.read(cand.location,
+                                             self._offset + self._pos,
+                                             length, self._ctx))
+
+    # -- io.RawIOBase ---------------------------------------------------------
+
+    def readable(self):
+        return True
+
+    @property
+    def size(self):
+        """Size of the object (None if unknown)."""
+        return self._size
+
+    def _fill(self):
+        attempts = 0
+        while True:
+            try:
+                return next(self._it)
+            except StopIteration:
+                return b''
+            except exceptions.TransferError as exc:
+                self._close_it()
+                drv = self._cand.driver_obj
+                if (exc.retryable and attempts < self._retries and
+                        Cap.RANGED_READ in drv.capabilities):
+                    attempts += 1
+                    delay = min(30.0, self._backoff * 2 ** (attempts - 1))
+                    LOG.warning('%s: %s; resuming at %d in %.1fs',
+                                self._cand.url, exc,
+                                self._offset + self._pos, delay)
+                    if self._ctx.cancel.wait(delay):
+                        self._ctx.cancel.check()
+                    try:
+                        self._start(self._cand)
+                    except exceptions.TransferError as exc2:
+                        if not exc2.retryable:
+                            self._next_candidate(exc2)
+                    continue
+                self._next_candidate(exc)
+
+    def read(self, n=-1):
+        if self.closed:
+            raise ValueError('read from a closed reader')
+        if n is None or n < 0:
+            parts = [self._buf]
+            self._buf = b''
+            while True:
+                b = self._read_chunk()
+                if not b:
+                    break
+                parts.append(b)
+            return b''.join(parts)
+        while len(self._buf) < n:
+            b = self._read_chunk()
+            if not b:
+                break
+            self._buf += b
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def _read_chunk(self):
+        if self._done:
+            return b''
+        self._ctx.cancel.check()
+        data = self._fill()
+        if data:
+            self._pos += len(data)
+            if self._hasher is not None:
+                self._hasher.update(data)
+            return data
+        self._done = True
+        self._finish()
+        return b''
+
+    def _finish(self):
+        want = self._length
+        if want is None and self._size is not None:
+            want = self._size - self._offset
+        if want is not None and self._pos != want:
+            raise exceptions.SizeMismatch(
+                '%s: read %d bytes, expected %d' % (self.url, self._pos,
+                                                    want), url=self.url)
+        if self._hasher is not None:
+            digest = self._hasher.hexdigest()
+            if digest != self._checksum.hexdigest:
+                raise exceptions.ChecksumMismatch(
+                    '%s: %s digest is %s, expected %s' % (
+                        self.url, self._checksum.algorithm, digest,
+                        self._checksum.hexdigest), url=self.url,
+                    expected=self._checksum.hexdigest, actual=digest)
+
+    def __iter__(self):
+        while True:
+            if self._buf:
+                b, self._buf = self._buf, b''
+                yield b
+                continue
+            b = self._read_chunk()
+            if not b:
+                return
+            yield b
+
+    def _close_it(self):
+        close = getattr(self._it, 'close', None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: closing a broken stream
+                pass
+
+    def close(self):
+        if not self.closed:
+            self._close_it()
+        super().close()
+
+
+# -- uploads -------------------------------------------------------------------
+
+class DataSource:
+    """Normalises ``data`` of :meth:`Transfer.upload`.
+
+    A path or a seekable file can be read again, so uploads from them
+    retry; a plain iterable cannot.
+    """
+
+    def __init__(self, data, chunk_size):
+        self.data = data
+        self.chunk_size = chunk_size
+        self.path = None
+        self.fileobj = None
+        self.start = 0
+        if isinstance(data, (str, os.PathLike)):
+            self.path = os.fspath(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            self.fileobj = io.BytesIO(bytes(data))
+        elif hasattr(data, 'read'):
+            self.fileobj = data
+            try:
+                self.start = data.tell()
+            except (OSError, AttributeError, ValueError):
+                self.start = None
+
+    @property
+    def rewindable(self) -> bool:
+        if self.path is not None:
+            return True
+        if self.fileobj is None or self.start is None:
+            return False
+        try:
+            return self.fileobj.seekable()
+        except (AttributeError, ValueError):
+            return False
+
+    def size(self):
+        if self.path is not None:
+            try:
+                return os.path.getsize(self.path)
+            except OSError as exc:
+                raise exceptions.SourceNotFound(
+                    '%s: %s' % (self.path, exc.strerror),
+                    url=self.path) from exc
+        if self.rewindable:
+            cur = self.fileobj.tell()
+            end = self.fileobj.seek(0, io.SEEK_END)
+            self.fileobj.seek(cur)
+            return end - self.start
+        return None
+
+    def chunks(self, offset=0):
+        if self.path is not None:
+            with open(self.path, 'rb') as f:
+                f.seek(offset)
+                yield from iter(lambda: f.read(self.chunk_size), b'')
+            return
+        if self.fileobj is not None:
+            if self.rewindable:
+                self.fileobj.seek(self.start + offset)
+            elif offset:
+                raise exceptions.TransferError('cannot rewind the data')
+            yield from iter(lambda: self.fileobj.read(self.chunk_size), b'')
+            return
+        if offset:
+            raise exceptions.TransferError('cannot rewind an iterable')
+        for c in self.data:
+            if c:
+                yield bytes(c)
+
+
+def held_back(chunks, hasher, checksum, size, url, skip=0):
+    """Yield ``chunks`` but hold the last one back until the digest matches.
+
+    The first ``skip`` bytes are hashed but not yielded (a resumed upload
+    whose first bytes the server already has).
+    """
+    prev = None
+    total = 0
+    for c in chunks:
+        total += len(c)
+        if hasher is not None:
+            hasher.update(c)
+        if skip:
+            if len(c) <= skip:
+                skip -= len(c)
+                continue
+            c = c[skip:]
+            skip = 0
+        if prev is not None:
+            yield prev
+        prev = c
+    if size is not None and total != size:
+        raise exceptions.SizeMismatch(
+            'upload to %s: the data has %d bytes, %d were announced'
+            % (url, total, size), url=url)
+    if checksum is not None:
+        digest = hasher.hexdigest()
+        if digest != checksum.hexdigest:
+            raise exceptions.ChecksumMismatch(
+                'upload to %s aborted: the data\'s %s digest is %s, '
+                'expected %s' % (url, checksum.algorithm, digest,
+                                 checksum.hexdigest), url=url,
+                expected=checksum.hexdigest, actual=digest)
+    if prev is not None:
+        yield prev
+
+
+def upload(transfer, plan, data, size, checksum, ctx, progress=None):
+    """Upload ``data`` to the first candidate that takes it."""
+    started = time.monotonic()
+    src = DataSource(data, transfer.conf.oslo_transfer.chunk_size)
+    if size is None:
+        size = src.size()
+    g = transfer.conf.oslo_transfer
+    last = None
+    attempts = []
+    for cand in plan.candidates:
+        drv, loc = cand.driver_obj, cand.location
+        tries = 0
+        while True:
+            ctx.cancel.check()
+            offset = 0
+            if tries and Cap.RESUMABLE_WRITE in drv.capabilities:
+                try:
+                    offset = drv.written_size(loc, ctx)
+                except exceptions.TransferError:
+                    offset = 0
+            hasher = checksum.new() if checksum else None
+            moved = [0]
+
+            def counted(it):
+                for c in it:
+                    moved[0] += len(c)
+                    if progress is not None:
+                        progress(offset + moved[0], size)
+                    yield c
+
+            stream = counted(held_back(src.chunks(), hasher, checksum, size,
+                                       cand.url, skip=offset))
+            try:
+                writer = drv.write(loc, stream, ctx, offset=offset,
+                                   size=size)
+            except exceptions.TransferError as exc:
+                if isinstance(exc, (exceptions.ChecksumMismatch,
+                                    exceptions.SizeMismatch,
+                                    exceptions.Cancelled)):
+                    raise
+                last = exc
+                if exc.retryable and src.rewindable and tries < g.retries:
+                    tries += 1
+                    delay = min(30.0, g.retry_backoff * 2 ** (tries - 1))
+                    LOG.warning('upload to %s: %s; retry %d in %.1fs',
+                                cand.url, exc, tries, delay)
+                    if ctx.cancel.wait(delay):
+                        ctx.cancel.check()
+                    continue
+                attempts.append((cand.url, cand.driver, str(exc)))
+                break
+            try:
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            return result_mod.Result(
+                bytes_transferred=moved[0], bytes_resumed=offset,
+                driver=cand.driver, url=cand.url,
+                digest=hasher.hexdigest() if hasher else None,
+                algorithm=checksum.algorithm if checksum else None,
+                size=size, elapsed=time.monotonic() - started, plan=plan,
+                dest=cand.url, attempts=attempts)
+        if not src.rewindable:
+            break
+    raise last or exceptions.NoDriverFound('no driver can write there')

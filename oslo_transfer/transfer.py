@@ -1,0 +1,430 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The configured object that services use: :class:`Transfer`."""
+
+import logging
+import os
+import threading
+import time
+
+import futurist
+from oslo_config import cfg
+from stevedore import driver as sv_driver
+from stevedore import extension
+
+from oslo_transfer import checksum as checksum_mod
+from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import download
+from oslo_transfer.engine import policy as policy_mod
+from oslo_transfer.engine import stream
+from oslo_transfer.engine import throttle
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+from oslo_transfer import opts
+from oslo_transfer import selector as selector_mod
+
+LOG = logging.getLogger(__name__)
+
+DRIVER_NAMESPACE = 'oslo_transfer.drivers'
+SELECTOR_NAMESPACE = 'oslo_transfer.selectors'
+
+__all__ = ['Transfer', 'TransferHandle']
+
+
+class TransferHandle:
+    """A transfer running in the background (:meth:`Transfer.submit`).
+
+    :ivar progress: ``(done_bytes, total_bytes_or_None)``, updated live.
+    """
+
+    def __init__(self, future, token):
+        self._future = future
+        self._token = token
+        self.progress = (0, None)
+
+    def result(self, timeout: float | None = None):
+        """Wait for the :class:`~oslo_transfer.result.Result`.
+
+        Re-raises the transfer's exception.
+        """
+        return self._future.result(timeout=timeout)
+
+    def cancel(self, reason: str = 'cancelled by the caller'):
+        """Stop the transfer within the I/O timeout; resumable state stays."""
+        self._future.cancel()
+        self._token.cancel(reason)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._token.cancelled
+
+
+class Transfer:
+    """Drivers, selector, executors and options for one service.
+
+    :param conf: an ``oslo_config.cfg.ConfigOpts``; the options of
+        ``[oslo_transfer]`` and of each loaded driver are registered on it.
+        None builds a private one with the defaults (scripts).
+    :param drivers: entry-point names to load (default: every installed
+        driver), or driver classes (tests, embedding).
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts | None = None, drivers=None):
+        if conf is None:
+            conf = cfg.ConfigOpts()
+            conf([], project='oslo_transfer', default_config_files=[],
+                 default_config_dirs=[])
+        self.conf = conf
+        opts.register_opts(conf)
+        self.load_failures = {}
+        self.unavailable = {}
+        self.drivers = self._load_drivers(drivers)
+        g = conf.oslo_transfer
+        self.selector = self._load_selector(g.selector)
+        self.policy = policy_mod.URLPolicy.from_conf(conf)
+        self.executor = futurist.ThreadPoolExecutor(
+            max_workers=g.executor_workers)
+        self.segment_executor = futurist.ThreadPoolExecutor(
+            max_workers=max(8, g.executor_workers * 4))
+        if g.process_rate_limit:
+            throttle.PROCESS_BUCKET.set_rate(g.process_rate_limit)
+        throttle.ORIGINS.limit = g.max_connections_per_origin
+        self._closed = False
+
+    # -- loading ------------------------------------------------------------
+
+    def _load_drivers(self, wanted):
+        classes = []
+        if wanted is not None and all(isinstance(w, type) for w in wanted):
+            classes = [(w.name, w) for w in wanted]
+        else:
+            def failed(_mgr, ep, exc):
+                self.load_failures[ep.name] = exc
+                LOG.warning('cannot load transfer driver %s: %s', ep.name,
+                            exc)
+
+            mgr = extension.ExtensionManager(
+                DRIVER_NAMESPACE, invoke_on_load=False,
+                on_load_failure_callback=failed)
+            for ext in mgr:
+                if wanted is not None and ext.name not in wanted:
+                    continue
+                classes.append((ext.name, ext.plugin))
+            if wanted is not None:
+                for name in wanted:
+                    if name not in [n for n, _ in classes]:
+                        self.load_failures.setdefault(
+                            name, 'not installed')
+        loaded = []
+        for name, cls in classes:
+            if cls.name != name:
+                LOG.warning('driver class %s calls itself %r but is '
+                            'registered as %r', cls, cls.name, name)
+            opts.register_opts(self.conf, [cls])
+            try:
+                drv = cls(self.conf)
+                drv.check_available()
+            except exceptions.MissingDependency as exc:
+                self.unavailable[name] = str(exc)
+                LOG.info('transfer driver %s unavailable: %s', name, exc)
+                continue
+            loaded.append(drv)
+        return loaded
+
+    def _load_selector(self, name):
+        try:
+            mgr = sv_driver.DriverManager(SELECTOR_NAMESPACE, name,
+                                          invoke_on_load=True,
+                                          invoke_args=(self.conf,))
+        except Exception as exc:
+            raise exceptions.NoDriverFound(
+                'cannot load selector %r ([oslo_transfer] selector): %s'
+                % (name, exc)) from exc
+        return mgr.driver
+
+    def driver(self, name: str) -> driver_mod.Driver:
+        for d in self.drivers:
+            if d.name == name:
+                return d
+        raise exceptions.NoDriverFound('no driver named %r' % name)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _context(self, hints, token=None, source=None, checksum=None):
+        g = self.conf.oslo_transfer
+        deadline = None
+        if g.total_timeout:
+            deadline = time.monotonic() + g.total_timeout
+        return driver_mod.Context(
+            cancel=token or driver_mod.CancelToken(),
+            io_timeout=g.io_timeout, deadline=deadline,
+            hints=hints or selector_mod.Hints(),
+            check_url=self.policy.check,
+            torrent=getattr(source, 'torrent', None),
+            expected_size=getattr(source, 'size', None),
+            checksum=checksum)
+
+    @staticmethod
+    def _source(source) -> locations.Source:
+        if isinstance(source, locations.Source):
+            return source
+        return locations.Source(urls=[source])
+
+    @staticmethod
+    def _checksum(value, source):
+        ck = checksum_mod.parse(value)
+        sck = checksum_mod.parse(source.checksum) if source.checksum else None
+        if ck and sck and ck != sck:
+            raise ValueError('checksum %s disagrees with the Source\'s %s'
+                             % (ck, sck))
+        return ck or sck
+
+    def _locations(self, source):
+        locs = list(source.urls)
+        if not locs and source.torrent is not None:
+            locs = [locations.Location('torrent://metadata')]
+        return locs
+
+    def _plan(self, locs, hints, direction, ctx):
+        allowed, refused = [], []
+        for loc in locs:
+            try:
+                self.policy.check(loc.url)
+                allowed.append(loc)
+            except exceptions.URLNotAllowed as exc:
+                refused.append((loc.masked, '-', str(exc)))
+        if not allowed:
+            raise exceptions.URLNotAllowed(
+                '; '.join(r[2] for r in refused) or 'no location given')
+        plan = self.selector.plan(allowed, self.drivers, hints, direction,
+                                  ctx)
+        plan.dropped = refused + list(plan.dropped)
+        for name, why in sorted(self.unavailable.items()):
+            plan.dropped.append(('*', name, 'unavailable: %s' % why))
+        if not plan.candidates:
+            why = '; '.join('%s via %s: %s' % d for d in plan.dropped)
+            schemes = ', '.join(sorted({loc.scheme for loc in allowed}))
+            raise exceptions.NoDriverFound(
+                'no installed driver can %s %s%s' % (
+                    direction, schemes, (' (%s)' % why) if why else ''))
+        LOG.debug('%s', plan.explain())
+        return plan
+
+    # -- the API ------------------------------------------------------------
+
+    def plan(self, source, dest=None, hints=None):
+        """Rank the ways to read ``source`` (and write ``dest``).
+
+        Moves no bytes.  Returns the read plan (a
+        :class:`~oslo_transfer.selector.Plan`); when ``dest`` is a URL the
+        write plan is attached as ``plan.write_plan``.
+        """
+        source = self._source(source)
+        ctx = self._context(hints, source=source)
+        plan = self._plan(self._locations(source), hints, 'read', ctx)
+        plan.write_plan = None
+        if dest is not None and not locations.is_local(dest):
+            plan.write_plan = self._plan([locations.as_location(dest)],
+                                         hints, 'write', ctx)
+        return plan
+
+    def copy(self, source, dest, checksum=None, hints=None, progress=None,
+             if_exists: str = 'verify', mode: int | None = None,
+             segments: int | None = None, rate: int | None = None,
+             cancel: driver_mod.CancelToken | None = None):
+        """Copy ``source`` to ``dest`` (a local path or a URL).
+
+        :param source: URL, path, :class:`~oslo_transfer.locations.Location`
+            or :class:`~oslo_transfer.locations.Source`.
+        :param dest: local path (written as ``DEST.part``, renamed when
+            verified) or a URL (uploaded, see :meth:`upload`).
+        :param checksum: ``"ALGO:HEX"`` or Glance's hash pair (a dict with
+            ``os_hash_algo``/``os_hash_value``).
+        :param hints: a :class:`~oslo_transfer.selector.Hints`.
+        :param progress: ``callback(done_bytes, total_or_None)``.
+        :param if_exists: ``"verify"`` (keep a matching destination, refuse
+            a different one), ``"replace"`` or ``"error"``.
+        :param mode: permission bits of the destination (default: umask).
+        :param segments: parallel ranged segments (default ``[oslo_transfer]
+            segments``).
+        :param rate: bytes per second for this transfer (0: unlimited).
+        :returns: a :class:`~oslo_transfer.result.Result`.
+        """
+        source = self._source(source)
+        ck = self._checksum(checksum, source)
+        ctx = self._context(hints, cancel, source, ck)
+        plan = self._plan(self._locations(source), hints, 'read', ctx)
+        if isinstance(dest, locations.Location) or not locations.is_local(
+                dest):
+            dest_loc = locations.as_location(dest)
+            if dest_loc.scheme != 'file':
+                return self._copy_to_url(source, plan, dest_loc, ck, hints,
+                                         progress, ctx)
+            dest = dest_loc.url
+        dest = locations.local_path(os.fspath(dest))
+        job = download.Download(self, plan, dest, ck, ctx, progress=progress,
+                                if_exists=if_exists, mode=mode,
+                                segments=segments, rate=rate,
+                                expected_size=source.size)
+        return job.run()
+
+    def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx):
+        first = plan.candidates[0]
+        if first.location.scheme == 'file':
+            data = locations.local_path(first.location.url)
+            size = None
+        else:
+            data = stream.Reader(self, plan, 0, None, None, ctx)
+            size = data.size
+        return self.upload(data, dest_loc, size=size, checksum=ck,
+                           hints=hints, progress=progress,
+                           cancel=ctx.cancel)
+
+    def open(self, source, offset: int = 0, length: int | None = None,
+             checksum=None, hints=None,
+             cancel: driver_mod.CancelToken | None = None):
+        """Open ``source`` for streaming reads; use as a context manager.
+
+        :param offset: first byte; > 0 rules out drivers without ranged
+            reads.
+        :param length: bytes to read (default: to the end).
+        :param checksum: verified only for a whole-object read; a mismatch
+            raises from the read that reaches the end.
+        :returns: a :class:`~oslo_transfer.engine.stream.Reader`.
+        """
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError('offset and length must be >= 0')
+        source = self._source(source)
+        ck = self._checksum(checksum, source)
+        ctx = self._context(hints, cancel, source, ck)
+        plan = self._plan(self._locations(source), hints, 'read', ctx)
+        if offset:
+            plan.candidates = [c for c in plan.candidates
+                               if driver_mod.Capability.RANGED_READ in
+                               c.driver_obj.capabilities]
+            if not plan.candidates:
+                raise exceptions.NoDriverFound(
+                    'no driver can read %s from offset %d'
+                    % (source.urls[0].masked, offset))
+        return stream.Reader(self, plan, offset, length, ck, ctx)
+
+    def upload(self, data, dest, size: int | None = None, checksum=None,
+               hints=None, progress=None,
+               cancel: driver_mod.CancelToken | None = None):
+        """Write ``data`` (a path, a file object or an iterable of bytes).
+
+        With a checksum, the last chunk is held back until the digest
+        matches, so a corrupt upload never completes.  Uploads retry only
+        when ``data`` is a path or a seekable file; FTP and SFTP continue
+        at the server's size.
+        """
+        ck = checksum_mod.parse(checksum)
+        dest_loc = locations.as_location(dest)
+        if dest_loc.scheme == 'file':
+            src = data
+            if not isinstance(data, (str, os.PathLike)):
+                src = _DataLocation(data)
+                return self._upload_local(src, dest_loc, ck, progress,
+                                          cancel, size)
+            return self.copy(src, dest_loc.url, checksum=ck, hints=hints,
+                             progress=progress, cancel=cancel)
+        ctx = self._context(hints, cancel, None, ck)
+        plan = self._plan([dest_loc], hints, 'write', ctx)
+        return stream.upload(self, plan, data, size, ck, ctx,
+                             progress=progress)
+
+    def _upload_local(self, data, dest_loc, ck, progress, cancel, size):
+        ctx = self._context(None, cancel, None, ck)
+        drv = _DataDriver(self.conf, data)
+        loc = locations.Location('data://upload')
+        plan = selector_mod.Plan(candidates=[selector_mod.Candidate(
+            url='<data>', driver='data', rank=0,
+            reason='caller-supplied data', location=loc, driver_obj=drv)],
+            hints=selector_mod.Hints(), direction='write')
+        job = download.Download(self, plan, locations.local_path(
+            dest_loc.url), ck, ctx, progress=progress, if_exists='replace',
+            expected_size=size)
+        return job.run()
+
+    def submit(self, source, dest, **kwargs) -> TransferHandle:
+        """Run :meth:`copy` in the background; returns a handle."""
+        token = kwargs.pop('cancel', None) or driver_mod.CancelToken()
+        user_cb = kwargs.pop('progress', None)
+        holder = {}
+
+        def progress(done, total):
+            h = holder.get('h')
+            if h is not None:
+                h.progress = (done, total)
+            if user_cb is not None:
+                user_cb(done, total)
+
+        fut = self.executor.submit(self.copy, source, dest, cancel=token,
+                                   progress=progress, **kwargs)
+        h = TransferHandle(fut, token)
+        holder['h'] = h
+        return h
+
+    def close(self):
+        """Shut the executors down and release the drivers' connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self.executor.shutdown(wait=True)
+        self.segment_executor.shutdown(wait=True)
+        for d in self.drivers:
+            try:
+                d.close()
+            except Exception:  # noqa: closing is best effort
+                LOG.exception('closing driver %s', d.name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _DataLocation:
+    def __init__(self, data):
+        self.data = data
+
+
+class _DataDriver(driver_mod.Driver):
+    """Caller-supplied bytes as a one-shot, non-ranged source."""
+
+    name = 'data'
+    schemes = ('data',)
+    capabilities = driver_mod.Capability.READ
+
+    def __init__(self, conf, data):
+        super().__init__(conf)
+        self._src = stream.DataSource(data.data,
+                                      conf.oslo_transfer.chunk_size)
+        self._used = False
+        self._lock = threading.Lock()
+
+    def stat(self, location, ctx):
+        return driver_mod.Stat(size=self._src.size(), validator=None)
+
+    def read(self, location, offset, length, ctx):
+        with self._lock:
+            if self._used and not self._src.rewindable:
+                raise exceptions.TransferError(
+                    'the data was consumed by a failed attempt and cannot '
+                    'be read again')
+            self._used = True
+        return self._src.chunks(offset)

@@ -1,0 +1,129 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ``oslo-transfer`` command.
+
+Each sub-command lives in a module of :data:`COMMAND_MODULES` that defines
+``register(subparsers)``; the parser's ``func(args) -> int`` runs it.
+``args.conf`` is the ConfigOpts (``--config-file``), ``args.make_transfer()``
+builds a :class:`~oslo_transfer.Transfer` on it.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+from oslo_config import cfg
+
+from oslo_transfer import exceptions
+
+LOG = logging.getLogger(__name__)
+
+COMMAND_MODULES = (
+    'oslo_transfer.cmd.copy',
+    'oslo_transfer.cmd.demo',
+)
+
+#: exit codes, documented in the CLI guide
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_AUTH = 4
+EXIT_VERIFY = 5
+EXIT_EXISTS = 6
+EXIT_CANCELLED = 130
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an exception (see the CLI guide)."""
+    if isinstance(exc, (exceptions.ChecksumMismatch,
+                        exceptions.SizeMismatch)):
+        return EXIT_VERIFY
+    if isinstance(exc, exceptions.SourceNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, exceptions.AuthenticationFailed):
+        return EXIT_AUTH
+    if isinstance(exc, exceptions.DestinationExists):
+        return EXIT_EXISTS
+    if isinstance(exc, (exceptions.InvalidLocation, ValueError)):
+        return EXIT_USAGE
+    if isinstance(exc, (exceptions.Cancelled, KeyboardInterrupt)):
+        return EXIT_CANCELLED
+    return EXIT_ERROR
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='oslo-transfer',
+        description='Move large byte streams with the right protocol.')
+    parser.add_argument('--config-file', action='append', default=[],
+                        metavar='PATH',
+                        help='oslo.config file(s) with [oslo_transfer] and '
+                             '[oslo_transfer_<driver>] options')
+    parser.add_argument('-v', '--verbose', action='count', default=0,
+                        help='log progress (-v) or details (-vv) to stderr')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError as exc:
+            LOG.debug('command module %s not available: %s', name, exc)
+            continue
+        mod.register(sub)
+    return parser
+
+
+def _make_conf(files):
+    conf = cfg.ConfigOpts()
+    conf([], project='oslo_transfer', default_config_files=files,
+         default_config_dirs=[])
+    return conf
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose,
+                                                       logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        args.conf = _make_conf(args.config_file)
+    except cfg.Error as exc:
+        print('oslo-transfer: %s' % exc, file=sys.stderr)
+        return EXIT_USAGE
+
+    def make_transfer():
+        from oslo_transfer import transfer
+        return transfer.Transfer(args.conf)
+
+    args.make_transfer = make_transfer
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print('\noslo-transfer: interrupted; partial data is kept for a '
+              'resume', file=sys.stderr)
+        return EXIT_CANCELLED
+    except (exceptions.TransferError, ValueError) as exc:
+        print('oslo-transfer: %s: %s' % (type(exc).__name__, exc),
+              file=sys.stderr)
+        return exit_code(exc)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

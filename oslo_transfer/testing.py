@@ -1,0 +1,244 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""A conformance suite for driver authors.
+
+A third-party driver proves that it keeps the contract of
+:mod:`oslo_transfer.driver` by mixing :class:`DriverConformance` into a
+test class and providing three methods::
+
+    class TestMyDriver(testing.DriverConformance):
+        driver_class = MyDriver
+
+        def make_object(self, data: bytes) -> str:
+            '''Store data on the server; return its URL.'''
+
+        def new_url(self) -> str:
+            '''A URL where a write may create an object.'''
+
+        def read_back(self, url) -> bytes:
+            '''The bytes stored at url, read independently.'''
+
+The tests run with pytest or unittest.  The in-tree drivers run the same
+suite against their real servers.
+"""
+
+import hashlib
+import os
+
+from oslo_config import cfg
+
+from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+from oslo_transfer import opts
+from oslo_transfer import transfer as transfer_mod
+
+__all__ = ['DriverConformance', 'make_conf']
+
+Cap = driver_mod.Capability
+
+
+def make_conf(overrides=None, drivers=()):
+    """A fresh ConfigOpts with oslo.transfer's options registered.
+
+    :param overrides: ``{(group, name): value}``.
+    """
+    conf = cfg.ConfigOpts()
+    conf([], project='oslo_transfer', default_config_files=[],
+         default_config_dirs=[])
+    opts.register_opts(conf, drivers)
+    for (group, name), value in (overrides or {}).items():
+        conf.set_override(name, value, group=group)
+    return conf
+
+
+def _data(size, seed=b'conformance'):
+    out = bytearray()
+    block = hashlib.sha512(seed).digest()
+    i = 0
+    while len(out) < size:
+        out += hashlib.sha512(block + i.to_bytes(8, 'big')).digest()
+        i += 1
+    return bytes(out[:size])
+
+
+class DriverConformance:
+    """Mixin: the contract every driver keeps.  See the module docstring."""
+
+    driver_class = None
+    #: ``{(group, name): value}`` applied to the test configuration
+    conf_overrides = {}
+    #: object size used by the tests (several chunks)
+    object_size = 3 * 1024 * 1024 + 12345
+
+    # -- to be provided by the test class -----------------------------------
+
+    def make_object(self, data: bytes) -> str:
+        raise NotImplementedError
+
+    def new_url(self) -> str:
+        raise NotImplementedError
+
+    def read_back(self, url) -> bytes:
+        raise NotImplementedError
+
+    def missing_url(self) -> str:
+        """A URL on the same server that does not exist."""
+        url = self.make_object(b'x')
+        return url + '-missing-object'
+
+    # -- helpers --------------------------------------------------------------
+
+    def _driver(self):
+        conf = make_conf(self.conf_overrides, [self.driver_class])
+        drv = self.driver_class(conf)
+        drv.check_available()
+        return drv
+
+    def _ctx(self):
+        return driver_mod.Context(io_timeout=30.0)
+
+    def _loc(self, url):
+        return locations.as_location(url)
+
+    # -- the contract ---------------------------------------------------------
+
+    def test_declares_itself(self):
+        drv = self._driver()
+        assert drv.name, 'a driver needs a name'
+        assert drv.schemes, 'a driver needs schemes'
+        assert isinstance(drv.capabilities, Cap)
+        assert Cap.READ in drv.capabilities or Cap.WRITE in drv.capabilities
+        for opt in drv.list_opts():
+            assert isinstance(opt, cfg.Opt)
+
+    def test_stat_size(self):
+        data = _data(self.object_size)
+        url = self.make_object(data)
+        st = self._driver().stat(self._loc(url), self._ctx())
+        assert st.size == len(data)
+
+    def test_read_whole(self):
+        drv = self._driver()
+        if Cap.READ not in drv.capabilities:
+            return
+        data = _data(self.object_size)
+        url = self.make_object(data)
+        got = b''.join(drv.read(self._loc(url), 0, None, self._ctx()))
+        assert got == data
+
+    def test_read_ranges(self):
+        drv = self._driver()
+        if Cap.RANGED_READ not in drv.capabilities:
+            return
+        data = _data(self.object_size)
+        url = self.make_object(data)
+        loc = self._loc(url)
+        for off, n in ((0, 1), (1, 4096), (1 << 20, 1 << 20),
+                       (len(data) - 7, 7), (12345, None)):
+            got = b''.join(drv.read(loc, off, n, self._ctx()))
+            want = data[off:] if n is None else data[off:off + n]
+            assert got == want, 'range %d+%s differs' % (off, n)
+
+    def test_missing_object(self):
+        drv = self._driver()
+        url = self.missing_url()
+        try:
+            drv.stat(self._loc(url), self._ctx())
+        except exceptions.SourceNotFound as exc:
+            assert 'missing-object' in str(exc)
+        else:
+            raise AssertionError('stat of a missing object must raise '
+                                 'SourceNotFound')
+
+    def test_validator_changes_with_content(self):
+        drv = self._driver()
+        url = self.make_object(_data(4096, b'one'))
+        v1 = drv.stat(self._loc(url), self._ctx()).validator
+        if v1 is None:
+            return
+        url2 = self.make_object(_data(8192, b'two'))
+        v2 = drv.stat(self._loc(url2), self._ctx()).validator
+        assert v1 != v2
+
+    def test_write_then_read(self):
+        drv = self._driver()
+        if Cap.WRITE not in drv.capabilities:
+            return
+        data = _data(self.object_size, b'write')
+        url = self.new_url()
+        chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+        writer = drv.write(self._loc(url), iter(chunks), self._ctx(),
+                           size=len(data))
+        writer.commit()
+        assert self.read_back(url) == data
+
+    def test_write_aborted_by_iterator(self):
+        drv = self._driver()
+        if Cap.WRITE not in drv.capabilities:
+            return
+        url = self.new_url()
+
+        def chunks():
+            yield b'a' * 65536
+            raise exceptions.ChecksumMismatch('test abort')
+
+        try:
+            drv.write(self._loc(url), chunks(), self._ctx(), size=131072)
+        except exceptions.ChecksumMismatch:
+            pass
+        else:
+            raise AssertionError('an exception from the chunks must '
+                                 'propagate out of write()')
+        if Cap.ATOMIC_COMMIT in drv.capabilities:
+            try:
+                got = self.read_back(url)
+            except Exception:  # noqa: absent is the expected outcome
+                got = None
+            assert got in (None, b''), 'an aborted atomic write left data'
+
+    def test_cancel_stops_read(self):
+        drv = self._driver()
+        data = _data(self.object_size)
+        url = self.make_object(data)
+        ctx = self._ctx()
+        it = iter(drv.read(self._loc(url), 0, None, ctx))
+        next(it)
+        ctx.cancel.cancel()
+        try:
+            for _ in it:
+                pass
+        except exceptions.Cancelled:
+            return
+        except exceptions.TransferError:
+            return
+
+    def test_copy_through_engine(self):
+        data = _data(self.object_size, b'engine')
+        url = self.make_object(data)
+        conf = make_conf(self.conf_overrides, [self.driver_class])
+        dest = os.path.join(self.scratch_dir(), 'conformance-copy')
+        with transfer_mod.Transfer(conf, drivers=[self.driver_class]) as t:
+            res = t.copy(url, dest, checksum='sha256:%s'
+                         % hashlib.sha256(data).hexdigest())
+        with open(dest, 'rb') as f:
+            assert f.read() == data
+        assert res.driver == self.driver_class.name
+        assert res.size == len(data)
+
+    def scratch_dir(self):
+        import tempfile
+        d = getattr(self, '_scratch', None)
+        if d is None:
+            d = self._scratch = tempfile.mkdtemp(prefix='conformance-')
+        return d

@@ -150,18 +150,15 @@ class Download:
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
         self.lock.acquire(self.ctx.cancel, self.ctx.deadline)
-        remove_lock = False
         try:
             kept = self._existing()
             if kept is not None:
-                remove_lock = not os.path.exists(self.part.path)
                 return kept
-            res = self._run_candidates()
-            remove_lock = True
-            return res
+            return self._run_candidates()
         finally:
             self.part.close()
-            self.lock.release(remove=remove_lock)
+            # Keep the lock file only beside resumable state.
+            self.lock.release(remove=not os.path.exists(self.part.path))
 
     def _existing(self):
         if not os.path.lexists(self.dest):
@@ -282,7 +279,6 @@ class Download:
         self.ctx.validator = st.validator
         self._decide_resume(loc, st, size)
         j = self.journal
-        resumed_from = j.ranges.total()
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
@@ -293,6 +289,7 @@ class Download:
         j.size = size
         j.checksum = str(self.checksum) if self.checksum else None
         hasher, hashed = self._verify_prefix(new, algo)
+        resumed_from = j.ranges.total()
         j.algorithm = algo
         j.save()
         self.done = j.ranges.total()

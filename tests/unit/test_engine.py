@@ -1,0 +1,413 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The engine against in-memory drivers: resume, verify, splice, lock."""
+
+import hashlib
+import json
+import os
+import threading
+import time
+
+import pytest
+
+import oslo_transfer
+from oslo_transfer import exceptions
+from oslo_transfer import testing
+from oslo_transfer import transfer as transfer_mod
+from tests.unit import fakes
+
+MiB = 1024 * 1024
+
+
+def sha(b):
+    return 'sha256:' + hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture
+def store():
+    return fakes.MemoryStore()
+
+
+def make(store, **overrides):
+    drv = fakes.make_driver_class(store=store)
+    o = {('oslo_transfer', 'retry_backoff'): 0.0,
+         ('oslo_transfer', 'segment_threshold'): 0,
+         ('oslo_transfer', 'segment_size'): MiB,
+         ('oslo_transfer', 'checkpoint_bytes'): MiB}
+    o.update({('oslo_transfer', k): v for k, v in overrides.items()})
+    conf = testing.make_conf(o, [drv])
+    return transfer_mod.Transfer(conf, drivers=[drv])
+
+
+def test_copy_segments_and_digest(store, tmp_path):
+    payload = fakes.data(5 * MiB + 17)
+    store.put('mem://a', payload)
+    with make(store, segments=4) as t:
+        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert (tmp_path / 'out').read_bytes() == payload
+    assert res.bytes_transferred == len(payload)
+    assert res.digest == hashlib.sha256(payload).hexdigest()
+    assert len({r[0] for r in store.requests}) == 6  # six 1 MiB pieces
+    assert sorted(os.listdir(tmp_path)) == ['out']
+
+
+def test_glance_hash_pair(store, tmp_path):
+    payload = fakes.data(MiB)
+    store.put('mem://a', payload)
+    with make(store) as t:
+        res = t.copy('mem://a', str(tmp_path / 'out'), checksum={
+            'os_hash_algo': 'sha512',
+            'os_hash_value': hashlib.sha512(payload).hexdigest()})
+    assert res.algorithm == 'sha512'
+
+
+def test_checksum_mismatch_leaves_nothing(store, tmp_path):
+    store.put('mem://a', fakes.data(2 * MiB))
+    with make(store) as t:
+        with pytest.raises(exceptions.ChecksumMismatch) as ei:
+            t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(b'other'))
+    assert 'expected' in str(ei.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_resume_after_connection_drop_keeps_bytes(store, tmp_path):
+    payload = fakes.data(6 * MiB)
+    store.put('mem://a', payload)
+    store.fail_after = 3 * MiB
+    store.fail_times = 1
+    with make(store, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+        assert not (tmp_path / 'out').exists()
+        ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
+        held = sum(e - s for s, e in ctl['ranges'])
+        assert held >= 2 * MiB
+        assert 'mem://a' == ctl['source']
+        store.served = 0
+        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert (tmp_path / 'out').read_bytes() == payload
+    assert res.bytes_resumed == held
+    assert res.bytes_transferred == len(payload) - held
+
+
+def test_retry_in_place(store, tmp_path):
+    payload = fakes.data(4 * MiB)
+    store.put('mem://a', payload)
+    store.fail_after = MiB
+    store.fail_times = 2
+    with make(store, segments=2, retries=3) as t:
+        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert (tmp_path / 'out').read_bytes() == payload
+    assert res.bytes_transferred < 2 * len(payload)
+
+
+def test_source_changed_restarts_or_errors(store, tmp_path):
+    old = fakes.data(4 * MiB, b'old')
+    new = fakes.data(4 * MiB, b'new')
+    store.put('mem://a', old)
+    store.fail_after = 2 * MiB
+    store.fail_times = 1
+    out = str(tmp_path / 'out')
+    with make(store, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('mem://a', out)
+    store.put('mem://a', new)
+    with make(store, on_source_change='error') as t:
+        with pytest.raises(exceptions.SourceChanged) as ei:
+            t.copy('mem://a', out)
+        assert 'changed' in str(ei.value)
+        assert os.path.exists(out + '.part')
+    with make(store) as t:
+        res = t.copy('mem://a', out, checksum=sha(new))
+    assert open(out, 'rb').read() == new
+    assert res.bytes_resumed == 0
+
+
+def test_server_ignoring_ranges_never_corrupts(store, tmp_path):
+    payload = fakes.data(5 * MiB)
+    store.put('mem://a', payload)
+    store.ignore_ranges = True
+    with make(store, segments=4) as t:
+        t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_range_ignored_mid_transfer_switches_to_stream(store, tmp_path):
+    payload = fakes.data(5 * MiB)
+    store.put('mem://a', payload)
+    drv = fakes.make_driver_class(store=store)
+    orig = drv.read
+    calls = []
+
+    def read(self, loc, off, length, ctx):
+        calls.append(off)
+        if off and len(calls) > 2:
+            raise exceptions.RangeNotSupported('now ignoring Range')
+        return orig(self, loc, off, length, ctx)
+
+    drv.read = read
+    conf = testing.make_conf({('oslo_transfer', 'segment_threshold'): 0,
+                              ('oslo_transfer', 'segment_size'): MiB}, [drv])
+    with transfer_mod.Transfer(conf, drivers=[drv]) as t:
+        t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload),
+               segments=1)
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_truncated_read_is_an_error_not_data(store, tmp_path):
+    payload = fakes.data(3 * MiB)
+    store.put('mem://a', payload)
+    store.truncate_to = 2 * MiB
+    with make(store, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.ProtocolError) as ei:
+            t.copy('mem://a', str(tmp_path / 'out'))
+    assert 'ended after' in str(ei.value)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_fallback_to_next_location_keeps_verified_bytes(tmp_path):
+    payload = fakes.data(4 * MiB)
+    s1, s2 = fakes.MemoryStore(), fakes.MemoryStore()
+    s1.put('one://x', payload)
+    s2.put('two://x', payload)
+    s1.fail_after = 2 * MiB
+    s1.fail_times = 99
+    d1 = fakes.make_driver_class('one', schemes=('one',), store=s1)
+    d2 = fakes.make_driver_class('two', schemes=('two',), store=s2)
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 0,
+                              ('oslo_transfer', 'segment_threshold'): 0,
+                              ('oslo_transfer', 'segment_size'): MiB,
+                              ('oslo_transfer', 'checkpoint_bytes'): MiB},
+                             [d1, d2])
+    src = oslo_transfer.Source(urls=['one://x', 'two://x'])
+    with transfer_mod.Transfer(conf, drivers=[d1, d2]) as t:
+        res = t.copy(src, str(tmp_path / 'out'), checksum=sha(payload),
+                     segments=1)
+    assert res.driver == 'two'
+    assert res.attempts and res.attempts[0][1] == 'one'
+    assert res.bytes_resumed >= MiB
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_no_splice_without_checksum(tmp_path):
+    payload = fakes.data(4 * MiB)
+    s1, s2 = fakes.MemoryStore(), fakes.MemoryStore()
+    s1.put('one://x', payload)
+    s2.put('two://x', payload)
+    s1.fail_after = 2 * MiB
+    s1.fail_times = 99
+    d1 = fakes.make_driver_class('one', schemes=('one',), store=s1)
+    d2 = fakes.make_driver_class('two', schemes=('two',), store=s2)
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 0,
+                              ('oslo_transfer', 'segment_threshold'): 0,
+                              ('oslo_transfer', 'segment_size'): MiB,
+                              ('oslo_transfer', 'checkpoint_bytes'): MiB},
+                             [d1, d2])
+    src = oslo_transfer.Source(urls=['one://x', 'two://x'])
+    with transfer_mod.Transfer(conf, drivers=[d1, d2]) as t:
+        res = t.copy(src, str(tmp_path / 'out'), segments=1)
+    assert res.bytes_resumed == 0
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_corrupted_part_is_detected_on_resume(store, tmp_path):
+    payload = fakes.data(6 * MiB)
+    store.put('mem://a', payload)
+    store.fail_after = 5 * MiB
+    store.fail_times = 1
+    out = str(tmp_path / 'out')
+    with make(store, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('mem://a', out, checksum=sha(payload))
+    with open(out + '.part', 'r+b') as f:
+        f.seek(10)
+        f.write(b'CORRUPT')
+    with make(store) as t:
+        res = t.copy('mem://a', out, checksum=sha(payload))
+    assert res.bytes_resumed == 0
+    assert open(out, 'rb').read() == payload
+
+
+def test_existing_destination(store, tmp_path):
+    payload = fakes.data(MiB)
+    store.put('mem://a', payload)
+    out = tmp_path / 'out'
+    with make(store) as t:
+        t.copy('mem://a', str(out), checksum=sha(payload))
+        res = t.copy('mem://a', str(out), checksum=sha(payload))
+        assert res.bytes_transferred == 0 and res.driver is None
+        out.write_bytes(b'different')
+        with pytest.raises(exceptions.DestinationExists):
+            t.copy('mem://a', str(out), checksum=sha(payload))
+        assert out.read_bytes() == b'different'
+        with pytest.raises(exceptions.DestinationExists):
+            t.copy('mem://a', str(out), if_exists='error')
+        t.copy('mem://a', str(out), checksum=sha(payload),
+               if_exists='replace')
+        assert out.read_bytes() == payload
+
+
+def test_mode_and_private_part(store, tmp_path):
+    payload = fakes.data(2 * MiB)
+    store.put('mem://a', payload)
+    store.fail_after = MiB
+    store.fail_times = 1
+    out = str(tmp_path / 'out')
+    with make(store, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('mem://a', out)
+        assert os.stat(out + '.part').st_mode & 0o777 == 0o600
+        assert os.stat(out + '.part.ctl').st_mode & 0o777 == 0o600
+        t.copy('mem://a', out, mode=0o644)
+    assert os.stat(out).st_mode & 0o777 == 0o644
+
+
+def test_symlinked_part_refused(store, tmp_path):
+    store.put('mem://a', fakes.data(MiB))
+    victim = tmp_path / 'victim'
+    victim.write_bytes(b'precious')
+    os.symlink(victim, tmp_path / 'out.part')
+    with make(store) as t:
+        with pytest.raises(exceptions.DestinationError) as ei:
+            t.copy('mem://a', str(tmp_path / 'out'))
+    assert 'symlink' in str(ei.value)
+    assert victim.read_bytes() == b'precious'
+
+
+def test_sparse_output(store, tmp_path):
+    payload = fakes.data(MiB) + bytes(8 * MiB) + fakes.data(MiB, b'z')
+    store.put('mem://a', payload)
+    with make(store) as t:
+        t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    st = os.stat(tmp_path / 'out')
+    assert st.st_size == len(payload)
+    assert st.st_blocks * 512 < 4 * MiB
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_sparse_off(store, tmp_path):
+    payload = bytes(4 * MiB)
+    store.put('mem://a', payload)
+    with make(store, sparse=False) as t:
+        t.copy('mem://a', str(tmp_path / 'out'))
+    assert os.stat(tmp_path / 'out').st_blocks * 512 >= 4 * MiB
+
+
+def test_cancel_leaves_resumable_state(store, tmp_path):
+    payload = fakes.data(8 * MiB)
+    store.put('mem://a', payload)
+    store.block = threading.Event()
+    out = str(tmp_path / 'out')
+    seen = []
+    with make(store, segments=2) as t:
+        h = t.submit('mem://a', out, checksum=sha(payload),
+                     progress=lambda d, n: seen.append(d))
+        time.sleep(0.3)
+        h.cancel()
+        with pytest.raises(exceptions.Cancelled):
+            h.result(timeout=10)
+        assert not os.path.exists(out)
+        assert os.path.exists(out + '.part.ctl')
+        store.block = None
+        res = t.copy('mem://a', out, checksum=sha(payload))
+    assert open(out, 'rb').read() == payload
+    assert res.size == len(payload)
+
+
+def test_two_writers_one_destination(store, tmp_path):
+    payload = fakes.data(6 * MiB)
+    store.put('mem://a', payload)
+    out = str(tmp_path / 'out')
+    results = []
+    with make(store, segments=2) as t:
+        threads = [threading.Thread(target=lambda: results.append(
+            t.copy('mem://a', out, checksum=sha(payload))))
+            for _ in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert sorted(r.bytes_transferred for r in results) == [0, len(payload)]
+    assert open(out, 'rb').read() == payload
+    assert os.listdir(tmp_path) == ['out']
+
+
+def test_progress_reports_total(store, tmp_path):
+    payload = fakes.data(3 * MiB)
+    store.put('mem://a', payload)
+    seen = []
+    with make(store) as t:
+        t.copy('mem://a', str(tmp_path / 'out'),
+               progress=lambda d, n: seen.append((d, n)))
+    assert seen[-1] == (len(payload), len(payload))
+
+
+def test_rate_limit(store, tmp_path):
+    payload = fakes.data(2 * MiB)
+    store.put('mem://a', payload)
+    with make(store, segments=1) as t:
+        res = t.copy('mem://a', str(tmp_path / 'out'), rate=4 * MiB)
+    # 2 MiB at 4 MiB/s minus the burst allowance (1 MiB) takes >= 0.25 s.
+    assert res.elapsed >= 0.2
+
+
+def test_upload_holds_back_last_chunk(store, tmp_path):
+    with make(store) as t:
+        payload = fakes.data(MiB)
+        res = t.upload(payload, 'mem://up', checksum=sha(payload))
+        assert store.objects['mem://up'] == payload
+        assert res.bytes_transferred == len(payload)
+        with pytest.raises(exceptions.ChecksumMismatch):
+            t.upload(iter([payload]), 'mem://bad', checksum=sha(b'x'))
+        assert 'mem://bad' not in store.objects
+
+
+def test_upload_to_local_path(store, tmp_path):
+    with make(store) as t:
+        payload = fakes.data(MiB)
+        t.upload(iter([payload[:1000], payload[1000:]]),
+                 str(tmp_path / 'up'), checksum=sha(payload))
+    assert (tmp_path / 'up').read_bytes() == payload
+
+
+def test_open_stream_and_resume(store, tmp_path):
+    payload = fakes.data(3 * MiB)
+    store.put('mem://a', payload)
+    store.fail_after = MiB
+    store.fail_times = 1
+    with make(store) as t:
+        with t.open('mem://a', checksum=sha(payload)) as r:
+            got = b''.join(r)
+        assert got == payload
+        with t.open('mem://a', offset=100, length=5000) as r:
+            assert r.read() == payload[100:5100]
+        with pytest.raises(exceptions.ChecksumMismatch):
+            with t.open('mem://a', checksum=sha(b'x')) as r:
+                while r.read(65536):
+                    pass
+
+
+def test_checksum_conflict_is_value_error(store, tmp_path):
+    store.put('mem://a', b'abc')
+    src = oslo_transfer.Source(urls=['mem://a'], checksum=sha(b'abc'))
+    with make(store) as t:
+        with pytest.raises(ValueError):
+            t.copy(src, str(tmp_path / 'o'), checksum=sha(b'abd'))
+    assert os.listdir(tmp_path) == []
+
+
+def test_url_policy(store, tmp_path):
+    store.put('mem://a', b'abc')
+    with make(store, allowed_schemes=['https']) as t:
+        with pytest.raises(exceptions.URLNotAllowed):
+            t.copy('mem://a', str(tmp_path / 'o'))

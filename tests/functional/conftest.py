@@ -174,3 +174,81 @@ def file_equals(path, data: bytes) -> bool:
                 return False
             pos += len(chunk)
     return True
+
+
+# -- the state a transfer leaves on disk ---------------------------------------
+
+def part_path(dest) -> str:
+    return '%s.part' % dest
+
+
+def ctl_path(dest) -> str:
+    return '%s.part.ctl' % dest
+
+
+def lock_path(dest) -> str:
+    return '%s.part.lock' % dest
+
+
+def files_beside(dest) -> list:
+    """Names in the destination's folder (sorted)."""
+    return sorted(os.listdir(os.path.dirname(str(dest))))
+
+
+def assert_only_dest(dest, data: bytes | None = None):
+    """After success: DEST (with ``data``) and nothing else beside it."""
+    name = os.path.basename(str(dest))
+    assert files_beside(dest) == [name], (
+        'expected only %s, found %s' % (name, files_beside(dest)))
+    if data is not None:
+        assert file_equals(dest, data), '%s differs from the source' % dest
+
+
+def assert_resumable(dest, size: int | None = None) -> dict:
+    """After a resumable failure: no DEST, ``.part`` and ``.part.ctl``.
+
+    :returns: the control file's JSON.
+    """
+    import json
+
+    assert not os.path.lexists(dest), '%s must not exist' % dest
+    assert os.path.isfile(part_path(dest)), (
+        'no %s: nothing to resume from (found %s)'
+        % (part_path(dest), files_beside(dest)))
+    assert os.path.isfile(ctl_path(dest)), (
+        'no %s (found %s)' % (ctl_path(dest), files_beside(dest)))
+    with open(ctl_path(dest)) as f:
+        ctl = json.load(f)
+    if size is not None:
+        assert ctl.get('size') == size, ctl
+    return ctl
+
+
+def assert_nothing_left(dest):
+    """After a final failure: no DEST, no ``.part``, no control file."""
+    left = [n for n in files_beside(dest)
+            if n.startswith(os.path.basename(str(dest))) and
+            not n.endswith('.part.lock')]
+    assert not left, 'expected nothing left, found %s' % left
+
+
+def correct_bytes(path, data: bytes, block: int = 64 * 1024) -> int:
+    """Bytes of ``path`` equal to ``data`` at the same offsets.
+
+    Counted per ``block``; random data has no zero blocks, so holes and
+    bytes never written do not count.
+    """
+    if not os.path.exists(path):
+        return 0
+    good = 0
+    view = memoryview(data)
+    with open(path, 'rb') as f:
+        pos = 0
+        while pos < len(data):
+            chunk = f.read(block)
+            if not chunk:
+                break
+            if chunk == view[pos:pos + len(chunk)]:
+                good += len(chunk)
+            pos += len(chunk)
+    return good

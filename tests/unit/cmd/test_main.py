@@ -1,0 +1,89 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The command line: exit codes, --json, plan (local files only)."""
+
+import hashlib
+import json
+
+import pytest
+
+from oslo_transfer.cmd import copy as copy_cmd
+from oslo_transfer.cmd import main
+
+
+def run(capsys, *argv):
+    rc = main.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_copy_json(tmp_path, capsys):
+    src = tmp_path / 'src'
+    src.write_bytes(b'x' * 100000)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    rc, out, err = run(capsys, 'copy', str(src), str(tmp_path / 'dst'),
+                       '--checksum', 'sha256:' + digest, '--json')
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res['driver'] == 'file' and res['digest'] == digest
+    assert res['plan']['candidates'][0]['driver'] == 'file'
+    assert (tmp_path / 'dst').read_bytes() == src.read_bytes()
+
+
+def test_exit_codes(tmp_path, capsys):
+    src = tmp_path / 'src'
+    src.write_bytes(b'abc')
+    rc, _, err = run(capsys, 'copy', str(tmp_path / 'missing'),
+                     str(tmp_path / 'd'))
+    assert rc == main.EXIT_NOT_FOUND and 'SourceNotFound' in err
+    rc, _, err = run(capsys, 'copy', str(src), str(tmp_path / 'd'),
+                     '--checksum', 'sha256:' + '0' * 64)
+    assert rc == main.EXIT_VERIFY and 'ChecksumMismatch' in err
+    assert not (tmp_path / 'd').exists()
+    rc, _, err = run(capsys, 'copy', str(src), str(tmp_path / 'd'),
+                     '--checksum', 'sha256:zz')
+    assert rc == main.EXIT_USAGE
+    rc, _, _ = run(capsys, 'copy')
+    assert rc == main.EXIT_USAGE
+    (tmp_path / 'e').write_bytes(b'other')
+    rc, _, err = run(capsys, 'copy', str(src), str(tmp_path / 'e'))
+    assert rc == main.EXIT_EXISTS
+
+
+def test_plan_moves_nothing(tmp_path, capsys):
+    rc, out, _ = run(capsys, 'plan', 'https://u:pw@origin.invalid/img',
+                     str(tmp_path / 'd'), '--peers', '40')
+    assert rc == 0
+    assert 'via http' in out and 'pw' not in out.replace('pw@', '')
+    assert ':***@' in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_drivers(capsys):
+    rc, out, _ = run(capsys, 'drivers', '--json')
+    names = {r['name'] for r in json.loads(out)}
+    assert {'http', 'file'} <= names
+
+
+@pytest.mark.parametrize('text,value', [('50M', 50 * 2 ** 20),
+                                        ('800k', 800 * 1024), ('0', 0),
+                                        ('1.5G', int(1.5 * 2 ** 30))])
+def test_parse_rate(text, value):
+    assert copy_cmd.parse_rate(text) == value
+
+
+def test_no_progress_bar_when_piped(tmp_path, capsys):
+    src = tmp_path / 'src'
+    src.write_bytes(b'x' * 1000)
+    rc, out, err = run(capsys, 'copy', str(src), str(tmp_path / 'd'))
+    assert rc == 0 and '\r' not in err

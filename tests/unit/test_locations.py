@@ -1,0 +1,102 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+import pytest
+
+from oslo_transfer import checksum
+from oslo_transfer.engine import journal
+from oslo_transfer.engine import policy
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+
+
+@pytest.mark.parametrize('url,masked', [
+    ('https://u:pw@h/x', 'https://u:***@h/x'),
+    ('ftp://u:p%40ss@h:21/x', 'ftp://u:***@h:21/x'),
+    ('https://h/x?token=abc&a=1', 'https://h/x?token=***&a=1'),
+    ('https://u@h/x', 'https://u@h/x'),
+    ('/var/lib/x', '/var/lib/x'),
+])
+def test_mask_url(url, masked):
+    assert locations.mask_url(url) == masked
+
+
+def test_credentials_precedence():
+    loc = locations.Location('ftp://urluser:urlpw@h/x')
+    c = loc.effective_credentials(username='confuser', password='confpw')
+    assert (c.username, c.password) == ('urluser', 'urlpw')
+    loc = locations.Location('ftp://urluser:urlpw@h/x',
+                             credentials=('own', 'ownpw'))
+    c = loc.effective_credentials(username='confuser', password='confpw')
+    assert (c.username, c.password) == ('own', 'ownpw')
+    loc = locations.Location('ftp://h/x')
+    c = loc.effective_credentials(username='confuser', password='confpw')
+    assert (c.username, c.password) == ('confuser', 'confpw')
+
+
+def test_credentials_repr_hides_secrets():
+    loc = locations.Location('https://h/x', credentials={'token': 'tok123',
+                                                         'password': 'pw9'})
+    assert 'tok123' not in repr(loc) and 'pw9' not in repr(loc)
+    assert 'tok123' not in repr(loc.credentials)
+
+
+def test_without_userinfo():
+    loc = locations.Location('https://u:pw@[::1]:8443/x?y=1')
+    assert loc.without_userinfo() == 'https://[::1]:8443/x?y=1'
+
+
+def test_file_urls():
+    assert locations.local_path('file:///a/b%20c') == '/a/b c'
+    assert locations.Location('/a/b').scheme == 'file'
+    with pytest.raises(exceptions.InvalidLocation):
+        locations.local_path('file://remote/a')
+
+
+@pytest.mark.parametrize('value,algo', [
+    ('sha256:' + 'a' * 64, 'sha256'),
+    ('MD5:' + 'B' * 32, 'md5'),
+    ({'os_hash_algo': 'sha512', 'os_hash_value': 'c' * 128}, 'sha512'),
+])
+def test_checksum_parse(value, algo):
+    assert checksum.parse(value).algorithm == algo
+
+
+@pytest.mark.parametrize('bad', ['sha256', 'nope:00', 'sha256:xyz',
+                                 'sha256:' + 'a' * 10])
+def test_checksum_rejects(bad):
+    with pytest.raises(ValueError):
+        checksum.parse(bad)
+
+
+def test_rangeset():
+    r = journal.RangeSet()
+    r.add(10, 20)
+    r.add(0, 5)
+    r.add(5, 10)
+    r.add(30, 40)
+    assert list(r) == [(0, 20), (30, 40)]
+    assert r.prefix() == 20
+    assert r.holes(50) == [(20, 30), (40, 50)]
+    assert r.covers(31, 39) and not r.covers(15, 25)
+    r.add(15, 35)
+    assert list(r) == [(0, 40)]
+
+
+def test_policy_schemes_and_networks():
+    p = policy.URLPolicy(['https'], ['127.0.0.0/8'])
+    with pytest.raises(exceptions.URLNotAllowed):
+        p.check('http://example.invalid/x')
+    with pytest.raises(exceptions.URLNotAllowed) as ei:
+        p.check('https://u:pw@127.0.0.1/x')
+    assert 'pw' not in str(ei.value)
+    assert 'denied' in str(ei.value)

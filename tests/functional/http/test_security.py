@@ -1,0 +1,197 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""TLS verification, credentials and secrets that must never leak."""
+
+import json
+import logging
+import os
+
+import pytest
+
+import oslo_transfer
+from oslo_transfer import exceptions as exc
+from tests.functional import conftest as fconf
+from tests.functional.http import nginx as nginx_mod
+
+MiB = fconf.MiB
+USER, PASSWORD = nginx_mod.USER, nginx_mod.PASSWORD
+TOKEN = 'gAAAAA-token-never-in-logs-91c2'
+
+
+# -- TLS ------------------------------------------------------------------------
+
+def test_self_signed_certificate_refused_by_default(nginx, serve, dest,
+                                                    make_conf):
+    src = serve(MiB)
+    url = nginx.url(src.name, tls=True)
+    with pytest.raises(exc.TransferError) as ei:
+        oslo_transfer.copy(url, dest, conf=make_conf(
+            oslo_transfer={'retries': 0}))
+    msg = str(ei.value).lower()
+    assert 'certificate' in msg and 'verif' in msg, str(ei.value)
+    assert isinstance(ei.value, (exc.ConnectionFailed,
+                                 exc.AuthenticationFailed))
+    assert not ei.value.retryable
+    fconf.assert_nothing_left(dest)
+
+
+def test_self_signed_certificate_accepted_with_ca_file(nginx, serve, dest,
+                                                       make_conf):
+    src = serve(2 * MiB)
+    conf = make_conf(oslo_transfer_http={'ca_file': nginx.cert_file})
+    r = oslo_transfer.copy(nginx.url(src.name, tls=True), dest,
+                           checksum=src.checksum(), conf=conf)
+    fconf.assert_only_dest(dest, src.data)
+    assert r.url.startswith('https://')
+
+
+def test_insecure_option_skips_verification(nginx, serve, dest, make_conf):
+    src = serve(MiB)
+    conf = make_conf(oslo_transfer_http={'insecure': True})
+    oslo_transfer.copy(nginx.url(src.name, tls=True), dest,
+                       checksum=src.checksum(), conf=conf)
+    fconf.assert_only_dest(dest, src.data)
+
+
+def test_open_over_tls_with_ca_file(nginx, serve, make_conf):
+    src = serve(MiB)
+    conf = make_conf(oslo_transfer_http={'ca_file': nginx.cert_file})
+    with oslo_transfer.open(nginx.url(src.name, tls=True), offset=10,
+                            length=1000, conf=conf) as reader:
+        assert reader.read() == src.data[10:1010]
+
+
+# -- credentials ------------------------------------------------------------------
+
+def test_basic_auth_from_url_userinfo(nginx, serve, dest):
+    src = serve(MiB)
+    url = nginx.url(src.name, 'private', userinfo='%s:%s' % (USER,
+                                                             PASSWORD))
+    r = oslo_transfer.copy(url, dest, checksum=src.checksum())
+    fconf.assert_only_dest(dest, src.data)
+    assert PASSWORD not in r.url
+    assert PASSWORD not in json.dumps(r.to_dict())
+    assert 'auth=%s' % USER in nginx.requests_for(src.name)[-1]
+
+
+def test_basic_auth_from_location(nginx, serve, dest):
+    src = serve(MiB)
+    loc = oslo_transfer.Location(nginx.url(src.name, 'private'),
+                                 credentials=(USER, PASSWORD))
+    assert PASSWORD not in repr(loc)
+    r = oslo_transfer.copy(loc, dest, checksum=src.checksum())
+    fconf.assert_only_dest(dest, src.data)
+    assert PASSWORD not in json.dumps(r.to_dict())
+
+
+def test_location_credentials_win_over_url_userinfo(nginx, serve, dest):
+    src = serve(1000)
+    url = nginx.url(src.name, 'private', userinfo='%s:wrong' % USER)
+    loc = oslo_transfer.Location(url, credentials=(USER, PASSWORD))
+    oslo_transfer.copy(loc, dest, checksum=src.checksum())
+    fconf.assert_only_dest(dest, src.data)
+
+
+def test_token_header_is_sent(badserver, dest):
+    from tests.functional.http import badserver as bad
+    data = os.urandom(1000)
+    badserver.add('tok', bad.Resource(data))
+    loc = oslo_transfer.Location(badserver.url('tok'),
+                                 credentials={'token': TOKEN},
+                                 headers={'X-Image-Meta': 'yes'})
+    oslo_transfer.copy(loc, dest)
+    gets = badserver.requests_for('tok', 'GET')
+    assert gets[-1].headers.get('x-auth-token') == TOKEN
+    assert gets[-1].headers.get('x-image-meta') == 'yes'
+
+
+def test_wrong_password_is_masked_everywhere(nginx, serve, dest, make_conf,
+                                             caplog):
+    src = serve(1000)
+    url = nginx.url(src.name, 'private', userinfo='%s:%s-bad' % (USER,
+                                                                 PASSWORD))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(exc.AuthenticationFailed) as ei:
+        oslo_transfer.copy(url, dest, conf=make_conf(
+            oslo_transfer={'retries': 1, 'retry_backoff': 0}))
+    assert PASSWORD not in str(ei.value)
+    assert PASSWORD not in repr(ei.value)
+    assert PASSWORD not in (ei.value.url or '')
+    assert '401' in str(ei.value)
+    assert '127.0.0.1:%d' % nginx.port in str(ei.value)
+    _assert_not_logged(caplog, PASSWORD)
+    fconf.assert_nothing_left(dest)
+
+
+def test_password_never_logged_nor_stored(own_nginx, dest, make_conf,
+                                          caplog):
+    """A resumed transfer with credentials in the URL, logs at DEBUG.
+
+    The password must not appear in any log record, exception, control
+    file, Plan or Result.
+    """
+    src = fconf.make_data_file(own_nginx.docroot, 'img.raw', 6 * MiB)
+    url = own_nginx.url(src.name, 'private',
+                        userinfo='%s:%s' % (USER, PASSWORD))
+    conf = make_conf(oslo_transfer={'retries': 1, 'retry_backoff': 0})
+    caplog.set_level(logging.DEBUG)
+    stopped = []
+
+    def progress(done, total):
+        if done > src.size / 3 and not stopped:
+            stopped.append(done)
+            own_nginx.stop()
+
+    # /slow/ (limit_rate) takes the credentials too and ignores them.
+    slow = url.replace('/private/', '/slow/')
+    with pytest.raises(exc.ConnectionFailed) as ei:
+        oslo_transfer.copy(slow, dest, progress=progress, conf=conf)
+    assert PASSWORD not in str(ei.value)
+    with open(fconf.ctl_path(dest)) as f:
+        assert PASSWORD not in f.read()
+
+    own_nginx.restart(rate='0')
+    plan = oslo_transfer.plan(slow, conf=conf)
+    assert PASSWORD not in repr(plan)
+    assert PASSWORD not in json.dumps(plan.to_dict())
+    assert PASSWORD not in plan.explain()
+    r = oslo_transfer.copy(slow, dest, checksum=src.checksum(), conf=conf)
+    assert r.bytes_resumed > 0
+    fconf.assert_only_dest(dest, src.data)
+    assert PASSWORD not in json.dumps(r.to_dict())
+    assert PASSWORD not in repr(r)
+    _assert_not_logged(caplog, PASSWORD)
+    assert any('127.0.0.1:%d' % own_nginx.port in rec.getMessage()
+               for rec in caplog.records), 'nothing was logged at all'
+
+
+def test_token_never_logged(nginx, dest, make_conf, caplog):
+    caplog.set_level(logging.DEBUG)
+    loc = oslo_transfer.Location(nginx.url('img', 'forbidden'),
+                                 credentials={'token': TOKEN})
+    with pytest.raises(exc.PermissionDenied) as ei:
+        oslo_transfer.copy(loc, dest, conf=make_conf(
+            oslo_transfer={'retries': 0}))
+    assert TOKEN not in str(ei.value)
+    _assert_not_logged(caplog, TOKEN)
+
+
+def _assert_not_logged(caplog, secret):
+    for rec in caplog.records:
+        text = rec.getMessage()
+        if rec.exc_info:
+            import traceback
+            text += ''.join(traceback.format_exception(*rec.exc_info))
+        assert secret not in text, 'secret in log record %s:%d: %s' % (
+            rec.name, rec.lineno, text)
+    assert secret not in caplog.text

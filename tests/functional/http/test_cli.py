@@ -45,16 +45,6 @@ def run_cli(*args, timeout=120):
                           stdin=subprocess.DEVNULL)
 
 
-def test_demo_runs():
-    p = run_cli('demo', '--size', '32M')
-    assert p.returncode == 0, p.stderr
-    out = p.stdout
-    assert 'plan' in out.lower()
-    assert 'via http' in out
-    assert re.search(r'\d+(\.\d+)? ?[KMG]i?B/s', out), out
-    assert re.search(r'\b[0-9a-f]{64}\b', out), out
-
-
 def test_copy_json(nginx, serve, dest):
     src = serve(3 * MiB)
     p = run_cli('copy', nginx.url(src.name), dest, '--checksum',

@@ -217,6 +217,10 @@ def assert_resumable(dest, size: int | None = None) -> dict:
         % (part_path(dest), files_beside(dest)))
     assert os.path.isfile(ctl_path(dest)), (
         'no %s (found %s)' % (ctl_path(dest), files_beside(dest)))
+    for path in (part_path(dest), ctl_path(dest)):
+        mode = os.stat(path).st_mode & 0o777
+        assert mode & 0o077 == 0, '%s is mode %o, not owner-only' % (path,
+                                                                     mode)
     with open(ctl_path(dest)) as f:
         ctl = json.load(f)
     if size is not None:

@@ -190,6 +190,12 @@ def test_resume_after_client_sigkill(own_nginx, dest, make_conf, segments,
     own_nginx.restart(rate='0')
     r = _child_result(_child(args))
 
+    # A kill during a checkpoint may leave the killed process's control
+    # file temp (DEST.part.ctl.PID.tmp); test_stale_control_temp_is_removed
+    # checks that separately.
+    for name in fconf.files_beside(dest):
+        if name.startswith('image.raw.part.ctl.%d.' % child.pid):
+            os.unlink(os.path.join(os.path.dirname(dest), name))
     fconf.assert_only_dest(dest, src.data)
     resent = in_part - r['bytes_resumed']
     assert r['bytes_resumed'] > 0
@@ -197,6 +203,19 @@ def test_resume_after_client_sigkill(own_nginx, dest, make_conf, segments,
         '%d bytes were in .part at the kill, only %d were kept'
         % (in_part, r['bytes_resumed']))
     assert r['bytes_transferred'] + r['bytes_resumed'] == size
+
+
+def test_stale_control_temp_is_removed(nginx, serve, dest):
+    """Leftovers of a process killed while it rewrote the control file."""
+    src = serve(2 * MiB)
+    url = nginx.url(src.name)
+    with open(fconf.part_path(dest), 'wb') as f:
+        f.write(src.data[:MiB])
+    stale = fconf.ctl_path(dest) + '.999999.tmp'
+    with open(stale, 'w') as f:
+        f.write('{"version": 1, "sour')
+    oslo_transfer.copy(url, dest, checksum=src.checksum())
+    fconf.assert_only_dest(dest, src.data)
 
 
 # -- two writers, one destination ---------------------------------------------------

@@ -367,9 +367,9 @@ class HTTPDriver(driver.Driver):
                 'HTTP PUT cannot continue an upload at offset %d' % offset,
                 url=location.masked, retryable=False)
         headers = {'Content-Type': 'application/octet-stream'}
-        counter = _Counter(chunks)
-        if size is not None:
-            headers['Content-Length'] = str(size)
+        # With a known size requests sends Content-Length (len() of the
+        # body); without one it streams with chunked transfer encoding.
+        counter = _Counter(chunks, size)
         resp = self._request('PUT', location, ctx, headers=headers,
                              data=counter, stream=False)
         with resp:
@@ -396,9 +396,12 @@ def _abort(resp):
 class _Counter:
     """An iterable of chunks that counts what requests consumed."""
 
-    def __init__(self, chunks):
+    def __init__(self, chunks, size=None):
         self._chunks = chunks
         self.count = 0
+        if size is not None:
+            self.__len__ = lambda: size
+            self.len = size
 
     def __iter__(self):
         for c in self._chunks:

@@ -97,6 +97,8 @@ class Fill:
 
     def _worker(self):
         attempts = 0
+        # Bytes this worker wrote since its last checkpoint, across pieces.
+        unsynced = [0]
         while True:
             with self.cond:
                 if self.error is not None or not self.pieces:
@@ -104,11 +106,12 @@ class Fill:
                     self.cond.notify_all()
                     return
                 start, end = self.pieces.popleft()
-            pos = start
+            at = [start]
             try:
-                pos = self._read_piece(start, end)
+                self._read_piece(start, end, at, unsynced)
                 attempts = 0
             except exceptions.TransferError as exc:
+                pos = at[0]
                 with self.cond:
                     if end is None or pos < end:
                         self.pieces.appendleft((pos, end))
@@ -130,7 +133,8 @@ class Fill:
             except BaseException as exc:  # noqa: reported by run()
                 self._fail(exc)
 
-    def _read_piece(self, start, end):
+    def _read_piece(self, start, end, at, unsynced):
+        """Read ``[start, end)``; ``at[0]`` follows the bytes written."""
         job = self.job
         pos = start
         length = None if end is None else end - start
@@ -138,7 +142,6 @@ class Fill:
         if not self.ranged and start > 0:
             # One stream from zero; drop what we already hold.
             skip, start, length = start, 0, None
-        since = 0
         with throttle.ORIGINS.slot(job.origin_key(self.loc), self.token):
             try:
                 chunks = self.drv.read(self.loc, start, length, self.ctx)
@@ -172,10 +175,11 @@ class Fill:
                         self.written.add(pos, pos + n)
                         self.cond.notify_all()
                     pos += n
-                    since += n
+                    at[0] = pos
+                    unsynced[0] += n
                     job.count_done(n)
-                    if since >= self.interval:
-                        since = 0
+                    if unsynced[0] >= self.interval:
+                        unsynced[0] = 0
                         self._checkpoint()
             except exceptions.RangeNotSupported as exc:
                 raise _StreamMode(str(exc)) from exc

@@ -1,0 +1,485 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""One torrent download into the engine's ``.part`` file.
+
+The life of a download:
+
+1. the pieces the engine already holds (``target.held()``) are handed to
+   libtorrent as ``have_pieces``: libtorrent trusts them and checks nothing
+   again (the engine zeroes every range it does not hold before the driver
+   runs, so the journal, not libtorrent's own resume data, is the record of
+   what is on disk);
+2. the torrent is added to the process-wide session with its single file
+   renamed to the ``.part`` file, the hinted peers are connected and the
+   origin fetcher (``_torrent_origin``) starts on this host's share;
+3. every piece that passes its hash check (``piece_finished_alert``) counts
+   as progress at once; about once a second libtorrent flushes its writes
+   (``save_resume_data`` with ``flush_disk_cache``), the ``.part`` file is
+   fsync'd, and only then are the pieces reported with ``target.record`` --
+   so the journal never claims bytes that a crash could lose;
+4. when every piece is held: final flush, the torrent is removed from the
+   session (the file is kept; the engine renames it), the call returns.
+
+A cancel, the deadline, or no piece for ``stall_timeout`` seconds ends the
+download early; what was verified is recorded first, so a rerun (or the
+engine's HTTP fallback) continues from there.
+"""
+
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+
+from oslo_transfer import exceptions
+from oslo_transfer._drivers import _torrent_origin as origin_mod
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['TorrentDownload']
+
+_WAKE = object()
+#: a piece the origin sent corrupt this many times is left to the peers
+_MAX_ORIGIN_FAILURES = 2
+#: seconds after which a piece given to add_piece without an answer is
+#: fetched again
+_ADD_PIECE_TIMEOUT = 30.0
+
+
+class TorrentDownload:
+    """Fill ``target`` with the single file of ``meta``.
+
+    :param sess: the :class:`~._torrent_session.Session`.
+    :param meta: the :class:`~._torrent_meta.TorrentMeta` (single file).
+    :param target: the engine's ``PartTarget``.
+    :param ctx: the transfer's ``Context``.
+    :param opts: the ``[oslo_transfer_bittorrent]`` options.
+    :param origins: web-seed ``Location`` objects (already allowed).
+    :param trackers: tracker URLs (already allowed).
+    :param http: an ``http`` driver for the origins, or None.
+    :param progress: ``progress(nbytes)`` or None.
+    :param seeds: the process's seeding registry (to copy locally).
+    """
+
+    def __init__(self, sess, meta, target, ctx, opts, origins=(),
+                 trackers=(), http=None, progress=None, seeds=None):
+        self.sess = sess
+        self.lt = sess.lt
+        self.meta = meta
+        self.target = target
+        self.ctx = ctx
+        self.opts = opts
+        self.origins = list(origins)
+        self.trackers = list(trackers)
+        self.http = http
+        self.progress = progress
+        self.seeds = seeds
+        self.key = meta.info_hash
+        self.handle = None
+        self.events = queue.Queue()
+        self._lock = threading.Lock()
+        self.have = set()
+        self._pending = []
+        self._flushing = None
+        self._flush_started = 0.0
+        self._last_flush = 0.0
+        self._origin_inflight = set()
+        self._origin_added = {}
+        self._origin_bad = {}
+        self._peer_busy = set()
+        self._share = []
+        self._rest = []
+        self._done = False
+        self._error = None
+        self.peers = []
+        self.fetcher = None
+        now = time.monotonic()
+        self._started = now
+        self._last_progress = now
+        self._last_peer_piece = now
+        self.stats = {'pieces': meta.num_pieces, 'resumed_pieces': 0,
+                      'peer_pieces': 0, 'origin_pieces': 0,
+                      'origin_bytes': 0, 'peer_bytes': 0,
+                      'hash_failures': 0, 'share': None}
+
+    # -- entry point ----------------------------------------------------------
+
+    def run(self) -> dict:
+        """Download; return statistics.  Raises ``TransferError``."""
+        if self._copy_from_local_seed():
+            return self.stats
+        held = self.meta.pieces_within(self.target.held())
+        self.have = set(held)
+        self.stats['resumed_pieces'] = len(held)
+        if len(held) == self.meta.num_pieces:
+            return self.stats
+        self.sess.listen(self.key, self._on_alert)
+        cancel_key = self.ctx.cancel.on_cancel(
+            lambda: self.events.put(_WAKE))
+        fd = None
+        try:
+            if self.sess.find(self.key) is not None:
+                raise exceptions.ConnectionFailed(
+                    'torrent %s is already being downloaded by this process '
+                    'into another file' % self.key)
+            fd = os.open(self.target.path, os.O_RDWR)
+            self.handle = self.sess.add(self._params(held))
+            self._plan_share()
+            self._connect_peers()
+            if self.origins and self.http is not None:
+                self.fetcher = origin_mod.OriginFetcher(
+                    self, self.origins, self.http, self.ctx,
+                    self.opts.web_seed_connections)
+            elif not self.peers and not self.trackers and \
+                    not self.opts.local_peer_discovery:
+                raise exceptions.ConnectionFailed(
+                    'torrent %s: no web seed, no tracker and no peer '
+                    'address: nothing can send the data' % self.key)
+            self._loop(fd)
+            return self.stats
+        finally:
+            self._done = True
+            if self.fetcher is not None:
+                self.fetcher.stop()
+                self.stats['origin_bytes'] = self.fetcher.bytes
+            if self.handle is not None:
+                try:
+                    self._final_flush(fd)
+                finally:
+                    self._collect_stats()
+                    self.sess.remove(self.handle, self.key)
+            if fd is not None:
+                os.close(fd)
+            self.ctx.cancel.remove(cancel_key)
+            self.sess.unlisten(self.key, self._on_alert)
+            LOG.info('bittorrent: %s: %s', self.target.path, self.stats)
+
+    # -- setup ----------------------------------------------------------------
+
+    def _copy_from_local_seed(self) -> bool:
+        """Copy the file if this process already seeds the same torrent."""
+        src = self.seeds.local_copy(self.key) if self.seeds else None
+        if src is None:
+            return False
+        LOG.info('bittorrent: %s is seeded here from %s: copying it',
+                 self.key, src)
+        try:
+            shutil.copyfile(src, self.target.path)
+            with open(self.target.path, 'rb+') as f:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise exceptions.DestinationError(
+                'cannot copy %s to %s: %s' % (src, self.target.path,
+                                              exc)) from exc
+        self.target.record(0, self.meta.total_size)
+        if self.progress:
+            self.progress(self.meta.total_size)
+        self.stats['local_copy'] = src
+        return True
+
+    def _params(self, held):
+        lt = self.lt
+        ti = lt.torrent_info(self.meta.torrent_bytes(trackers=self.trackers))
+        p = lt.add_torrent_params()
+        p.ti = ti
+        p.save_path = os.path.dirname(os.path.abspath(self.target.path))
+        p.renamed_files = {0: os.path.basename(self.target.path)}
+        p.flags = (lt.torrent_flags.apply_ip_filter |
+                   lt.torrent_flags.duplicate_is_error)
+        if held:
+            p.have_pieces = [i in self.have
+                             for i in range(self.meta.num_pieces)]
+        return p
+
+    def _plan_share(self):
+        peers = origin_mod.resolve_peers(
+            getattr(self.ctx.hints, 'peer_addresses', ()))
+        port = self.sess.listen_port()
+        index, count, self.peers = origin_mod.my_share(peers, port)
+        n = self.meta.num_pieces
+        share = list(origin_mod.share_range(index, count, n))
+        # The rest, starting after this host's slice: receivers that fall
+        # back on the origin begin at different pieces.
+        start = share[-1] + 1 if share else index * n // count
+        rest = [(start + k) % n for k in range(n)]
+        in_share = set(share)
+        self._share = [i for i in share if i not in self.have]
+        self._rest = [i for i in rest if i not in in_share]
+        self.stats['share'] = '%d/%d' % (index + 1, count)
+        LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d '
+                 'pieces) from the origin; %d peer(s) named', self.key,
+                 index + 1, count, len(share), len(self.peers))
+
+    def _connect_peers(self):
+        if not self.peers:
+            return
+        connected = set()
+        try:
+            for p in self.handle.get_peer_info():
+                connected.add(tuple(p.ip))
+        except RuntimeError:
+            return
+        for ip, port in self.peers:
+            if (ip, port) in connected:
+                continue
+            try:
+                self.handle.connect_peer((ip, port))
+            except RuntimeError as exc:
+                LOG.debug('bittorrent: connect %s:%d: %s', ip, port, exc)
+
+    # -- alerts (called on the session's alert thread) -------------------------
+
+    def _on_alert(self, alert):
+        self.events.put(alert)
+
+    def _handle(self, event, now):
+        kind = event.kind
+        if kind == 'piece_finished_alert':
+            i = event.piece
+            with self._lock:
+                if i in self.have:
+                    return
+                self.have.add(i)
+                from_origin = self._origin_added.pop(i, None) is not None
+                self._pending.append(i)
+            length = self.meta.piece_range(i)[1]
+            self._last_progress = now
+            if from_origin:
+                self.stats['origin_pieces'] += 1
+            else:
+                self._last_peer_piece = now
+                self.stats['peer_pieces'] += 1
+            if self.progress:
+                self.progress(length)
+        elif kind == 'hash_failed_alert':
+            i = event.piece
+            self.stats['hash_failures'] += 1
+            with self._lock:
+                from_origin = self._origin_added.pop(i, None) is not None
+                if from_origin:
+                    self._origin_bad[i] = self._origin_bad.get(i, 0) + 1
+            LOG.warning('bittorrent: %s: piece %d failed its hash check '
+                        '(from %s); it is fetched again', self.key, i,
+                        'the web seed' if from_origin else 'a peer')
+        elif kind == 'save_resume_data_alert':
+            self._flushed = True
+        elif kind == 'save_resume_data_failed_alert':
+            self._flushed = False
+        elif kind in ('file_error_alert', 'torrent_error_alert'):
+            self._error = exceptions.DestinationError(
+                'cannot write %s: %s' % (self.target.path, event.message))
+        elif event.error:
+            LOG.debug('bittorrent: %s', event.message)
+
+    # -- the origin fetcher's questions (called on its threads) ---------------
+
+    def _wanted(self, i):
+        return (i not in self.have and i not in self._origin_inflight and
+                i not in self._origin_added and i not in self._peer_busy and
+                self._origin_bad.get(i, 0) < _MAX_ORIGIN_FAILURES)
+
+    def next_origin_piece(self):
+        """The next piece to fetch from the origin, or None for now."""
+        now = time.monotonic()
+        with self._lock:
+            if self._done:
+                return None
+            candidates = [self._share]
+            if now - self._last_peer_piece >= self.opts.peer_wait:
+                candidates.append(self._rest)
+            for order in candidates:
+                for i in order:
+                    if self._wanted(i):
+                        self._origin_inflight.add(i)
+                        return i
+        return None
+
+    def origin_done(self, index, data):
+        """A fetch ended: ``data`` is the piece, or None if it failed."""
+        with self._lock:
+            self._origin_inflight.discard(index)
+            if data is None or self._done or index in self.have:
+                return
+            self._origin_added[index] = time.monotonic()
+        try:
+            self.handle.add_piece(index, data, 0)
+        except RuntimeError as exc:
+            with self._lock:
+                self._origin_added.pop(index, None)
+            LOG.debug('bittorrent: add_piece %d: %s', index, exc)
+
+    # -- the loop -------------------------------------------------------------
+
+    def _loop(self, fd):
+        n = self.meta.num_pieces
+        last_busy = last_connect = 0.0
+        while True:
+            try:
+                item = self.events.get(timeout=0.25)
+            except queue.Empty:
+                item = None
+            now = time.monotonic()
+            while item is not None:
+                if item is not _WAKE:
+                    self._handle(item, now)
+                try:
+                    item = self.events.get_nowait()
+                except queue.Empty:
+                    item = None
+            self.ctx.cancel.check()
+            if self._error is not None:
+                raise self._error
+            left = self.ctx.remaining()
+            if left is not None and left <= 0:
+                raise exceptions.TransferTimeout(
+                    'torrent %s: the transfer ran out of time with %d of %d '
+                    'pieces' % (self.key, len(self.have), n))
+            self._checkpoint(fd, now)
+            with self._lock:
+                complete = len(self.have) >= n
+            if complete and not self._pending and self._flushing is None:
+                return
+            if now - last_busy >= 0.5:
+                last_busy = now
+                self._refresh_busy()
+                self._start_fetcher()
+            if now - last_connect >= 3.0 and self.peers:
+                last_connect = now
+                if self.handle.status().num_peers < len(self.peers):
+                    self._connect_peers()
+            self._check_stall(now)
+
+    def _refresh_busy(self):
+        try:
+            busy = {d['piece_index'] for d in self.handle.get_download_queue()}
+        except RuntimeError:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._peer_busy = busy
+            # A piece handed to libtorrent that was neither verified nor
+            # failed within a while is given back to the origin fetcher.
+            for i, t in list(self._origin_added.items()):
+                if now - t > _ADD_PIECE_TIMEOUT:
+                    del self._origin_added[i]
+
+    def _start_fetcher(self):
+        """Start the origin fetcher once libtorrent takes pieces."""
+        f = self.fetcher
+        if f is None or f.started:
+            return
+        try:
+            state = self.handle.status().state
+        except RuntimeError:
+            return
+        s = self.lt.torrent_status.states
+        if state in (s.downloading, s.finished, s.seeding):
+            f.start()
+
+    def _check_stall(self, now):
+        idle = now - self._last_progress
+        fetcher = self.fetcher
+        origins_gone = fetcher is None or fetcher.all_dead
+        if origins_gone and fetcher is not None and not self.peers and \
+                not self.trackers and not self.opts.local_peer_discovery:
+            err = fetcher.last_error()
+            raise exceptions.ConnectionFailed(
+                'torrent %s: the web seed failed (%s) and no peer was '
+                'named' % (self.key, err)) from err
+        if idle < self.opts.stall_timeout:
+            return
+        try:
+            peers = self.handle.status().num_peers
+        except RuntimeError:
+            peers = 0
+        err = fetcher.last_error() if fetcher is not None else None
+        raise exceptions.ConnectionFailed(
+            'torrent %s: no piece arrived for %.0fs (%d of %d pieces held, '
+            '%d peer(s) connected%s)' % (
+                self.key, idle, len(self.have), self.meta.num_pieces, peers,
+                ', web seed: %s' % err if err else
+                ', no web seed' if fetcher is None else '')) from err
+
+    # -- durability -----------------------------------------------------------
+
+    def _checkpoint(self, fd, now, force=False):
+        """Flush libtorrent's writes, fsync, then record pieces."""
+        if self._flushing is not None:
+            flushed = getattr(self, '_flushed', None)
+            if flushed is None:
+                if now - self._flush_started > self.ctx.io_timeout:
+                    LOG.warning('bittorrent: %s: libtorrent did not flush '
+                                'within %.0fs', self.key, self.ctx.io_timeout)
+                    self._requeue_flush()
+                return
+            del self._flushed
+            if not flushed:
+                self._requeue_flush()
+                return
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise exceptions.DestinationError(
+                    'cannot fsync %s: %s' % (self.target.path, exc)) from exc
+            for i in self._flushing:
+                self.target.record(*self.meta.piece_range(i))
+            self._flushing = None
+            self._last_flush = now
+        with self._lock:
+            due = self._pending and (force or now - self._last_flush >= 1.0
+                                     or len(self.have) >=
+                                     self.meta.num_pieces)
+            if not due:
+                return
+            self._flushing, self._pending = self._pending, []
+        self._flush_started = now
+        self.handle.save_resume_data(
+            self.lt.save_resume_flags_t.flush_disk_cache)
+
+    def _requeue_flush(self):
+        with self._lock:
+            self._pending = self._flushing + self._pending
+            self._flushing = None
+        if hasattr(self, '_flushed'):
+            del self._flushed
+
+    def _final_flush(self, fd):
+        """Record what is verified before the torrent leaves the session."""
+        if fd is None:
+            return
+        deadline = time.monotonic() + min(self.ctx.io_timeout, 30.0)
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            try:
+                item = self.events.get(timeout=0.1)
+                if item is not _WAKE:
+                    self._handle(item, now)
+            except queue.Empty:
+                pass
+            try:
+                self._checkpoint(fd, now, force=True)
+            except exceptions.TransferError as exc:
+                LOG.warning('bittorrent: %s', exc)
+                return
+            if not self._pending and self._flushing is None:
+                return
+
+    def _collect_stats(self):
+        try:
+            st = self.handle.status()
+            self.stats['peer_bytes'] = st.total_payload_download
+            self.stats['uploaded_bytes'] = st.total_payload_upload
+        except RuntimeError:
+            pass
+        self.stats['elapsed'] = round(time.monotonic() - self._started, 3)

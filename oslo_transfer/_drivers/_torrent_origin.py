@@ -1,0 +1,265 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Pieces from the HTTP origin (the web seed), and who fetches which.
+
+libtorrent's own web-seed support picks pieces from the web seed as from any
+peer, so every receiver of a boot storm pulls much of the image from the
+origin.  Instead, each receiver fetches its *share* of the pieces from the
+origin itself -- ranged GETs of whole pieces through the ``http`` driver, so
+the location's headers and credentials, TLS options and the URL policy
+(every redirect checked) apply as for any HTTP download -- and hands them to
+libtorrent with ``add_piece``, which checks each piece against its hash
+before it is written and offered to peers.  The other pieces come from the
+peers that fetched them.
+
+The share: the receivers are the hosts of ``Hints.peer_addresses`` (this
+host included, or added when missing); sorted, this host's position ``i`` of
+``n`` names the ``i``-th of ``n`` contiguous slices of the pieces.  When the
+peers deliver nothing for ``peer_wait`` seconds (a receiver died, or none was
+named), the origin is asked for the missing pieces too, each receiver
+starting at its own offset so that they still mostly fetch different ones.
+"""
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+
+from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['parse_peer', 'resolve_peers', 'my_share', 'share_range',
+           'OriginFetcher']
+
+
+def parse_peer(addr: str) -> tuple:
+    """``"HOST:PORT"`` or ``"[V6]:PORT"`` -> ``(host, port)``.
+
+    :raises InvalidLocation: not of that form.
+    """
+    text = str(addr).strip()
+    host, sep, port = text.rpartition(':')
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    try:
+        port = int(port)
+    except ValueError:
+        port = -1
+    if not sep or not host or not 0 < port < 65536:
+        raise exceptions.InvalidLocation('peer address %r is not HOST:PORT'
+                                         % (addr,))
+    return host, port
+
+
+def resolve(host: str) -> str:
+    """The first IP address of ``host`` (itself if it is one)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        raise exceptions.ConnectionFailed('cannot resolve peer %s: %s'
+                                          % (host, exc)) from exc
+
+
+def resolve_peers(addresses) -> list:
+    """``["HOST:PORT", ...]`` -> ``[(ip, port), ...]``; bad ones logged."""
+    peers = []
+    for addr in addresses or ():
+        try:
+            host, port = parse_peer(addr)
+            peers.append((resolve(host), port))
+        except exceptions.TransferError as exc:
+            LOG.warning('bittorrent: ignoring peer %s: %s', addr, exc)
+    return peers
+
+
+def is_local_ip(ip: str) -> bool:
+    """True if ``ip`` is an address of this host (binding to it works)."""
+    family = socket.AF_INET6 if ':' in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((ip, 0))
+            return True
+        except OSError:
+            return False
+
+
+def _route_source(ip: str) -> str | None:
+    """Our address on the route to ``ip`` (no packet is sent)."""
+    family = socket.AF_INET6 if ':' in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((ip, 9))
+            return s.getsockname()[0]
+        except OSError:
+            return None
+
+
+def my_share(peers, listen_port: int) -> tuple:
+    """``(index, count, others)`` of this host among ``peers``.
+
+    :param peers: ``[(ip, port), ...]`` from the hints (resolved).
+    :param listen_port: the port this host's session listens on.
+    :returns: this host's position in the sorted list of receivers, their
+        number, and the peers that are not this host.
+    """
+    me = None
+    others = []
+    for ip, port in peers:
+        if me is None and port == listen_port and is_local_ip(ip):
+            me = (ip, port)
+        else:
+            others.append((ip, port))
+    everyone = set(others)
+    if me is None and others:
+        src = _route_source(others[0][0])
+        me = (src or '0.0.0.0', listen_port)
+    if me is not None:
+        everyone.add(me)
+    if not everyone:
+        return 0, 1, []
+
+    def key(p):
+        ip = ipaddress.ip_address(p[0])
+        return (ip.version, int(ip), p[1])
+
+    ordered = sorted(everyone, key=key)
+    return ordered.index(me), len(ordered), others
+
+
+def share_range(index: int, count: int, num_pieces: int) -> range:
+    """The pieces of slice ``index`` of ``count``."""
+    return range(index * num_pieces // count,
+                 (index + 1) * num_pieces // count)
+
+
+class OriginFetcher:
+    """Threads that fetch pieces from the origins and add them to a torrent.
+
+    :param job: the download (``next_origin_piece()``, ``origin_done()``,
+        ``handle``, ``meta``).
+    :param origins: ``Location`` list, tried in order.
+    :param http: an ``http`` driver.
+    :param ctx: the transfer's context (cancel, timeouts, URL policy).
+    """
+
+    def __init__(self, job, origins, http, ctx, connections: int = 2):
+        self.job = job
+        self.origins = list(origins)
+        self.http = http
+        self.token = driver_mod.CancelToken()
+        self.ctx = driver_mod.Context(
+            cancel=self.token, io_timeout=ctx.io_timeout,
+            deadline=ctx.deadline, hints=ctx.hints, check_url=ctx.check_url)
+        self._key = ctx.cancel.on_cancel(self.token.cancel)
+        self._parent = ctx.cancel
+        self.connections = max(1, connections)
+        self.bytes = 0
+        self.errors = {}
+        self.dead = set()
+        self._lock = threading.Lock()
+        self._threads = []
+
+    @property
+    def started(self) -> bool:
+        return bool(self._threads)
+
+    def start(self):
+        for i in range(self.connections):
+            t = threading.Thread(target=self._worker, args=(i,),
+                                 name='oslo-transfer-origin-%d' % i,
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0):
+        self.token.cancel('download finished')
+        self._parent.remove(self._key)
+        for t in self._threads:
+            t.join(timeout)
+
+    @property
+    def all_dead(self) -> bool:
+        with self._lock:
+            return len(self.dead) >= len(self.origins)
+
+    def last_error(self):
+        with self._lock:
+            for loc in self.origins:
+                if loc.url in self.errors:
+                    return self.errors[loc.url]
+        return None
+
+    def _pick_origin(self, turn):
+        with self._lock:
+            alive = [o for o in self.origins if o.url not in self.dead]
+        if not alive:
+            return None
+        return alive[turn % len(alive)]
+
+    def _worker(self, turn):
+        failures = 0
+        while not self.token.cancelled:
+            loc = self._pick_origin(turn)
+            if loc is None:
+                return
+            index = self.job.next_origin_piece()
+            if index is None:
+                self.token.wait(0.2)
+                continue
+            offset, length = self.job.meta.piece_range(index)
+            try:
+                data = self._fetch(loc, offset, length)
+            except exceptions.Cancelled:
+                self.job.origin_done(index, None)
+                return
+            except exceptions.TransferError as exc:
+                self.job.origin_done(index, None)
+                with self._lock:
+                    self.errors[loc.url] = exc
+                if not exc.retryable:
+                    LOG.warning('bittorrent: web seed %s refused: %s; not '
+                                'using it again', loc.masked, exc)
+                    with self._lock:
+                        self.dead.add(loc.url)
+                    continue
+                failures += 1
+                turn += 1
+                delay = min(10.0, 0.5 * (2 ** min(failures, 5)))
+                LOG.info('bittorrent: web seed %s: %s; retry in %.1fs',
+                         loc.masked, exc, delay)
+                self.token.wait(delay)
+                continue
+            failures = 0
+            with self._lock:
+                self.bytes += len(data)
+            self.job.origin_done(index, data)
+
+    def _fetch(self, loc, offset, length) -> bytes:
+        buf = bytearray()
+        for chunk in self.http.read(loc, offset, length, self.ctx):
+            buf += chunk
+            if self.token.cancelled:
+                raise exceptions.Cancelled('download finished')
+        if len(buf) != length:
+            raise exceptions.ProtocolError(
+                '%s sent %d bytes for a piece of %d' % (loc.masked, len(buf),
+                                                        length),
+                url=loc.masked)
+        return bytes(buf)

@@ -1,0 +1,276 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Seeding complete files from the process's session.
+
+A file is seeded after the engine renamed it into place
+(``Driver.after_commit``), or on demand (``oslo-transfer seed``).  Each seed
+ends when its time is up, when it reached its upload ratio, when every peer
+that the hints named is seen complete, or when the file changed (size or
+mtime differ from when seeding started; libtorrent's hash check on first
+upload of each piece in seed mode catches a change that keeps both).  A
+reaper thread checks once a second.
+"""
+
+import logging
+import os
+import threading
+import time
+
+from oslo_transfer import exceptions
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['Seeds', 'SEEDS']
+
+
+class _Entry:
+
+    def __init__(self, meta, path, handle, until, ratio, peers):
+        self.meta = meta
+        self.path = path
+        self.handle = handle
+        self.until = until
+        self.ratio = ratio
+        self.peers = peers
+        st = os.stat(path)
+        self.stamp = (st.st_size, st.st_mtime_ns)
+        self.started = time.monotonic()
+
+    def changed(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_size, st.st_mtime_ns) != self.stamp
+
+
+class Seeds:
+    """The files this process seeds, keyed by info-hash."""
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._entries = {}
+        self._sess = None
+        self._reaper = None
+
+    # -- starting -------------------------------------------------------------
+
+    def start(self, sess, meta, path: str, seconds: float | None,
+              ratio: float = 0.0, peers=(), trackers=(),
+              verify: bool = False):
+        """Seed ``path`` (the data of ``meta``).
+
+        :param seconds: how long; None seeds until :meth:`stop`.
+        :param ratio: stop once uploaded bytes reach ``ratio`` times the
+            size (0: no ratio limit).
+        :param peers: ``[(ip, port)]`` to connect to; seeding also stops
+            early once each of them is seen complete.
+        :param verify: hash-check every piece before seeding (a file that
+            did not come from a verified download); otherwise libtorrent's
+            seed mode checks each piece the first time it is uploaded.
+        :raises DestinationError: ``path`` is missing or has the wrong size.
+        """
+        lt = sess.lt
+        key = meta.info_hash
+        until = None if seconds is None else time.monotonic() + seconds
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None:
+                if old.path == path and not old.changed():
+                    if old.until is not None:
+                        old.until = None if until is None else max(
+                            old.until, until)
+                    return old
+                self._stop_locked(key, 'replaced by %s' % path)
+        try:
+            size = _size(path, meta)
+        except OSError as exc:
+            raise exceptions.DestinationError(
+                'cannot seed %s: %s' % (path, exc)) from exc
+        if size != meta.total_size:
+            raise exceptions.DestinationError(
+                'cannot seed %s: it has %d bytes, the torrent %d'
+                % (path, size, meta.total_size))
+        if sess.find(key) is not None:
+            LOG.info('bittorrent: %s is in the session already; not seeding '
+                     '%s', key, path)
+            return None
+        p = lt.add_torrent_params()
+        p.ti = lt.torrent_info(meta.torrent_bytes(trackers=list(trackers)))
+        path = os.path.abspath(path)
+        p.save_path = os.path.dirname(path)
+        if meta.single_file:
+            p.renamed_files = {0: os.path.basename(path)}
+        elif os.path.basename(path) != meta.name:
+            p.renamed_files = {
+                i: os.path.join(os.path.basename(path), *f.path)
+                for i, f in enumerate(meta.files)}
+        # upload_mode: a seed never downloads, so peers can never "repair"
+        # a file that differs from the torrent.
+        p.flags = (lt.torrent_flags.apply_ip_filter |
+                   lt.torrent_flags.upload_mode)
+        if not verify:
+            p.flags |= lt.torrent_flags.seed_mode
+        checked = threading.Event()
+
+        def on_event(event):
+            if event.kind in ('torrent_checked_alert', 'torrent_error_alert',
+                              'file_error_alert'):
+                checked.set()
+
+        sess.listen(key, on_event)
+        try:
+            handle = sess.add(p)
+            if verify:
+                checked.wait()
+                st = handle.status()
+                if not st.is_seeding:
+                    sess.remove(handle, key)
+                    raise exceptions.DestinationError(
+                        '%s does not match torrent %s: %d of %d pieces '
+                        'pass their hash check' % (
+                            path, key, st.num_pieces, meta.num_pieces))
+        finally:
+            sess.unlisten(key, on_event)
+        for ip, port in peers:
+            try:
+                handle.connect_peer((ip, port))
+            except RuntimeError as exc:
+                LOG.debug('bittorrent: connect %s:%d: %s', ip, port, exc)
+        entry = _Entry(meta, path, handle, until, ratio, list(peers))
+        with self._lock:
+            self._entries[key] = entry
+            self._sess = sess
+            if self._reaper is None or not self._reaper.is_alive():
+                self._reaper = threading.Thread(
+                    target=self._reap, name='oslo-transfer-seeds',
+                    daemon=True)
+                self._reaper.start()
+        LOG.info('bittorrent: seeding %s (%s) %s', path, key,
+                 'until stopped' if seconds is None else
+                 'for %.0fs' % seconds)
+        return entry
+
+    # -- questions ------------------------------------------------------------
+
+    def local_copy(self, info_hash: str) -> str | None:
+        """The path of an unchanged complete file seeded for ``info_hash``."""
+        with self._lock:
+            entry = self._entries.get(info_hash)
+            if entry is None or not entry.meta.single_file or \
+                    entry.changed():
+                return None
+            return entry.path
+
+    def active(self) -> list:
+        """``[(info_hash, path)]`` being seeded."""
+        with self._lock:
+            return [(k, e.path) for k, e in self._entries.items()]
+
+    def status(self, info_hash: str) -> dict | None:
+        with self._lock:
+            entry = self._entries.get(info_hash)
+        if entry is None:
+            return None
+        try:
+            st = entry.handle.status()
+        except RuntimeError:
+            return None
+        return {'path': entry.path, 'uploaded': st.total_payload_upload,
+                'peers': st.num_peers, 'state': str(st.state),
+                'error': st.errc.message() if st.errc.value() else None}
+
+    # -- stopping -------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until nothing is seeded; False if ``timeout`` ran out."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._entries:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._lock.wait(left if left is not None else 1.0)
+        return True
+
+    def stop(self, info_hash: str | None = None, reason: str = 'stopped'):
+        """Stop seeding ``info_hash`` (every torrent when None)."""
+        with self._lock:
+            keys = [info_hash] if info_hash else list(self._entries)
+            for key in keys:
+                self._stop_locked(key, reason)
+
+    def _stop_locked(self, key, reason):
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        LOG.info('bittorrent: stopped seeding %s: %s', entry.path, reason)
+        sess = self._sess
+        self._lock.notify_all()
+        if sess is not None:
+            # Removal waits for libtorrent: not under the lock.
+            threading.Thread(target=sess.remove, args=(entry.handle, key),
+                             daemon=True).start()
+
+    def _reap(self):
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                if not self._entries:
+                    self._reaper = None
+                    return
+                items = list(self._entries.items())
+            for key, entry in items:
+                why = self._why_stop(entry)
+                if why:
+                    with self._lock:
+                        if self._entries.get(key) is entry:
+                            self._stop_locked(key, why)
+
+    @staticmethod
+    def _why_stop(entry) -> str | None:
+        now = time.monotonic()
+        if entry.until is not None and now >= entry.until:
+            return 'seed time is up'
+        if entry.changed():
+            return 'the file changed or disappeared'
+        try:
+            st = entry.handle.status()
+        except RuntimeError:
+            return 'the torrent left the session'
+        if st.errc.value():
+            return 'error: %s' % st.errc.message()
+        size = entry.meta.total_size or 1
+        if entry.ratio and st.total_payload_upload >= entry.ratio * size:
+            return 'upload ratio %.2f reached' % entry.ratio
+        if entry.peers and now - entry.started > 2.0:
+            try:
+                infos = entry.handle.get_peer_info()
+            except RuntimeError:
+                infos = []
+            complete = {p.ip[0] for p in infos if p.seed}
+            if all(ip in complete for ip, _ in entry.peers) and \
+                    len([p for p in infos if p.seed]) >= len(entry.peers):
+                return 'every named peer has the whole file'
+        return None
+
+
+def _size(path, meta) -> int:
+    if meta.single_file:
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(path, *f.path))
+               for f in meta.files)
+
+
+#: the seeds of this process
+SEEDS = Seeds()

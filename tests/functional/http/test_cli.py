@@ -31,8 +31,11 @@ MiB = fconf.MiB
 
 
 def _command() -> list:
-    exe = shutil.which('oslo-transfer') or os.path.join(
-        os.path.dirname(sys.executable), 'oslo-transfer')
+    # The script beside the interpreter first (a pyenv shim on PATH is a
+    # slow bash script).
+    exe = os.path.join(os.path.dirname(sys.executable), 'oslo-transfer')
+    if not os.access(exe, os.X_OK):
+        exe = shutil.which('oslo-transfer') or exe
     if not os.access(exe, os.X_OK):
         pytest.fail('the oslo-transfer command is not installed: run '
                     '"pip install -e ." in the source tree', pytrace=False)

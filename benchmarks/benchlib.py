@@ -1,0 +1,211 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Shared helpers of the side-by-side benchmarks.
+
+A benchmark runs our command and the reference tool on the same data in one
+run, alternating the order, several times; each run is one process measured
+by ``/usr/bin/time -v`` (wall time and peak RSS of that process alone).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1024 * 1024
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
+
+_UNITS = {'': 1, 'K': 1024, 'M': MiB, 'G': 1024 * MiB, 'T': 1024 ** 4}
+
+
+def parse_size(text: str) -> int:
+    """``'1G'`` -> 1073741824 (binary units; ``B``/``iB`` allowed)."""
+    m = re.match(r'^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$', text, re.I)
+    if not m:
+        raise ValueError('not a size: %r' % text)
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def human(n: float) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if abs(n) < 1024 or unit == 'GiB':
+            return '%.1f %s' % (n, unit) if unit != 'B' else '%d B' % n
+        n /= 1024.0
+
+
+def require(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        sys.exit('%s is not installed (see bindep.txt)' % name)
+    return path
+
+
+def oslo_transfer_cmd() -> list:
+    # The script beside the interpreter first: a pyenv shim on PATH costs
+    # a few hundred milliseconds of bash per run.
+    exe = os.path.join(os.path.dirname(sys.executable), 'oslo-transfer')
+    if not os.access(exe, os.X_OK):
+        exe = shutil.which('oslo-transfer') or exe
+    if not os.access(exe, os.X_OK):
+        sys.exit('oslo-transfer is not installed: pip install -e %s' % ROOT)
+    return [exe]
+
+
+def random_file(path: str, size: int) -> str:
+    """Create (or reuse, if the size matches) a file of random bytes."""
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        left = size
+        while left:
+            n = min(left, 16 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+    os.replace(tmp, path)
+    return path
+
+
+def sha256_of(path: str) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(4 * MiB), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Run:
+    tool: str
+    wall: float
+    rss_kib: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def measure(tool: str, argv: list, env=None) -> Run:
+    """Run ``argv`` under ``/usr/bin/time -v``; wall time and peak RSS."""
+    timer = require('time') if not os.path.exists('/usr/bin/time') \
+        else '/usr/bin/time'
+    with tempfile.NamedTemporaryFile('r', suffix='.time') as tf:
+        start = time.monotonic()
+        p = subprocess.run([timer, '-v', '-o', tf.name] + list(argv),
+                           capture_output=True, text=True, env=env,
+                           stdin=subprocess.DEVNULL)
+        wall = time.monotonic() - start
+        report = tf.read()
+    m = re.search(r'Maximum resident set size \(kbytes\): (\d+)', report)
+    rss = int(m.group(1)) if m else 0
+    return Run(tool, wall, rss, p.returncode, p.stdout, p.stderr)
+
+
+def sync():
+    """Flush dirty pages so one run's writeback does not slow the next."""
+    os.sync()
+
+
+def alternate(tools: dict, repeats: int, before=None, check=None) -> dict:
+    """Run each tool ``repeats`` times, alternating the order.
+
+    :param tools: ``{name: argv}``.
+    :param before: ``before(name)`` runs untimed before each run (remove
+        the destination, sync).
+    :param check: ``check(name, run)`` raises if the run's output is wrong.
+    :returns: ``{name: [Run, ...]}``.
+    """
+    names = list(tools)
+    runs = {n: [] for n in names}
+    for i in range(repeats):
+        order = names if i % 2 == 0 else list(reversed(names))
+        for name in order:
+            if before:
+                before(name)
+            run = measure(name, tools[name])
+            if run.returncode != 0:
+                sys.exit('%s failed (%d): %s %s' % (name, run.returncode,
+                                                    run.stdout[-2000:],
+                                                    run.stderr[-2000:]))
+            if check:
+                check(name, run)
+            runs[name].append(run)
+            print('  run %d %-28s %7.3fs  %6.1f MiB RSS'
+                  % (i + 1, name, run.wall, run.rss_kib / 1024.0),
+                  flush=True)
+    return runs
+
+
+def summarize(title: str, runs: dict, size: int, reference: str) -> list:
+    """Print a table of medians and ratios to ``reference``; return rows."""
+    ref = statistics.median(r.wall for r in runs[reference])
+    rows = []
+    print()
+    print(title)
+    print('%-30s %9s %9s %11s %9s %10s' % ('tool', 'median s', 'min s',
+                                          'MiB/s', 'x ' + reference[:8],
+                                          'peak RSS'))
+    for name, rs in runs.items():
+        walls = [r.wall for r in rs]
+        med = statistics.median(walls)
+        rss = max(r.rss_kib for r in rs) / 1024.0
+        row = {'tool': name, 'median_s': med, 'min_s': min(walls),
+               'runs_s': walls, 'mib_per_s': size / MiB / med,
+               'ratio': med / ref, 'peak_rss_mib': rss}
+        rows.append(row)
+        print('%-30s %9.3f %9.3f %11.1f %9.2f %7.1f MiB'
+              % (name, med, min(walls), row['mib_per_s'], row['ratio'], rss))
+    return rows
+
+
+def save(name: str, scenarios: dict):
+    """Write JSON and, when matplotlib is installed, a PNG bar chart."""
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, name + '.json'), 'w') as f:
+        json.dump(scenarios, f, indent=2)
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is not installed: no plot (pip install '
+              'matplotlib)')
+        return
+    fig, axes = plt.subplots(1, len(scenarios),
+                             figsize=(6 * len(scenarios), 4.5),
+                             squeeze=False)
+    for ax, (title, rows) in zip(axes[0], scenarios.items()):
+        tools = [r['tool'] for r in rows]
+        ax.bar(tools, [r['median_s'] for r in rows],
+               color=['#c0392b' if t.startswith('oslo') else '#7f8c8d'
+                      for t in tools])
+        for i, r in enumerate(rows):
+            ax.text(i, r['median_s'], '%.2fs\n%.0f MiB RSS'
+                    % (r['median_s'], r['peak_rss_mib']),
+                    ha='center', va='bottom', fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel('median wall time (s), lower is better')
+        ax.tick_params(axis='x', labelrotation=20, labelsize=8)
+        ax.margins(y=0.25)
+    fig.tight_layout()
+    path = os.path.join(RESULTS, name + '.png')
+    fig.savefig(path, dpi=110)
+    print('plot: %s' % path)

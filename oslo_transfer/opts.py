@@ -111,6 +111,17 @@ _opts = [
                help='What to do when a resumed source has a different '
                     'validator (ETag, Last-Modified, size) than the bytes '
                     'already held.'),
+    cfg.BoolOpt('fsync', default=True,
+                help='Make bytes durable (fdatasync) before they are '
+                     'recorded in the control file, and the destination '
+                     'before it is renamed, so that a power loss never '
+                     'leaves a complete-looking destination with lost '
+                     'bytes.  Writeback starts early (sync_file_range), so '
+                     'the cost is the disk\'s write speed.  False relies '
+                     'on the page cache: a killed process still resumes '
+                     'safely, a power loss may cost a restart (the prefix '
+                     'digest catches it) but the checksum is still '
+                     'verified before the rename.'),
     cfg.BoolOpt('sparse', default=True,
                 help='Write runs of zeros as holes in file destinations.  '
                      'Turn off to preallocate the destination instead '

@@ -77,7 +77,8 @@ class Download:
         rate = g.rate_limit if rate is None else rate
         self.bucket = throttle.TokenBucket(rate)
         self.part = partfile.PartFile(self.dest + '.part',
-                                      sparse=g.sparse and not g.preallocate)
+                                      sparse=g.sparse and not g.preallocate,
+                                      durable=g.fsync)
         self.preallocate = g.preallocate
         self.journal = journal_mod.Journal(self.dest + '.part.ctl')
         self.lock = journal_mod.DestinationLock(self.dest + '.part.lock')

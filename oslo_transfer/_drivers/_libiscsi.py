@@ -98,7 +98,6 @@ _PROTOTYPES = {
     'iscsi_set_session_type': (_INT, [_VP, _INT]),
     'iscsi_set_initiator_username_pwd': (_INT, [_VP, _STR, _STR]),
     'iscsi_set_noautoreconnect': (None, [_VP, _INT]),
-    'iscsi_set_timeout': (_INT, [_VP, _INT]),
     'iscsi_get_fd': (_INT, [_VP]),
     'iscsi_which_events': (_INT, [_VP]),
     'iscsi_service': (_INT, [_VP, _INT]),
@@ -280,7 +279,9 @@ class Session:
         lib.iscsi_set_targetname(ptr, target.encode())
         lib.iscsi_set_session_type(ptr, 2)  # ISCSI_SESSION_NORMAL
         lib.iscsi_set_noautoreconnect(ptr, 1)
-        lib.iscsi_set_timeout(ptr, max(1, int(timeout + 0.999)))
+        # No libiscsi task timeout: it counts from when a command was
+        # queued, so a deep queue on a slow link would expire healthy
+        # commands.  :meth:`wait` enforces ``timeout`` as inactivity.
 
     def error_text(self) -> str:
         if not self._ptr:

@@ -81,7 +81,6 @@ _PROTOTYPES = {
     'nfs_get_fd': (_INT, [_VP]),
     'nfs_which_events': (_INT, [_VP]),
     'nfs_service': (_INT, [_VP, _INT]),
-    'nfs_set_timeout': (None, [_VP, _INT]),
     'nfs_set_autoreconnect': (None, [_VP, _INT]),
     'nfs_get_readmax': (_U64, [_VP]),
     'nfs_get_writemax': (_U64, [_VP]),
@@ -96,6 +95,8 @@ _PROTOTYPES = {
     'nfs_fsync_async': (_INT, [_VP, _VP, _CB, _VP]),
     'nfs_ftruncate_async': (_INT, [_VP, _VP, _U64, _CB, _VP]),
     'nfs_fchmod_async': (_INT, [_VP, _VP, _INT, _CB, _VP]),
+    'nfs4_set_client_name': (None, [_VP, _STR]),
+    'nfs4_set_verifier': (None, [_VP, _STR]),
 }
 
 _load_lock = threading.Lock()
@@ -144,7 +145,7 @@ class NFSError(Exception):
 
 
 class NFSTimeout(NFSError):
-    """Nothing completed for a whole I/O timeout."""
+    """Nothing moved on the connection for a whole I/O timeout."""
 
     def __init__(self, message):
         super().__init__(errno.ETIMEDOUT, message)
@@ -215,8 +216,8 @@ class Context:
 
     :param url: an ``nfs://`` URL; its query arguments (``version``,
         ``nfsport``, ``mountport``, ``uid``, ...) configure the context.
-    :param timeout: seconds without any completed call before a wait
-        raises :class:`NFSTimeout`.
+    :param timeout: seconds without socket activity before a wait raises
+        :class:`NFSTimeout`.
     :param soname: the library to load (tests).
     """
 
@@ -230,9 +231,15 @@ class Context:
         self._poll = select.poll()
         self._fd = -1
         self._keys = set()
+        # NFSv4: contexts of one process that share a client name confirm
+        # each other's client IDs away (NFS4ERR_STALE_CLIENTID): one each
+        self._client = ('oslo-transfer-%s-%d-%d-%s' % (
+            socket.gethostname(), os.getpid(), next(_keys),
+            os.urandom(4).hex())).encode()
+        self._verifier = os.urandom(8)
+        self._lib.nfs4_set_client_name(self._ptr, self._client)
+        self._lib.nfs4_set_verifier(self._ptr, self._verifier)
         self._lib.nfs_set_autoreconnect(self._ptr, 0)
-        # libnfs takes milliseconds but counts whole seconds
-        self.set_timeout(timeout)
         parsed = self._lib.nfs_parse_url_full(self._ptr, url.encode())
         if not parsed:
             msg = self.error_text() or 'cannot parse the URL'
@@ -273,7 +280,7 @@ class Context:
     def wait(self, op: _Op, cancel=None):
         """Run the event loop until ``op`` completed; return its result.
 
-        :raises NFSTimeout: nothing completed for ``timeout`` seconds.
+        :raises NFSTimeout: no socket activity for ``timeout`` seconds.
         :raises Cancelled: ``cancel`` was set.
         :raises NFSError: the call or the connection failed.
         """
@@ -369,11 +376,14 @@ class Context:
                                'none'), cancel)
 
     def set_timeout(self, timeout: float):
-        """Change the inactivity timeout (a pooled context, a new call)."""
+        """Change the inactivity timeout (a pooled context, a new call).
+
+        libnfs' own ``nfs_set_timeout`` is not used: it counts from when
+        an RPC was queued, so with several READs outstanding on a slow
+        link it would expire healthy requests.  :meth:`wait` enforces
+        ``timeout`` as "no byte moved on the connection for that long".
+        """
         self.timeout = timeout
-        if self._ptr:
-            self._lib.nfs_set_timeout(self._ptr,
-                                      max(1, int(timeout + 0.999)) * 1000)
 
     def pread_iter(self, fh: int, offset: int, length: int, request: int,
                    window: int, cancel=None):

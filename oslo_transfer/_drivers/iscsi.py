@@ -142,7 +142,8 @@ def _translate(exc, loc, target, what):
     lib = _lib()
     masked = loc.masked
     text = target.mask(exc.message)
-    if isinstance(exc, lib.ISCSITimeout):
+    if (isinstance(exc, lib.ISCSITimeout) or
+            exc.status == lib.SCSI_STATUS_TIMEOUT):
         return exceptions.TransferTimeout('%s: %s: %s' % (masked, what, text),
                                           url=masked)
     if exc.sense_key == lib.DATA_PROTECT:
@@ -180,7 +181,8 @@ def _login_error(exc, loc, target, initiator):
         return exceptions.SourceNotFound(
             '%s: the target %s has no LUN %d'
             % (masked, target.iqn, target.lun), url=masked)
-    if isinstance(exc, _lib().ISCSITimeout):
+    if (isinstance(exc, _lib().ISCSITimeout) or
+            exc.status == _lib().SCSI_STATUS_TIMEOUT):
         return exceptions.TransferTimeout(
             '%s: no answer from the portal %s: %s' % (masked, target.portal,
                                                       text), url=masked)

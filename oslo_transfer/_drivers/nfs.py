@@ -89,7 +89,7 @@ def _translate(exc, loc, what):
     lib = _lib()
     msg = '%s: %s failed: %s' % (loc.masked, what, exc.message)
     err = exc.errno
-    if isinstance(exc, lib.NFSTimeout):
+    if isinstance(exc, lib.NFSTimeout) or err == errno.ETIMEDOUT:
         return exceptions.TransferTimeout(msg, url=loc.masked)
     if err == errno.ENOENT:
         return exceptions.SourceNotFound(
@@ -111,7 +111,7 @@ def _translate(exc, loc, what):
                                        url=loc.masked)
     if err in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOTCONN,
                errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPIPE,
-               errno.EBADF, errno.EIO, errno.ETIMEDOUT):
+               errno.EBADF, errno.EIO):
         return exceptions.ConnectionFailed(
             '%s: %s failed, the NFS server is unreachable or dropped the '
             'connection: %s' % (loc.masked, what, exc.message),

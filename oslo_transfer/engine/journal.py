@@ -33,6 +33,7 @@ The control file never holds credentials.  A future on-demand reader
 import bisect
 import errno
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -177,7 +178,12 @@ class Journal:
         os.replace(tmp, self.path)
 
     def remove(self):
-        for p in (self.path, '%s.%d.tmp' % (self.path, os.getpid())):
+        """Remove the control file and the temp files of killed writers.
+
+        Only called with the destination lock held, so no other process
+        is rewriting it.
+        """
+        for p in [self.path] + glob.glob(glob.escape(self.path) + '.*.tmp'):
             try:
                 os.unlink(p)
             except FileNotFoundError:

@@ -48,6 +48,8 @@ source_suffix = {'.rst': 'restructuredtext'}
 master_doc = 'index'
 exclude_patterns = ['_build']
 pygments_style = 'native'
+# Plain ``::`` blocks hold shell sessions and plan output, not Python.
+highlight_language = 'none'
 add_module_names = True
 html_static_path = []
 htmlhelp_basename = 'oslotransferdoc'

@@ -79,8 +79,9 @@ def build_parser():
     for name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(name)
-        except ImportError as exc:
-            LOG.debug('command module %s not available: %s', name, exc)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
             continue
         mod.register(sub)
     return parser

@@ -53,8 +53,17 @@ def copy(source, dest, checksum=None, hints=None, progress=None, conf=None,
 def open(source, offset=0, length=None, checksum=None, hints=None,
          conf=None):  # noqa: A001 shadows the builtin on purpose
     """Open ``source`` for streaming reads; see :meth:`Transfer.open`."""
-    return _transfer(conf).open(source, offset=offset, length=length,
-                                checksum=checksum, hints=hints)
+    t = _transfer(conf)
+    try:
+        reader = t.open(source, offset=offset, length=length,
+                        checksum=checksum, hints=hints)
+    except BaseException:
+        if conf is not None:
+            t.close()
+        raise
+    if conf is not None:
+        reader.owner = t  # closed with the reader
+    return reader
 
 
 def upload(data, dest, size=None, checksum=None, conf=None, **kwargs):
@@ -69,4 +78,9 @@ def upload(data, dest, size=None, checksum=None, conf=None, **kwargs):
 
 def plan(source, dest=None, hints=None, conf=None):
     """Explain which driver would be used; moves nothing."""
-    return _transfer(conf).plan(source, dest, hints=hints)
+    t = _transfer(conf)
+    try:
+        return t.plan(source, dest, hints=hints)
+    finally:
+        if conf is not None:
+            t.close()

@@ -72,9 +72,11 @@ def parse(value=None, os_hash_algo: str | None = None,
         algo, hexd = os_hash_algo, os_hash_value
     else:
         raise ValueError('unsupported checksum %r' % (value,))
-    algo = algo.strip().lower().replace('-', '_')
-    if algo == 'sha_256':
-        algo = 'sha256'
+    algo = algo.strip().lower()
+    m = re.match(r'^sha-?(1|224|256|384|512)$', algo)
+    if m:
+        algo = 'sha' + m.group(1)
+    algo = algo.replace('-', '_')
     hexd = hexd.strip().lower()
     try:
         h = hashlib.new(algo)

@@ -12,6 +12,7 @@
 
 """The configured object that services use: :class:`Transfer`."""
 
+from concurrent import futures
 import logging
 import os
 import threading
@@ -55,9 +56,14 @@ class TransferHandle:
     def result(self, timeout: float | None = None):
         """Wait for the :class:`~oslo_transfer.result.Result`.
 
-        Re-raises the transfer's exception.
+        Re-raises the transfer's exception; a transfer cancelled before it
+        started raises :class:`~oslo_transfer.exceptions.Cancelled` too.
         """
-        return self._future.result(timeout=timeout)
+        try:
+            return self._future.result(timeout=timeout)
+        except futures.CancelledError as exc:
+            raise exceptions.Cancelled(self._token.reason or
+                                       'cancelled before it started') from exc
 
     def cancel(self, reason: str = 'cancelled by the caller'):
         """Stop the transfer within the I/O timeout; resumable state stays."""
@@ -65,10 +71,12 @@ class TransferHandle:
         self._token.cancel(reason)
 
     def done(self) -> bool:
+        """True when the transfer ended (success, error or cancel)."""
         return self._future.done()
 
     @property
     def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called."""
         return self._token.cancelled
 
 

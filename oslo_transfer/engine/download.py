@@ -34,6 +34,7 @@ import time
 
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
+from oslo_transfer import locations
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import segments as seg_mod
@@ -43,6 +44,11 @@ from oslo_transfer import result as result_mod
 LOG = logging.getLogger(__name__)
 
 Cap = driver_mod.Capability
+
+
+def _journal_name(loc):
+    """The source as recorded in the control file: no secrets at all."""
+    return locations.mask_url(loc.without_userinfo())
 
 
 class Download:
@@ -73,6 +79,7 @@ class Download:
         self.retry_backoff = g.retry_backoff
         self.on_source_change = g.on_source_change
         self.default_digest = g.default_digest
+        self.lock_timeout = g.lock_timeout
         self.executor = transfer.segment_executor
         rate = g.rate_limit if rate is None else rate
         self.bucket = throttle.TokenBucket(rate)
@@ -150,7 +157,12 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        self.lock.acquire(self.ctx.cancel, self.ctx.deadline)
+        lock_deadline = self.ctx.deadline
+        if self.lock_timeout:
+            t = time.monotonic() + self.lock_timeout
+            lock_deadline = t if lock_deadline is None else min(t,
+                                                                lock_deadline)
+        self.lock.acquire(self.ctx.cancel, lock_deadline)
         try:
             kept = self._existing()
             if kept is not None:
@@ -285,7 +297,7 @@ class Download:
         new, algo = self._new_hasher()
         if whole_file and self.checksum is None:
             new, algo = None, None
-        j.source = loc.without_userinfo()
+        j.source = _journal_name(loc)
         j.validator = st.validator
         j.size = size
         j.checksum = str(self.checksum) if self.checksum else None
@@ -329,7 +341,7 @@ class Download:
         if not j.ranges:
             j.reset()
             return
-        same_url = j.source == loc.without_userinfo()
+        same_url = j.source == _journal_name(loc)
         same_version = (same_url and st.validator is not None and
                         j.validator == st.validator and j.size == size)
         splice_ok = (size is not None and self.checksum is not None and

@@ -61,8 +61,17 @@ class URLPolicy:
                 'cannot resolve %s: %s' % (host, exc), url=loc.masked) from exc
         for info in infos:
             addr = ipaddress.ip_address(info[4][0].split('%')[0])
+            candidates = [addr]
+            if addr.version == 6 and addr.ipv4_mapped is not None:
+                # ::ffff:127.0.0.1 reaches 127.0.0.1
+                candidates.append(addr.ipv4_mapped)
+            if addr.is_unspecified:
+                # 0.0.0.0 and :: connect to this host
+                candidates += [ipaddress.ip_address('127.0.0.1'),
+                               ipaddress.ip_address('::1')]
             for net in self.denied:
-                if addr.version == net.version and addr in net:
+                if any(a.version == net.version and a in net
+                       for a in candidates):
                     raise exceptions.URLNotAllowed(
                         '%s resolves to %s, inside a denied network (%s) '
                         '([oslo_transfer] denied_networks)'

@@ -18,6 +18,7 @@ import os
 import time
 
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import result as result_mod
 
@@ -45,6 +46,8 @@ class Reader(io.RawIOBase):
         g = transfer.conf.oslo_transfer
         self._retries = g.retries
         self._backoff = g.retry_backoff
+        self._bucket = throttle.TokenBucket(g.rate_limit)
+        self.owner = None
         self._pos = 0
         self._buf = b''
         self._it = None
@@ -167,6 +170,8 @@ class Reader(io.RawIOBase):
         self._ctx.cancel.check()
         data = self._fill()
         if data:
+            self._bucket.consume(len(data), self._ctx.cancel)
+            throttle.PROCESS_BUCKET.consume(len(data), self._ctx.cancel)
             self._pos += len(data)
             if self._hasher is not None:
                 self._hasher.update(data)
@@ -214,6 +219,9 @@ class Reader(io.RawIOBase):
     def close(self):
         if not self.closed:
             self._close_it()
+            if self.owner is not None:
+                self.owner.close()
+                self.owner = None
         super().close()
 
 
@@ -333,6 +341,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
     if size is None:
         size = src.size()
     g = transfer.conf.oslo_transfer
+    bucket = throttle.TokenBucket(g.rate_limit)
     last = None
     attempts = []
     for cand in plan.candidates:
@@ -351,6 +360,8 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
 
             def counted(it):
                 for c in it:
+                    bucket.consume(len(c), ctx.cancel)
+                    throttle.PROCESS_BUCKET.consume(len(c), ctx.cancel)
                     moved[0] += len(c)
                     if progress is not None:
                         progress(offset + moved[0], size)

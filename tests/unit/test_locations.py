@@ -100,3 +100,15 @@ def test_policy_schemes_and_networks():
         p.check('https://u:pw@127.0.0.1/x')
     assert 'pw' not in str(ei.value)
     assert 'denied' in str(ei.value)
+
+
+@pytest.mark.parametrize('url', ['http://[::ffff:127.0.0.1]/x',
+                                 'http://0.0.0.0/x', 'http://[::]/x'])
+def test_policy_mapped_and_unspecified_addresses(url):
+    p = policy.URLPolicy([], ['127.0.0.0/8', '::1/128'])
+    with pytest.raises(exceptions.URLNotAllowed):
+        p.check(url)
+
+
+def test_checksum_dashed_names():
+    assert checksum.parse('SHA-512:' + 'a' * 128).algorithm == 'sha512'

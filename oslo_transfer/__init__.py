@@ -22,6 +22,7 @@ from oslo_transfer.api import plan
 from oslo_transfer.api import upload
 from oslo_transfer.checksum import Checksum
 from oslo_transfer.driver import CancelToken
+from oslo_transfer import exceptions
 from oslo_transfer.locations import Credentials
 from oslo_transfer.locations import Location
 from oslo_transfer.locations import Source
@@ -30,7 +31,6 @@ from oslo_transfer.selector import Hints
 from oslo_transfer.selector import Plan
 from oslo_transfer.transfer import Transfer
 from oslo_transfer.transfer import TransferHandle
-from oslo_transfer import exceptions
 
 __all__ = ['copy', 'open', 'upload', 'plan', 'Transfer', 'TransferHandle',
            'Hints', 'Plan', 'Result', 'Source', 'Location', 'Credentials',

@@ -73,8 +73,8 @@ class Location:
     """
 
     url: str
-    credentials: Credentials | None = dataclasses.field(default=None,
-                                                         repr=False)
+    credentials: Credentials | None = dataclasses.field(
+        default=None, repr=False)
     headers: dict | None = dataclasses.field(default=None, repr=False)
     options: dict | None = None
 

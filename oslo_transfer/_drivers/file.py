@@ -29,9 +29,9 @@ import stat as stat_mod
 from oslo_config import cfg
 
 from oslo_transfer import driver
+from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
 from oslo_transfer import locations
-from oslo_transfer.engine import partfile
 
 LOG = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ class FileDriver(driver.Driver):
                 yield data
             if end is not None and pos < end:
                 raise exceptions.SizeMismatch(
-                    '%s ended at %d, before %d (it shrank?)' % (path, pos,
-                                                               end), url=path)
+                    '%s ended at %d, before %d (it shrank?)'
+                    % (path, pos, end), url=path)
         finally:
             os.close(fd)
 

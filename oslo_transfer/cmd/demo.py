@@ -75,8 +75,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             code = 206
-            extra = [('Content-Range', 'bytes %d-%d/%d' % (start, end,
-                                                          size))]
+            extra = [('Content-Range',
+                      'bytes %d-%d/%d' % (start, end, size))]
         length = end - start + 1
         self._headers(code, length, extra)
         with open(self.path_on_disk, 'rb') as f:
@@ -130,7 +130,6 @@ def register(sub):
 
 
 def run(args):
-    import oslo_transfer
     work = args.dir or tempfile.mkdtemp(prefix='oslo-transfer-demo-')
     os.makedirs(work, exist_ok=True)
     try:

@@ -100,8 +100,8 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose,
-                                                       logging.DEBUG)
+    level = {0: logging.WARNING,
+             1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format='%(levelname)s %(name)s: %(message)s')
     try:

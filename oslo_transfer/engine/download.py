@@ -33,12 +33,12 @@ import threading
 import time
 
 from oslo_transfer import driver as driver_mod
-from oslo_transfer import exceptions
-from oslo_transfer import locations
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import throttle
+from oslo_transfer import exceptions
+from oslo_transfer import locations
 from oslo_transfer import result as result_mod
 
 LOG = logging.getLogger(__name__)

@@ -67,8 +67,8 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     """Deallocate ``[offset, offset+length)``; False if unsupported."""
     if length <= 0:
         return True
-    rc = _c().fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
-                         offset, length)
+    flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    rc = _c().fallocate(fd, flags, offset, length)
     return rc == 0
 
 

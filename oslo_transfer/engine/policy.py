@@ -42,7 +42,7 @@ class URLPolicy:
         return cls(g.allowed_schemes or (), g.denied_networks or ())
 
     def check(self, url: str):
-        """Raise :class:`~oslo_transfer.exceptions.URLNotAllowed` if refused."""
+        """Raise ``URLNotAllowed`` if the policy refuses ``url``."""
         loc = locations.as_location(url)
         scheme = loc.scheme
         if self.allowed and scheme not in self.allowed:

@@ -27,8 +27,8 @@ import logging
 import threading
 
 from oslo_transfer import driver as driver_mod
-from oslo_transfer import exceptions
 from oslo_transfer.engine import throttle
+from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
@@ -292,8 +292,8 @@ class Fill:
             data = self.part.read(self.hashed, n)
             if not data:
                 raise exceptions.SizeMismatch(
-                    '%s holds %d bytes, expected %d' % (self.part.path,
-                                                       self.hashed, size))
+                    '%s holds %d bytes, expected %d'
+                    % (self.part.path, self.hashed, size))
             self.hasher.update(data)
             self.hashed += len(data)
 
@@ -309,4 +309,3 @@ def rehash_prefix(part, algorithm_new, length, block=HASH_BLOCK):
         h.update(data)
         pos += len(data)
     return h, pos
-

@@ -225,7 +225,7 @@ class Reader(io.RawIOBase):
         super().close()
 
 
-# -- uploads -------------------------------------------------------------------
+# -- uploads ---------------------------------------------------------------
 
 class DataSource:
     """Normalises ``data`` of :meth:`Transfer.upload`.

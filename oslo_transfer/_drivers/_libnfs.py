@@ -426,16 +426,31 @@ class Context:
                    window: int, cancel=None, written=None) -> int:
         """Write ``chunks`` from ``offset`` with up to ``window`` WRITEs out.
 
+        The server may carry out outstanding WRITEs in any order; they are
+        acknowledged to ``written`` in file order, so what ``written`` has
+        counted is always a contiguous prefix.  When ``chunks`` raises, the
+        WRITEs already sent are waited for (the file then ends at a clean
+        prefix) before the exception goes on.
+
         :param written: called with each byte count once the server
-            acknowledged it (in order).
+            acknowledged it (in file order).
         :returns: the number of bytes written.
         """
         pending = collections.deque()
         pos = offset
         done = 0
-        ok = False
+        it = iter(chunks)
         try:
-            for chunk in chunks:
+            while True:
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    break
+                except BaseException:
+                    while pending:
+                        done += self._finish_write(fh, pending.popleft(),
+                                                   cancel, written)
+                    raise
                 view = memoryview(chunk).cast('B')
                 for start in range(0, len(view), request):
                     piece = bytes(view[start:start + request])
@@ -450,10 +465,10 @@ class Context:
             while pending:
                 done += self._finish_write(fh, pending.popleft(),
                                            cancel, written)
-            ok = True
             return done
         finally:
-            if not ok and pending:
+            if pending:
+                # answers to outstanding WRITEs would stay on the socket
                 self.broken = True
 
     def _finish_write(self, fh, op, cancel, written):

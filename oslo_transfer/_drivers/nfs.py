@@ -232,6 +232,10 @@ class NFSDriver(driver.Driver):
         super().__init__(conf)
         self._pool = _Pool(self.options.idle_connections,
                            self.options.idle_seconds)
+        self._lock = threading.Lock()
+        #: URL -> the end of the bytes acknowledged in order by a write
+        #: that failed with WRITEs in flight (see written_size)
+        self._trims = {}
 
     @classmethod
     def list_opts(cls):
@@ -262,6 +266,15 @@ class NFSDriver(driver.Driver):
             c.mount(ctx.cancel)
         except lib.NFSError as exc:
             c.destroy()
+            if exc.errno == errno.EACCES and 'MNT3ERR' in exc.message:
+                # MOUNT answers "access denied" for paths it does not
+                # export, existing or not
+                raise exceptions.SourceNotFound(
+                    '%s: the server does not let this host mount %s: no '
+                    'such export or directory, or the export does not '
+                    'list this host (%s)' % (location.masked, c.export,
+                                             exc.message),
+                    url=location.masked) from exc
             raise _translate(exc, location, 'mount of %s' % c.export) \
                 from exc
         except BaseException:
@@ -354,11 +367,40 @@ class NFSDriver(driver.Driver):
         return max(4096, size)
 
     def written_size(self, location, ctx):
+        """The size of the remote file (0 if it does not exist).
+
+        After a write that failed with WRITEs in flight, the server may
+        have carried out a later WRITE and not an earlier one: the file
+        can be longer than the bytes it holds without a gap.  The first
+        call after such a failure cuts the file back to the end of what
+        the server acknowledged in order.
+        """
+        key = _Target(location).url
+        with self._lock:
+            trim = self._trims.get(key)
+
+        def size_of(c, path):
+            if trim is None:
+                return c.stat(path, ctx.cancel).size
+            fh = c.open(path, os.O_WRONLY, cancel=ctx.cancel)
+            have = c.fstat(fh, ctx.cancel).size
+            if have > trim:
+                LOG.info('%s: cutting the file back from %d to %d bytes, '
+                         'the end of what the server acknowledged in order',
+                         location.masked, have, trim)
+                c.ftruncate(fh, trim, ctx.cancel)
+                have = trim
+            c.close(fh, ctx.cancel)
+            return have
+
         try:
-            return self._call(location, ctx, 'stat',
-                              lambda c, path: c.stat(path, ctx.cancel)).size
+            size = self._call(location, ctx, 'stat', size_of)
         except exceptions.SourceNotFound:
-            return 0
+            size = 0
+        with self._lock:
+            if self._trims.get(key) == trim:
+                self._trims.pop(key, None)
+        return size
 
     def write(self, location, chunks, ctx, offset=0, size=None):
         lib = _lib()
@@ -382,14 +424,18 @@ class NFSDriver(driver.Driver):
         try:
             written = c.pwrite_all(fh, offset, chunks, request, window,
                                    ctx.cancel, ack)
-        except lib.NFSError as exc:
+        except BaseException as exc:
+            if c.broken:
+                # WRITEs were in flight: the server may hold a later one
+                # and not an earlier one (see written_size)
+                with self._lock:
+                    self._trims[target.url] = offset + acked[0]
             lease.release()
-            raise _translate(exc, location, 'write at byte %d'
-                             % (offset + acked[0])) from exc
-        except BaseException:
+            if isinstance(exc, lib.NFSError):
+                raise _translate(exc, location, 'write at byte %d'
+                                 % (offset + acked[0])) from exc
             # the chunk iterator failed (a checksum mismatch, a cancel):
             # the bytes acknowledged so far stay for a resumed write
-            lease.release()
             raise
         if size is not None and offset + written != size:
             lease.release()
@@ -400,7 +446,6 @@ class NFSDriver(driver.Driver):
         return _NFSWriter(location, lease, fh, written, ctx)
 
     def _open_for_write(self, c, path, offset, ctx):
-        import errno
         lib = _lib()
         mode = int(self.options.file_mode, 8)
         try:

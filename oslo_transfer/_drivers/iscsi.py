@@ -113,8 +113,9 @@ class _Target:
         p = location.parts()
         masked = location.masked
         if not p.hostname:
-            raise exceptions.InvalidLocation('%s: no portal host in the URL'
-                                             % masked, url=masked)
+            raise exceptions.InvalidLocation(
+                '%s: no portal host in the URL (expected '
+                'iscsi://HOST[:PORT]/TARGET-IQN/LUN)' % masked, url=masked)
         parts = urllib.parse.unquote(p.path).strip('/').split('/')
         if len(parts) != 2 or not parts[0] or not parts[1].isdigit():
             raise exceptions.InvalidLocation(

@@ -359,11 +359,11 @@ class ISCSIDriver(driver.Driver):
         skip = offset - first * bs
         nblocks = -(-(offset + length) // bs) - first
         per = max(1, self.options.request_size // bs)
+        reads = s.read_iter(first, nblocks, per,
+                            self.options.outstanding_requests, ctx.cancel)
         left = length
         try:
-            for data in s.read_iter(first, nblocks, per,
-                                    self.options.outstanding_requests,
-                                    ctx.cancel):
+            for data in reads:
                 if skip:
                     data = data[skip:]
                     skip = 0
@@ -376,6 +376,10 @@ class ISCSIDriver(driver.Driver):
             raise _translate(exc, location, target, 'read at byte %d' % (
                 offset + length - left)) from exc
         finally:
+            # a reader that stops early leaves READs in flight: closing
+            # the inner generator marks the session broken before it
+            # goes back to the pool
+            reads.close()
             lease.release()
 
     def written_size(self, location, ctx):

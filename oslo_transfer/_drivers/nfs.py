@@ -346,11 +346,11 @@ class NFSDriver(driver.Driver):
     def _read(self, location, lease, fh, offset, length, request, ctx):
         lib = _lib()
         c = lease.ctx
+        reads = c.pread_iter(fh, offset, length, request,
+                             self.options.outstanding_requests, ctx.cancel)
         pos = offset
         try:
-            for data in c.pread_iter(fh, offset, length, request,
-                                     self.options.outstanding_requests,
-                                     ctx.cancel):
+            for data in reads:
                 pos += len(data)
                 yield data
             c.close(fh, ctx.cancel)
@@ -358,6 +358,10 @@ class NFSDriver(driver.Driver):
             raise _translate(exc, location, 'read at byte %d' % pos) \
                 from exc
         finally:
+            # a reader that stops early leaves READs in flight: closing
+            # the inner generator marks the context broken before it
+            # goes back to the pool
+            reads.close()
             lease.release()
 
     def _request_size(self, server_max):

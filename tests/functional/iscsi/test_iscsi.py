@@ -133,6 +133,21 @@ def test_parallel_reads_from_threads(make_lun, iscsi_driver):
     assert b''.join(results[i] for i in range(8)) == data
 
 
+def test_reader_closed_early_does_not_spoil_the_pool(
+        make_lun, iscsi_driver):
+    data = rand(16 * MiB)
+    lun = make_lun(data)
+    for _ in range(3):
+        it = iscsi_driver.read(locations.Location(lun.url), 0, None, ctx())
+        next(it)
+        it.close()  # READs were in flight: that session is not reused
+        idle = [s for entries in iscsi_driver._pool._idle.values()
+                for s, _ in entries]
+        assert not [s for s in idle if s.broken]
+    assert read_all(iscsi_driver, lun.url, MiB, 2 * MiB) == \
+        data[MiB:3 * MiB]
+
+
 def test_copy_with_checksum_and_parallel_segments(make_lun, tmp_path):
     data = rand(12 * MiB)
     lun = make_lun(data)

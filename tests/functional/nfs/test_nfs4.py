@@ -119,6 +119,20 @@ def test_parallel_reads_from_threads(ganesha, put, nfs_driver):
     assert b''.join(results[i] for i in range(8)) == f.data
 
 
+def test_reader_closed_early_does_not_spoil_the_pool(
+        ganesha, put, nfs_driver):
+    f = put(ganesha.export, 16 * MiB)
+    url = ganesha.url(f.name)
+    for _ in range(3):
+        it = nfs_driver.read(loc(url), 0, None, ctx())
+        next(it)
+        it.close()  # READs were in flight: that connection is not reused
+        idle = [c for entries in nfs_driver._pool._idle.values()
+                for c, _ in entries]
+        assert not [c for c in idle if c.broken]
+    assert read_all(nfs_driver, url, MiB, 2 * MiB) == f.data[MiB:3 * MiB]
+
+
 def test_copy_with_checksum_and_parallel_segments(ganesha, put, tmp_path):
     f = put(ganesha.export, 12 * MiB + 77)
     dest = tmp_path / 'out' / 'copy.bin'

@@ -189,6 +189,7 @@ def _cap_names(caps):
 
 def run_drivers(args):
     with args.make_transfer() as t:
+        t.check_drivers()
         rows = [{'name': d.name, 'schemes': list(d.schemes),
                  'capabilities': _cap_names(d.capabilities),
                  'status': 'ok'} for d in t.drivers]

@@ -32,6 +32,9 @@ LOG = logging.getLogger(__name__)
 
 __all__ = ['Seeds', 'SEEDS']
 
+#: seconds a seed stays after it saw every named peer complete
+_LINGER = 3.0
+
 
 class _Entry:
 
@@ -45,6 +48,9 @@ class _Entry:
         st = os.stat(path)
         self.stamp = (st.st_size, st.st_mtime_ns)
         self.started = time.monotonic()
+        #: endpoints of peers seen with the whole file
+        self.complete = set()
+        self.all_complete_since = None
 
     def changed(self) -> bool:
         try:
@@ -253,15 +259,25 @@ class Seeds:
         size = entry.meta.total_size or 1
         if entry.ratio and st.total_payload_upload >= entry.ratio * size:
             return 'upload ratio %.2f reached' % entry.ratio
-        if entry.peers and now - entry.started > 2.0:
+        if entry.peers:
             try:
                 infos = entry.handle.get_peer_info()
             except RuntimeError:
                 infos = []
-            complete = {p.ip[0] for p in infos if p.seed}
-            if all(ip in complete for ip, _ in entry.peers) and \
-                    len([p for p in infos if p.seed]) >= len(entry.peers):
-                return 'every named peer has the whole file'
+            # Remembered: a peer that completes may leave at once.
+            entry.complete.update(tuple(p.ip) for p in infos if p.seed)
+            LOG.debug('bittorrent: seeding %s: peers %s, complete %s',
+                      entry.path, [(p.ip, p.seed, p.progress)
+                                   for p in infos], entry.complete)
+            ips = {ip for ip, _ in entry.complete}
+            if all(ip in ips for ip, _ in entry.peers) and \
+                    len(entry.complete) >= len(entry.peers):
+                # Linger a little, so that the peers see us complete too
+                # before we leave (they stop on the same rule).
+                if entry.all_complete_since is None:
+                    entry.all_complete_since = now
+                elif now - entry.all_complete_since >= _LINGER:
+                    return 'every named peer has the whole file'
         return None
 
 

@@ -88,6 +88,9 @@ def settings_from(opts, lt) -> dict:
         'unchoke_slots_limit': -1,
         'urlseed_max_request_bytes': 1024 * 1024,
         'min_reconnect_time': 2,
+        # Seeds stay connected to complete peers, so that a seed can see
+        # that every named peer is complete and stop early.
+        'close_redundant_connections': False,
         'stop_tracker_timeout': 1,
         'alert_queue_size': 100000,
         'alert_mask': (cat.error_notification | cat.status_notification |

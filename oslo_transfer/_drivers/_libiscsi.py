@@ -232,6 +232,7 @@ class _Op:
                               bool(cap.lbpme), bool(cap.lbprz))
         elif self.kind == 'read':
             self.value = bytes(self.keep[0])
+            self.keep = None  # the buffer goes now, not with the op
 
     def result(self):
         if self.error is not None:

@@ -72,9 +72,12 @@ OPTS = [
                     'session.\n\nRelated options:\n\n* request_size\n'
                     '* [oslo_transfer] segments (each segment has its own '
                     'session)'),
-    cfg.IntOpt('request_size', default=_MiB, min=4096, max=16 * _MiB,
+    cfg.IntOpt('request_size', default=512 * 1024, min=4096,
+               max=16 * _MiB,
                help='Bytes per READ(16)/WRITE(16) command (rounded down to '
-                    'whole blocks).'),
+                    'whole blocks).  Memory per read is about '
+                    'outstanding_requests x request_size.\n\n'
+                    'Related options:\n\n* outstanding_requests'),
     cfg.IntOpt('idle_sessions', default=4, min=0,
                help='Logged-in sessions kept open per LUN between calls '
                     '(0 logs out after each call).'),
@@ -254,7 +257,7 @@ class ISCSIDriver(driver.Driver):
     capabilities = (Cap.READ | Cap.WRITE | Cap.RANGED_READ |
                     Cap.RESUMABLE_WRITE | Cap.BLOCK_ACCESS |
                     Cap.SAME_NETWORK_ONLY)
-    chunk_size = _MiB
+    chunk_size = 512 * 1024
 
     #: the shared object to load (tests point it elsewhere)
     soname = None

@@ -61,12 +61,14 @@ OPTS = [
                     'Related options:\n\n* request_size\n'
                     '* [oslo_transfer] segments (each segment has its own '
                     'connection)'),
-    cfg.IntOpt('request_size', default=_MAX_REQUEST, min=4096,
+    cfg.IntOpt('request_size', default=512 * 1024, min=4096,
                max=_MAX_REQUEST,
                help='Bytes per READ or NFSv3 WRITE request; also capped by '
-                    'what the server announces (rtmax/wtmax).\n\n'
-                    'Possible values:\n\n* 4096 to 1048576 (libnfs 4.0 '
-                    'refuses larger replies)'),
+                    'what the server announces (rtmax/wtmax).  Memory per '
+                    'read is about outstanding_requests x request_size.'
+                    '\n\nPossible values:\n\n* 4096 to 1048576 (libnfs '
+                    '4.0 refuses larger replies)\n\nRelated options:\n\n'
+                    '* outstanding_requests'),
     cfg.IntOpt('idle_connections', default=4, min=0,
                help='Mounted connections kept open per export between '
                     'calls (0 closes each one after use).'),
@@ -223,7 +225,7 @@ class NFSDriver(driver.Driver):
     capabilities = (Cap.READ | Cap.WRITE | Cap.RANGED_READ |
                     Cap.RESUMABLE_WRITE | Cap.BLOCK_ACCESS |
                     Cap.SAME_NETWORK_ONLY)
-    chunk_size = _MAX_REQUEST
+    chunk_size = 512 * 1024
 
     #: the shared object to load (tests point it elsewhere)
     soname = None

@@ -326,22 +326,34 @@ class NFSDriver(driver.Driver):
             raise exceptions.InvalidLocation('%s is a directory'
                                              % location.masked,
                                              url=location.masked)
-        validator = 'nfs:%d:%d:%d.%09d:%d.%09d' % (
-            st.ino, st.size, st.mtime, st.mtime_nsec, st.ctime,
-            st.ctime_nsec)
-        return driver.Stat(size=st.size, validator=validator, ranges=True,
+        return driver.Stat(size=st.size, validator=_validator(st),
+                           ranges=True,
                            mtime=st.mtime + st.mtime_nsec / 1e9)
 
     def read(self, location, offset, length, ctx):
         def open_(c, path):
             fh = c.open(path, os.O_RDONLY, cancel=ctx.cancel)
-            size = c.fstat(fh, ctx.cancel).size if length is None else None
-            return fh, size
+            try:
+                return fh, c.fstat(fh, ctx.cancel)
+            except BaseException:
+                c.broken = True  # the open file handle goes with it
+                raise
 
-        _, lease, (fh, size) = self._call(location, ctx, 'open', open_,
-                                          keep=True)
+        _, lease, (fh, st) = self._call(location, ctx, 'open', open_,
+                                        keep=True)
+        expected = getattr(ctx, 'validator', None)
+        if expected and expected.startswith('nfs:') and \
+                expected != _validator(st):
+            # what HTTP's If-Range does: the engine re-stats and restarts
+            # (or raises SourceChanged) instead of joining two versions
+            lease.ctx.broken = True
+            lease.release()
+            raise exceptions.RangeNotSupported(
+                '%s changed since it was first read (validator %s, now %s)'
+                % (location.masked, expected, _validator(st)),
+                url=location.masked)
         if length is None:
-            length = max(0, size - offset)
+            length = max(0, st.size - offset)
         request = self._request_size(lease.ctx.readmax)
         return self._read(location, lease, fh, offset, length, request, ctx)
 
@@ -476,6 +488,13 @@ class NFSDriver(driver.Driver):
 
     def close(self):
         self._pool.close()
+
+
+def _validator(st) -> str:
+    """Inode, size, mtime and ctime (ns): changes when the file does."""
+    return 'nfs:%d:%d:%d.%09d:%d.%09d' % (st.ino, st.size, st.mtime,
+                                          st.mtime_nsec, st.ctime,
+                                          st.ctime_nsec)
 
 
 def _is_connection_error(exc):

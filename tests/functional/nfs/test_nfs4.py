@@ -93,6 +93,20 @@ def test_read_whole_and_ranges(ganesha, put, nfs_driver):
         assert read_all(nfs_driver, url, off, n) == want, (off, n)
 
 
+def test_ranged_read_of_a_changed_file_is_refused(ganesha, put,
+                                                  nfs_driver):
+    """Like HTTP's If-Range: the engine then re-stats and restarts."""
+    f = put(ganesha.export, MiB)
+    url = ganesha.url(f.name)
+    c = ctx()
+    c.validator = nfs_driver.stat(loc(url), c).validator
+    assert read_all(nfs_driver, url, 10, 100, c) == f.data[10:110]
+    nfs_driver.write(loc(url), iter([b'new'] * 10), ctx()).commit()
+    with pytest.raises(exc.RangeNotSupported, match='changed'):
+        read_all(nfs_driver, url, 10, 20, c)
+    assert nfs_driver.stat(loc(url), ctx()).validator != c.validator
+
+
 def test_read_past_the_end_raises(ganesha, put, nfs_driver):
     f = put(ganesha.export, MiB)
     with pytest.raises(exc.SizeMismatch, match='shrank'):

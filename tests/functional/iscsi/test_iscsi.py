@@ -351,6 +351,19 @@ def test_hung_target_times_out(own_tgtd, make_lun, iscsi_driver):
     assert data.startswith(got)
 
 
+def test_target_that_does_not_answer_the_login(own_tgtd, make_lun,
+                                               iscsi_driver):
+    lun = make_lun(rand(MiB), server=own_tgtd)
+    os.kill(own_tgtd.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(exc.TransferTimeout, match='no answer') as ei:
+            iscsi_driver.stat(locations.Location(lun.url), ctx(timeout=1.0))
+    finally:
+        os.kill(own_tgtd.process.pid, signal.SIGCONT)
+    assert ei.value.retryable
+    assert iscsi_driver.stat(locations.Location(lun.url), ctx()).size == MiB
+
+
 def test_cancel_during_a_hung_read(own_tgtd, make_lun, iscsi_driver):
     lun = make_lun(rand(32 * MiB), server=own_tgtd)
     c = ctx(timeout=3600)

@@ -316,6 +316,19 @@ def test_hung_server_times_out(own_ganesha, put, nfs_driver):
     assert f.data.startswith(got)
 
 
+def test_server_that_does_not_answer_the_mount(own_ganesha, put,
+                                               nfs_driver):
+    f = put(own_ganesha.export, 1000)
+    os.kill(own_ganesha.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(exc.TransferTimeout, match='no answer') as ei:
+            nfs_driver.stat(loc(own_ganesha.url(f.name)), ctx(timeout=1.0))
+    finally:
+        os.kill(own_ganesha.process.pid, signal.SIGCONT)
+    assert ei.value.retryable
+    assert nfs_driver.stat(loc(own_ganesha.url(f.name)), ctx()).size == 1000
+
+
 def test_cancel_during_a_hung_read(own_ganesha, put, nfs_driver):
     f = put(own_ganesha.export, 32 * MiB)
     c = ctx(timeout=3600)

@@ -1,0 +1,139 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""A small thread-safe pool of logged-in sessions, for FTP and SFTP.
+
+Logging in costs several round trips (and a key exchange for SSH), and the
+engine reads parallel segments from several threads at once.  Each call of
+a driver *leases* a session for its own use; a session is never shared by
+two threads at the same time.  When the call ends cleanly the session goes
+back to the pool, keyed by everything that identifies the login (scheme,
+host, port, user and a digest of the secret); after an error it is closed,
+because its protocol state is unknown.
+
+Idle sessions older than ``max_idle_seconds`` are closed instead of
+reused (servers drop idle control connections), and a session is checked
+with ``is_alive`` before it is handed out again.
+"""
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+import typing
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['SessionPool']
+
+
+class SessionPool:
+    """Idle sessions per key; at most ``max_idle`` kept per key.
+
+    :param close: ``close(session)``; must not raise.
+    :param is_alive: ``is_alive(session) -> bool``, called on an idle
+        session before reuse; a dead one is closed and skipped.
+    :param max_idle: idle sessions kept per key (extra ones are closed).
+    :param max_idle_seconds: idle sessions older than this are closed.
+    """
+
+    def __init__(self, close: typing.Callable,
+                 is_alive: typing.Callable | None = None, max_idle: int = 4,
+                 max_idle_seconds: float = 30.0):
+        self._close = close
+        self._is_alive = is_alive
+        self.max_idle = max_idle
+        self.max_idle_seconds = max_idle_seconds
+        self._idle = collections.defaultdict(list)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _take(self, key):
+        """Pop the freshest idle session of ``key``; close stale ones."""
+        stale = []
+        found = None
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle:
+                session, since = idle.pop()
+                if now - since > self.max_idle_seconds:
+                    stale.append(session)
+                    continue
+                found = session
+                break
+            if not idle:
+                self._idle.pop(key, None)
+        for s in stale:
+            self._close(s)
+        return found
+
+    def acquire(self, key, factory: typing.Callable):
+        """An idle session of ``key`` that is still alive, or ``factory()``."""
+        while True:
+            session = self._take(key)
+            if session is None:
+                return factory()
+            try:
+                alive = self._is_alive is None or self._is_alive(session)
+            except Exception:  # noqa: any failure means "not alive"
+                alive = False
+            if alive:
+                return session
+            LOG.debug('dropping a dead pooled session')
+            self._close(session)
+
+    def release(self, key, session) -> None:
+        """Give back a session that is in a clean protocol state."""
+        with self._lock:
+            if not self._closed and len(self._idle[key]) < self.max_idle:
+                self._idle[key].append((session, time.monotonic()))
+                return
+        self._close(session)
+
+    def discard(self, session) -> None:
+        """Close a session whose state is unknown (after an error)."""
+        self._close(session)
+
+    @contextlib.contextmanager
+    def lease(self, key, factory: typing.Callable):
+        """``with pool.lease(key, factory) as session``.
+
+        The session goes back to the pool when the block ends normally and
+        is closed when it raises.  Code that leaves the session in a dirty
+        state without raising calls :meth:`discard` and sets
+        ``session = None`` by raising, or uses acquire/release directly.
+        """
+        session = self.acquire(key, factory)
+        try:
+            yield session
+        except BaseException:
+            self.discard(session)
+            raise
+        self.release(key, session)
+
+    def close_all(self) -> None:
+        """Close every idle session; sessions in use close on release."""
+        with self._lock:
+            self._closed = True
+            idle = [s for lst in self._idle.values() for s, _ in lst]
+            self._idle.clear()
+        for s in idle:
+            self._close(s)
+
+    def idle_count(self, key=None) -> int:
+        """Idle sessions (of ``key``, or in total); for tests."""
+        with self._lock:
+            if key is not None:
+                return len(self._idle.get(key, []))
+            return sum(len(v) for v in self._idle.values())

@@ -1,0 +1,414 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""SFTP with paramiko: checked host keys, pipelined reads and writes.
+
+* ``sftp://[user@]host[:port]/abs/path``; ``sftp://host/~/rel/path`` is
+  relative to the login directory.
+* Host keys are always checked against ``known_hosts_file``; an unknown or
+  changed key is an error (see :mod:`.sftp_session`).
+* ``stat``: size and mtime (the validator is both together).
+* ``read``: a window of READ requests in flight (:mod:`.sftp_pipeline`);
+  each call leases its own SSH connection from a per-server pool, so the
+  engine's parallel segments run on separate connections and separate
+  server processes.
+* ``write``: into ``NAME.part``, renamed onto ``NAME`` on commit with the
+  ``posix-rename@openssh.com`` extension (``stage_uploads``, the default),
+  or in place; an interrupted upload continues at the staged file's size.
+* paramiko is imported on first use only.
+"""
+
+import getpass
+import hashlib
+import logging
+import stat as stat_mod
+import urllib.parse
+
+from oslo_config import cfg
+
+from oslo_transfer import driver
+from oslo_transfer import exceptions
+from oslo_transfer._drivers import ftp_pool
+
+LOG = logging.getLogger(__name__)
+
+Cap = driver.Capability
+
+KiB = 1024
+MiB = 1024 * KiB
+
+OPTS = [
+    cfg.StrOpt('known_hosts_file', default='~/.ssh/known_hosts',
+               help='OpenSSH known_hosts file that holds the host keys of '
+                    'the servers.  A server whose key is not in it, or '
+                    'whose key differs, is refused; keys are never added '
+                    'automatically.  Add one with "ssh-keyscan -p PORT '
+                    'HOST >> FILE" after checking its fingerprint.'),
+    cfg.StrOpt('username',
+               help='User name when neither the location nor the URL '
+                    'names one.  Unset means the local user running the '
+                    'service, as ssh does.'),
+    cfg.StrOpt('key_file',
+               help='Private key file (OpenSSH or PEM format) used to log '
+                    'in.  A Location\'s key_file credential wins.\n\n'
+                    'Related options:\n\n* key_passphrase\n* allow_agent\n'
+                    '* look_for_keys'),
+    cfg.StrOpt('key_passphrase', secret=True,
+               help='Passphrase of an encrypted key_file.'),
+    cfg.BoolOpt('allow_agent', default=True,
+                help='Also try the keys of a running SSH agent '
+                     '(SSH_AUTH_SOCK), as ssh does.  Services that must '
+                     'log in with exactly key_file should turn this off.'),
+    cfg.BoolOpt('look_for_keys', default=True,
+                help='Also try ~/.ssh/id_ed25519, id_ecdsa and id_rsa of '
+                     'the user running the service, as ssh does.'),
+    cfg.ListOpt('ciphers',
+                default=['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com',
+                         'aes128-ctr', 'aes256-ctr'],
+                help='Ciphers offered first, in order of preference; the '
+                     'rest of paramiko\'s list follows.  AES-GCM needs no '
+                     'separate MAC and is the fastest with paramiko.'),
+    cfg.IntOpt('request_size', default=128 * KiB, min=4 * KiB,
+               max=255 * KiB,
+               help='Bytes per SFTP read or write request.  OpenSSH '
+                    'answers up to 255 KiB per read.\n\nRelated options:\n'
+                    '\n* requests_in_flight'),
+    cfg.IntOpt('requests_in_flight', default=32, min=1, max=1024,
+               help='Requests sent before waiting for the first answer, '
+                    'per connection.  Memory per connection is about '
+                    'request_size * requests_in_flight.'),
+    cfg.IntOpt('window_size', default=8 * MiB, min=64 * KiB,
+               help='SSH channel window: bytes the server may send before '
+                    'we acknowledge them.  Should exceed request_size * '
+                    'requests_in_flight.'),
+    cfg.BoolOpt('stage_uploads', default=True,
+                help='Upload into NAME.part and rename it to NAME '
+                     '(posix-rename) once the data is complete and '
+                     'verified.  Turn off to write NAME in place.'),
+    cfg.IntOpt('pool_size', default=4, min=0,
+               help='Idle SSH connections kept per server and user for '
+                    'reuse.\n\nRelated options:\n\n'
+                    '* [oslo_transfer] max_connections_per_origin'),
+    cfg.FloatOpt('idle_timeout', default=60.0, min=0.0,
+                 help='Seconds an idle pooled connection is kept.'),
+]
+
+PART_SUFFIX = '.part'
+
+
+def remote_path(location) -> str:
+    """``sftp://h/abs/p`` -> ``/abs/p``; ``sftp://h/~/p`` -> ``p``."""
+    path = urllib.parse.unquote(location.parts().path)
+    if path.startswith('/~/'):
+        path = path[3:]
+    if not path or path.endswith('/') or path in ('/', '/~'):
+        raise exceptions.InvalidLocation(
+            '%s does not name a file' % location.masked,
+            url=location.masked)
+    return path
+
+
+def _forget(f):
+    """Close an SFTPFile whose connection is already closed, quietly."""
+    try:
+        f.close()
+    except Exception:  # noqa: the connection is gone; nothing to release
+        pass
+
+
+class SFTPDriver(driver.Driver):
+    """``sftp://`` with paramiko."""
+
+    name = 'sftp'
+    schemes = ('sftp',)
+    capabilities = (Cap.READ | Cap.WRITE | Cap.RANGED_READ |
+                    Cap.RESUMABLE_WRITE | Cap.ATOMIC_COMMIT)
+
+    def __init__(self, conf):
+        super().__init__(conf)
+        opts = self.options
+        if not opts.stage_uploads:
+            self.capabilities = type(self).capabilities & ~Cap.ATOMIC_COMMIT
+        self._pool = ftp_pool.SessionPool(
+            close=lambda s: s.close(), is_alive=lambda s: s.is_alive(),
+            max_idle=opts.pool_size, max_idle_seconds=opts.idle_timeout)
+        self._lib = None
+
+    @classmethod
+    def list_opts(cls):
+        return OPTS
+
+    def check_available(self):
+        self._libs()
+
+    def _libs(self):
+        if self._lib is None:
+            try:
+                import paramiko
+            except ImportError as exc:
+                raise exceptions.MissingDependency(
+                    'the sftp driver needs paramiko: pip install '
+                    '"oslo.transfer[sftp]" (Debian: python3-paramiko)'
+                ) from exc
+            from oslo_transfer._drivers import sftp_pipeline
+            from oslo_transfer._drivers import sftp_session
+            LOG.debug('sftp driver uses paramiko %s', paramiko.__version__)
+            self._lib = (sftp_session, sftp_pipeline)
+        return self._lib
+
+    # -- sessions -----------------------------------------------------------
+
+    def _login(self, location):
+        o = self.options
+        creds = location.effective_credentials(username=o.username,
+                                               key_file=o.key_file)
+        return (creds.username or getpass.getuser(), creds.password,
+                creds.key_file)
+
+    def _translate(self, exc, location, what, ctx, writing=False):
+        session_mod, _ = self._libs()
+        return session_mod.translate(
+            exc, location, what, writing=writing, cancel=ctx.cancel,
+            extra_secrets=[self.options.key_passphrase])
+
+    def _acquire(self, location, ctx):
+        session_mod, _ = self._libs()
+        user, password, key_file = self._login(location)
+        p = location.parts()
+        key = (p.hostname, p.port or 22, user,
+               hashlib.sha256((password or '').encode()).hexdigest(),
+               key_file)
+        timeout = ctx.timeout()
+
+        def factory():
+            return session_mod.connect(location, user, password, key_file,
+                                       timeout, self.options)
+
+        ctx.cancel.check()
+        try:
+            session = self._pool.acquire(key, factory)
+            session.set_timeout(timeout)
+        except Exception as exc:
+            raise self._translate(exc, location, 'login', ctx) from exc
+        return key, session
+
+    def _run(self, location, ctx, what, fn, writing=False):
+        """``fn(session)`` on a leased session, errors translated."""
+        key, session = self._acquire(location, ctx)
+        cancel_key = ctx.cancel.on_cancel(session.close)
+        try:
+            result = fn(session)
+        except Exception as exc:
+            self._pool.discard(session)
+            raise self._translate(exc, location, what, ctx,
+                                  writing=writing) from exc
+        finally:
+            ctx.cancel.remove(cancel_key)
+        self._pool.release(key, session)
+        return result
+
+    # -- stat ---------------------------------------------------------------
+
+    def stat(self, location, ctx):
+        path = remote_path(location)
+        st = self._run(location, ctx, 'stat',
+                       lambda s: s.sftp.stat(path))
+        if st.st_mode is not None and not stat_mod.S_ISREG(st.st_mode):
+            raise exceptions.SourceNotFound(
+                '%s is not a regular file' % location.masked,
+                url=location.masked)
+        mtime = st.st_mtime
+        return driver.Stat(size=st.st_size,
+                           validator='size=%s;mtime=%s' % (st.st_size,
+                                                           mtime),
+                           ranges=st.st_size is not None,
+                           mtime=float(mtime) if mtime is not None else None)
+
+    # -- read ---------------------------------------------------------------
+
+    def read(self, location, offset, length, ctx):
+        path = remote_path(location)
+        if length == 0:
+            return iter(())
+        return self._read(location, path, offset, length, ctx)
+
+    def _read(self, location, path, offset, length, ctx):
+        _, pipeline = self._libs()
+        key, session = self._acquire(location, ctx)
+        cancel_key = ctx.cancel.on_cancel(session.close)
+        o = self.options
+        f = None
+        clean = False
+        try:
+            f = session.sftp.open(path, 'rb')
+            chunks = pipeline.read(
+                session.sftp.get_channel(), f.handle, offset, length,
+                o.request_size, o.requests_in_flight, self.chunk_size,
+                check=ctx.cancel.check)
+            got = 0
+            for data in chunks:
+                got += len(data)
+                yield data
+            if length is not None and got != length:
+                raise exceptions.ProtocolError(
+                    '%s: read %d of %d bytes' % (location.masked, got,
+                                                 length),
+                    url=location.masked)
+            f.close()
+            clean = True
+        except Exception as exc:
+            raise self._translate(exc, location, 'read', ctx) from exc
+        finally:
+            ctx.cancel.remove(cancel_key)
+            if clean:
+                self._pool.release(key, session)
+            else:
+                # Requests may still be in flight: drop the connection
+                # (this also closes the remote file).
+                self._pool.discard(session)
+                if f is not None:
+                    _forget(f)
+
+    # -- write --------------------------------------------------------------
+
+    def _target(self, path):
+        return path + PART_SUFFIX if self.options.stage_uploads else path
+
+    def written_size(self, location, ctx):
+        target = self._target(remote_path(location))
+
+        def size(session):
+            try:
+                return session.sftp.stat(target).st_size or 0
+            except FileNotFoundError:
+                return 0
+
+        return self._run(location, ctx, 'stat', size, writing=True)
+
+    def write(self, location, chunks, ctx, offset=0, size=None):
+        _, pipeline = self._libs()
+        path = remote_path(location)
+        target = self._target(path)
+        o = self.options
+        key, session = self._acquire(location, ctx)
+        cancel_key = ctx.cancel.on_cancel(session.close)
+        sftp = session.sftp
+        state = {'data_error': False}
+
+        def on_data_error(exc):
+            # The data is bad (checksum) or the caller gave up: nothing
+            # complete-looking may stay on the server.
+            state['data_error'] = True
+            f.close()
+            try:
+                sftp.remove(target)
+            except OSError as rm_exc:
+                LOG.warning('%s: could not remove the aborted upload %s: '
+                            '%s', location.masked, target, rm_exc)
+            raise exc
+
+        try:
+            f = self._open_for_write(sftp, location, target, offset)
+            sent = pipeline.write(sftp.get_channel(), f.handle, offset,
+                                  chunks, o.request_size,
+                                  o.requests_in_flight, on_data_error)
+            self._fsync(sftp, f)
+            f.close()
+        except Exception as exc:
+            if state['data_error']:
+                self._pool.release(key, session)
+                raise
+            self._pool.discard(session)
+            raise self._translate(exc, location, 'write', ctx,
+                                  writing=True) from exc
+        except BaseException:
+            self._pool.discard(session)
+            raise
+        finally:
+            ctx.cancel.remove(cancel_key)
+        self._pool.release(key, session)
+        LOG.debug('%s: wrote %d bytes at offset %d into %s',
+                  location.masked, sent, offset, target)
+        return _SFTPWriter(self, location, path, target, sent, ctx)
+
+    def _open_for_write(self, sftp, location, target, offset):
+        if not offset:
+            return sftp.open(target, 'wb')
+        try:
+            have = sftp.stat(target).st_size
+        except FileNotFoundError:
+            have = None
+        if have is None or have < offset:
+            raise exceptions.ProtocolError(
+                '%s: cannot resume the upload at %d: the server holds %s '
+                'bytes' % (location.masked, offset, have),
+                url=location.masked, retryable=False)
+        f = sftp.open(target, 'r+b')
+        if have > offset:
+            f.truncate(offset)
+        return f
+
+    @staticmethod
+    def _fsync(sftp, f):
+        """Make the data durable before a rename (OpenSSH extension)."""
+        from paramiko import sftp as proto
+        try:
+            sftp._request(proto.CMD_EXTENDED, 'fsync@openssh.com', f.handle)
+        except (OSError, AttributeError) as exc:
+            LOG.debug('no fsync@openssh.com: %s', exc)
+
+    def close(self):
+        self._pool.close_all()
+
+
+class _SFTPWriter(driver.Writer):
+    """``posix-rename`` of ``NAME.part`` onto ``NAME``; remove on abort."""
+
+    def __init__(self, drv, location, path, target, nbytes, ctx):
+        self._drv = drv
+        self._loc = location
+        self._path = path
+        self._target = target
+        self._ctx = ctx
+        self.bytes_written = nbytes
+
+    def commit(self):
+        if self._target == self._path:
+            return
+
+        def rename(session):
+            try:
+                session.sftp.posix_rename(self._target, self._path)
+            except OSError as exc:
+                # No posix-rename: plain SFTP rename refuses an existing
+                # name, so remove the old object first.
+                LOG.debug('posix-rename failed (%s); remove + rename', exc)
+                try:
+                    session.sftp.remove(self._path)
+                except FileNotFoundError:
+                    pass
+                session.sftp.rename(self._target, self._path)
+
+        self._drv._run(self._loc, self._ctx, 'rename', rename, writing=True)
+
+    def abort(self):
+        if self._target == self._path:
+            LOG.warning('%s: an in-place upload cannot be undone; the '
+                        'partial object stays', self._loc.masked)
+            return
+        try:
+            self._drv._run(self._loc, self._ctx, 'remove',
+                           lambda s: s.sftp.remove(self._target),
+                           writing=True)
+        except exceptions.TransferError as exc:
+            LOG.warning('%s: could not remove %s: %s', self._loc.masked,
+                        self._target, exc)

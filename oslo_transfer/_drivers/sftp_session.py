@@ -1,0 +1,350 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""SSH sessions for the ``sftp`` driver: host keys, login, errors.
+
+This module imports paramiko; :mod:`.sftp` imports it only when the driver
+is first used.
+
+* **Host keys are always checked** against ``known_hosts_file``, as
+  OpenSSH's ``StrictHostKeyChecking=yes`` does: an unknown host and a
+  changed key are both :class:`~oslo_transfer.exceptions.AuthenticationFailed`
+  with a message that says which, and nothing is ever added to the file.
+  Known key types are offered first in the key exchange, so that a host
+  with several keys is checked against the one we know.
+* Authentication tries, in order: the key file (the location's, else
+  ``key_file``), the SSH agent (``allow_agent``), the default keys in
+  ``~/.ssh`` (``look_for_keys``), and a password if the location or URL
+  carries one.
+* Each session is its own SSH connection (TCP, key exchange, one SFTP
+  channel): parallel segments then run on separate server processes.
+"""
+
+import errno
+import hashlib
+import logging
+import os
+import socket
+
+import paramiko
+from paramiko import sftp as sftp_proto
+
+from oslo_transfer._drivers.sftp_pipeline import PipelineError
+from oslo_transfer._drivers.sftp_pipeline import ShortFile
+from oslo_transfer._drivers.sftp_pipeline import StatusError
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ['Session', 'connect', 'translate', 'StatusError',
+           'host_key_name']
+
+# Key types negotiated for a key of each type found in known_hosts.
+_KEY_TYPES = {
+    'ssh-rsa': ('rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'),
+}
+
+_DEFAULT_KEYS = ('id_ed25519', 'id_ecdsa', 'id_rsa')
+
+
+def host_key_name(host: str, port: int) -> str:
+    """The host's name in known_hosts: ``host`` or ``[host]:port``."""
+    if port == 22:
+        return host
+    return '[%s]:%d' % (host, port)
+
+
+class Session:
+    """One SSH connection with an open SFTP channel.
+
+    :ivar transport: the ``paramiko.Transport``.
+    :ivar sftp: the ``paramiko.SFTPClient``.
+    """
+
+    def __init__(self, transport, sftp):
+        self.transport = transport
+        self.sftp = sftp
+
+    def set_timeout(self, timeout: float):
+        self.sftp.get_channel().settimeout(timeout)
+
+    def is_alive(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self):
+        """Close the connection; safe from another thread (cancel)."""
+        try:
+            self.transport.close()
+        except Exception:  # noqa: closing is best effort
+            pass
+
+
+def _offer_known_types(transport, known):
+    """Put the key types we hold for the host first in the negotiation."""
+    opts = transport.get_security_options()
+    wanted = []
+    for ktype in known.keys():
+        wanted.extend(_KEY_TYPES.get(ktype, (ktype,)))
+    available = list(opts.key_types)
+    first = [k for k in wanted if k in available]
+    if first:
+        opts.key_types = first + [k for k in available if k not in first]
+
+
+def _prefer_ciphers(transport, ciphers):
+    opts = transport.get_security_options()
+    available = list(opts.ciphers)
+    first = [c for c in ciphers if c in available]
+    if first:
+        opts.ciphers = first + [c for c in available if c not in first]
+
+
+def _fingerprint(key) -> str:
+    import base64
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return 'SHA256:' + base64.b64encode(digest).decode().rstrip('=')
+
+
+def _load_known_hosts(path, location):
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(path)
+    except FileNotFoundError:
+        LOG.debug('known_hosts file %s does not exist', path)
+    except (OSError, paramiko.SSHException) as exc:
+        raise exceptions.AuthenticationFailed(
+            '%s: cannot read the known_hosts file %s: %s'
+            % (location.masked, path, exc), url=location.masked) from exc
+    return keys
+
+
+def check_host_key(transport, known, name, path, location):
+    """Raise AuthenticationFailed unless the server's key is the known one."""
+    key = transport.get_remote_server_key()
+    ktype = key.get_name()
+    url = location.masked
+    if not known:
+        raise exceptions.AuthenticationFailed(
+            '%s: the host key of %s is unknown: %s has no entry for it.  '
+            'Check the key\'s fingerprint (%s %s) with the host\'s '
+            'administrator, then add it, e.g. "ssh-keyscan -t %s%s %s >> '
+            '%s" ([oslo_transfer_sftp] known_hosts_file)'
+            % (url, name, path, ktype, _fingerprint(key), ktype,
+               '' if ':' not in name else ' -p %s' % name.rpartition(':')[2],
+               name.split(']')[0].lstrip('['), path), url=url)
+    expected = known.get(ktype)
+    if expected is None:
+        raise exceptions.AuthenticationFailed(
+            '%s: the host key of %s may have CHANGED: the server offered a '
+            '%s key (%s) but %s holds only %s keys for it; if the change '
+            'is expected, remove the old entry ("ssh-keygen -R \'%s\' -f '
+            '%s") and add the new key' % (url, name, ktype,
+                                          _fingerprint(key), path,
+                                          ', '.join(known.keys()), name,
+                                          path), url=url)
+    if expected != key:
+        raise exceptions.AuthenticationFailed(
+            '%s: the host key of %s has CHANGED (now %s %s): someone may be '
+            'intercepting the connection, or the host was reinstalled.  '
+            'Nothing was sent.  If the change is expected, remove the old '
+            'key ("ssh-keygen -R \'%s\' -f %s") and add the new one'
+            % (url, name, ktype, _fingerprint(key), name, path), url=url)
+
+
+def _auth(transport, location, user, password, key_file, passphrase,
+          allow_agent, look_for_keys):
+    tried = []
+    url = location.masked
+
+    def try_key(label, pkey):
+        tried.append(label)
+        try:
+            transport.auth_publickey(user, pkey)
+        except paramiko.AuthenticationException as exc:
+            LOG.debug('%s: %s refused: %s', url, label, exc)
+        return transport.is_authenticated()
+
+    if key_file:
+        path = os.path.expanduser(key_file)
+        try:
+            pkey = paramiko.PKey.from_path(path, passphrase)
+        except FileNotFoundError as exc:
+            raise exceptions.AuthenticationFailed(
+                '%s: the key file %s does not exist' % (url, path),
+                url=url) from exc
+        except paramiko.PasswordRequiredException as exc:
+            raise exceptions.AuthenticationFailed(
+                '%s: the key file %s is encrypted; set [oslo_transfer_sftp] '
+                'key_passphrase' % (url, path), url=url) from exc
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise exceptions.AuthenticationFailed(
+                '%s: cannot load the key file %s: %s' % (url, path, exc),
+                url=url) from exc
+        if try_key('key file %s' % path, pkey):
+            return
+    if allow_agent:
+        agent = paramiko.Agent()
+        try:
+            for pkey in agent.get_keys():
+                if try_key('agent key %s' % _fingerprint(pkey), pkey):
+                    return
+        finally:
+            agent.close()
+    if look_for_keys:
+        for name in _DEFAULT_KEYS:
+            path = os.path.expanduser('~/.ssh/%s' % name)
+            if not os.path.exists(path):
+                continue
+            try:
+                pkey = paramiko.PKey.from_path(path, passphrase)
+            except (OSError, ValueError, paramiko.SSHException) as exc:
+                LOG.debug('skipping %s: %s', path, exc)
+                continue
+            if try_key('key file %s' % path, pkey):
+                return
+    if password:
+        tried.append('password')
+        try:
+            transport.auth_password(user, password)
+        except paramiko.AuthenticationException as exc:
+            LOG.debug('%s: password refused: %s', url, exc)
+        if transport.is_authenticated():
+            return
+    raise exceptions.AuthenticationFailed(
+        '%s: the server refused user %s (tried: %s)'
+        % (url, user, ', '.join(tried) or 'nothing: set [oslo_transfer_sftp] '
+           'key_file or give a password'), url=url)
+
+
+def connect(location, user, password, key_file, timeout, options) -> Session:
+    """Open, check the host key, authenticate and start SFTP.
+
+    :param options: the driver's option group (known_hosts_file,
+        key_passphrase, allow_agent, look_for_keys, ciphers, window_size).
+    """
+    p = location.parts()
+    host, port = p.hostname, p.port or 22
+    if not host:
+        raise exceptions.InvalidLocation('%s has no host' % location.masked,
+                                         url=location.masked)
+    name = host_key_name(host, port)
+    known_path = os.path.expanduser(options.known_hosts_file)
+    known = _load_known_hosts(known_path, location).lookup(name)
+    sock = socket.create_connection((host, port), timeout)
+    transport = None
+    try:
+        sock.settimeout(timeout)
+        transport = paramiko.Transport(
+            sock, default_window_size=options.window_size)
+        transport.banner_timeout = timeout
+        transport.auth_timeout = timeout
+        _prefer_ciphers(transport, options.ciphers)
+        if known:
+            _offer_known_types(transport, known)
+        transport.start_client(timeout=timeout)
+        check_host_key(transport, known, name, known_path, location)
+        _auth(transport, location, user, password, key_file,
+              options.key_passphrase, options.allow_agent,
+              options.look_for_keys)
+        sftp = paramiko.SFTPClient.from_transport(
+            transport, window_size=options.window_size)
+        if sftp is None:
+            raise exceptions.ConnectionFailed(
+                '%s: the server refused the sftp subsystem'
+                % location.masked, url=location.masked)
+        session = Session(transport, sftp)
+        session.set_timeout(timeout)
+    except BaseException:
+        if transport is not None:
+            transport.close()
+        sock.close()
+        raise
+    LOG.debug('%s: connected as %s (cipher %s)', location.masked, user,
+              transport.remote_cipher)
+    return session
+
+
+def _secrets(location, extra):
+    creds = location.effective_credentials()
+    out = [creds.password] + list(extra)
+    if location.credentials is not None:
+        out.append(location.credentials.password)
+    return [s for s in out if s]
+
+
+def translate(exc, location, what, writing=False, cancel=None,
+              extra_secrets=()):
+    """Map a paramiko/socket/SFTP error to an :mod:`exceptions` instance."""
+    url = location.masked
+    if cancel is not None and cancel.cancelled:
+        return exceptions.Cancelled(cancel.reason or 'cancelled', url=url)
+    if isinstance(exc, exceptions.TransferError):
+        return exc
+    text = locations.mask_text(str(exc) or type(exc).__name__,
+                               _secrets(location, extra_secrets))
+    msg = '%s: %s failed: %s' % (url, what, text)
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return exceptions.AuthenticationFailed(
+            '%s: the host key has CHANGED: %s' % (url, text), url=url)
+    if isinstance(exc, paramiko.AuthenticationException):
+        return exceptions.AuthenticationFailed(msg, url=url)
+    if isinstance(exc, StatusError):
+        return _status(exc.code, msg, url, writing)
+    if isinstance(exc, PipelineError):
+        return exceptions.ProtocolError(msg, url=url, retryable=False)
+    if isinstance(exc, ShortFile):
+        return exceptions.ProtocolError(
+            '%s: %s (did the file shrink?)' % (url, text), url=url,
+            retryable=False)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return exceptions.TransferTimeout('%s: %s timed out' % (url, what),
+                                          url=url)
+    if isinstance(exc, (paramiko.SSHException, EOFError)):
+        return exceptions.ConnectionFailed(msg, url=url)
+    if isinstance(exc, OSError):
+        code = exc.errno
+        if code == errno.ENOENT:
+            if writing:
+                return exceptions.DestinationError(
+                    '%s: the directory does not exist (%s)' % (url, text),
+                    url=url)
+            return exceptions.SourceNotFound('%s does not exist' % url,
+                                             url=url)
+        if code in (errno.EACCES, errno.EPERM):
+            return exceptions.PermissionDenied(
+                '%s: permission denied (%s)' % (url, what), url=url)
+        if code is None and not isinstance(exc, ConnectionError):
+            # An SFTP status without errno (SSH_FX_FAILURE, ...).
+            if writing:
+                return exceptions.DestinationError(
+                    '%s: the server could not write (disk full or quota?): '
+                    '%s' % (url, text), url=url)
+            return exceptions.ProtocolError(msg, url=url, retryable=False)
+        return exceptions.ConnectionFailed(msg, url=url)
+    return exceptions.ProtocolError(msg, url=url, retryable=False)
+
+
+def _status(code, msg, url, writing):
+    if code == sftp_proto.SFTP_NO_SUCH_FILE:
+        if writing:
+            return exceptions.DestinationError(msg, url=url)
+        return exceptions.SourceNotFound(msg, url=url)
+    if code == sftp_proto.SFTP_PERMISSION_DENIED:
+        return exceptions.PermissionDenied(msg, url=url)
+    if code in (sftp_proto.SFTP_NO_CONNECTION,
+                sftp_proto.SFTP_CONNECTION_LOST):
+        return exceptions.ConnectionFailed(msg, url=url)
+    if code == sftp_proto.SFTP_FAILURE and writing:
+        return exceptions.DestinationError(
+            '%s (disk full or quota?)' % msg, url=url)
+    return exceptions.ProtocolError(msg, url=url, retryable=False)

@@ -231,8 +231,11 @@ class _Op:
                 self.value = (cap.returned_lba + 1, cap.block_length,
                               bool(cap.lbpme), bool(cap.lbprz))
         elif self.kind == 'read':
-            self.value = bytes(self.keep[0])
-            self.keep = None  # the buffer goes now, not with the op
+            self.value = ctypes.string_at(self.keep[0], self.nbytes)
+        if self.kind == 'read' and self.keep is not None:
+            # the target has answered: the buffer is free again
+            self.session.recycle(self.keep)
+            self.keep = None
 
     def result(self):
         if self.error is not None:
@@ -271,6 +274,7 @@ class Session:
         self.block_size = None
         self.blocks = None
         self._keys = set()
+        self._free = []  # READ buffers to reuse
         self._poll = select.poll()
         self._fd = -1
         self._ptr = self.lib.iscsi_create_context(initiator.encode())
@@ -397,13 +401,11 @@ class Session:
             while pos < end or pending:
                 while pos < end and len(pending) < window:
                     n = min(request_blocks, end - pos)
-                    buf = bytearray(n * bs)
-                    cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
-                    iov = _IOVec(ctypes.addressof(cbuf), len(buf))
+                    cbuf, iov = self._buffer(n * bs)
                     pending.append(self._submit(
                         self.lib.iscsi_read16_iov_task,
                         (self.lun, pos, n * bs, bs, 0, 0, 0, 0, 0),
-                        'read', pos, n * bs, keep=(buf, cbuf, iov)))
+                        'read', pos, n * bs, keep=(cbuf, iov)))
                     pos += n
                 head = pending.popleft()
                 data = self.wait(head, cancel)
@@ -413,6 +415,23 @@ class Session:
             if not ok:
                 # answers to the outstanding READs would stay queued
                 self.broken = True
+
+    def _buffer(self, size):
+        """A READ buffer: a recycled one of that size, else a new one.
+
+        Recycling keeps the memory warm: a fresh buffer per command costs
+        a page fault per 4 KiB (about a third of the CPU time of a read).
+        """
+        while self._free:
+            cbuf, iov = self._free.pop()
+            if len(cbuf) == size:
+                return cbuf, iov
+        cbuf = ctypes.create_string_buffer(size)
+        return cbuf, _IOVec(ctypes.addressof(cbuf), size)
+
+    def recycle(self, keep):
+        if len(self._free) < 16:
+            self._free.append(keep)
 
     def write_blocks(self, lba: int, data: bytes, cancel=None):
         """Queue a WRITE(16) of ``data`` (whole blocks); return the op."""
@@ -452,7 +471,7 @@ class Session:
 def op_tail(kind, keep):
     """Trailing arguments of the ``*_iov_task`` calls (after the callback)."""
     if kind == 'read':
-        return (ctypes.pointer(keep[2]), 1)
+        return (ctypes.pointer(keep[1]), 1)
     return ()
 
 

@@ -31,6 +31,7 @@ Also runnable as ``python -m oslo_transfer.cmd.serve --ftp DIR ...``.
 """
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -119,6 +120,30 @@ def _fail(message, code=EXIT_USAGE) -> int:
     return code
 
 
+def _dtp_handle_error(self):
+    """Tell the client why a transfer broke: 452 when the disk is full.
+
+    pyftpdlib answers "426 None" to a failed file write; a client cannot
+    tell a full disk (final) from a broken connection (worth a retry).
+    """
+    from pyftpdlib.handlers import DTPHandler
+    from pyftpdlib.log import logger
+
+    cause = getattr(sys.exc_info()[1], '__cause__', None)
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC,
+                                                      errno.EDQUOT):
+        self._resp = ('452 Insufficient storage space: %s; transfer '
+                      'aborted.' % os.strerror(cause.errno), logger.warning)
+        self.close()
+        return
+    if isinstance(cause, OSError) and cause.errno is not None:
+        self._resp = ('451 %s; transfer aborted.'
+                      % os.strerror(cause.errno), logger.warning)
+        self.close()
+        return
+    DTPHandler.handle_error(self)
+
+
 def build_server(args):
     """The pyftpdlib server for ``args`` (not started)."""
     from pyftpdlib import authorizers
@@ -132,8 +157,11 @@ def build_server(args):
         authorizer.add_user(args.user, args.password, root, perm=perm)
     else:
         authorizer.add_anonymous(root, perm=READ_PERMS)
-    # A subclass, so that the settings stay out of pyftpdlib's globals.
+    # Subclasses, so that the settings stay out of pyftpdlib's globals.
+    dtp = type('ServeDTPHandler', (handlers.DTPHandler,), {
+        'handle_error': _dtp_handle_error})
     handler = type('ServeHandler', (handlers.FTPHandler,), {
+        'dtp_handler': dtp,
         'authorizer': authorizer,
         'banner': 'oslo-transfer serve ready',
         'passive_ports': args.passive_ports,

@@ -418,6 +418,7 @@ class FTPDriver(driver.Driver):
 
         cancel_key = ctx.cancel.on_cancel(on_cancel)
         clean = False
+        failed = None
         sent = 0
         try:
             conn = self._open_upload(session, location, target, offset, ctx)
@@ -447,9 +448,13 @@ class FTPDriver(driver.Driver):
             clean = True
         except _DataError as wrapped:
             raise wrapped.error
+        except exceptions.TransferError as err:
+            failed = err
+            raise
         except (ftplib.Error, OSError, EOFError) as exc:
-            raise self._translate(exc, location, 'STOR', ctx,
-                                  writing=True) from exc
+            err = self._translate(exc, location, 'STOR', ctx, writing=True)
+            failed = err
+            raise err from exc
         finally:
             ctx.cancel.remove(cancel_key)
             _close_quietly(state['conn'])
@@ -457,6 +462,11 @@ class FTPDriver(driver.Driver):
                 self._pool.release(key, session)
             else:
                 self._pool.discard(session)
+            if failed is not None and not failed.retryable and \
+                    not ctx.cancel.cancelled:
+                # Nothing to resume (disk full, permission): do not leave
+                # a partial object, nor fill the server's disk with it.
+                self._remove_quietly(location, target, ctx)
         LOG.debug('%s: stored %d bytes at offset %d into %s',
                   location.masked, sent, offset, target)
         return _FTPWriter(self, location, path, target, sent, ctx)
@@ -514,6 +524,14 @@ class FTPDriver(driver.Driver):
                         location.masked, target,
                         ftp_client.clean(exc, location))
             return False
+
+    def _remove_quietly(self, location, target, ctx):
+        try:
+            with self._lease(location, ctx, 'DELE', writing=True) as s:
+                s.ftp.delete(target)
+        except exceptions.TransferError as exc:
+            LOG.debug('%s: could not remove %s: %s', location.masked,
+                      target, exc)
 
     def close(self):
         self._pool.close_all()

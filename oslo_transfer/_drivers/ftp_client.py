@@ -318,8 +318,11 @@ def translate(exc, location, what: str, writing: bool = False,
             return exceptions.AuthenticationFailed(
                 '%s: the server refused the login: %s' % (url, text),
                 url=url)
+        full = exceptions.DestinationError(
+            '%s: the server cannot store the data (disk full or over '
+            'quota?): %s' % (url, text), url=url)
         if code in (552, 452):
-            return exceptions.DestinationError(msg, url=url)
+            return full
         if code == 550:
             cls = classify_550(text, writing)
             if cls is None:
@@ -327,9 +330,9 @@ def translate(exc, location, what: str, writing: bool = False,
             return cls(msg, url=url)
         if code == 553:
             return exceptions.PermissionDenied(msg, url=url)
-        if code == 451 and writing and any(w in text.lower()
-                                           for w in _SPACE_WORDS):
-            return exceptions.DestinationError(msg, url=url)
+        if code in (451, 426) and writing and any(w in text.lower()
+                                                  for w in _SPACE_WORDS):
+            return full
         if code == 421:
             return exceptions.ConnectionFailed(msg, url=url)
         if code is not None and 400 <= code < 500:

@@ -167,11 +167,12 @@ def dest(tmp_path):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """``tmpfs(size='8m')`` -> a mounted small tmpfs (unmounted after)."""
+    """``tmpfs(size='8m', path=None)`` -> the path of a mounted small
+    tmpfs (``tmp_path/small`` by default), unmounted after the test."""
     mounted = []
 
-    def make(size='8m', name='small'):
-        fs = ftpservers.Tmpfs(tmp_path / name, size).mount()
+    def make(size='8m', path=None):
+        fs = ftpservers.Tmpfs(path or tmp_path / 'small', size).mount()
         mounted.append(fs)
         return fs.path
 

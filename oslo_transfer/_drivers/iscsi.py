@@ -293,7 +293,12 @@ class ISCSIDriver(driver.Driver):
         if s is not None:
             s.timeout = timeout
             return target, _Lease(self._pool, target.key, s), True
-        s = lib.Session(self.initiator, target.iqn, timeout, self.soname)
+        try:
+            s = lib.Session(self.initiator, target.iqn, timeout,
+                            self.soname)
+        except lib.ISCSIError as exc:
+            raise exceptions.TransferError('%s: %s' % (
+                location.masked, exc.message), url=location.masked) from exc
         try:
             s.connect(target.portal, target.lun, target.username,
                       target.password, ctx.cancel)
@@ -309,8 +314,12 @@ class ISCSIDriver(driver.Driver):
                   target.lun, target.portal, self.initiator)
         return target, _Lease(self._pool, target.key, s), False
 
-    def _session(self, location, ctx, check=None):
-        """A session on which ``check(session)`` worked (stale ones retried).
+    def _session(self, location, ctx):
+        """A logged-in session whose LUN answers.
+
+        A pooled session is checked with READ CAPACITY(16) first (which
+        also notices a resized LUN) and replaced when the target dropped
+        it meanwhile.
 
         :returns: ``(target, lease)``; the caller releases the lease.
         """

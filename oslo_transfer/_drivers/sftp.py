@@ -174,11 +174,14 @@ class SFTPDriver(driver.Driver):
         return (creds.username or getpass.getuser(), creds.password,
                 creds.key_file)
 
-    def _translate(self, exc, location, what, ctx, writing=False):
+    def _translate(self, exc, location, what, ctx, writing=False,
+                   session=None):
         session_mod, _ = self._libs()
+        lost = session is not None and not session.is_alive()
         return session_mod.translate(
             exc, location, what, writing=writing, cancel=ctx.cancel,
-            extra_secrets=[self.options.key_passphrase])
+            extra_secrets=[self.options.key_passphrase],
+            connection_lost=lost)
 
     def _acquire(self, location, ctx):
         session_mod, _ = self._libs()
@@ -208,9 +211,10 @@ class SFTPDriver(driver.Driver):
         try:
             result = fn(session)
         except Exception as exc:
+            err = self._translate(exc, location, what, ctx,
+                                  writing=writing, session=session)
             self._pool.discard(session)
-            raise self._translate(exc, location, what, ctx,
-                                  writing=writing) from exc
+            raise err from exc
         finally:
             ctx.cancel.remove(cancel_key)
         self._pool.release(key, session)
@@ -266,7 +270,8 @@ class SFTPDriver(driver.Driver):
             f.close()
             clean = True
         except Exception as exc:
-            raise self._translate(exc, location, 'read', ctx) from exc
+            raise self._translate(exc, location, 'read', ctx,
+                                  session=session) from exc
         finally:
             ctx.cancel.remove(cancel_key)
             if clean:
@@ -327,9 +332,14 @@ class SFTPDriver(driver.Driver):
             if state['data_error']:
                 self._pool.release(key, session)
                 raise
+            err = self._translate(exc, location, 'write', ctx, writing=True,
+                                  session=session)
             self._pool.discard(session)
-            raise self._translate(exc, location, 'write', ctx,
-                                  writing=True) from exc
+            if not err.retryable and not ctx.cancel.cancelled:
+                # Nothing to resume (disk full, permission): do not leave
+                # a partial object, nor fill the server's disk with it.
+                self._remove_quietly(location, target, ctx)
+            raise err from exc
         except BaseException:
             self._pool.discard(session)
             raise
@@ -365,6 +375,14 @@ class SFTPDriver(driver.Driver):
             sftp._request(proto.CMD_EXTENDED, 'fsync@openssh.com', f.handle)
         except (OSError, AttributeError) as exc:
             LOG.debug('no fsync@openssh.com: %s', exc)
+
+    def _remove_quietly(self, location, target, ctx):
+        try:
+            self._run(location, ctx, 'remove',
+                      lambda s: s.sftp.remove(target), writing=True)
+        except exceptions.TransferError as exc:
+            LOG.debug('%s: could not remove %s: %s', location.masked,
+                      target, exc)
 
     def close(self):
         self._pool.close_all()

@@ -283,8 +283,14 @@ def _secrets(location, extra):
 
 
 def translate(exc, location, what, writing=False, cancel=None,
-              extra_secrets=()):
-    """Map a paramiko/socket/SFTP error to an :mod:`exceptions` instance."""
+              extra_secrets=(), connection_lost=False):
+    """Map a paramiko/socket/SFTP error to an :mod:`exceptions` instance.
+
+    :param connection_lost: the SSH connection is no longer active; an
+        error without a clearer cause is then ``ConnectionFailed``
+        (paramiko reports a closed channel as a bare ``OSError``, like an
+        SFTP failure status).
+    """
     url = location.masked
     if cancel is not None and cancel.cancelled:
         return exceptions.Cancelled(cancel.reason or 'cancelled', url=url)
@@ -293,6 +299,12 @@ def translate(exc, location, what, writing=False, cancel=None,
     text = locations.mask_text(str(exc) or type(exc).__name__,
                                _secrets(location, extra_secrets))
     msg = '%s: %s failed: %s' % (url, what, text)
+    if connection_lost and not isinstance(
+            exc, (paramiko.AuthenticationException, StatusError,
+                  ShortFile)):
+        return exceptions.ConnectionFailed(
+            '%s: the connection was lost during %s: %s' % (url, what, text),
+            url=url)
     if isinstance(exc, paramiko.BadHostKeyException):
         return exceptions.AuthenticationFailed(
             '%s: the host key has CHANGED: %s' % (url, text), url=url)

@@ -168,14 +168,28 @@ class Journal:
                 'prefix_digest': self.prefix_digest,
                 'updated': time.time()}
         tmp = '%s.%d.tmp' % (self.path, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
-                     os.O_NOFOLLOW, 0o600)
         try:
-            os.write(fd, json.dumps(data).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                         os.O_NOFOLLOW, 0o600)
+            try:
+                blob = json.dumps(data).encode()
+                if os.write(fd, blob) != len(blob):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                msg = 'no space left on the device of %s' % self.path
+            else:
+                msg = 'cannot write the control file %s: %s' % (
+                    self.path, exc.strerror or exc)
+            raise exceptions.DestinationError(msg) from exc
 
     def remove(self):
         """Remove the control file and the temp files of killed writers.

@@ -12,6 +12,7 @@
 
 """Streams without a local destination: ``open()`` readers and uploads."""
 
+import hashlib
 import io
 import logging
 import os
@@ -20,6 +21,7 @@ import time
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
+from oslo_transfer import locations
 from oslo_transfer import result as result_mod
 
 LOG = logging.getLogger(__name__)
@@ -334,6 +336,60 @@ def held_back(chunks, hasher, checksum, size, url, skip=0):
         yield prev
 
 
+class UploadMarker:
+    """``state_dir/uploads/KEY``: an upload of this data to that URL began.
+
+    Drivers with resumable writes (FTP, SFTP, NFS) write in place; after a
+    crash, a new call may continue at the server's size only if this
+    process family wrote those bytes from the same data.  The key hashes
+    the destination (no secrets), the size and the data's identity (the
+    checksum, or the local path with its mtime); without a strong identity
+    nothing is resumed across calls.
+    """
+
+    def __init__(self, conf, loc, size, checksum, src):
+        self.path = None
+        ident = str(checksum) if checksum else None
+        if ident is None and src.path is not None:
+            try:
+                st = os.stat(src.path)
+                ident = '%s:%d:%d' % (os.path.abspath(src.path), st.st_ino,
+                                      st.st_mtime_ns)
+            except OSError:
+                ident = None
+        if not size or ident is None:
+            return
+        key = hashlib.sha256('\0'.join([
+            locations.mask_url(loc.without_userinfo()), str(size),
+            ident]).encode()).hexdigest()[:40]
+        self.path = os.path.join(conf.oslo_transfer.state_dir, 'uploads',
+                                 key)
+
+    def exists(self) -> bool:
+        return self.path is not None and os.path.exists(self.path)
+
+    def create(self):
+        if self.path is None:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700,
+                        exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT |
+                         os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            LOG.debug('no upload marker in %s (%s): a crash restarts the '
+                      'upload from zero', self.path, exc.strerror)
+            self.path = None
+
+    def remove(self):
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
 def upload(transfer, plan, data, size, checksum, ctx, progress=None):
     """Upload ``data`` to the first candidate that takes it."""
     started = time.monotonic()
@@ -347,14 +403,24 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
     for cand in plan.candidates:
         drv, loc = cand.driver_obj, cand.location
         tries = 0
+        resumable = (Cap.RESUMABLE_WRITE in drv.capabilities and
+                     src.rewindable)
+        marker = UploadMarker(transfer.conf, loc, size, checksum, src)
         while True:
             ctx.cancel.check()
             offset = 0
-            if tries and Cap.RESUMABLE_WRITE in drv.capabilities:
+            if resumable and (tries or marker.exists()):
                 try:
                     offset = drv.written_size(loc, ctx)
                 except exceptions.TransferError:
                     offset = 0
+                if size is not None and offset > size:
+                    offset = 0
+                if offset:
+                    LOG.info('upload to %s continues at byte %d', cand.url,
+                             offset)
+            if resumable:
+                marker.create()
             hasher = checksum.new() if checksum else None
             moved = [0]
 
@@ -374,8 +440,10 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                                    size=size)
             except exceptions.TransferError as exc:
                 if isinstance(exc, (exceptions.ChecksumMismatch,
-                                    exceptions.SizeMismatch,
-                                    exceptions.Cancelled)):
+                                    exceptions.SizeMismatch)):
+                    marker.remove()
+                    raise
+                if isinstance(exc, exceptions.Cancelled):
                     raise
                 last = exc
                 if exc.retryable and src.rewindable and tries < g.retries:
@@ -393,6 +461,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             except BaseException:
                 writer.abort()
                 raise
+            marker.remove()
             return result_mod.Result(
                 bytes_transferred=moved[0], bytes_resumed=offset,
                 driver=cand.driver, url=cand.url,

@@ -21,6 +21,8 @@ import time
 import pytest
 
 import oslo_transfer
+from oslo_transfer import checksum as checksum_mod
+from oslo_transfer.engine import stream as stream_mod
 from oslo_transfer import exceptions
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
@@ -411,3 +413,43 @@ def test_url_policy(store, tmp_path):
     with make(store, allowed_schemes=['https']) as t:
         with pytest.raises(exceptions.URLNotAllowed):
             t.copy('mem://a', str(tmp_path / 'o'))
+
+
+def _resumable_store_driver(store, written):
+    drv = fakes.make_driver_class(
+        store=store, caps=fakes.Cap.READ | fakes.Cap.WRITE |
+        fakes.Cap.RESUMABLE_WRITE)
+    offsets = []
+    orig = drv.write
+
+    def write(self, location, chunks, ctx, offset=0, size=None):
+        offsets.append(offset)
+        return orig(self, location, chunks, ctx, offset, size)
+
+    drv.write = write
+    drv.written_size = lambda self, loc, ctx: written[0]
+    return drv, offsets
+
+
+def test_upload_resumes_across_calls_only_with_a_marker(store, tmp_path):
+    payload = fakes.data(2 * MiB)
+    src = tmp_path / 'src'
+    src.write_bytes(payload)
+    written = [MiB]
+    drv, offsets = _resumable_store_driver(store, written)
+    conf = testing.make_conf({('oslo_transfer', 'state_dir'):
+                              str(tmp_path / 'state')}, [drv])
+    with transfer_mod.Transfer(conf, drivers=[drv]) as t:
+        # No marker: a partial object of unknown origin is not trusted.
+        t.upload(str(src), 'mem://up', checksum=sha(payload))
+        assert offsets == [0]
+        # A marker left by an interrupted call of the same data: continue
+        # at the server's size, hashing the skipped bytes locally.
+        marker = stream_mod.UploadMarker(conf, oslo_transfer.Location(
+            'mem://up'), len(payload), checksum_mod.parse(sha(payload)),
+            stream_mod.DataSource(str(src), 1024))
+        marker.create()
+        res = t.upload(str(src), 'mem://up', checksum=sha(payload))
+    assert offsets == [0, MiB]
+    assert res.bytes_resumed == MiB
+    assert not os.listdir(tmp_path / 'state' / 'uploads')

@@ -162,11 +162,6 @@ def test_serve_disk_full_on_upload(tmp_path, tmpfs, conf):
     assert os.listdir(small) == [], 'the aborted upload stayed'
 
 
-@pytest.mark.xfail(
-    raises=OSError, strict=True,
-    reason='engine bug: Journal.save() lets ENOSPC escape as a raw '
-           'OSError (oslo_transfer/engine/journal.py) instead of '
-           'DestinationError')
 def test_local_disk_full_on_download(server, put, tmpfs, conf):
     """The local destination is an 8 MiB tmpfs: DestinationError; nothing
     complete-looking is left, and no DEST appears."""

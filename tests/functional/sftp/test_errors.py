@@ -194,11 +194,6 @@ def test_server_disk_full_on_upload(sshd, tmpfs, sftp_conf, tmp_path):
     assert os.listdir(small) == [], 'the aborted upload stayed'
 
 
-@pytest.mark.xfail(
-    raises=OSError, strict=True,
-    reason='engine bug: Journal.save() lets ENOSPC escape as a raw '
-           'OSError (oslo_transfer/engine/journal.py) instead of '
-           'DestinationError')
 def test_local_disk_full_on_download(sshd, put, tmpfs, sftp_conf):
     df = put(16 * MiB)
     dest = os.path.join(tmpfs('8m'), 'disk')

@@ -15,8 +15,8 @@
 The life of a download:
 
 1. the pieces the engine already holds (``target.held()``) are handed to
-   libtorrent as ``have_pieces``: libtorrent trusts them and checks nothing
-   again (the engine zeroes every range it does not hold before the driver
+   libtorrent as ``have_pieces`` (an empty set too): libtorrent trusts them
+   and checks nothing again (the engine zeroes every range it does not hold before the driver
    runs, so the journal, not libtorrent's own resume data, is the record of
    what is on disk);
 2. the torrent is added to the process-wide session with its single file
@@ -44,6 +44,7 @@ import time
 
 from oslo_transfer import exceptions
 from oslo_transfer._drivers import _torrent_origin as origin_mod
+from oslo_transfer._drivers import _torrent_pieces as pieces_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -98,8 +99,8 @@ class TorrentDownload:
         self._origin_added = {}
         self._origin_bad = {}
         self._peer_busy = set()
-        self._share = []
-        self._rest = []
+        self._avail = None
+        self.plan = None
         self._done = False
         self._error = None
         self.peers = []
@@ -135,6 +136,7 @@ class TorrentDownload:
                     'into another file' % self.key)
             fd = os.open(self.target.path, os.O_RDWR)
             self.handle = self.sess.add(self._params(held))
+            LOG.debug('bittorrent: %s added to the session', self.key)
             self._plan_share()
             self._connect_peers()
             if self.origins and self.http is not None:
@@ -197,9 +199,9 @@ class TorrentDownload:
         p.renamed_files = {0: os.path.basename(self.target.path)}
         p.flags = (lt.torrent_flags.apply_ip_filter |
                    lt.torrent_flags.duplicate_is_error)
-        if held:
-            p.have_pieces = [i in self.have
-                             for i in range(self.meta.num_pieces)]
+        # Always resume data, even "no piece yet": without it libtorrent
+        # hashes the whole (sparse) .part file before it starts.
+        p.have_pieces = [i in self.have for i in range(self.meta.num_pieces)]
         return p
 
     def _plan_share(self):
@@ -207,19 +209,14 @@ class TorrentDownload:
             getattr(self.ctx.hints, 'peer_addresses', ()))
         port = self.sess.listen_port()
         index, count, self.peers = origin_mod.my_share(peers, port)
-        n = self.meta.num_pieces
-        share = list(origin_mod.share_range(index, count, n))
-        # The rest, starting after this host's slice: receivers that fall
-        # back on the origin begin at different pieces.
-        start = share[-1] + 1 if share else index * n // count
-        rest = [(start + k) % n for k in range(n)]
-        in_share = set(share)
-        self._share = [i for i in share if i not in self.have]
-        self._rest = [i for i in rest if i not in in_share]
+        self.plan = pieces_mod.PiecePlan(
+            index, count, self.meta.num_pieces, have=self.have,
+            help_slower=self.opts.help_slower_peers)
         self.stats['share'] = '%d/%d' % (index + 1, count)
         LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d '
                  'pieces) from the origin; %d peer(s) named', self.key,
-                 index + 1, count, len(share), len(self.peers))
+                 index + 1, count, len(self.plan.slices[index]),
+                 len(self.peers))
 
     def _connect_peers(self):
         if not self.peers:
@@ -254,6 +251,9 @@ class TorrentDownload:
                 from_origin = self._origin_added.pop(i, None) is not None
                 self._pending.append(i)
             length = self.meta.piece_range(i)[1]
+            if len(self.have) == self.stats['resumed_pieces'] + 1:
+                LOG.debug('bittorrent: %s: first piece (%s)', self.key,
+                          'web seed' if from_origin else 'peer')
             self._last_progress = now
             if from_origin:
                 self.stats['origin_pieces'] += 1
@@ -295,20 +295,27 @@ class TorrentDownload:
         with self._lock:
             if self._done:
                 return None
-            candidates = [self._share]
-            if now - self._last_peer_piece >= self.opts.peer_wait:
-                candidates.append(self._rest)
-            for order in candidates:
-                for i in order:
-                    if self._wanted(i):
-                        self._origin_inflight.add(i)
-                        return i
-        return None
+            starving = now - self._last_peer_piece >= self.opts.peer_wait
+            found = self.plan.next(self._wanted, self._avail, self.have,
+                                   starving)
+            if found is None:
+                return None
+            i, why = found
+            self._origin_inflight.add(i)
+            if why != 'share':
+                self.stats['%s_pieces' % why] = self.stats.get(
+                    '%s_pieces' % why, 0) + 1
+            return i
 
-    def origin_done(self, index, data):
+    def origin_done(self, index, data, seconds=None):
         """A fetch ended: ``data`` is the piece, or None if it failed."""
         with self._lock:
             self._origin_inflight.discard(index)
+            if data is not None and seconds is not None:
+                self.plan.fetched(seconds)
+            if data is not None and index in self.have:
+                self.stats['origin_wasted'] = self.stats.get(
+                    'origin_wasted', 0) + 1
             if data is None or self._done or index in self.have:
                 return
             self._origin_added[index] = time.monotonic()
@@ -349,25 +356,35 @@ class TorrentDownload:
             with self._lock:
                 complete = len(self.have) >= n
             if complete and not self._pending and self._flushing is None:
+                LOG.debug('bittorrent: %s: every piece is durable', self.key)
                 return
-            if now - last_busy >= 0.5:
+            self._start_fetcher()
+            if now - last_busy >= 0.25:
                 last_busy = now
                 self._refresh_busy()
-                self._start_fetcher()
-            if now - last_connect >= 3.0 and self.peers:
+            # Peers start at about the same time: retry the ones not
+            # connected yet quickly at first, then every few seconds.
+            if self.peers and now - last_connect >= min(
+                    3.0, 0.25 + (now - self._started) / 4):
                 last_connect = now
-                if self.handle.status().num_peers < len(self.peers):
+                connected = self.handle.status().num_peers
+                self.stats['max_peers'] = max(
+                    self.stats.get('max_peers', 0), connected)
+                if connected < len(self.peers):
                     self._connect_peers()
             self._check_stall(now)
 
     def _refresh_busy(self):
         try:
             busy = {d['piece_index'] for d in self.handle.get_download_queue()}
+            avail = self.handle.piece_availability()
         except RuntimeError:
             return
         now = time.monotonic()
         with self._lock:
             self._peer_busy = busy
+            self._avail = avail
+            self.plan.observe(now, avail, self.have)
             # A piece handed to libtorrent that was neither verified nor
             # failed within a while is given back to the origin fetcher.
             for i, t in list(self._origin_added.items()):
@@ -385,6 +402,7 @@ class TorrentDownload:
             return
         s = self.lt.torrent_status.states
         if state in (s.downloading, s.finished, s.seeding):
+            LOG.debug('bittorrent: %s: web seed fetcher starts', self.key)
             f.start()
 
     def _check_stall(self, now):
@@ -478,6 +496,7 @@ class TorrentDownload:
     def _collect_stats(self):
         try:
             st = self.handle.status()
+            self.stats['peers'] = st.num_peers
             self.stats['peer_bytes'] = st.total_payload_download
             self.stats['uploaded_bytes'] = st.total_payload_upload
         except RuntimeError:

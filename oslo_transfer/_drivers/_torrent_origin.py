@@ -42,7 +42,7 @@ from oslo_transfer import exceptions
 LOG = logging.getLogger(__name__)
 
 __all__ = ['parse_peer', 'resolve_peers', 'my_share', 'share_range',
-           'OriginFetcher']
+           'steal_order', 'OriginFetcher']
 
 
 def parse_peer(addr: str) -> tuple:
@@ -149,6 +149,23 @@ def share_range(index: int, count: int, num_pieces: int) -> range:
                  (index + 1) * num_pieces // count)
 
 
+def steal_order(index: int, count: int, num_pieces: int) -> list:
+    """Pieces of the other slices, in the order this host may take them.
+
+    Slices are visited from the next one on; in each, from the back (its
+    owner fetches from the front), this host takes every ``count - 1``-th
+    piece starting at its own rank among the other hosts, so that hosts
+    helping the same slow slice take different pieces.
+    """
+    order = []
+    for step in range(1, count):
+        j = (index + step) % count
+        rank = (index - j - 1) % count
+        pieces = share_range(j, count, num_pieces)
+        order.extend(pieces[:len(pieces) - rank][::-1][::count - 1])
+    return order
+
+
 class OriginFetcher:
     """Threads that fetch pieces from the origins and add them to a torrent.
 
@@ -224,8 +241,11 @@ class OriginFetcher:
                 self.token.wait(0.2)
                 continue
             offset, length = self.job.meta.piece_range(index)
+            started = time.monotonic()
             try:
                 data = self._fetch(loc, offset, length)
+                LOG.debug('bittorrent: piece %d from %s in %.3fs', index,
+                          loc.masked, time.monotonic() - started)
             except exceptions.Cancelled:
                 self.job.origin_done(index, None)
                 return
@@ -249,7 +269,7 @@ class OriginFetcher:
             failures = 0
             with self._lock:
                 self.bytes += len(data)
-            self.job.origin_done(index, data)
+            self.job.origin_done(index, data, time.monotonic() - started)
 
     def _fetch(self, loc, offset, length) -> bytes:
         buf = bytearray()

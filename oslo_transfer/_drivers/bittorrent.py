@@ -110,6 +110,13 @@ OPTS = [
                       'host also fetches pieces outside its own share from '
                       'the web seed (a receiver died, or no peer was '
                       'named).'),
+    cfg.BoolOpt('help_slower_peers', default=True,
+                help='Once this host has fetched its own share of the '
+                     'pieces from the web seed, also fetch pieces from the '
+                     'back of slower receivers\' shares (pieces no peer '
+                     'has yet).  Shortens the tail of a boot storm at the '
+                     'cost of some pieces sent twice by the origin.\n\n'
+                     'Related options:\n\n* peer_wait'),
     cfg.IntOpt('web_seed_connections', default=2, min=1, max=16,
                help='Concurrent piece requests to the web seed per '
                     'download.'),

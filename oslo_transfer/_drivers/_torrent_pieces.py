@@ -1,0 +1,150 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Which piece this host asks the origin (web seed) for next.
+
+The pieces are cut into ``count`` contiguous slices, one per receiver
+(``_torrent_origin.my_share``).  A receiver asks the origin for:
+
+1. its own slice, front to back;
+2. once that is fetched or in flight, and if ``help_slower_peers``: pieces
+   of a slower receiver's slice, from the back, that no connected peer has
+   yet -- only when that receiver is present (some of its slice is
+   visible), and only pieces it would not reach before this host could
+   fetch them: the owner's rate (its slice's pieces appearing at the peers)
+   against this host's own time per origin piece.  Receivers helping the
+   same slice take different pieces (``steal_order``).  On a fast origin
+   nobody lags and nothing is taken twice;
+3. when the peers have sent nothing for ``peer_wait`` seconds (a receiver
+   died before it fetched anything, or no peer was named): any missing
+   piece, starting after its own slice.
+"""
+
+import collections
+import math
+
+from oslo_transfer._drivers import _torrent_origin as origin_mod
+
+__all__ = ['PiecePlan']
+
+#: seconds of history behind a slice's rate
+_WINDOW = 2.0
+#: a piece is taken from a slower receiver when that receiver would need
+#: more than twice this host's time per piece plus this many seconds
+_SLACK = 0.5
+
+
+class PiecePlan:
+    """The origin's pieces for receiver ``index`` of ``count``.
+
+    :param have: pieces already held (left out of every order).
+    :param help_slower: take pieces of slower receivers' slices.
+    """
+
+    def __init__(self, index: int, count: int, num_pieces: int, have=(),
+                 help_slower: bool = True):
+        self.index = index
+        self.count = count
+        self.num_pieces = num_pieces
+        self.help_slower = help_slower and count > 1
+        self.slices = [origin_mod.share_range(j, count, num_pieces)
+                       for j in range(count)]
+        self.slice_of = [0] * num_pieces
+        for j, r in enumerate(self.slices):
+            for i in r:
+                self.slice_of[i] = j
+        have = set(have)
+        own = self.slices[index]
+        self.share = [i for i in own if i not in have]
+        # The rest, starting after this host's slice: receivers that fall
+        # back on the origin begin at different pieces.
+        start = own.stop % num_pieces if num_pieces else 0
+        self.rest = [(start + k) % num_pieces for k in range(num_pieces)
+                     if (start + k) % num_pieces not in own]
+        self.steal = origin_mod.steal_order(index, count, num_pieces)
+        self._history = [collections.deque() for _ in range(count)]
+        self._present = [False] * count
+        self.fetch_time = None
+
+    # -- observations ---------------------------------------------------------
+
+    def observe(self, now: float, avail, have):
+        """Record how many pieces of each slice the peers or we hold."""
+        if avail is None:
+            return
+        counts = [0] * self.count
+        for i, a in enumerate(avail):
+            if a or i in have:
+                counts[self.slice_of[i]] += 1
+        for j, c in enumerate(counts):
+            hist = self._history[j]
+            hist.append((now, c))
+            while len(hist) > 2 and hist[1][0] <= now - _WINDOW:
+                hist.popleft()
+            if c and j != self.index:
+                self._present[j] = True
+
+    def fetched(self, seconds: float):
+        """This host fetched one piece from the origin in ``seconds``."""
+        if self.fetch_time is None:
+            self.fetch_time = seconds
+        else:
+            self.fetch_time = 0.7 * self.fetch_time + 0.3 * seconds
+
+    def rate(self, j: int) -> float:
+        """Pieces of slice ``j`` appearing per second, lately."""
+        hist = self._history[j]
+        if len(hist) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = hist[0], hist[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+    # -- the choice -----------------------------------------------------------
+
+    def next(self, wanted, avail, have, starving: bool):
+        """``(piece, why)`` to fetch from the origin, or None.
+
+        :param wanted: ``wanted(i)``: not held, not in flight, not bad.
+        :param avail: libtorrent's piece availability among peers, or None.
+        :param starving: the peers sent nothing for ``peer_wait`` seconds.
+        """
+        for i in self.share:
+            if wanted(i):
+                return i, 'share'
+        if self.help_slower and avail is not None:
+            i = self._help(wanted, avail, have)
+            if i is not None:
+                return i, 'helped'
+        if starving:
+            for i in self.rest:
+                if wanted(i):
+                    return i, 'rest'
+        return None
+
+    def _help(self, wanted, avail, have):
+        mine = self.fetch_time if self.fetch_time is not None else 1.0
+        missing = {}
+        for i in self.steal:
+            if avail[i] or not wanted(i):
+                continue
+            j = self.slice_of[i]
+            if not self._present[j]:
+                continue
+            if j not in missing:
+                missing[j] = [q for q in self.slices[j]
+                              if not avail[q] and q not in have]
+            rate = self.rate(j)
+            ahead = missing[j].index(i) + 1
+            eta = ahead / rate if rate > 0 else math.inf
+            if eta > 2 * mine + _SLACK:
+                return i
+        return None

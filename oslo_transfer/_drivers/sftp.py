@@ -77,19 +77,21 @@ OPTS = [
                 help='Ciphers offered first, in order of preference; the '
                      'rest of paramiko\'s list follows.  AES-GCM needs no '
                      'separate MAC and is the fastest with paramiko.'),
-    cfg.IntOpt('request_size', default=128 * KiB, min=4 * KiB,
+    cfg.IntOpt('request_size', default=255 * KiB, min=4 * KiB,
                max=255 * KiB,
-               help='Bytes per SFTP read or write request.  OpenSSH '
-                    'answers up to 255 KiB per read.\n\nRelated options:\n'
-                    '\n* requests_in_flight'),
-    cfg.IntOpt('requests_in_flight', default=32, min=1, max=1024,
+               help='Bytes per SFTP read or write request.  OpenSSH answers '
+                    'at most 255 KiB per read (larger requests come back '
+                    'short and are completed by another request).\n\n'
+                    'Related options:\n\n* requests_in_flight'),
+    cfg.IntOpt('requests_in_flight', default=16, min=1, max=1024,
                help='Requests sent before waiting for the first answer, '
-                    'per connection.  Memory per connection is about '
-                    'request_size * requests_in_flight.'),
-    cfg.IntOpt('window_size', default=8 * MiB, min=64 * KiB,
+                    'per connection.  Data in flight per connection is at '
+                    'most request_size * requests_in_flight (4 MiB by '
+                    'default); enough to keep a fast link busy.'),
+    cfg.IntOpt('window_size', default=8 * MiB, min=256 * KiB,
                help='SSH channel window: bytes the server may send before '
-                    'we acknowledge them.  Should exceed request_size * '
-                    'requests_in_flight.'),
+                    'we acknowledge them; should be at least request_size '
+                    '* requests_in_flight.'),
     cfg.BoolOpt('stage_uploads', default=True,
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '

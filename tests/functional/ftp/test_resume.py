@@ -15,6 +15,7 @@ fallback to another location that keeps the verified bytes."""
 
 import io
 import os
+import signal
 import threading
 import time
 
@@ -233,3 +234,56 @@ def test_fallback_keeps_verified_bytes(own_serve, vsftpd, put, conf, dest):
                                                             df.name))
     assert res.bytes_resumed >= 4 * MiB
     assert len(res.attempts) == 1
+
+
+def _freeze(server):
+    """SIGSTOP the server and its sessions: it hangs without closing."""
+    pids = [server.proc.pid] + ftpservers.descendants(server.proc.pid)
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    return pids
+
+
+def _thaw(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_hung_server_times_out(own_serve, put):
+    df = put(own_serve, 32 * MiB)
+    drv = _driver()
+    reader = drv.read(locations.Location(_url(own_serve, df.name)), 0, None,
+                      driver_mod.Context(io_timeout=1.0))
+    next(reader)
+    frozen = _freeze(own_serve)
+    try:
+        with pytest.raises(exceptions.TransferTimeout) as ei:
+            for _chunk in reader:
+                pass
+    finally:
+        _thaw(frozen)
+    assert ei.value.retryable
+    assert 'timed out' in str(ei.value)
+
+
+def test_cancel_interrupts_a_blocked_read(own_serve, put):
+    """With a long I/O timeout, cancel() still ends the blocked read."""
+    df = put(own_serve, 32 * MiB)
+    drv = _driver()
+    ctx = driver_mod.Context(io_timeout=120.0)
+    reader = drv.read(locations.Location(_url(own_serve, df.name)), 0, None,
+                      ctx)
+    next(reader)
+    frozen = _freeze(own_serve)
+    timer = threading.Timer(0.5, ctx.cancel.cancel)
+    timer.start()
+    try:
+        with pytest.raises(exceptions.Cancelled):
+            for _chunk in reader:
+                pass
+    finally:
+        timer.cancel()
+        _thaw(frozen)

@@ -15,6 +15,7 @@ between locations (sftp and ftp) that keeps the verified bytes."""
 
 import io
 import os
+import signal
 import threading
 import time
 
@@ -28,6 +29,7 @@ from oslo_transfer import transfer as transfer_mod
 from oslo_transfer._drivers import sftp
 from tests.functional import conftest as fconf
 from tests.functional import servers
+from tests.functional.ftp import ftpservers
 
 MiB = 1024 * 1024
 
@@ -193,3 +195,55 @@ def test_failing_ftp_location_falls_back_to_sftp(sshd, put, sftp_conf,
     assert res.driver == 'sftp'
     assert res.url == sshd.url(df.path)
     assert 'Dead-ftp-pw' not in repr(res.attempts) + repr(res.plan)
+
+
+def _freeze(server):
+    pids = [server.proc.pid] + ftpservers.descendants(server.proc.pid)
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    return pids
+
+
+def _thaw(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_hung_server_times_out(own_sshd, put, sftp_conf):
+    df = put(32 * MiB)
+    conf = sftp_conf()
+    opts.register_opts(conf, [sftp.SFTPDriver])
+    drv = sftp.SFTPDriver(conf)
+    reader = drv.read(locations.Location(own_sshd.url(df.path)), 0, None,
+                      driver_mod.Context(io_timeout=1.0))
+    next(reader)
+    frozen = _freeze(own_sshd)
+    try:
+        with pytest.raises(exceptions.TransferTimeout) as ei:
+            for _chunk in reader:
+                pass
+    finally:
+        _thaw(frozen)
+        drv.close()
+    assert ei.value.retryable
+
+
+def test_cancel_interrupts_a_blocked_read(own_sshd, put, drv):
+    df = put(32 * MiB)
+    ctx = driver_mod.Context(io_timeout=120.0)
+    reader = drv.read(locations.Location(own_sshd.url(df.path)), 0, None,
+                      ctx)
+    next(reader)
+    frozen = _freeze(own_sshd)
+    timer = threading.Timer(0.5, ctx.cancel.cancel)
+    timer.start()
+    try:
+        with pytest.raises(exceptions.Cancelled):
+            for _chunk in reader:
+                pass
+    finally:
+        timer.cancel()
+        _thaw(frozen)

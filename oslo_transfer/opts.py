@@ -140,9 +140,10 @@ _opts = [
                       'destination; 0 waits as long as the transfer may '
                       'run.'),
     cfg.StrOpt('state_dir', default='$state_path/oslo_transfer',
-               help='Directory for the journals of writers that cannot '
-                    'keep them beside the destination (a block device, a '
-                    'remote path).'),
+               help='Directory for the state of writers that cannot keep '
+                    'it beside the destination: markers of uploads that '
+                    'began, so that a later call continues at the '
+                    'server\'s size (FTP, SFTP, NFS).'),
     cfg.StrOpt('state_path', default='/var/lib/oslo_transfer',
                help='Top-level directory for oslo.transfer state.',
                sample_default='/var/lib/oslo_transfer'),

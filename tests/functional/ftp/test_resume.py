@@ -70,8 +70,9 @@ def test_read_resumes_after_kill(own, put):
     reader = drv.read(loc, 0, None, _ctx())
     with pytest.raises(exceptions.ConnectionFailed) as ei:
         for chunk in reader:
+            before = len(got)
             got += chunk
-            if len(got) == 4 * MiB:
+            if before < 4 * MiB <= len(got):
                 own.kill()
     assert ei.value.retryable
     assert 0 < len(got) < df.size
@@ -162,15 +163,19 @@ class _CrashingFile(io.FileIO):
     """A local file that kills and restarts the server once, when the
     upload has read ``at`` bytes of it."""
 
-    def __init__(self, path, server, at):
+    def __init__(self, path, server, at, restart=True):
         super().__init__(path, 'rb')
         self.server = server
         self.at = at
+        self.restart = restart
 
     def read(self, n=-1):
         if self.at is not None and self.tell() >= self.at:
             self.at = None
-            self.server.restart()
+            if self.restart:
+                self.server.restart()
+            else:
+                self.server.kill()
         return super().read(n)
 
 
@@ -287,3 +292,24 @@ def test_cancel_interrupts_a_blocked_read(own_serve, put):
     finally:
         timer.cancel()
         _thaw(frozen)
+
+
+def test_upload_resumes_in_a_later_call(own, conf, tmp_path):
+    """The first call dies with the server; a later call with the same data
+    and checksum continues at the server's size."""
+    src = fconf.make_data_file(tmp_path, 'src.bin', 24 * MiB)
+    name = 'later-%d.bin' % os.getpid()
+    c = conf(oslo_transfer={'retries': 0})
+    with _CrashingFile(src.path, own, 10 * MiB, restart=False) as data:
+        with transfer_mod.Transfer(c, drivers=['ftp']) as tr:
+            with pytest.raises(exceptions.ConnectionFailed):
+                tr.upload(data, _url(own, name), checksum=src.checksum())
+    assert not os.path.exists(_where(own, name))
+    held = os.path.getsize(_where(own, name) + '.part')
+    assert held > 0
+    own.start()
+    with transfer_mod.Transfer(c, drivers=['ftp']) as tr:
+        res = tr.upload(src.path, _url(own, name), checksum=src.checksum())
+    assert fconf.file_equals(_where(own, name), src.data)
+    assert res.bytes_resumed == held
+    assert res.bytes_transferred == src.size - held

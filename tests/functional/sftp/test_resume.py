@@ -65,8 +65,9 @@ def test_read_resumes_after_kill(own_sshd, put, drv):
     got = bytearray()
     with pytest.raises(exceptions.ConnectionFailed) as ei:
         for chunk in drv.read(loc, 0, None, _ctx()):
+            before = len(got)
             got += chunk
-            if len(got) == 4 * MiB:
+            if before < 4 * MiB <= len(got):
                 own_sshd.kill()
     assert ei.value.retryable
     assert 0 < len(got) < df.size
@@ -131,15 +132,19 @@ def test_write_resumes_after_kill(own_sshd, remote_dir, drv, tmp_path):
 class _CrashingFile(io.FileIO):
     """Restarts the server (a crash) once the upload has read ``at``."""
 
-    def __init__(self, path, server, at):
+    def __init__(self, path, server, at, restart=True):
         super().__init__(path, 'rb')
         self.server = server
         self.at = at
+        self.restart = restart
 
     def read(self, n=-1):
         if self.at is not None and self.tell() >= self.at:
             self.at = None
-            self.server.restart()
+            if self.restart:
+                self.server.restart()
+            else:
+                self.server.kill()
         return super().read(n)
 
 
@@ -247,3 +252,28 @@ def test_cancel_interrupts_a_blocked_read(own_sshd, put, drv):
     finally:
         timer.cancel()
         _thaw(frozen)
+
+
+
+def test_upload_resumes_in_a_later_call(own_sshd, remote_dir, sftp_conf,
+                                        tmp_path):
+    """The first call dies with the server; a later call with the same data
+    and checksum continues at the size of the staged file."""
+    src = fconf.make_data_file(tmp_path, 'src.bin', 24 * MiB)
+    target = os.path.join(remote_dir, 'later')
+    c = sftp_conf(oslo_transfer={'retries': 0})
+    with _CrashingFile(src.path, own_sshd, 10 * MiB, restart=False) as data:
+        with transfer_mod.Transfer(c, drivers=['sftp']) as tr:
+            with pytest.raises(exceptions.ConnectionFailed):
+                tr.upload(data, own_sshd.url(target),
+                          checksum=src.checksum())
+    assert not os.path.exists(target)
+    held = os.path.getsize(target + '.part')
+    assert held > 0
+    own_sshd.start()
+    with transfer_mod.Transfer(c, drivers=['sftp']) as tr:
+        res = tr.upload(src.path, own_sshd.url(target),
+                        checksum=src.checksum())
+    assert fconf.file_equals(target, src.data)
+    assert res.bytes_resumed == held
+    assert res.bytes_transferred == src.size - held

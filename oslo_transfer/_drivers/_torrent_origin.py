@@ -162,7 +162,8 @@ def steal_order(index: int, count: int, num_pieces: int) -> list:
         j = (index + step) % count
         rank = (index - j - 1) % count
         pieces = share_range(j, count, num_pieces)
-        order.extend(pieces[:len(pieces) - rank][::-1][::count - 1])
+        if rank < len(pieces):
+            order.extend(pieces[:len(pieces) - rank][::-1][::count - 1])
     return order
 
 

@@ -1,0 +1,202 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Who fetches which piece from the origin: shares, help, fallback."""
+
+import socket
+
+import pytest
+
+from oslo_transfer._drivers import _torrent_origin as origin
+from oslo_transfer._drivers import _torrent_pieces as pieces
+from oslo_transfer import exceptions
+
+
+@pytest.mark.parametrize('text,expected', [
+    ('10.0.0.5:6881', ('10.0.0.5', 6881)),
+    ('[::1]:80', ('::1', 80)),
+    ('compute-1:7000', ('compute-1', 7000)),
+])
+def test_parse_peer(text, expected):
+    assert origin.parse_peer(text) == expected
+
+
+@pytest.mark.parametrize('text', ['10.0.0.5', '10.0.0.5:0', 'h:x', ':80',
+                                  'h:70000'])
+def test_parse_peer_refuses(text):
+    with pytest.raises(exceptions.InvalidLocation):
+        origin.parse_peer(text)
+
+
+def test_resolve_peers_skips_bad_ones():
+    assert origin.resolve_peers(['127.0.0.1:5', 'nonsense', '::1']) == [
+        ('127.0.0.1', 5)]
+
+
+@pytest.mark.parametrize('n,count', [(256, 8), (10, 3), (3, 8), (1, 1),
+                                     (1000, 16)])
+def test_shares_cover_every_piece_once(n, count):
+    seen = []
+    for j in range(count):
+        seen.extend(origin.share_range(j, count, n))
+    assert seen == list(range(n))
+
+
+@pytest.mark.parametrize('n,count', [(256, 8), (24, 4), (10, 3), (7, 5)])
+def test_helpers_of_a_slice_take_different_pieces(n, count):
+    orders = {i: origin.steal_order(i, count, n) for i in range(count)}
+    for j in range(count):
+        own = list(origin.share_range(j, count, n))
+        assert not set(orders[j]) & set(own)
+        taken = []
+        for i in range(count):
+            if i != j:
+                taken.extend(p for p in orders[i] if p in own)
+        # every piece of the slice by exactly one helper
+        assert sorted(taken) == own
+    # with slices of count pieces or more, a helper starts at the back of
+    # the next slice
+    nxt = list(origin.share_range(1, count, n))
+    if len(nxt) >= count:
+        assert orders[0][0] in nxt[-(count - 1):]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_my_share_finds_this_host():
+    port = _free_port()
+    peers = [('127.0.0.1', port + 1), ('127.0.0.1', port),
+             ('127.0.0.1', port - 1)]
+    index, count, others = origin.my_share(peers, port)
+    assert (index, count) == (1, 3)
+    assert sorted(others) == [('127.0.0.1', port - 1),
+                              ('127.0.0.1', port + 1)]
+
+
+def test_my_share_adds_this_host_when_missing(monkeypatch):
+    monkeypatch.setattr(origin, 'is_local_ip', lambda ip: False)
+    monkeypatch.setattr(origin, '_route_source', lambda ip: '10.0.0.2')
+    peers = [('10.0.0.3', 6881), ('10.0.0.1', 6881)]
+    index, count, others = origin.my_share(peers, 6881)
+    assert (index, count) == (1, 3)
+    assert others == peers
+
+
+def test_my_share_without_peers():
+    assert origin.my_share([], 6881) == (0, 1, [])
+
+
+class _State:
+    """have / in flight bookkeeping of a download, for PiecePlan.next."""
+
+    def __init__(self, n):
+        self.n = n
+        self.have = set()
+        self.busy = set()
+
+    def wanted(self, i):
+        return i not in self.have and i not in self.busy
+
+
+def test_own_share_first_in_order():
+    plan = pieces.PiecePlan(1, 4, 16)
+    st = _State(16)
+    assert plan.next(st.wanted, None, st.have, False) == (4, 'share')
+    st.busy.add(4)
+    st.have.add(5)
+    assert plan.next(st.wanted, None, st.have, False) == (6, 'share')
+
+
+def test_held_pieces_are_not_in_the_share():
+    plan = pieces.PiecePlan(0, 2, 8, have={0, 1, 2})
+    assert plan.share == [3]
+
+
+def test_nothing_more_without_help_or_starving():
+    plan = pieces.PiecePlan(0, 2, 8, help_slower=False)
+    st = _State(8)
+    st.have.update(range(4))
+    assert plan.next(st.wanted, [0] * 8, st.have, False) is None
+
+
+def test_starving_takes_the_rest_after_own_slice():
+    plan = pieces.PiecePlan(1, 4, 16, help_slower=False)
+    st = _State(16)
+    st.have.update(range(4, 8))
+    assert plan.next(st.wanted, None, st.have, True) == (8, 'rest')
+    st.have.update(range(8, 16))
+    assert plan.next(st.wanted, None, st.have, True) == (0, 'rest')
+
+
+def _observe(plan, avail, have, times):
+    for t, a in zip(times, avail):
+        plan.observe(t, a, have)
+
+
+def test_help_a_slow_present_receiver_from_the_back():
+    n, count = 16, 2
+    plan = pieces.PiecePlan(0, count, n)
+    st = _State(n)
+    st.have.update(range(8))              # own share done
+    plan.fetched(0.1)
+    # slice 1's owner has piece 8 and then nothing for 2 s: it is slow
+    a = [0] * n
+    a[8] = 1
+    _observe(plan, [a, a, a], st.have, [0.0, 1.0, 2.5])
+    assert plan.next(st.wanted, a, st.have, False) == (15, 'helped')
+
+
+def test_no_help_for_a_fast_receiver():
+    n, count = 16, 2
+    plan = pieces.PiecePlan(0, count, n)
+    st = _State(n)
+    st.have.update(range(8))
+    plan.fetched(1.0)
+    # the owner gets 3 pieces a second; the last one is 6 pieces away:
+    # 2 s for it, this host needs 2 x 1 s + slack
+    before = [0] * n
+    after = [0] * n
+    for i in (8, 9):
+        after[i] = 1
+    before[8] = 1
+    plan.observe(0.0, [0] * n, st.have)
+    plan.observe(0.5, before, st.have)
+    plan.observe(0.67, after, st.have)
+    rate = plan.rate(1)
+    assert rate > 2.5
+    assert plan.next(st.wanted, after, st.have, False) is None
+
+
+def test_no_help_for_an_absent_receiver():
+    """A receiver that has shown nothing may not have started yet: its
+    slice is left to it (and to the peer_wait fallback)."""
+    n = 16
+    plan = pieces.PiecePlan(0, 2, n)
+    st = _State(n)
+    st.have.update(range(8))
+    _observe(plan, [[0] * n] * 3, st.have, [0.0, 1.0, 2.5])
+    assert plan.next(st.wanted, [0] * n, st.have, False) is None
+
+
+def test_help_skips_pieces_peers_have():
+    n = 16
+    plan = pieces.PiecePlan(0, 2, n)
+    st = _State(n)
+    st.have.update(range(8))
+    a = [0] * n
+    a[8] = a[15] = 1
+    _observe(plan, [a, a], st.have, [0.0, 3.0])
+    assert plan.next(st.wanted, a, st.have, False)[0] == 14

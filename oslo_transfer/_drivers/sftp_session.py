@@ -170,6 +170,9 @@ def _auth(transport, location, user, password, key_file, passphrase,
           allow_agent, look_for_keys):
     tried = []
     url = location.masked
+    if isinstance(passphrase, str):
+        # paramiko hands it to cryptography, which wants bytes.
+        passphrase = passphrase.encode()
 
     def try_key(label, pkey):
         tried.append(label)
@@ -187,7 +190,9 @@ def _auth(transport, location, user, password, key_file, passphrase,
             raise exceptions.AuthenticationFailed(
                 '%s: the key file %s does not exist' % (url, path),
                 url=url) from exc
-        except paramiko.PasswordRequiredException as exc:
+        except (paramiko.PasswordRequiredException, TypeError) as exc:
+            # paramiko raises TypeError for an encrypted PEM key without
+            # a passphrase.
             raise exceptions.AuthenticationFailed(
                 '%s: the key file %s is encrypted; set [oslo_transfer_sftp] '
                 'key_passphrase' % (url, path), url=url) from exc

@@ -1,0 +1,149 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ftp and sftp drivers' declarations, options, paths, credentials and
+lazy imports (no network)."""
+
+import getpass
+import subprocess
+import sys
+
+import pytest
+
+from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+from oslo_transfer import opts
+from oslo_transfer import testing
+from oslo_transfer._drivers import ftp
+from oslo_transfer._drivers import sftp
+
+Cap = driver_mod.Capability
+
+
+def _sftp(**overrides):
+    conf = testing.make_conf({('oslo_transfer_sftp', k): v
+                              for k, v in overrides.items()},
+                             [sftp.SFTPDriver])
+    return sftp.SFTPDriver(conf)
+
+
+def _ftp(**overrides):
+    conf = testing.make_conf({('oslo_transfer_ftp', k): v
+                              for k, v in overrides.items()},
+                             [ftp.FTPDriver])
+    return ftp.FTPDriver(conf)
+
+
+def test_import_does_not_load_paramiko():
+    """list_opts() and the driver modules work without paramiko."""
+    code = ('import sys; import oslo_transfer._drivers.sftp, '
+            'oslo_transfer._drivers.ftp, oslo_transfer.opts; '
+            'oslo_transfer.opts.list_opts(); '
+            'bad = [m for m in ("paramiko", "pyftpdlib") if m in '
+            'sys.modules]; assert not bad, bad')
+    subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_missing_paramiko(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'paramiko', None)
+    with pytest.raises(exceptions.MissingDependency) as ei:
+        _sftp().check_available()
+    assert 'oslo.transfer[sftp]' in str(ei.value)
+    assert 'python3-paramiko' in str(ei.value)
+
+
+@pytest.mark.parametrize('cls,schemes', [(ftp.FTPDriver, ('ftp', 'ftps')),
+                                         (sftp.SFTPDriver, ('sftp',))])
+def test_declarations(cls, schemes):
+    assert cls.schemes == schemes
+    for cap in (Cap.READ, Cap.WRITE, Cap.RANGED_READ, Cap.RESUMABLE_WRITE,
+                Cap.ATOMIC_COMMIT):
+        assert cap in cls.capabilities
+    assert Cap.SAME_NETWORK_ONLY not in cls.capabilities
+
+
+def test_accepts_by_scheme():
+    ctx = driver_mod.Context()
+    f, s = _ftp(), _sftp()
+    assert f.accepts(locations.Location('ftps://h/x'), ctx)
+    assert not f.accepts(locations.Location('sftp://h/x'), ctx)
+    assert s.accepts(locations.Location('sftp://h/x'), ctx)
+    assert not s.accepts(locations.Location('/local/x'), ctx)
+
+
+def test_in_place_uploads_are_not_atomic():
+    assert Cap.ATOMIC_COMMIT not in _ftp(stage_uploads=False).capabilities
+    assert Cap.ATOMIC_COMMIT not in _sftp(stage_uploads=False).capabilities
+    assert Cap.ATOMIC_COMMIT in _sftp().capabilities
+
+
+def test_options_in_the_sample_config():
+    groups = dict(opts.list_opts())
+    ftp_names = {o.name for o in groups['oslo_transfer_ftp']}
+    sftp_names = {o.name for o in groups['oslo_transfer_sftp']}
+    assert {'username', 'password', 'ca_file'} <= ftp_names
+    assert {'known_hosts_file', 'key_file', 'username'} <= sftp_names
+    secret = {o.name for o in groups['oslo_transfer_ftp'] if o.secret}
+    assert secret == {'password'}
+    secret = {o.name for o in groups['oslo_transfer_sftp'] if o.secret}
+    assert secret == {'key_passphrase'}
+
+
+@pytest.mark.parametrize('url,path', [
+    ('sftp://h/var/lib/nova/instances/u/disk',
+     '/var/lib/nova/instances/u/disk'),
+    ('sftp://h/~/images/x', 'images/x'),
+    ('sftp://h/a%20b', '/a b'),
+])
+def test_sftp_paths(url, path):
+    assert sftp.remote_path(locations.Location(url)) == path
+
+
+@pytest.mark.parametrize('url', ['sftp://h/', 'sftp://h/~', 'sftp://h',
+                                 'sftp://h/dir/'])
+def test_sftp_paths_refused(url):
+    with pytest.raises(exceptions.InvalidLocation):
+        sftp.remote_path(locations.Location(url))
+
+
+def test_sftp_user_precedence():
+    d = _sftp(username='confuser', key_file='/conf/key')
+    loc = locations.Location('sftp://h/x')
+    assert d._login(loc) == ('confuser', None, '/conf/key')
+    loc = locations.Location('sftp://urluser:pw@h/x')
+    assert d._login(loc) == ('urluser', 'pw', '/conf/key')
+    loc = locations.Location('sftp://urluser:pw@h/x',
+                             credentials={'username': 'locuser',
+                                          'key_file': '/loc/key'})
+    assert d._login(loc) == ('locuser', None, '/loc/key')
+
+
+def test_sftp_default_user_is_the_local_user():
+    assert _sftp()._login(locations.Location('sftp://h/x'))[0] == \
+        getpass.getuser()
+
+
+def test_ftp_credential_precedence():
+    d = _ftp(username='cu', password='cp')
+    assert d._login(locations.Location('ftp://h/x')) == ('cu', 'cp')
+    assert d._login(locations.Location('ftp://u:p@h/x')) == ('u', 'p')
+    loc = locations.Location('ftp://u:p@h/x', credentials=('lu', 'lp'))
+    assert d._login(loc) == ('lu', 'lp')
+    assert _ftp()._login(locations.Location('ftp://h/x')) == (None, None)
+
+
+def test_pool_keys_differ_by_secret():
+    d = _ftp()
+    loc = locations.Location('ftp://h/x')
+    assert d._key(loc, 'u', 'S3cret-a') != d._key(loc, 'u', 'S3cret-b')
+    assert 'S3cret' not in repr(d._key(loc, 'u', 'S3cret-a'))

@@ -1,0 +1,256 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Host key checks, authentication order and error translation (no
+network; paramiko objects and fakes)."""
+
+import errno
+import socket
+
+import paramiko
+import pytest
+
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+from oslo_transfer._drivers import sftp_pipeline
+from oslo_transfer._drivers import sftp_session
+
+LOC = locations.Location('sftp://nova:Pa55word@192.0.2.7:2222/var/disk')
+
+
+@pytest.fixture(scope='module')
+def keys():
+    return paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)
+
+
+class FakeTransport:
+    def __init__(self, key=None, accept=(), password=None):
+        self.key = key
+        self.accept = accept
+        self.password = password
+        self.authenticated = False
+        self.tried = []
+
+    def get_remote_server_key(self):
+        return self.key
+
+    def auth_publickey(self, user, pkey):
+        self.tried.append(('key', user, pkey.get_fingerprint()))
+        if pkey.get_fingerprint() in self.accept:
+            self.authenticated = True
+            return
+        raise paramiko.AuthenticationException('refused')
+
+    def auth_password(self, user, password):
+        self.tried.append(('password', user))
+        if password == self.password:
+            self.authenticated = True
+            return
+        raise paramiko.AuthenticationException('refused')
+
+    def is_authenticated(self):
+        return self.authenticated
+
+
+def _known(name, key):
+    hk = paramiko.HostKeys()
+    hk.add(name, key.get_name(), key)
+    return hk.lookup(name)
+
+
+def test_host_key_name():
+    assert sftp_session.host_key_name('node2', 22) == 'node2'
+    assert sftp_session.host_key_name('10.0.0.2', 2222) == '[10.0.0.2]:2222'
+
+
+def test_known_key_passes(keys):
+    name = '[192.0.2.7]:2222'
+    sftp_session.check_host_key(FakeTransport(keys[0]),
+                                _known(name, keys[0]), name, '/kh', LOC)
+
+
+def test_unknown_host(keys):
+    name = '[192.0.2.7]:2222'
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        sftp_session.check_host_key(FakeTransport(keys[0]), None, name,
+                                    '/etc/kh', LOC)
+    msg = str(ei.value)
+    assert 'host key of [192.0.2.7]:2222 is unknown' in msg
+    assert 'ssh-keyscan -t ssh-rsa -p 2222 192.0.2.7 >> /etc/kh' in msg
+    assert 'SHA256:' in msg
+    assert 'Pa55word' not in msg
+
+
+def test_unknown_host_default_port(keys):
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        sftp_session.check_host_key(FakeTransport(keys[0]), None, 'node2',
+                                    '/kh', LOC)
+    assert 'ssh-keyscan -t ssh-rsa node2 >> /kh' in str(ei.value)
+
+
+def test_changed_key(keys):
+    name = '[192.0.2.7]:2222'
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        sftp_session.check_host_key(FakeTransport(keys[1]),
+                                    _known(name, keys[0]), name, '/kh', LOC)
+    msg = str(ei.value)
+    assert 'has CHANGED' in msg
+    assert "ssh-keygen -R '[192.0.2.7]:2222' -f /kh" in msg
+
+
+def test_known_under_another_type(keys):
+    """known_hosts holds an RSA key, the server shows another type."""
+    name = 'node2'
+
+    class Other:
+        def get_name(self):
+            return 'ssh-ed25519'
+
+        def asbytes(self):
+            return b'other'
+
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        sftp_session.check_host_key(FakeTransport(Other()),
+                                    _known(name, keys[0]), name, '/kh', LOC)
+    assert 'may have CHANGED' in str(ei.value)
+    assert 'holds only ssh-rsa keys' in str(ei.value)
+
+
+def test_known_key_types_are_offered_first(keys):
+    a, b = socket.socketpair()
+    try:
+        t = paramiko.Transport(a)
+        sftp_session._offer_known_types(t, _known('h', keys[0]))
+        types = t.get_security_options().key_types
+        assert types[0] == 'rsa-sha2-512'
+        assert 'ssh-ed25519' in types
+    finally:
+        a.close()
+        b.close()
+
+
+def test_ciphers_preferred(keys):
+    a, b = socket.socketpair()
+    try:
+        t = paramiko.Transport(a)
+        sftp_session._prefer_ciphers(t, ['aes256-ctr', 'no-such-cipher'])
+        ciphers = t.get_security_options().ciphers
+        assert ciphers[0] == 'aes256-ctr'
+        assert 'no-such-cipher' not in ciphers
+    finally:
+        a.close()
+        b.close()
+
+
+def _auth(transport, **kw):
+    args = dict(user='nova', password=None, key_file=None, passphrase=None,
+                allow_agent=False, look_for_keys=False)
+    args.update(kw)
+    sftp_session._auth(transport, LOC, args['user'], args['password'],
+                       args['key_file'], args['passphrase'],
+                       args['allow_agent'], args['look_for_keys'])
+
+
+def test_key_file_then_password(keys, tmp_path):
+    path = str(tmp_path / 'id_rsa')
+    keys[0].write_private_key_file(path)
+    t = FakeTransport(password='right')
+    _auth(t, key_file=path, password='right')
+    assert [x[0] for x in t.tried] == ['key', 'password']
+
+
+def test_key_file_accepted(keys, tmp_path):
+    path = str(tmp_path / 'id_rsa')
+    keys[0].write_private_key_file(path)
+    t = FakeTransport(accept=[keys[0].get_fingerprint()])
+    _auth(t, key_file=path, password='unused')
+    assert [x[0] for x in t.tried] == ['key']
+
+
+def test_everything_refused(keys, tmp_path):
+    path = str(tmp_path / 'id_rsa')
+    keys[0].write_private_key_file(path)
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        _auth(FakeTransport(), key_file=path, password='wrong')
+    msg = str(ei.value)
+    assert 'refused user nova' in msg
+    assert 'key file %s, password' % path in msg
+    assert 'wrong' not in msg
+
+
+def test_nothing_to_try():
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        _auth(FakeTransport())
+    assert 'set [oslo_transfer_sftp] key_file' in str(ei.value)
+
+
+def test_missing_key_file(tmp_path):
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        _auth(FakeTransport(), key_file=str(tmp_path / 'nope'))
+    assert 'does not exist' in str(ei.value)
+
+
+def test_encrypted_key_without_passphrase(keys, tmp_path):
+    path = str(tmp_path / 'id_rsa')
+    keys[0].write_private_key_file(path, password='kp')
+    with pytest.raises(exceptions.AuthenticationFailed) as ei:
+        _auth(FakeTransport(), key_file=path)
+    assert 'key_passphrase' in str(ei.value)
+    t = FakeTransport(accept=[keys[0].get_fingerprint()])
+    _auth(t, key_file=path, passphrase='kp')
+    assert t.authenticated
+
+
+S = sftp_pipeline.StatusError
+
+
+@pytest.mark.parametrize('exc,writing,lost,expected', [
+    (S(2, 'No such file'), False, False, exceptions.SourceNotFound),
+    (S(2, 'No such file'), True, False, exceptions.DestinationError),
+    (S(3, 'Permission denied'), False, False, exceptions.PermissionDenied),
+    (S(4, 'Failure'), True, False, exceptions.DestinationError),
+    (S(4, 'Failure'), False, False, exceptions.ProtocolError),
+    (S(7, 'Connection lost'), False, False, exceptions.ConnectionFailed),
+    (FileNotFoundError(errno.ENOENT, 'x'), False, False,
+     exceptions.SourceNotFound),
+    (PermissionError(errno.EACCES, 'x'), True, False,
+     exceptions.PermissionDenied),
+    (OSError('Failure'), True, False, exceptions.DestinationError),
+    (OSError('Socket is closed'), True, True, exceptions.ConnectionFailed),
+    (paramiko.SSHException('Server connection dropped'), False, False,
+     exceptions.ConnectionFailed),
+    (paramiko.AuthenticationException('no'), False, False,
+     exceptions.AuthenticationFailed),
+    (socket.timeout('timed out'), False, False, exceptions.TransferTimeout),
+    (EOFError(), False, False, exceptions.ConnectionFailed),
+    (sftp_pipeline.ShortFile('ended'), False, False,
+     exceptions.ProtocolError),
+    (sftp_pipeline.PipelineError('bad id'), False, False,
+     exceptions.ProtocolError),
+])
+def test_translate(exc, writing, lost, expected):
+    err = sftp_session.translate(exc, LOC, 'read', writing=writing,
+                                 connection_lost=lost)
+    assert type(err) is expected
+    assert err.url == 'sftp://nova:***@192.0.2.7:2222/var/disk'
+    assert 'Pa55word' not in str(err)
+
+
+def test_translate_masks_secrets_in_text():
+    err = sftp_session.translate(OSError('bad Pa55word and kp-secret'),
+                                 LOC, 'read', extra_secrets=['kp-secret'])
+    assert 'Pa55word' not in str(err) and 'kp-secret' not in str(err)
+
+
+def test_short_file_is_final():
+    err = sftp_session.translate(sftp_pipeline.ShortFile('x'), LOC, 'read')
+    assert not err.retryable

@@ -16,7 +16,7 @@
 One run starts an OpenSSH sshd and a vsftpd on 127.0.0.1, writes one random
 file (512 MiB by default) and downloads it with each tool in turn, the
 order alternating between repeats.  Every download runs in a child process
-whose peak RSS is read with ``wait4``.  Ours is ``oslo_transfer.copy``
+whose peak RSS is measured by GNU time.  Ours is ``oslo_transfer.copy``
 (engine, ``.part`` file, journal, rename) with the default settings except
 ``default_digest = none`` (scp and curl do not hash either);
 ``ours-sha256`` adds end-to-end verification; ``ours-1conn`` is one
@@ -78,21 +78,21 @@ def child(args):
 # -- the parent ----------------------------------------------------------------
 
 def run_child(argv):
-    """Run argv; returns (wall seconds, peak RSS MiB, stdout)."""
+    """Run argv; returns (wall seconds, peak RSS MiB, stdout).
+
+    The peak RSS comes from GNU time (``%M``): a child of this Python
+    process would inherit its maximum RSS across fork and exec.
+    """
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    res = subprocess.run(['/usr/bin/time', '-f', 'RSS_KIB=%M'] + argv,
+                         capture_output=True, text=True)
     wall = time.monotonic() - t0
-    out = proc.stdout.read().decode()
-    err = proc.stderr.read().decode()
-    proc.stdout.close()
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError('%s failed (%d): %s' % (argv[0], proc.returncode,
-                                                   err[-2000:]))
-    return wall, usage.ru_maxrss / 1024.0, out
+    if res.returncode:
+        raise RuntimeError('%s failed (%d): %s' % (argv[0], res.returncode,
+                                                   res.stderr[-2000:]))
+    rss = [line for line in res.stderr.splitlines()
+           if line.startswith('RSS_KIB=')]
+    return wall, int(rss[-1].split('=')[1]) / 1024.0, res.stdout
 
 
 def write_conf(path, sections):

@@ -83,12 +83,13 @@ OPTS = [
                     'at most 255 KiB per read (larger requests come back '
                     'short and are completed by another request).\n\n'
                     'Related options:\n\n* requests_in_flight'),
-    cfg.IntOpt('requests_in_flight', default=16, min=1, max=1024,
+    cfg.IntOpt('requests_in_flight', default=32, min=1, max=1024,
                help='Requests sent before waiting for the first answer, '
                     'per connection.  Data in flight per connection is at '
-                    'most request_size * requests_in_flight (4 MiB by '
-                    'default); enough to keep a fast link busy.'),
-    cfg.IntOpt('window_size', default=8 * MiB, min=256 * KiB,
+                    'most request_size * requests_in_flight (8 MiB by '
+                    'default): enough to keep the server busy while the '
+                    'engine writes what arrived.'),
+    cfg.IntOpt('window_size', default=16 * MiB, min=256 * KiB,
                help='SSH channel window: bytes the server may send before '
                     'we acknowledge them; should be at least request_size '
                     '* requests_in_flight.'),
@@ -258,7 +259,9 @@ class SFTPDriver(driver.Driver):
             f = session.sftp.open(path, 'rb')
             chunks = pipeline.read(
                 session.sftp.get_channel(), f.handle, offset, length,
-                o.request_size, o.requests_in_flight, self.chunk_size,
+                o.request_size, o.requests_in_flight,
+                # Each answer as it comes: joining them costs a copy.
+                o.request_size,
                 check=ctx.cancel.check)
             got = 0
             for data in chunks:

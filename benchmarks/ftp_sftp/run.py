@@ -20,7 +20,8 @@ whose peak RSS is measured by GNU time.  Ours is ``oslo_transfer.copy``
 (engine, ``.part`` file, journal, rename) with the default settings except
 ``default_digest = none`` (scp and curl do not hash either);
 ``ours-sha256`` adds end-to-end verification; ``ours-1conn`` is one
-connection (``segments = 1``).
+connection (``segments = 1``); ``driver-loop`` is the driver alone, one
+``read()`` written to a file (no engine).
 
 Reported per tool: median and min wall time of the child process, median
 time inside ``copy()`` for ours (without interpreter start-up), peak RSS,
@@ -67,12 +68,34 @@ def child(args):
     conf = cfg.ConfigOpts()
     conf([], project='oslo_transfer', default_config_files=[args.conf],
          default_config_dirs=[])
+    if args.loop:
+        return driver_loop(conf, args)
     t0 = time.monotonic()
     with oslo_transfer.Transfer(conf) as t:
         res = t.copy(args.url, args.dest, checksum=args.checksum or None)
     seconds = time.monotonic() - t0
     print(json.dumps({'seconds': seconds, 'driver': res.driver,
                       'size': res.size}))
+
+
+def driver_loop(conf, args):
+    """The driver alone: one read() from 0 to the end into a file."""
+    import oslo_transfer
+    from oslo_transfer import driver
+    from oslo_transfer import locations
+
+    t0 = time.monotonic()
+    with oslo_transfer.Transfer(conf) as t:
+        loc = locations.Location(args.url)
+        drv = t.driver(loc.scheme)
+        fd = os.open(args.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     0o644)
+        try:
+            for chunk in drv.read(loc, 0, None, driver.Context()):
+                os.write(fd, chunk)
+        finally:
+            os.close(fd)
+    print(json.dumps({'seconds': time.monotonic() - t0}))
 
 
 # -- the parent ----------------------------------------------------------------
@@ -123,6 +146,7 @@ def main():
     p.add_argument('--dest', help=argparse.SUPPRESS)
     p.add_argument('--conf', help=argparse.SUPPRESS)
     p.add_argument('--checksum', help=argparse.SUPPRESS)
+    p.add_argument('--loop', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
@@ -180,11 +204,13 @@ def main():
         sftp_url = sshd.url(src)
         ftp_url = vsftpd.url('big.bin')
 
-        def ours(url, cfile, ck=None):
+        def ours(url, cfile, ck=None, loop=False):
             argv = [sys.executable, me, '--child', '--url', url, '--dest',
                     dest, '--conf', cfile]
             if ck:
                 argv += ['--checksum', ck]
+            if loop:
+                argv.append('--loop')
             return argv
 
         tools = {}
@@ -198,6 +224,7 @@ def main():
                 ('ours', ours(sftp_url, conf)),
                 ('ours-1conn', ours(sftp_url, conf1)),
                 ('ours-sha256', ours(sftp_url, conf, checksum)),
+                ('driver-loop', ours(sftp_url, conf, loop=True)),
             ]
         if args.only in (None, 'ftp'):
             tools['ftp'] = [
@@ -205,6 +232,7 @@ def main():
                 ('ours', ours(ftp_url, conf)),
                 ('ours-1conn', ours(ftp_url, conf1)),
                 ('ours-sha256', ours(ftp_url, conf, checksum)),
+                ('driver-loop', ours(ftp_url, conf, loop=True)),
             ]
 
         results = {}

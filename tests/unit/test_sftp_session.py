@@ -254,3 +254,49 @@ def test_translate_masks_secrets_in_text():
 def test_short_file_is_final():
     err = sftp_session.translate(sftp_pipeline.ShortFile('x'), LOC, 'read')
     assert not err.retryable
+
+
+def test_chunk_pipe_behaves_like_buffered_pipe():
+    """Random feeds and reads give the same bytes as paramiko's pipe."""
+    import random
+
+    from paramiko import buffered_pipe
+
+    rnd = random.Random(7)
+    ours, theirs = sftp_session._ChunkPipe(), buffered_pipe.BufferedPipe()
+    fed = bytearray()
+    got_ours, got_theirs = bytearray(), bytearray()
+    for _ in range(2000):
+        if rnd.random() < 0.5:
+            data = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0,
+                                                                       300)))
+            ours.feed(data)
+            theirs.feed(data)
+            fed += data
+        else:
+            n = rnd.choice((1, 4, 9, 100, 1000, 1 << 20))
+            if len(theirs) == 0:
+                continue
+            a, b = ours.read(n, 0.1), theirs.read(n, 0.1)
+            assert a == b
+            got_ours += a
+            got_theirs += b
+        assert len(ours) == len(theirs)
+    got_ours += ours.empty()
+    assert got_ours == fed
+    ours.close()
+    assert ours.read(10) == b''
+
+
+def test_chunk_pipe_timeout():
+    from paramiko import buffered_pipe
+
+    with pytest.raises(buffered_pipe.PipeTimeout):
+        sftp_session._ChunkPipe().read(10, 0.05)
+
+
+def test_chunk_pipe_whole_reads_do_not_copy():
+    pipe = sftp_session._ChunkPipe()
+    data = b'x' * 100000
+    pipe.feed(data)
+    assert pipe.read(1 << 20) is data

@@ -228,11 +228,11 @@ class _Sampler:
         self._stop.set()
         self._thread.join()
 
-    def reached(self, nbytes) -> float | None:
+    def reached(self, nbytes) -> str:
         for t, b in self.points:
             if b >= nbytes:
-                return round(t, 2)
-        return None
+                return '%.2f' % t
+        return 'end'            # between the last sample and the end
 
 
 class Bench:

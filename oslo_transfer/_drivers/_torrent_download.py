@@ -380,6 +380,8 @@ class TorrentDownload:
             avail = self.handle.piece_availability()
         except RuntimeError:
             return
+        if len(avail) != self.meta.num_pieces:
+            avail = None            # not known yet (torrent starting)
         now = time.monotonic()
         with self._lock:
             self._peer_busy = busy

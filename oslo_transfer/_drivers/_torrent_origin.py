@@ -232,6 +232,15 @@ class OriginFetcher:
         return alive[turn % len(alive)]
 
     def _worker(self, turn):
+        try:
+            self._work(turn)
+        except Exception:  # noqa: never die silently
+            LOG.exception('bittorrent: web seed fetcher failed')
+            with self._lock:
+                self.errors['fetcher'] = exceptions.ConnectionFailed(
+                    'the web seed fetcher failed; see the log')
+
+    def _work(self, turn):
         failures = 0
         while not self.token.cancelled:
             loc = self._pick_origin(turn)

@@ -68,6 +68,8 @@ class Seeds:
         self._entries = {}
         self._sess = None
         self._reaper = None
+        self._removals = []
+        self._closed = False
 
     # -- starting -------------------------------------------------------------
 
@@ -207,6 +209,10 @@ class Seeds:
                 if left is not None and left <= 0:
                     return False
                 self._lock.wait(left if left is not None else 1.0)
+            removals = list(self._removals)
+        # ... and until libtorrent let go of the files.
+        for t in removals:
+            t.join(None if end is None else max(0.0, end - time.monotonic()))
         return True
 
     def stop(self, info_hash: str | None = None, reason: str = 'stopped'):
@@ -222,17 +228,41 @@ class Seeds:
             return
         LOG.info('bittorrent: stopped seeding %s: %s', entry.path, reason)
         sess = self._sess
-        self._lock.notify_all()
-        if sess is not None:
+        if sess is not None and not self._closed:
             # Removal waits for libtorrent: not under the lock.
-            threading.Thread(target=sess.remove, args=(entry.handle, key),
-                             daemon=True).start()
+            t = threading.Thread(target=self._remove,
+                                 args=(sess, entry.handle, key),
+                                 name='oslo-transfer-unseed', daemon=True)
+            self._removals.append(t)
+            t.start()
+        self._lock.notify_all()
+
+    def _remove(self, sess, handle, key):
+        try:
+            sess.remove(handle, key)
+        finally:
+            with self._lock:
+                self._removals = [t for t in self._removals
+                                  if t is not threading.current_thread()]
+
+    def shutdown(self):
+        """At exit: stop seeding and wait for libtorrent, in order."""
+        with self._lock:
+            for key in list(self._entries):
+                self._stop_locked(key, 'the process exits')
+            self._closed = True
+            removals = list(self._removals)
+            reaper = self._reaper
+        for t in removals:
+            t.join(10.0)
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(2.0)
 
     def _reap(self):
         while True:
             time.sleep(1.0)
             with self._lock:
-                if not self._entries:
+                if not self._entries or self._closed:
                     self._reaper = None
                     return
                 items = list(self._entries.items())

@@ -278,12 +278,21 @@ class Session:
             self.unlisten(info_hash, on_alert)
 
     def close(self):
+        """Stop the alert thread, then pause and drop the session.
+
+        Called at exit once nothing else uses the session, so that
+        libtorrent's threads stop in order (not during interpreter
+        teardown, while daemon threads may still be inside a call).
+        """
         self._stop.set()
         self._thread.join(2.0)
         try:
             self.session.pause()
+            for h in self.session.get_torrents():
+                self.session.remove_torrent(h)
         except RuntimeError:
             pass
+        self.session = None
 
 
 _session = None
@@ -309,6 +318,8 @@ def current() -> Session | None:
 
 def _close():
     global _session
+    from oslo_transfer._drivers import _torrent_seed
+    _torrent_seed.SEEDS.shutdown()
     with _session_lock:
         s, _session = _session, None
     if s is not None:

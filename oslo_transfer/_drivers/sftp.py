@@ -31,6 +31,7 @@ import getpass
 import hashlib
 import logging
 import stat as stat_mod
+import threading
 import urllib.parse
 
 from oslo_config import cfg
@@ -85,10 +86,11 @@ OPTS = [
                     'Related options:\n\n* requests_in_flight'),
     cfg.IntOpt('requests_in_flight', default=32, min=1, max=1024,
                help='Requests sent before waiting for the first answer, '
-                    'per connection.  Data in flight per connection is at '
-                    'most request_size * requests_in_flight (8 MiB by '
-                    'default): enough to keep the server busy while the '
-                    'engine writes what arrived.'),
+                    'on a connection that reads alone: request_size * '
+                    'requests_in_flight bytes (8 MiB by default) keep the '
+                    'server busy while the engine writes what arrived.  '
+                    'Reads running at once (parallel segments) share twice '
+                    'that many, at least 8 each, so memory stays bounded.'),
     cfg.IntOpt('window_size', default=16 * MiB, min=256 * KiB,
                help='SSH channel window: bytes the server may send before '
                     'we acknowledge them; should be at least request_size '
@@ -145,6 +147,8 @@ class SFTPDriver(driver.Driver):
             close=lambda s: s.close(), is_alive=lambda s: s.is_alive(),
             max_idle=opts.pool_size, max_idle_seconds=opts.idle_timeout)
         self._lib = None
+        self._reads = 0
+        self._reads_lock = threading.Lock()
 
     @classmethod
     def list_opts(cls):
@@ -248,6 +252,20 @@ class SFTPDriver(driver.Driver):
             return iter(())
         return self._read(location, path, offset, length, ctx)
 
+    def _depth(self, delta):
+        """Requests in flight for a read that starts (+1) or ends (-1).
+
+        One read alone keeps ``requests_in_flight`` requests in flight;
+        reads running at once (the engine's parallel segments) share twice
+        that many, at least 8 each, so that memory does not grow with the
+        number of segments.
+        """
+        with self._reads_lock:
+            self._reads += delta
+            active = max(1, self._reads)
+        n = self.options.requests_in_flight
+        return max(min(n, 8), min(n, 2 * n // active))
+
     def _read(self, location, path, offset, length, ctx):
         _, pipeline = self._libs()
         key, session = self._acquire(location, ctx)
@@ -255,11 +273,12 @@ class SFTPDriver(driver.Driver):
         o = self.options
         f = None
         clean = False
+        depth = self._depth(+1)
         try:
             f = session.sftp.open(path, 'rb')
             chunks = pipeline.read(
                 session.sftp.get_channel(), f.handle, offset, length,
-                o.request_size, o.requests_in_flight,
+                o.request_size, depth,
                 # Each answer as it comes: joining them costs a copy.
                 o.request_size,
                 check=ctx.cancel.check)
@@ -278,6 +297,7 @@ class SFTPDriver(driver.Driver):
             raise self._translate(exc, location, 'read', ctx,
                                   session=session) from exc
         finally:
+            self._depth(-1)
             ctx.cancel.remove(cancel_key)
             if clean:
                 self._pool.release(key, session)

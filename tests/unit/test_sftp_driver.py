@@ -147,3 +147,15 @@ def test_pool_keys_differ_by_secret():
     loc = locations.Location('ftp://h/x')
     assert d._key(loc, 'u', 'S3cret-a') != d._key(loc, 'u', 'S3cret-b')
     assert 'S3cret' not in repr(d._key(loc, 'u', 'S3cret-a'))
+
+
+def test_parallel_reads_share_the_requests_in_flight():
+    d = _sftp(requests_in_flight=32)
+    assert d._depth(+1) == 32          # alone
+    assert d._depth(+1) == 32          # two share 64
+    assert d._depth(+1) == 21
+    assert d._depth(+1) == 16          # four segments: 16 each
+    for _ in range(4):
+        d._depth(-1)
+    assert d._depth(+1) == 32
+    assert _sftp(requests_in_flight=4)._depth(+1) == 4

@@ -54,10 +54,12 @@ def run_oslo(args, peers):
     plan = tr.plan(src, args.dest, hints=hints)
     wait_until(args.start_at)
     start = time.time()
+    cpu0 = _cpu()
     logging.getLogger('peer').info('copy starts')
     res = tr.copy(src, args.dest, checksum=args.checksum, hints=hints)
     end = time.time()
     out = {'start': start, 'end': end, 'driver': res.driver,
+           'copy_cpu_s': _cpu() - cpu0,
            'plan': [c.driver for c in plan.candidates],
            'stats': tr.driver('bittorrent').last_stats}
     return out, lambda: bittorrent.wait_for_seeding()
@@ -86,6 +88,7 @@ def run_libtorrent(args, peers):
     p.renamed_files = {0: os.path.basename(args.dest)}
     wait_until(args.start_at)
     start = time.time()
+    cpu0 = _cpu()
     h = s.add_torrent(p)
     for addr in peers:
         ip, pport = addr.rsplit(':', 1)
@@ -97,6 +100,7 @@ def run_libtorrent(args, peers):
     end = time.time()
     st = h.status()
     out = {'start': start, 'end': end, 'driver': 'libtorrent',
+           'copy_cpu_s': _cpu() - cpu0,
            'stats': {'peer_bytes': st.total_payload_download}}
 
     def seed(session=s):
@@ -109,6 +113,11 @@ def run_libtorrent(args, peers):
             time.sleep(0.5)
 
     return out, seed
+
+
+def _cpu():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def wait_until(t):

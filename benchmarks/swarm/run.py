@@ -393,7 +393,7 @@ class Bench:
         out['origin_done_s'] = sampler.reached(egress)
         out['first_s'] = min(r['end'] for r in results) - start_at
         out['origin_1m_s'] = sampler.reached(1 << 20)
-        out['cpu_s'] = sum(r['cpu_s'] for r in results)
+        out['cpu_s'] = sum(r['copy_cpu_s'] for r in results)
         return out
 
     def verify(self, n):

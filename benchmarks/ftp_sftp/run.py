@@ -40,7 +40,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -98,7 +97,7 @@ def driver_loop(conf, args):
     print(json.dumps({'seconds': time.monotonic() - t0}))
 
 
-# -- the parent ----------------------------------------------------------------
+# -- the parent --------------------------------------------------------------
 
 def run_child(argv):
     """Run argv; returns (wall seconds, peak RSS MiB, stdout).
@@ -248,8 +247,8 @@ def main():
                         inner = json.loads(out.strip().splitlines()[-1])
                         inner = inner['seconds']
                     if os.path.getsize(dest) != args.size:
-                        raise RuntimeError('%s %s: wrong size' % (proto,
-                                                                 name))
+                        raise RuntimeError('%s %s: wrong size'
+                                           % (proto, name))
                     results.setdefault((proto, name), []).append(
                         (wall, rss, inner))
                     print('  %-4s %-12s run %d: %6.2f s  (in copy: %s)  '

@@ -38,10 +38,10 @@ import time
 
 from oslo_config import cfg
 
-from oslo_transfer import driver
-from oslo_transfer import exceptions
 from oslo_transfer._drivers import ftp_client
 from oslo_transfer._drivers import ftp_pool
+from oslo_transfer import driver
+from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer._drivers import ftp_pool
 from oslo_transfer import driver
 from oslo_transfer import exceptions
-from oslo_transfer._drivers import ftp_pool
 
 LOG = logging.getLogger(__name__)
 

@@ -125,8 +125,8 @@ class _Channel:
         text = ''
         if end - start >= 8:
             n = _U32.unpack_from(self.buf, start + 4)[0]
-            text = self.buf[start + 8:start + 8 + n].decode('utf-8',
-                                                           'replace')
+            raw = self.buf[start + 8:start + 8 + n]
+            text = raw.decode('utf-8', 'replace')
         return code, text
 
     def drain(self):

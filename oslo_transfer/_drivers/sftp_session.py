@@ -73,9 +73,11 @@ def host_key_name(host: str, port: int) -> str:
 
 
 class _Chunks:
-    """Bytes objects queued as they arrived; the little that
-    ``BufferedPipe`` asks of its ``_buffer``: a length, the first bytes,
-    dropping the first bytes."""
+    """Received bytes objects, queued as they arrived.
+
+    Provides what ``BufferedPipe`` needs of its ``_buffer``: a length, the
+    first bytes, dropping the first bytes.
+    """
 
     def __init__(self):
         self.parts = collections.deque()

@@ -18,11 +18,11 @@ import ssl
 
 import pytest
 
+from oslo_transfer._drivers import ftp
+from oslo_transfer._drivers import ftp_client
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
-from oslo_transfer._drivers import ftp
-from oslo_transfer._drivers import ftp_client
 
 LOC = locations.Location('ftp://alice:S3cret%21@192.0.2.5:2121/dir/f.img')
 

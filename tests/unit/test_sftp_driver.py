@@ -19,13 +19,13 @@ import sys
 
 import pytest
 
+from oslo_transfer._drivers import ftp
+from oslo_transfer._drivers import sftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import opts
 from oslo_transfer import testing
-from oslo_transfer._drivers import ftp
-from oslo_transfer._drivers import sftp
 
 Cap = driver_mod.Capability
 

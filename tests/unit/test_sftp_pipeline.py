@@ -142,8 +142,8 @@ def test_depth_bounds_requests_in_flight():
 
 
 def test_capped_reads_are_completed():
-    """A server that answers at most 1000 bytes per read (like OpenSSH's
-    255 KiB cap): the rest is asked for and the request size shrinks."""
+    # A server that answers at most 1000 bytes per read (like OpenSSH's
+    # 255 KiB cap): the rest is asked for and the request size shrinks.
     chan = FakeChannel(DATA, max_read=1000)
     assert _read(chan, 10, 50000, request_size=4096) == DATA[10:50010]
     later = [n for _t, _o, n in chan.requests[-10:]]
@@ -198,8 +198,8 @@ def test_write_failure_status():
 
 
 def test_write_data_error_settles_first():
-    """An exception from the chunks reaches on_data_error once every
-    request in flight was answered, then propagates."""
+    # An exception from the chunks reaches on_data_error once every
+    # request in flight was answered, then propagates.
     chan = FakeChannel(b'')
     seen = []
 

@@ -19,10 +19,10 @@ import socket
 import paramiko
 import pytest
 
-from oslo_transfer import exceptions
-from oslo_transfer import locations
 from oslo_transfer._drivers import sftp_pipeline
 from oslo_transfer._drivers import sftp_session
+from oslo_transfer import exceptions
+from oslo_transfer import locations
 
 LOC = locations.Location('sftp://nova:Pa55word@192.0.2.7:2222/var/disk')
 

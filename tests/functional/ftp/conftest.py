@@ -167,8 +167,7 @@ def dest(tmp_path):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """``tmpfs(size='8m', path=None)`` -> the path of a mounted small
-    tmpfs (``tmp_path/small`` by default), unmounted after the test."""
+    """``tmpfs(size='8m', path=None)`` -> path of a mounted small tmpfs."""
     mounted = []
 
     def make(size='8m', path=None):

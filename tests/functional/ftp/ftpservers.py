@@ -326,8 +326,7 @@ class spoofing_pyftpd:
 
 
 class Tmpfs:
-    """A small tmpfs mounted on ``path`` (root only); unmounted by
-    :meth:`umount`."""
+    """A small tmpfs mounted on ``path`` (root only); see :meth:`umount`."""
 
     def __init__(self, path, size='8m'):
         self.path = str(path)

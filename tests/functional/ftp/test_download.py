@@ -19,12 +19,12 @@ import os
 
 import pytest
 
+from oslo_transfer._drivers import ftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
-from oslo_transfer._drivers import ftp
 from tests.functional import conftest as fconf
 from tests.functional.ftp import conftest as ftpconf
 from tests.functional.ftp import ftpservers
@@ -121,8 +121,8 @@ def test_copy_with_checksum(server, put, conf, dest):
 
 
 def test_parallel_segments(server, put, conf, dest):
-    """A file above segment_threshold is read as ranged segments, each on
-    its own control connection."""
+    # A file above segment_threshold is read as ranged segments, each on
+    # its own control connection.
     df = put(server, 9 * MiB + 4321)
     c = conf(oslo_transfer={'segment_threshold': MiB,
                             'segment_size': 2 * MiB, 'segments': 4})
@@ -233,8 +233,8 @@ def _announced_address(port):
 
 
 def test_pasv_spoofing_pyftpdlib(tmp_path, caplog):
-    """The server refuses EPSV and announces 127.0.0.2 in PASV; the driver
-    connects to the control connection's address and succeeds."""
+    # The server refuses EPSV and announces 127.0.0.2 in PASV; the driver
+    # connects to the control connection's address and succeeds.
     df = fconf.make_data_file(tmp_path / 'spoof', 'f.bin', 2 * MiB)
     with ftpservers.spoofing_pyftpd(tmp_path / 'spoof') as srv:
         # The trap is real: the server does announce another address, and

@@ -21,9 +21,9 @@ import pytest
 from oslo_transfer import exceptions
 from oslo_transfer import transfer as transfer_mod
 from tests.functional import conftest as fconf
-from tests.functional import servers
 from tests.functional.ftp import conftest as ftpconf
 from tests.functional.ftp import ftpservers
+from tests.functional import servers
 
 MiB = 1024 * 1024
 
@@ -83,8 +83,8 @@ def test_missing_file(server, conf, dest, caplog):
 
 
 def test_permission_denied_download(vsftpd, conf, dest):
-    """A file the user may not read: 550 on RETR, told apart from a
-    missing file by listing it."""
+    # A file the user may not read: 550 on RETR, told apart from a
+    # missing file by listing it.
     path = os.path.join(vsftpd.user.home, 'root-only-%d.bin' % os.getpid())
     with open(path, 'wb') as f:
         f.write(os.urandom(10000))
@@ -127,8 +127,8 @@ def test_connection_refused(conf, dest, caplog):
 
 
 def test_server_disk_full_on_upload(vsftpd, tmpfs, conf, tmp_path):
-    """vsftpd writes into an 8 MiB tmpfs: the upload fails with
-    DestinationError and no object (staged or final) stays behind."""
+    # vsftpd writes into an 8 MiB tmpfs: the upload fails with
+    # DestinationError and no object (staged or final) stays behind.
     small = tmpfs('8m', os.path.join(vsftpd.user.home,
                                      'full-%d' % os.getpid()))
     vsftpd.user.chown(small)
@@ -141,7 +141,6 @@ def test_server_disk_full_on_upload(vsftpd, tmpfs, conf, tmp_path):
     assert 'disk full' in str(ei.value)
     _no_secret(str(ei.value), vsftpd.user.password)
     assert os.listdir(small) == [], 'the aborted upload stayed'
-
 
 
 def test_serve_disk_full_on_upload(tmp_path, tmpfs, conf):
@@ -163,8 +162,8 @@ def test_serve_disk_full_on_upload(tmp_path, tmpfs, conf):
 
 
 def test_local_disk_full_on_download(server, put, tmpfs, conf):
-    """The local destination is an 8 MiB tmpfs: DestinationError; nothing
-    complete-looking is left, and no DEST appears."""
+    # The local destination is an 8 MiB tmpfs: DestinationError; nothing
+    # complete-looking is left, and no DEST appears.
     df = put(server, 16 * MiB)
     small = tmpfs('8m')
     dest = os.path.join(small, 'image.raw')

@@ -21,16 +21,16 @@ import time
 
 import pytest
 
+from oslo_transfer._drivers import ftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
-from oslo_transfer._drivers import ftp
 from tests.functional import conftest as fconf
-from tests.functional import servers
 from tests.functional.ftp import conftest as ftpconf
 from tests.functional.ftp import ftpservers
+from tests.functional import servers
 
 MiB = 1024 * 1024
 
@@ -61,8 +61,8 @@ def _where(server, name):
 
 
 def test_read_resumes_after_kill(own, put):
-    """Kill the server while a read is half consumed; the read fails with a
-    retryable error; after a restart a read from the offset completes."""
+    # Kill the server while a read is half consumed; the read fails with a
+    # retryable error; after a restart a read from the offset completes.
     df = put(own, 32 * MiB)
     drv = _driver()
     loc = locations.Location(_url(own, df.name))
@@ -96,8 +96,8 @@ def _wait_written(path, nbytes, timeout=30.0):
 
 
 def test_copy_resumes_after_kill(own, put, conf, dest):
-    """Through the engine: a copy interrupted by a server crash leaves
-    resumable state; the next run continues from it."""
+    # Through the engine: a copy interrupted by a server crash leaves
+    # resumable state; the next run continues from it.
     df = put(own, 32 * MiB)
     url = _url(own, df.name)
     c = conf(oslo_transfer={'retries': 0})
@@ -125,8 +125,8 @@ def test_copy_resumes_after_kill(own, put, conf, dest):
 
 
 def test_write_resumes_after_kill(own, tmp_path):
-    """Kill the server in the middle of a STOR; after a restart the upload
-    continues at the server's size and the object appears on commit."""
+    # Kill the server in the middle of a STOR; after a restart the upload
+    # continues at the server's size and the object appears on commit.
     src = fconf.make_data_file(tmp_path, 'src.bin', 24 * MiB)
     name = 'up-%d.bin' % os.getpid()
     loc = locations.Location(_url(own, name))
@@ -160,8 +160,8 @@ def test_write_resumes_after_kill(own, tmp_path):
 
 
 class _CrashingFile(io.FileIO):
-    """A local file that kills and restarts the server once, when the
-    upload has read ``at`` bytes of it."""
+    # A local file that kills and restarts the server once, when the
+    # upload has read ``at`` bytes of it.
 
     def __init__(self, path, server, at, restart=True):
         super().__init__(path, 'rb')
@@ -212,9 +212,9 @@ def test_fallback_to_next_location(vsftpd, serve_ftp, put, conf, dest):
 
 
 def test_fallback_keeps_verified_bytes(own_serve, vsftpd, put, conf, dest):
-    """The first server dies in the middle; the second location serves
-    the same bytes (size and checksum known), so the bytes already held are
-    kept instead of being fetched again."""
+    # The first server dies in the middle; the second location serves
+    # the same bytes (size and checksum known), so the bytes already held are
+    # kept instead of being fetched again.
     df = put(own_serve, 32 * MiB)
     mirror = os.path.join(vsftpd.user.home, df.name)
     with open(mirror, 'wb') as f:
@@ -295,8 +295,8 @@ def test_cancel_interrupts_a_blocked_read(own_serve, put):
 
 
 def test_upload_resumes_in_a_later_call(own, conf, tmp_path):
-    """The first call dies with the server; a later call with the same data
-    and checksum continues at the server's size."""
+    # The first call dies with the server; a later call with the same data
+    # and checksum continues at the server's size.
     src = fconf.make_data_file(tmp_path, 'src.bin', 24 * MiB)
     name = 'later-%d.bin' % os.getpid()
     c = conf(oslo_transfer={'retries': 0})

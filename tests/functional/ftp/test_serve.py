@@ -22,15 +22,15 @@ import sys
 
 import pytest
 
+from oslo_transfer._drivers import ftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
-from oslo_transfer._drivers import ftp
 from tests.functional import conftest as fconf
-from tests.functional import servers
 from tests.functional.ftp import ftpservers
+from tests.functional import servers
 
 MiB = 1024 * 1024
 
@@ -151,8 +151,8 @@ def test_bad_bind_is_a_usage_error(shared):
 
 
 def test_binds_only_the_named_address(tmp_path, shared):
-    """Port 0 picks a free port, printed on start; only 127.0.0.1
-    answers (not 127.0.0.2)."""
+    # Port 0 picks a free port, printed on start; only 127.0.0.1
+    # answers (not 127.0.0.2).
     proc = subprocess.Popen(
         [sys.executable, '-m', 'oslo_transfer.cmd.main', 'serve', '--ftp',
          str(shared), '--bind', '127.0.0.1:0'], stdout=subprocess.PIPE,

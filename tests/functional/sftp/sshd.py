@@ -23,8 +23,8 @@ looks like to a client.
 import os
 import subprocess
 
-from tests.functional import servers
 from tests.functional.ftp import ftpservers
+from tests.functional import servers
 
 LOOPBACK = servers.LOOPBACK
 

@@ -18,12 +18,12 @@ import os
 
 import pytest
 
+from oslo_transfer._drivers import sftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import locations
 from oslo_transfer import opts
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
-from oslo_transfer._drivers import sftp
 from tests.functional import conftest as fconf
 
 MiB = 1024 * 1024
@@ -119,8 +119,8 @@ def test_upload_migration_direction(sshd, remote_dir, sftp_conf, tmp_path):
 
 def test_user_from_url_and_key_from_location(sshd, put, sftp_conf, dest,
                                              client_key):
-    """No username/key in config: the URL names the user, the Location's
-    credentials carry the key file."""
+    # No username/key in config: the URL names the user, the Location's
+    # credentials carry the key file.
     df = put(MiB)
     c = sftp_conf(oslo_transfer_sftp={'username': '', 'key_file': ''})
     loc = locations.Location(sshd.url(df.path, user='root'),

@@ -21,15 +21,15 @@ import time
 
 import pytest
 
+from oslo_transfer._drivers import sftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import opts
 from oslo_transfer import transfer as transfer_mod
-from oslo_transfer._drivers import sftp
 from tests.functional import conftest as fconf
-from tests.functional import servers
 from tests.functional.ftp import ftpservers
+from tests.functional import servers
 
 MiB = 1024 * 1024
 
@@ -164,8 +164,8 @@ def test_upload_resumes_through_engine(own_sshd, remote_dir, sftp_conf,
 
 
 def test_fallback_sftp_then_sftp(own_sshd, sshd, put, sftp_conf, dest):
-    """The first server dies mid-way; the second location (same size and
-    checksum) continues from the bytes already held."""
+    # The first server dies mid-way; the second location (same size and
+    # checksum) continues from the bytes already held.
     df = put(32 * MiB)
     source = locations.Source(urls=[own_sshd.url(df.path),
                                     sshd.url(df.path)],
@@ -254,11 +254,10 @@ def test_cancel_interrupts_a_blocked_read(own_sshd, put, drv):
         _thaw(frozen)
 
 
-
 def test_upload_resumes_in_a_later_call(own_sshd, remote_dir, sftp_conf,
                                         tmp_path):
-    """The first call dies with the server; a later call with the same data
-    and checksum continues at the size of the staged file."""
+    # The first call dies with the server; a later call with the same data
+    # and checksum continues at the size of the staged file.
     src = fconf.make_data_file(tmp_path, 'src.bin', 24 * MiB)
     target = os.path.join(remote_dir, 'later')
     c = sftp_conf(oslo_transfer={'retries': 0})

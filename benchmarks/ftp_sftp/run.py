@@ -11,78 +11,58 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Our SFTP download against ``scp``, our FTP download against ``curl``.
+"""SFTP beside ``scp`` and FTP beside ``curl``, same file, one run.
 
-One run starts an OpenSSH sshd and a vsftpd on 127.0.0.1, writes one random
-file (512 MiB by default) and downloads it with each tool in turn, the
-order alternating between repeats.  Every download runs in a child process
-whose peak RSS is measured by GNU time.  Ours is ``oslo_transfer.copy``
-(engine, ``.part`` file, journal, rename) with the default settings except
-``default_digest = none`` (scp and curl do not hash either);
-``ours-sha256`` adds end-to-end verification; ``ours-1conn`` is one
-connection (``segments = 1``); ``driver-loop`` is the driver alone, one
-``read()`` written to a file (no engine).
+Starts an OpenSSH ``sshd`` (its own host key, a client key made for the
+run) and a ``vsftpd`` (anonymous, read-only) on 127.0.0.1, writes one file
+of random bytes (``--size``, default 512M) and downloads it with:
 
-Reported per tool: median and min wall time of the child process, median
-time inside ``copy()`` for ours (without interpreter start-up), peak RSS,
-and the ratio of the medians to the reference tool.
+* ``scp`` / ``curl -o``: the references (no verification, no fsync);
+* the same followed by ``sync FILE`` (the durability ``copy`` gives);
+* ``oslo-transfer copy --checksum sha256:...``: what a user runs (engine,
+  ``.part`` file, journal, fsync, rename; parallel segments by default);
+* the same with ``--segments 1`` (one connection);
+* ``driver read() -> file``: the driver alone, one ``read()`` from 0 to
+  the end written to a file (no engine, no verification), in a child
+  process like the others.
 
-    python benchmarks/ftp_sftp/run.py --size 512M --repeats 3
+Each tool runs ``--repeat`` times (default 3), alternating the order; the
+destination is removed and dirty pages are flushed (untimed) before every
+run, and every output is checked against the source's sha256.  Each run is
+one process measured by ``/usr/bin/time -v`` (wall time, peak RSS).
+Results: a table on stdout, ``benchmarks/results/ftp_sftp.json`` and
+``ftp_sftp.png``.  Targets of the issue: SFTP <= 1.2x scp, FTP <= 1.1x
+curl, peak RSS <= 100 MiB.
 
-Run it as root from the top of the source tree (needs sshd, vsftpd, scp,
-curl).
+Usage (as root, from the top of the source tree)::
+
+    python benchmarks/ftp_sftp/run.py --size 512M --repeat 5
 """
 
 import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, TOP)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
 
-MiB = 1024 * 1024
-
-
-def parse_size(text):
-    units = {'K': 1024, 'M': MiB, 'G': 1024 * MiB}
-    text = text.upper().rstrip('B').rstrip('I')
-    if text[-1:] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+from benchmarks import benchlib  # noqa: E402
 
 
-# -- the child: one download with oslo.transfer ------------------------------
-
-def child(args):
+def driver_loop(args) -> int:
+    """Child mode: one driver read() of ``args.url`` into ``args.dest``."""
     from oslo_config import cfg
 
-    import oslo_transfer
-
-    conf = cfg.ConfigOpts()
-    conf([], project='oslo_transfer', default_config_files=[args.conf],
-         default_config_dirs=[])
-    if args.loop:
-        return driver_loop(conf, args)
-    t0 = time.monotonic()
-    with oslo_transfer.Transfer(conf) as t:
-        res = t.copy(args.url, args.dest, checksum=args.checksum or None)
-    seconds = time.monotonic() - t0
-    print(json.dumps({'seconds': seconds, 'driver': res.driver,
-                      'size': res.size}))
-
-
-def driver_loop(conf, args):
-    """The driver alone: one read() from 0 to the end into a file."""
     import oslo_transfer
     from oslo_transfer import driver
     from oslo_transfer import locations
 
+    conf = cfg.ConfigOpts()
+    conf([], project='oslo_transfer', default_config_files=[args.conf],
+         default_config_dirs=[])
     t0 = time.monotonic()
     with oslo_transfer.Transfer(conf) as t:
         loc = locations.Location(args.url)
@@ -94,30 +74,11 @@ def driver_loop(conf, args):
                 os.write(fd, chunk)
         finally:
             os.close(fd)
-    print(json.dumps({'seconds': time.monotonic() - t0}))
+    print(json.dumps({'elapsed': time.monotonic() - t0}))
+    return 0
 
 
-# -- the parent --------------------------------------------------------------
-
-def run_child(argv):
-    """Run argv; returns (wall seconds, peak RSS MiB, stdout).
-
-    The peak RSS comes from GNU time (``%M``): a child of this Python
-    process would inherit its maximum RSS across fork and exec.
-    """
-    t0 = time.monotonic()
-    res = subprocess.run(['/usr/bin/time', '-f', 'RSS_KIB=%M'] + argv,
-                         capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    if res.returncode:
-        raise RuntimeError('%s failed (%d): %s' % (argv[0], res.returncode,
-                                                   res.stderr[-2000:]))
-    rss = [line for line in res.stderr.splitlines()
-           if line.startswith('RSS_KIB=')]
-    return wall, int(rss[-1].split('=')[1]) / 1024.0, res.stdout
-
-
-def write_conf(path, sections):
+def _write_conf(path, sections):
     with open(path, 'w') as f:
         for group, values in sections.items():
             f.write('[%s]\n' % group)
@@ -126,166 +87,153 @@ def write_conf(path, sections):
     return path
 
 
-def make_file(path, size):
-    with open(path, 'wb') as f:
-        left = size
-        while left:
-            n = min(left, 16 * MiB)
-            f.write(os.urandom(n))
-            left -= n
+def _prepare(dest):
+    def before(_name):
+        for p in (dest, dest + '.part', dest + '.part.ctl',
+                  dest + '.part.lock'):
+            if os.path.lexists(p):
+                os.unlink(p)
+        benchlib.sync()
+    return before
 
 
-def main():
+def _checker(dest, digest):
+    def check(name, run):
+        got = benchlib.sha256_of(dest)
+        if got != digest:
+            sys.exit('%s produced a wrong file (sha256 %s)' % (name, got))
+        if name.startswith(('oslo-transfer', 'driver')):
+            run.internal = json.loads(run.stdout.strip().splitlines()[-1])[
+                'elapsed']
+    return check
+
+
+def _internal(runs):
+    import statistics
+    for name, rs in runs.items():
+        inner = [getattr(r, 'internal', None) for r in rs]
+        if all(x is not None for x in inner):
+            print('  %-40s median %.3fs inside the process (without '
+                  'interpreter start-up)' % (name, statistics.median(inner)))
+
+
+def _ours(ours, conf, url, dest, digest, segments=None):
+    argv = ours + ['--config-file', conf, 'copy', url, dest, '--checksum',
+                   'sha256:' + digest, '--json', '--no-progress']
+    if segments:
+        argv += ['--segments', str(segments)]
+    return argv
+
+
+def scenario(title, reference, ref_argv, url, dest, digest, size, conf,
+             repeat, ours, sync_bin):
+    me = os.path.abspath(__file__)
+    tools = {
+        reference: ref_argv,
+        reference + ' && sync FILE': [
+            'sh', '-c', '"$@" && "%s" "%s"' % (sync_bin, dest), 'sh'] +
+        ref_argv,
+        'oslo-transfer copy (sha256)': _ours(ours, conf, url, dest, digest),
+        'oslo-transfer copy --segments 1': _ours(ours, conf, url, dest,
+                                                 digest, 1),
+        'driver read() -> file': [sys.executable, me, '--driver-loop',
+                                  '--url', url, '--dest', dest, '--conf',
+                                  conf],
+    }
+    print('\n%s: %d runs each' % (title, repeat))
+    runs = benchlib.alternate(tools, repeat, _prepare(dest),
+                              _checker(dest, digest))
+    rows = benchlib.summarize(title, runs, size, reference)
+    _internal(runs)
+    return rows
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=parse_size, default=512 * MiB)
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--size', default='512M')
+    p.add_argument('--repeat', type=int, default=3)
     p.add_argument('--only', choices=('sftp', 'ftp'))
-    p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--driver-loop', action='store_true',
+                   help=argparse.SUPPRESS)
     p.add_argument('--url', help=argparse.SUPPRESS)
     p.add_argument('--dest', help=argparse.SUPPRESS)
     p.add_argument('--conf', help=argparse.SUPPRESS)
-    p.add_argument('--checksum', help=argparse.SUPPRESS)
-    p.add_argument('--loop', action='store_true', help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        return child(args)
+    args = p.parse_args(argv)
+    if args.driver_loop:
+        return driver_loop(args)
+    if args.repeat < 3:
+        p.error('--repeat must be at least 3')
 
     from tests.functional.ftp import ftpservers
     from tests.functional.sftp import sshd as sshd_mod
 
-    base = ftpservers.make_shared_base('oslo-transfer-bench-')
-    servers = []
-    try:
-        data_dir = os.path.join(base, 'data')
-        os.makedirs(data_dir)
-        os.chmod(data_dir, 0o755)
-        src = os.path.join(data_dir, 'big.bin')
-        print('writing %d MiB of random data...' % (args.size // MiB),
-              flush=True)
-        make_file(src, args.size)
-        import hashlib
-        h = hashlib.sha256()
-        with open(src, 'rb') as f:
-            for block in iter(lambda: f.read(4 * MiB), b''):
-                h.update(block)
-        checksum = 'sha256:' + h.hexdigest()
-        out_dir = os.path.join(base, 'out')
-        os.makedirs(out_dir)
-        state = os.path.join(base, 'state')
+    scp = benchlib.require('scp')
+    curl = benchlib.require('curl')
+    sync_bin = benchlib.require('sync')
+    ours = benchlib.oslo_transfer_cmd()
+    size = benchlib.parse_size(args.size)
 
-        key = os.path.join(base, 'id_ed25519')
-        auth = os.path.join(base, 'authorized_keys')
+    # sshd reads the key files as root, vsftpd needs a root-owned,
+    # world-readable anonymous root: a 0755 folder under /tmp.
+    work = ftpservers.make_shared_base('oslo-transfer-bench-')
+    servers = []
+    scenarios = {}
+    try:
+        data = os.path.join(work, 'data')
+        os.makedirs(data)
+        os.chmod(data, 0o755)
+        src = benchlib.random_file(os.path.join(data, 'big.raw'), size)
+        digest = benchlib.sha256_of(src)     # also warms the page cache
+        out = os.path.join(work, 'out')
+        os.makedirs(out)
+        dest = os.path.join(out, 'big.raw')
+
+        key = os.path.join(work, 'id_ed25519')
+        auth = os.path.join(work, 'authorized_keys')
         with open(auth, 'w') as f:
             f.write(sshd_mod.keygen(key) + '\n')
-        sshd = sshd_mod.Sshd(os.path.join(base, 'sshd'), auth,
+        sshd = sshd_mod.Sshd(os.path.join(work, 'sshd'), auth,
                              password_auth=False).start()
         servers.append(sshd)
-        known = os.path.join(base, 'known_hosts')
+        known = os.path.join(work, 'known_hosts')
         with open(known, 'w') as f:
             f.write(sshd.known_hosts_line())
-        vroot = os.path.join(base, 'vsftpd')
+        vroot = os.path.join(work, 'vsftpd')
         os.makedirs(vroot)
-        vsftpd = ftpservers.Vsftpd(vroot, data_dir).start()
+        vsftpd = ftpservers.Vsftpd(vroot, data).start()
         servers.append(vsftpd)
-
-        base_conf = {'oslo_transfer': {'state_path': state,
-                                       'default_digest': 'none'},
-                     'oslo_transfer_sftp': {
-                         'known_hosts_file': known, 'key_file': key,
-                         'username': 'root', 'allow_agent': 'false',
-                         'look_for_keys': 'false'}}
-        conf = write_conf(os.path.join(base, 'bench.conf'), base_conf)
-        one = dict(base_conf)
-        one['oslo_transfer'] = dict(base_conf['oslo_transfer'], segments=1)
-        conf1 = write_conf(os.path.join(base, 'bench1.conf'), one)
-        dest = os.path.join(out_dir, 'copy.bin')
-        me = os.path.abspath(__file__)
-        sftp_url = sshd.url(src)
-        ftp_url = vsftpd.url('big.bin')
-
-        def ours(url, cfile, ck=None, loop=False):
-            argv = [sys.executable, me, '--child', '--url', url, '--dest',
-                    dest, '--conf', cfile]
-            if ck:
-                argv += ['--checksum', ck]
-            if loop:
-                argv.append('--loop')
-            return argv
-
-        tools = {}
+        conf = _write_conf(os.path.join(work, 'bench.conf'), {
+            'oslo_transfer': {'state_path': os.path.join(work, 'state')},
+            'oslo_transfer_sftp': {
+                'known_hosts_file': known, 'key_file': key,
+                'username': 'root', 'allow_agent': 'false',
+                'look_for_keys': 'false'}})
+        human = benchlib.human(size)
         if args.only in (None, 'sftp'):
-            tools['sftp'] = [
-                ('scp', ['scp', '-q', '-P', str(sshd.port), '-i', key,
-                         '-o', 'UserKnownHostsFile=%s' % known,
-                         '-o', 'StrictHostKeyChecking=yes',
-                         '-o', 'BatchMode=yes',
-                         'root@127.0.0.1:%s' % src, dest]),
-                ('ours', ours(sftp_url, conf)),
-                ('ours-1conn', ours(sftp_url, conf1)),
-                ('ours-sha256', ours(sftp_url, conf, checksum)),
-                ('driver-loop', ours(sftp_url, conf, loop=True)),
-            ]
+            scenarios['SFTP from OpenSSH sshd, %s' % human] = scenario(
+                'SFTP from OpenSSH sshd, %s' % human, 'scp',
+                [scp, '-q', '-P', str(sshd.port), '-i', key,
+                 '-o', 'UserKnownHostsFile=%s' % known,
+                 '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes',
+                 'root@127.0.0.1:%s' % src, dest],
+                sshd.url(src), dest, digest, size, conf, args.repeat,
+                ours, sync_bin)
         if args.only in (None, 'ftp'):
-            tools['ftp'] = [
-                ('curl', ['curl', '-s', '-S', '-o', dest, ftp_url]),
-                ('ours', ours(ftp_url, conf)),
-                ('ours-1conn', ours(ftp_url, conf1)),
-                ('ours-sha256', ours(ftp_url, conf, checksum)),
-                ('driver-loop', ours(ftp_url, conf, loop=True)),
-            ]
-
-        results = {}
-        for proto, entries in tools.items():
-            for i in range(args.repeats):
-                order = entries if i % 2 == 0 else list(reversed(entries))
-                for name, argv in order:
-                    if os.path.exists(dest):
-                        os.unlink(dest)
-                    wall, rss, out = run_child(argv)
-                    inner = None
-                    if out.strip().startswith('{'):
-                        inner = json.loads(out.strip().splitlines()[-1])
-                        inner = inner['seconds']
-                    if os.path.getsize(dest) != args.size:
-                        raise RuntimeError('%s %s: wrong size'
-                                           % (proto, name))
-                    results.setdefault((proto, name), []).append(
-                        (wall, rss, inner))
-                    print('  %-4s %-12s run %d: %6.2f s  (in copy: %s)  '
-                          'RSS %5.1f MiB' % (proto, name, i + 1, wall,
-                                             '%.2f s' % inner if inner
-                                             else '-', rss), flush=True)
-        report(results, tools, args)
+            scenarios['FTP from vsftpd, %s' % human] = scenario(
+                'FTP from vsftpd, %s' % human, 'curl -o',
+                [curl, '-s', '-S', '-o', dest, vsftpd.url('big.raw')],
+                vsftpd.url('big.raw'), dest, digest, size, conf,
+                args.repeat, ours, sync_bin)
     finally:
         for s in reversed(servers):
             try:
                 s.stop()
             except Exception as exc:  # noqa: report and go on
                 print('could not stop %r: %s' % (s, exc))
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def report(results, tools, args):
-    print()
-    print('%d MiB, %d repeats, medians (ratio = ours / reference):'
-          % (args.size // MiB, args.repeats))
-    print('%-5s %-12s %9s %9s %10s %9s %9s %10s' % (
-        'proto', 'tool', 'wall', 'min', 'in-copy', 'MiB/s', 'ratio',
-        'peak RSS'))
-    for proto, entries in tools.items():
-        ref = statistics.median(w for w, _, _ in
-                                results[(proto, entries[0][0])])
-        for name, _argv in entries:
-            runs = results[(proto, name)]
-            wall = statistics.median(w for w, _, _ in runs)
-            inner = [x for _, _, x in runs if x is not None]
-            inner = statistics.median(inner) if inner else None
-            rss = max(r for _, r, _ in runs)
-            print('%-5s %-12s %8.2fs %8.2fs %10s %9.0f %8.2fx %7.1f MiB' % (
-                proto, name, wall, min(w for w, _, _ in runs),
-                '%.2fs' % inner if inner else '-',
-                args.size / MiB / wall, wall / ref, rss))
+        shutil.rmtree(work, ignore_errors=True)
+    benchlib.save('ftp_sftp', scenarios)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -159,3 +159,20 @@ def test_parallel_reads_share_the_requests_in_flight():
         d._depth(-1)
     assert d._depth(+1) == 32
     assert _sftp(requests_in_flight=4)._depth(+1) == 4
+
+
+def test_plan_ranks_ftp_and_sftp_beside_http():
+    """Installed by entry point; ranked with HTTP in the caller's order."""
+    from oslo_transfer import selector
+    from oslo_transfer import transfer
+
+    with transfer.Transfer(testing.make_conf()) as t:
+        assert {'ftp', 'sftp'} <= {d.name for d in t.drivers}
+        source = locations.Source(urls=['ftp://a/x', 'https://b/x',
+                                        'sftp://c/x'])
+        plan = t.plan(source)
+        assert [c.driver for c in plan.candidates] == ['ftp', 'http',
+                                                       'sftp']
+        same = t.plan(source, hints=selector.Hints(same_network=True))
+        assert {c.driver for c in same.candidates} == {'ftp', 'http',
+                                                       'sftp'}

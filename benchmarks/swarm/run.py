@@ -287,8 +287,8 @@ class Bench:
         os.sync()
 
     def log_path(self, n, mode, i):
-        d = os.path.join(self.work, 'logs', 'n%d-%s-%d' % (n, mode,
-                                                        self.run_no))
+        d = os.path.join(self.work, 'logs',
+                         'n%d-%s-%d' % (n, mode, self.run_no))
         os.makedirs(d, exist_ok=True)
         return os.path.join(d, 'r%d.log' % i)
 

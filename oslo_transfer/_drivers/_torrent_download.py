@@ -16,16 +16,17 @@ The life of a download:
 
 1. the pieces the engine already holds (``target.held()``) are handed to
    libtorrent as ``have_pieces`` (an empty set too): libtorrent trusts them
-   and checks nothing again (the engine zeroes every range it does not hold before the driver
-   runs, so the journal, not libtorrent's own resume data, is the record of
-   what is on disk);
+   and checks nothing again (the engine zeroes every range it does not
+   hold before the driver runs, so the journal, not libtorrent's own
+   resume data, is the record of what is on disk);
 2. the torrent is added to the process-wide session with its single file
    renamed to the ``.part`` file, the hinted peers are connected and the
    origin fetcher (``_torrent_origin``) starts on this host's share;
 3. every piece that passes its hash check (``piece_finished_alert``) counts
    as progress at once; about once a second libtorrent flushes its writes
    (``save_resume_data`` with ``flush_disk_cache``), the ``.part`` file is
-   fsync'd, and only then are the pieces reported with ``target.record`` --
+   fsync'd, and only then are the pieces reported with ``target.record``
+   (:class:`_Recorder`) --
    so the journal never claims bytes that a crash could lose;
 4. when every piece is held: final flush, the torrent is removed from the
    session (the file is kept; the engine renames it), the call returns.
@@ -42,9 +43,9 @@ import shutil
 import threading
 import time
 
-from oslo_transfer import exceptions
 from oslo_transfer._drivers import _torrent_origin as origin_mod
 from oslo_transfer._drivers import _torrent_pieces as pieces_mod
+from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
@@ -91,10 +92,7 @@ class TorrentDownload:
         self.events = queue.Queue()
         self._lock = threading.Lock()
         self.have = set()
-        self._pending = []
-        self._flushing = None
-        self._flush_started = 0.0
-        self._last_flush = 0.0
+        self.recorder = None
         self._origin_inflight = set()
         self._origin_added = {}
         self._origin_bad = {}
@@ -136,6 +134,7 @@ class TorrentDownload:
                     'into another file' % self.key)
             fd = os.open(self.target.path, os.O_RDWR)
             self.handle = self.sess.add(self._params(held))
+            self.recorder = _Recorder(self, fd)
             LOG.debug('bittorrent: %s added to the session', self.key)
             self._plan_share()
             self._connect_peers()
@@ -148,7 +147,7 @@ class TorrentDownload:
                 raise exceptions.ConnectionFailed(
                     'torrent %s: no web seed, no tracker and no peer '
                     'address: nothing can send the data' % self.key)
-            self._loop(fd)
+            self._loop()
             return self.stats
         finally:
             self._done = True
@@ -157,7 +156,7 @@ class TorrentDownload:
                 self.stats['origin_bytes'] = self.fetcher.bytes
             if self.handle is not None:
                 try:
-                    self._final_flush(fd)
+                    self._final_flush()
                 finally:
                     self._collect_stats()
                     self.sess.remove(self.handle, self.key)
@@ -235,7 +234,7 @@ class TorrentDownload:
             except RuntimeError as exc:
                 LOG.debug('bittorrent: connect %s:%d: %s', ip, port, exc)
 
-    # -- alerts (called on the session's alert thread) -------------------------
+    # -- alerts (called on the session's alert thread) ------------------------
 
     def _on_alert(self, alert):
         self.events.put(alert)
@@ -249,7 +248,7 @@ class TorrentDownload:
                     return
                 self.have.add(i)
                 from_origin = self._origin_added.pop(i, None) is not None
-                self._pending.append(i)
+            self.recorder.add(i)
             length = self.meta.piece_range(i)[1]
             if len(self.have) == self.stats['resumed_pieces'] + 1:
                 LOG.debug('bittorrent: %s: first piece (%s)', self.key,
@@ -273,9 +272,9 @@ class TorrentDownload:
                         '(from %s); it is fetched again', self.key, i,
                         'the web seed' if from_origin else 'a peer')
         elif kind == 'save_resume_data_alert':
-            self._flushed = True
+            self.recorder.flushed(True)
         elif kind == 'save_resume_data_failed_alert':
-            self._flushed = False
+            self.recorder.flushed(False)
         elif kind in ('file_error_alert', 'torrent_error_alert'):
             self._error = exceptions.DestinationError(
                 'cannot write %s: %s' % (self.target.path, event.message))
@@ -328,7 +327,7 @@ class TorrentDownload:
 
     # -- the loop -------------------------------------------------------------
 
-    def _loop(self, fd):
+    def _loop(self):
         n = self.meta.num_pieces
         last_busy = last_connect = 0.0
         while True:
@@ -352,10 +351,10 @@ class TorrentDownload:
                 raise exceptions.TransferTimeout(
                     'torrent %s: the transfer ran out of time with %d of %d '
                     'pieces' % (self.key, len(self.have), n))
-            self._checkpoint(fd, now)
+            self._checkpoint(now)
             with self._lock:
                 complete = len(self.have) >= n
-            if complete and not self._pending and self._flushing is None:
+            if complete and self.recorder.idle:
                 LOG.debug('bittorrent: %s: every piece is durable', self.key)
                 return
             self._start_fetcher()
@@ -433,50 +432,17 @@ class TorrentDownload:
 
     # -- durability -----------------------------------------------------------
 
-    def _checkpoint(self, fd, now, force=False):
-        """Flush libtorrent's writes, fsync, then record pieces."""
-        if self._flushing is not None:
-            flushed = getattr(self, '_flushed', None)
-            if flushed is None:
-                if now - self._flush_started > self.ctx.io_timeout:
-                    LOG.warning('bittorrent: %s: libtorrent did not flush '
-                                'within %.0fs', self.key, self.ctx.io_timeout)
-                    self._requeue_flush()
-                return
-            del self._flushed
-            if not flushed:
-                self._requeue_flush()
-                return
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise exceptions.DestinationError(
-                    'cannot fsync %s: %s' % (self.target.path, exc)) from exc
-            for i in self._flushing:
-                self.target.record(*self.meta.piece_range(i))
-            self._flushing = None
-            self._last_flush = now
+    def _checkpoint(self, now, force=False):
+        """Record flushed pieces; start the next flush when it is due."""
+        rec = self.recorder
+        rec.collect(now)
         with self._lock:
-            due = self._pending and (force or now - self._last_flush >= 1.0
-                                     or len(self.have) >=
-                                     self.meta.num_pieces)
-            if not due:
-                return
-            self._flushing, self._pending = self._pending, []
-        self._flush_started = now
-        self.handle.save_resume_data(
-            self.lt.save_resume_flags_t.flush_disk_cache)
+            complete = len(self.have) >= self.meta.num_pieces
+        rec.maybe_flush(now, force or complete)
 
-    def _requeue_flush(self):
-        with self._lock:
-            self._pending = self._flushing + self._pending
-            self._flushing = None
-        if hasattr(self, '_flushed'):
-            del self._flushed
-
-    def _final_flush(self, fd):
+    def _final_flush(self):
         """Record what is verified before the torrent leaves the session."""
-        if fd is None:
+        if self.recorder is None:
             return
         deadline = time.monotonic() + min(self.ctx.io_timeout, 30.0)
         while time.monotonic() < deadline:
@@ -488,11 +454,11 @@ class TorrentDownload:
             except queue.Empty:
                 pass
             try:
-                self._checkpoint(fd, now, force=True)
+                self._checkpoint(now, force=True)
             except exceptions.TransferError as exc:
                 LOG.warning('bittorrent: %s', exc)
                 return
-            if not self._pending and self._flushing is None:
+            if self.recorder.idle:
                 return
 
     def _collect_stats(self):
@@ -504,3 +470,77 @@ class TorrentDownload:
         except RuntimeError:
             pass
         self.stats['elapsed'] = round(time.monotonic() - self._started, 3)
+
+
+class _Recorder:
+    """Verified pieces -> libtorrent flush -> fsync -> ``target.record``.
+
+    Runs on the download's loop thread only.  A flush is a
+    ``save_resume_data(flush_disk_cache)`` request: its alert says that
+    libtorrent wrote every piece verified before the request; the ``.part``
+    file is then fsync'd and those pieces are recorded.
+    """
+
+    #: seconds between flushes while pieces arrive
+    interval = 1.0
+
+    def __init__(self, job, fd):
+        self.job = job
+        self.fd = fd
+        self.pending = []
+        self.flushing = None
+        self.started = 0.0
+        self.last = 0.0
+        self.result = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and self.flushing is None
+
+    def add(self, piece):
+        self.pending.append(piece)
+
+    def flushed(self, ok: bool):
+        if self.flushing is not None:
+            self.result = ok
+
+    def collect(self, now):
+        """Record the pieces of a finished flush."""
+        if self.flushing is None:
+            return
+        job = self.job
+        if self.result is None:
+            if now - self.started > job.ctx.io_timeout:
+                LOG.warning('bittorrent: %s: libtorrent did not flush '
+                            'within %.0fs', job.key, job.ctx.io_timeout)
+                self._requeue()
+            return
+        if not self.result:
+            self._requeue()
+            return
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise exceptions.DestinationError(
+                'cannot fsync %s: %s' % (job.target.path, exc)) from exc
+        for i in self.flushing:
+            job.target.record(*job.meta.piece_range(i))
+        self.flushing = None
+        self.result = None
+        self.last = now
+
+    def maybe_flush(self, now, force=False):
+        if self.flushing is not None or not self.pending:
+            return
+        if not force and now - self.last < self.interval:
+            return
+        self.flushing, self.pending = self.pending, []
+        self.result = None
+        self.started = now
+        self.job.handle.save_resume_data(
+            self.job.lt.save_resume_flags_t.flush_disk_cache)
+
+    def _requeue(self):
+        self.pending = self.flushing + self.pending
+        self.flushing = None
+        self.result = None

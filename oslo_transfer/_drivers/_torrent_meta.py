@@ -175,7 +175,7 @@ def bdecode(data: bytes):
     return value
 
 
-# -- parsing -------------------------------------------------------------------
+# -- parsing ------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class TorrentFile:

@@ -43,12 +43,12 @@ import time
 
 from oslo_config import cfg
 
-from oslo_transfer import driver
-from oslo_transfer import exceptions
-from oslo_transfer import locations
 from oslo_transfer._drivers import _torrent_meta as meta_mod
 from oslo_transfer._drivers import _torrent_origin as origin_mod
 from oslo_transfer._drivers import _torrent_seed as seed_mod
+from oslo_transfer import driver
+from oslo_transfer import exceptions
+from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
 
@@ -439,4 +439,3 @@ class BitTorrentDriver(driver.Driver):
             if self._http is not None:
                 self._http.close()
                 self._http = None
-

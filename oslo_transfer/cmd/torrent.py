@@ -34,8 +34,8 @@ import threading
 
 from oslo_config import cfg
 
-from oslo_transfer import exceptions
 from oslo_transfer._drivers import _torrent_meta as meta_mod
+from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 

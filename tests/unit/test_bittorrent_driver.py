@@ -20,14 +20,14 @@ import sys
 from oslo_config import cfg
 import pytest
 
-from oslo_transfer import driver
-from oslo_transfer import exceptions
-from oslo_transfer import locations
-from oslo_transfer import opts
 from oslo_transfer._drivers import _torrent_meta as meta_mod
 from oslo_transfer._drivers import _torrent_session
 from oslo_transfer._drivers import bittorrent
 from oslo_transfer.cmd import torrent as torrent_cmd
+from oslo_transfer import driver
+from oslo_transfer import exceptions
+from oslo_transfer import locations
+from oslo_transfer import opts
 
 PIECE = 256 * 1024
 

@@ -202,8 +202,10 @@ def test_malformed_refused(data, why):
 
 
 def test_info_hash_is_over_the_raw_bytes():
-    """Keys out of order (other clients write such files): the info-hash
-    is the SHA-1 of the info dictionary exactly as found."""
+    """Keys out of order (other clients write such files).
+
+    The info-hash is the SHA-1 of the info dictionary exactly as found.
+    """
     info = (b'd6:lengthi100e4:name5:x.img12:piece lengthi262144e'
             b'6:pieces20:' + b'\x00' * 20 + b'e')
     unsorted = b'd4:info' + info[:-1].replace(b'd6:length', b'd4:name5:x.img'

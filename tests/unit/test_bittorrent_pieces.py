@@ -181,8 +181,10 @@ def test_no_help_for_a_fast_receiver():
 
 
 def test_no_help_for_an_absent_receiver():
-    """A receiver that has shown nothing may not have started yet: its
-    slice is left to it (and to the peer_wait fallback)."""
+    """A receiver that has shown nothing may not have started yet.
+
+    Its slice is left to it (and to the peer_wait fallback).
+    """
     n = 16
     plan = pieces.PiecePlan(0, 2, n)
     st = _State(n)

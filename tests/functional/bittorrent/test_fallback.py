@@ -77,8 +77,11 @@ def test_nothing_to_ask_fails_at_once(make_transfer, image, dest):
 
 def test_engine_falls_back_to_http(make_transfer, origin, image, tmp_path,
                                    dest):
-    """Stale metadata (another version of the image): every piece fails
-    its hash check, the driver stalls, the engine reads the URL by HTTP."""
+    """Stale metadata: the engine falls back on HTTP.
+
+    The metadata describes another version of the image: every piece fails
+    its hash check, the driver stalls, the engine reads the URL by HTTP.
+    """
     data = image(3 * MiB)
     stale = fconf.make_data_file(tmp_path, 'stale.raw', data.size)
     raw = bittorrent.make_torrent(stale.path)

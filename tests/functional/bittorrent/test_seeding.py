@@ -36,8 +36,10 @@ def _no_seeds_left():
 
 def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
                             dest):
-    """The renamed destination is seeded: a later receiver, with no web
-    seed, gets every piece from us."""
+    """The renamed destination is seeded.
+
+    A later receiver, with no web seed, gets every piece from us.
+    """
     data = image(6 * MiB)
     torrent = tmp_path / 'x.torrent'
     torrent.write_bytes(bittorrent.make_torrent(data.path))

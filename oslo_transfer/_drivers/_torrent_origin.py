@@ -261,6 +261,8 @@ class OriginFetcher:
                 return
             except exceptions.TransferError as exc:
                 self.job.origin_done(index, None)
+                if self.token.cancelled:
+                    return          # the download ended: reads were cut
                 with self._lock:
                     self.errors[loc.url] = exc
                 if not exc.retryable:

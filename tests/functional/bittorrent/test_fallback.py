@@ -118,3 +118,22 @@ def test_cancel_keeps_resumable_state(make_transfer, image, dest):
     fconf.assert_resumable(dest, size=data.size)
     sess = _torrent_session.current()
     assert sess.find(bittorrent.parse_torrent(raw).info_hash) is None
+
+
+def test_deadline(make_transfer, image, dest):
+    """[oslo_transfer] total_timeout bounds a download that still moves."""
+    data = image(8 * MiB)
+    slow = webseed.WebSeed(data.path, delay=0.2).start()
+    try:
+        # metadata only (its web seed is the slow server): no HTTP
+        # candidate to fall back on
+        raw = bittorrent.make_torrent(data.path, web_seeds=[slow.url])
+        tr = make_transfer(oslo_transfer={'total_timeout': 2})
+        with pytest.raises(exceptions.TransferTimeout) as ei:
+            tr.copy(oslo_transfer.Source(torrent=raw), dest,
+                    hints=oslo_transfer.Hints(peers=4))
+    finally:
+        slow.stop()
+    assert 'ran out of time' in str(ei.value)
+    ctl = fconf.assert_resumable(dest, size=data.size)
+    assert 0 < sum(e - s for s, e in ctl['ranges']) < data.size

@@ -172,8 +172,9 @@ _CACHE = _MetaCache()
 def wait_for_seeding(timeout: float | None = None) -> bool:
     """Block until this process seeds nothing any more.
 
-    ``oslo-transfer copy`` calls it before it returns, so that a script's
-    host seeds for ``seed_time`` like a service's.
+    A script calls it before it exits, so that its host seeds for
+    ``seed_time`` like a service's (``oslo-transfer copy`` is meant to call
+    it before it returns).
 
     :returns: False if ``timeout`` ran out first.
     """

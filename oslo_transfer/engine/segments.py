@@ -16,10 +16,14 @@ One :class:`Fill` moves the missing ranges of one object from one location
 into the ``.part`` file.  Worker threads (one per segment) take pieces from
 a queue, read them with ranged reads and write them at their offsets; the
 calling thread is the single hasher, which follows the contiguous prefix by
-reading ``.part`` back (from the page cache).  Every ``checkpoint_bytes /
-segments`` bytes a worker makes the file durable and records the written
+reading ``.part`` back (from the page cache).  Once ``checkpoint_bytes``
+have been written since the last checkpoint, by all workers together, the
+worker that crosses the mark makes the file durable and records the written
 ranges and the prefix digest in the journal, so that a crash re-sends at
-most about ``checkpoint_bytes`` in total.
+most about ``checkpoint_bytes`` in total.  One ``fdatasync`` covers what
+every worker wrote, so counting across workers (rather than giving each
+worker ``checkpoint_bytes / segments``) keeps the same bound with a
+``segments``-th of the syncs.
 """
 
 import collections
@@ -73,7 +77,9 @@ class Fill:
         self.ctx = job.child_context(self.token)
         self.ckpt_lock = threading.Lock()
         self.mark = (hashed, hasher.copy().hexdigest() if hasher else None)
-        self.interval = max(1 << 20, job.checkpoint_bytes // self.segments)
+        self.interval = job.checkpoint_bytes
+        # Bytes written by all workers since the last checkpoint.
+        self.unsynced = 0
 
     # -- planning ---------------------------------------------------------
 
@@ -97,8 +103,6 @@ class Fill:
 
     def _worker(self):
         attempts = 0
-        # Bytes this worker wrote since its last checkpoint, across pieces.
-        unsynced = [0]
         while True:
             with self.cond:
                 if self.error is not None or not self.pieces:
@@ -108,7 +112,7 @@ class Fill:
                 start, end = self.pieces.popleft()
             at = [start]
             try:
-                self._read_piece(start, end, at, unsynced)
+                self._read_piece(start, end, at)
                 attempts = 0
             except exceptions.TransferError as exc:
                 pos = at[0]
@@ -133,7 +137,7 @@ class Fill:
             except BaseException as exc:  # noqa: reported by run()
                 self._fail(exc)
 
-    def _read_piece(self, start, end, at, unsynced):
+    def _read_piece(self, start, end, at):
         """Read ``[start, end)``; ``at[0]`` follows the bytes written."""
         job = self.job
         pos = start
@@ -173,13 +177,15 @@ class Fill:
                     self.part.write(pos, chunk)
                     with self.cond:
                         self.written.add(pos, pos + n)
+                        self.unsynced += n
+                        due = self.unsynced >= self.interval
+                        if due:
+                            self.unsynced = 0
                         self.cond.notify_all()
                     pos += n
                     at[0] = pos
-                    unsynced[0] += n
                     job.count_done(n)
-                    if unsynced[0] >= self.interval:
-                        unsynced[0] = 0
+                    if due:
                         self._checkpoint()
             except exceptions.RangeNotSupported as exc:
                 raise _StreamMode(str(exc)) from exc

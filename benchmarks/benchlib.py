@@ -160,9 +160,9 @@ def summarize(title: str, runs: dict, size: int, reference: str) -> list:
     rows = []
     print()
     print(title)
-    print('%-30s %9s %9s %11s %9s %10s' % ('tool', 'median s', 'min s',
-                                          'MiB/s', 'x ' + reference[:8],
-                                          'peak RSS'))
+    print('%-30s %9s %9s %11s %9s %10s' % (
+        'tool', 'median s', 'min s', 'MiB/s', 'x ' + reference[:8],
+        'peak RSS'))
     for name, rs in runs.items():
         walls = [r.wall for r in rs]
         med = statistics.median(walls)

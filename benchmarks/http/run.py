@@ -140,8 +140,8 @@ def loopback(server, size, repeat, out, curl, sync_bin, ours):
             'copy', url, dest, '--checksum', 'sha256:' + digest, '--json',
             '--no-progress'],
     }
-    print('\nloopback: %s from nginx, %d runs each' % (benchlib.human(size),
-                                                      repeat))
+    print('\nloopback: %s from nginx, %d runs each'
+          % (benchlib.human(size), repeat))
     runs = benchlib.alternate(tools, repeat, _prepare(dest),
                               _checker(dest, digest))
     rows = benchlib.summarize('loopback, %s' % benchlib.human(size), runs,

@@ -176,7 +176,7 @@ def file_equals(path, data: bytes) -> bool:
     return True
 
 
-# -- the state a transfer leaves on disk ---------------------------------------
+# -- the state a transfer leaves on disk --------------------------------------
 
 def part_path(dest) -> str:
     return '%s.part' % dest

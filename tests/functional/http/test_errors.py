@@ -52,8 +52,8 @@ def test_checksum_mismatch_leaves_nothing(nginx, serve, dest):
     fconf.assert_nothing_left(dest)
 
 
-def test_checksum_mismatch_with_segments_leaves_nothing(nginx, serve, dest,
-                                                       make_conf):
+def test_checksum_mismatch_with_segments_leaves_nothing(
+        nginx, serve, dest, make_conf):
     src = serve(6 * MiB)
     conf = make_conf(oslo_transfer={'segment_threshold': 0,
                                     'segment_size': MiB})
@@ -143,7 +143,7 @@ def test_connection_refused(dest, fast_conf):
     fconf.assert_nothing_left(dest)
 
 
-# -- servers that do not honour Range -------------------------------------------
+# -- servers that do not honour Range -----------------------------------------
 
 def test_nginx_ignoring_range_with_segments(nginx, serve, dest, make_conf):
     """``max_ranges 0``: every ranged GET gets 200 and the whole body."""
@@ -259,7 +259,7 @@ def test_truncated_body_without_content_length_check(badserver, dest,
     assert not os.path.exists(dest)
 
 
-# -- helpers ---------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------
 
 def _fake_partial(dest, src, url, nbytes, validator):
     """Leave ``.part`` + control file as an interrupted run would.

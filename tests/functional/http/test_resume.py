@@ -77,7 +77,7 @@ def _child_result(proc, timeout=120):
     return json.loads(out.strip().splitlines()[-1])
 
 
-# -- server stopped in the middle ------------------------------------------------
+# -- server stopped in the middle ---------------------------------------------
 
 def test_resume_after_server_stopped(own_nginx, dest, make_conf):
     src = fconf.make_data_file(own_nginx.docroot, 'img.raw', 8 * MiB)
@@ -93,8 +93,8 @@ def test_resume_after_server_stopped(own_nginx, dest, make_conf):
         ei.value)
     ctl = fconf.assert_resumable(dest, size=src.size)
     held = sum(e - s for s, e in ctl['ranges'])
-    assert held > 0, 'nothing recorded in %s: %s' % (fconf.ctl_path(dest),
-                                                    ctl)
+    assert held > 0, 'nothing recorded in %s: %s' % (
+        fconf.ctl_path(dest), ctl)
     assert fconf.correct_bytes(fconf.part_path(dest), src.data,
                                block=1) >= held
 
@@ -141,7 +141,7 @@ def test_server_restarted_during_retry_backoff(own_nginx, dest, make_conf):
     assert r.bytes_transferred < src.size + 2 * MiB
 
 
-# -- client killed in the middle --------------------------------------------------
+# -- client killed in the middle ----------------------------------------------
 
 SMALL_PIECES = {'segment_threshold': 0, 'segment_size': 4 * MiB}
 
@@ -218,7 +218,7 @@ def test_stale_control_temp_is_removed(nginx, serve, dest):
     fconf.assert_only_dest(dest, src.data)
 
 
-# -- two writers, one destination ---------------------------------------------------
+# -- two writers, one destination ---------------------------------------------
 
 def test_two_processes_same_destination(nginx, serve, dest):
     src = serve(6 * MiB)
@@ -239,7 +239,7 @@ def test_two_processes_same_destination(nginx, serve, dest):
     assert nginx.bytes_sent_for(src.name) == src.size, gets
 
 
-# -- cancel -------------------------------------------------------------------------
+# -- cancel -------------------------------------------------------------------
 
 def test_cancel_running_transfer_then_resume(nginx, serve, dest, make_conf):
     src = serve(8 * MiB)
@@ -277,7 +277,7 @@ def test_cancel_before_start(nginx, serve, dest, make_conf):
     assert not os.path.exists(dest)
 
 
-# -- source replaced between attempts ----------------------------------------------
+# -- source replaced between attempts -----------------------------------------
 
 def _interrupted_copy(server, dest, src, conf):
     progress, state = _stop_at(server, 1 / 3, src.size)

@@ -28,7 +28,7 @@ USER, PASSWORD = nginx_mod.USER, nginx_mod.PASSWORD
 TOKEN = 'gAAAAA-token-never-in-logs-91c2'
 
 
-# -- TLS ------------------------------------------------------------------------
+# -- TLS ----------------------------------------------------------------------
 
 def test_self_signed_certificate_refused_by_default(nginx, serve, dest,
                                                     make_conf):
@@ -71,7 +71,7 @@ def test_open_over_tls_with_ca_file(nginx, serve, make_conf):
         assert reader.read() == src.data[10:1010]
 
 
-# -- credentials ------------------------------------------------------------------
+# -- credentials --------------------------------------------------------------
 
 def test_basic_auth_from_url_userinfo(nginx, serve, dest):
     src = serve(MiB)

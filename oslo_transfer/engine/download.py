@@ -260,7 +260,12 @@ class Download:
             try:
                 return drv.stat(loc, self.ctx)
             except exceptions.TransferError as exc:
-                if not exc.retryable or attempt >= self.retries:
+                if (not exc.retryable or attempt >= self.retries or
+                        isinstance(exc, exceptions.TransferTimeout) or
+                        (self.ctx.remaining() or 1) <= 0):
+                    # A stat that timed out means a host that does not
+                    # answer: the next candidate is a better bet than
+                    # retries * io_timeout of waiting.
                     raise
                 attempt += 1
                 delay = self.backoff(attempt)
@@ -416,8 +421,13 @@ class Download:
                 job.count_done(nbytes)
 
         target = _Target()
-        drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
-        self.journal.save()
+        try:
+            drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
+        finally:
+            # What the driver recorded since the last save stays held,
+            # also when it failed or was cancelled.
+            with target._lock:
+                self.journal.save()
         final = size if size is not None else self.part.size()
         if self.part.size() != final:
             raise exceptions.SizeMismatch(

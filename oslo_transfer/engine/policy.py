@@ -24,6 +24,11 @@ import urllib.parse
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
+# Schemes whose URL names no host to connect to: local paths, and
+# ``torrent:`` locations (the web seeds and trackers in their metadata are
+# checked one by one by the driver through ``Context.check_url``).
+_NO_HOST_SCHEMES = frozenset(('file', 'torrent'))
+
 
 class URLPolicy:
     def __init__(self, allowed_schemes=(), denied_networks=()):
@@ -49,7 +54,7 @@ class URLPolicy:
             raise exceptions.URLNotAllowed(
                 'scheme %r is not in [oslo_transfer] allowed_schemes: %s'
                 % (scheme, loc.masked), url=loc.masked)
-        if not self.denied or scheme == 'file':
+        if not self.denied or scheme in _NO_HOST_SCHEMES:
             return
         host = urllib.parse.urlsplit(loc.url).hostname
         if not host:

@@ -22,6 +22,7 @@ import pytest
 
 import oslo_transfer
 from oslo_transfer import checksum as checksum_mod
+from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import stream as stream_mod
 from oslo_transfer import exceptions
 from oslo_transfer import testing
@@ -199,6 +200,61 @@ def test_fallback_to_next_location_keeps_verified_bytes(tmp_path):
     assert res.attempts and res.attempts[0][1] == 'one'
     assert res.bytes_resumed >= MiB
     assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_stat_timeout_goes_to_next_location_without_retries(tmp_path):
+    payload = fakes.data(MiB)
+    s1, s2 = fakes.MemoryStore(), fakes.MemoryStore()
+    s2.put('two://x', payload)
+    calls = []
+
+    d1 = fakes.make_driver_class('one', schemes=('one',), store=s1)
+
+    def stat(self, location, ctx):
+        calls.append(location.url)
+        raise exceptions.TransferTimeout('no answer from one://x in 60s')
+
+    d1.stat = stat
+    d2 = fakes.make_driver_class('two', schemes=('two',), store=s2)
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 5,
+                              ('oslo_transfer', 'retry_backoff'): 0.0},
+                             [d1, d2])
+    src = oslo_transfer.Source(urls=['one://x', 'two://x'])
+    with transfer_mod.Transfer(conf, drivers=[d1, d2]) as t:
+        res = t.copy(src, str(tmp_path / 'out'), checksum=sha(payload))
+    assert calls == ['one://x']
+    assert res.driver == 'two'
+    assert 'no answer' in res.attempts[0][2]
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_whole_file_driver_failure_keeps_recorded_ranges(tmp_path):
+    # A COPY_TO_PATH driver (BitTorrent) records pieces as it verifies them;
+    # what it recorded before failing must reach the control file even when
+    # the last periodic save was less than a second earlier.
+    payload = fakes.data(2 * MiB)
+    st = fakes.MemoryStore()
+    st.put('whole://x', payload)
+
+    def copy_to_path(self, location, target, ctx, progress=None):
+        with open(target.path, 'r+b') as f:
+            f.write(payload[:MiB])
+        target.record(0, MiB)
+        raise exceptions.ConnectionFailed('peer went away')
+
+    caps = (fakes.MemoryDriver.capabilities |
+            driver_mod.Capability.COPY_TO_PATH)
+    d = fakes.make_driver_class('whole', caps=caps, schemes=('whole',),
+                                store=st)
+    d.copy_to_path = copy_to_path
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 0}, [d])
+    out = str(tmp_path / 'out')
+    with transfer_mod.Transfer(conf, drivers=[d]) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('whole://x', out, checksum=sha(payload))
+    with open(out + '.part.ctl') as f:
+        assert json.load(f)['ranges'] == [[0, MiB]]
+    assert not os.path.exists(out)
 
 
 def test_no_splice_without_checksum(tmp_path):

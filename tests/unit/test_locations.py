@@ -112,3 +112,18 @@ def test_policy_mapped_and_unspecified_addresses(url):
 
 def test_checksum_dashed_names():
     assert checksum.parse('SHA-512:' + 'a' * 128).algorithm == 'sha512'
+
+
+def test_policy_does_not_resolve_torrent_pseudo_host(monkeypatch):
+    # torrent://metadata names no host; resolving "metadata" would fail (or
+    # worse, hit a real host of that name).  Its web seeds and trackers are
+    # checked by the driver one by one.
+    def no_dns(*args, **kwargs):
+        raise AssertionError('getaddrinfo called for %r' % (args,))
+
+    monkeypatch.setattr(policy.socket, 'getaddrinfo', no_dns)
+    p = policy.URLPolicy([], ['10.0.0.0/8'])
+    p.check('torrent://metadata')
+    p.check('/var/lib/glance/images/x')
+    with pytest.raises(AssertionError):
+        p.check('http://metadata/x')

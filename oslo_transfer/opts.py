@@ -79,9 +79,10 @@ _opts = [
                     'host:port, shared by every transfer of the process.'),
     cfg.IntOpt('checkpoint_bytes', default=16 * MiB, min=MiB,
                help='After a crash, at most about this many bytes are sent '
-                    'again: each of the segments in flight makes its bytes '
-                    'durable (fsync) and records them in the control file '
-                    'every checkpoint_bytes / segments bytes.'),
+                    'again: each time the segments in flight have written '
+                    'this many bytes together, the file is made durable '
+                    '(fsync) and the written ranges are recorded in the '
+                    'control file.'),
     cfg.IntOpt('chunk_size', default=MiB, min=4096,
                help='Size of the chunks read from a driver and written to '
                     'the destination.'),

@@ -14,8 +14,11 @@
 
 import json
 import re
+import signal
 import sys
 import time
+
+from oslo_config import cfg
 
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import locations
@@ -81,6 +84,12 @@ def register(sub):
                    default='verify',
                    help='what to do with an existing DST (default: keep it '
                         'if it matches, refuse otherwise)')
+    p.add_argument('--seed-time', type=float, metavar='SECONDS',
+                   help='BitTorrent: after the copy, seed the file this '
+                        'long before returning, so that the other hosts '
+                        'get it from this one (default: '
+                        '[oslo_transfer_bittorrent] seed_time; 0 returns at '
+                        'once)')
     p.add_argument('--json', action='store_true',
                    help='print the Result as one JSON object')
     p.add_argument('--no-progress', action='store_true',
@@ -147,6 +156,8 @@ def run_copy(args):
     if sys.stderr.isatty() and not args.json and not args.no_progress:
         bar = ProgressBar()
     with args.make_transfer() as t:
+        if args.seed_time is not None:
+            _override_seed_time(t.conf, args.seed_time)
         try:
             result = t.copy(_source(args), args.dest, checksum=ck,
                             hints=_hints(args), progress=bar,
@@ -155,16 +166,68 @@ def run_copy(args):
         finally:
             if bar is not None:
                 bar.close()
-    if args.json:
-        print(json.dumps(result.to_dict(), sort_keys=True))
-    else:
-        print('%s -> %s via %s: %s moved, %s resumed, %.2fs (%s/s)%s' % (
-            result.url or '(existing)', result.dest, result.driver or '-',
-            _human(result.bytes_transferred), _human(result.bytes_resumed),
-            result.elapsed, _human(result.throughput),
-            ', %s %s' % (result.algorithm, result.digest)
-            if result.digest else ''))
+        if args.json:
+            print(json.dumps(result.to_dict(), sort_keys=True))
+        else:
+            print('%s -> %s via %s: %s moved, %s resumed, %.2fs (%s/s)%s' % (
+                result.url or '(existing)', result.dest,
+                result.driver or '-', _human(result.bytes_transferred),
+                _human(result.bytes_resumed), result.elapsed,
+                _human(result.throughput),
+                ', %s %s' % (result.algorithm, result.digest)
+                if result.digest else ''))
+        sys.stdout.flush()
+        _seed_before_return(result)
     return 0
+
+
+_BT_GROUP = 'oslo_transfer_bittorrent'
+
+
+def _override_seed_time(conf, seconds):
+    if seconds < 0:
+        raise ValueError('--seed-time must be 0 or more, not %s' % seconds)
+    try:
+        conf.set_override('seed_time', seconds, group=_BT_GROUP)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        # No BitTorrent driver installed: nothing will seed anyway.
+        pass
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _seed_before_return(result):
+    """Block while this process seeds what the copy fetched by BitTorrent.
+
+    The destination is already complete and renamed (and the result
+    printed); seeding ends after ``seed_time``, at ``seed_ratio``, once
+    every ``--peer`` is complete, or on Ctrl-C / SIGTERM (exit status 0:
+    the copy itself succeeded).
+    """
+    if result.driver != 'bittorrent':
+        return
+    from oslo_transfer._drivers import bittorrent
+    seeds = bittorrent.seeding()
+    if not seeds:
+        return
+    print('oslo-transfer: seeding %s for the other hosts (up to '
+          '[oslo_transfer_bittorrent] seed_time; Ctrl-C stops)'
+          % ', '.join(path for _, path in seeds), file=sys.stderr)
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        bittorrent.wait_for_seeding()
+    except (KeyboardInterrupt, _Terminated):
+        bittorrent.stop_seeding()
+        bittorrent.wait_for_seeding(10.0)
+        print('oslo-transfer: stopped seeding', file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run_plan(args):

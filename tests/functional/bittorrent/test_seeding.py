@@ -13,6 +13,7 @@
 """Seeding after a copy, metadata found next to the origin, the seed CLI."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -128,3 +129,102 @@ def test_seed_command_refuses_other_data(image, tmp_path):
     assert proc.returncode == 1
     assert b'does not match torrent' in proc.stderr
     assert b'0 of 8 pieces' in proc.stderr
+
+
+def _cli_copy(swarm, name, conf, argv):
+    """``oslo-transfer copy`` in a process of its own, as a script runs it."""
+    return swarm._start([sys.executable, '-m', 'oslo_transfer.cmd.main',
+                         '--config-file', conf, '-v', 'copy'] + argv
+                        + ['--json', '--no-progress'], name)
+
+
+def _cli_conf(tmp_path, name, port, **options):
+    opts = {'listen_interfaces': '127.0.0.1:%d' % port,
+            'allow_multiple_connections_per_ip': True,
+            'stall_timeout': 30, 'peer_wait': 1}
+    opts.update(options)
+    conf = tmp_path / ('%s.conf' % name)
+    fconf.write_conf_file(conf, {
+        'oslo_transfer': {'state_path': str(tmp_path / ('%s-state' % name))},
+        'oslo_transfer_bittorrent': opts})
+    return conf
+
+
+def test_cli_copy_seeds_before_it_returns(swarm, origin, image, tmp_path):
+    """``oslo-transfer copy`` prints its result, then seeds, then exits.
+
+    The later host gets every piece from the script's process (it has no
+    web seed); the script stops seeding, and exits 0, once its only
+    ``--peer`` is complete.
+    """
+    data = image(6 * MiB)
+    torrent = tmp_path / 'x.torrent'
+    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    cli_port, later_port = ports(2)
+    dest = str(tmp_path / 'cli' / 'image.raw')
+    os.makedirs(os.path.dirname(dest))
+    cli = _cli_copy(swarm, 'cli', _cli_conf(tmp_path, 'cli', cli_port), [
+        origin.url(data.name), dest, '--torrent', str(torrent),
+        '--peers', '4', '--peer', '127.0.0.1:%d' % later_port,
+        '--checksum', data.checksum(), '--seed-time', '600'])
+    out = cli.json_line(timeout=90)
+    assert out['driver'] == 'bittorrent', out
+    fconf.assert_only_dest(dest, data.data)
+    assert cli.popen.poll() is None, 'returned without seeding'
+
+    later = str(tmp_path / 'later' / 'image.raw')
+    os.makedirs(os.path.dirname(later))
+    # The later host seeds too (as it would in a boot storm), so that the
+    # script sees it complete.
+    recv = swarm.receiver('later', str(torrent), later, later_port,
+                          peers=['127.0.0.1:%d' % cli_port],
+                          checksum=data.checksum(),
+                          options={'seed_time': 60})
+    got = recv.json_line(timeout=90)
+    assert got['ok'], got
+    assert got['stats']['peer_pieces'] == got['stats']['pieces']
+    fconf.assert_only_dest(later, data.data)
+    assert cli.wait(timeout=90) == 0, cli.log_tail()
+    log = cli.log_tail(20000)
+    assert 'seeding %s' % dest in log
+    assert 'every named peer has the whole file' in log
+    fconf.assert_only_dest(dest, data.data)
+
+
+def test_cli_copy_sigterm_while_seeding(swarm, origin, image, tmp_path):
+    data = image(2 * MiB)
+    torrent = tmp_path / 'x.torrent'
+    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    (cli_port,) = ports(1)
+    dest = str(tmp_path / 'cli' / 'image.raw')
+    os.makedirs(os.path.dirname(dest))
+    cli = _cli_copy(swarm, 'cli', _cli_conf(tmp_path, 'cli', cli_port,
+                                            seed_time=600), [
+        origin.url(data.name), dest, '--torrent', str(torrent),
+        '--peers', '4', '--checksum', data.checksum()])
+    out = cli.json_line(timeout=90)
+    assert out['driver'] == 'bittorrent', out
+    assert cli.popen.poll() is None, 'seed_time from the config was ignored'
+    cli.signal(signal.SIGTERM)
+    assert cli.wait(timeout=30) == 0, cli.log_tail()
+    assert 'stopped seeding' in cli.log_tail()
+    fconf.assert_only_dest(dest, data.data)
+
+
+def test_cli_copy_seed_time_zero_returns_at_once(swarm, origin, image,
+                                                 tmp_path):
+    data = image(2 * MiB)
+    torrent = tmp_path / 'x.torrent'
+    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    (cli_port,) = ports(1)
+    dest = str(tmp_path / 'cli' / 'image.raw')
+    os.makedirs(os.path.dirname(dest))
+    cli = _cli_copy(swarm, 'cli', _cli_conf(tmp_path, 'cli', cli_port,
+                                            seed_time=600), [
+        origin.url(data.name), dest, '--torrent', str(torrent),
+        '--peers', '4', '--checksum', data.checksum(), '--seed-time', '0'])
+    out = cli.json_line(timeout=90)
+    assert out['driver'] == 'bittorrent', out
+    assert cli.wait(timeout=60) == 0, cli.log_tail()
+    assert 'seeding' not in cli.log_tail(20000).replace('seeding=', '')
+    fconf.assert_only_dest(dest, data.data)

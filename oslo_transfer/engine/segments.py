@@ -17,13 +17,14 @@ into the ``.part`` file.  Worker threads (one per segment) take pieces from
 a queue, read them with ranged reads and write them at their offsets; the
 calling thread is the single hasher, which follows the contiguous prefix by
 reading ``.part`` back (from the page cache).  Once ``checkpoint_bytes``
-have been written since the last checkpoint, by all workers together, the
-worker that crosses the mark makes the file durable and records the written
-ranges and the prefix digest in the journal, so that a crash re-sends at
-most about ``checkpoint_bytes`` in total.  One ``fdatasync`` covers what
-every worker wrote, so counting across workers (rather than giving each
-worker ``checkpoint_bytes / segments``) keeps the same bound with a
-``segments``-th of the syncs.
+have been written since the last checkpoint, by all workers together, a
+checkpoint thread makes the file durable and records the written ranges
+(as they were before the sync) and the prefix digest in the journal, so
+that a crash re-sends at most about ``checkpoint_bytes`` in total.  One
+``fdatasync`` covers what every worker wrote, so counting across workers
+(rather than giving each worker ``checkpoint_bytes / segments``) keeps the
+same bound with a ``segments``-th of the syncs, and no worker waits for the
+disk while it could be reading.
 """
 
 import collections
@@ -80,6 +81,8 @@ class Fill:
         self.interval = job.checkpoint_bytes
         # Bytes written by all workers since the last checkpoint.
         self.unsynced = 0
+        self.ckpt_due = threading.Event()
+        self.ckpt_stop = False
 
     # -- planning ---------------------------------------------------------
 
@@ -186,7 +189,7 @@ class Fill:
                     at[0] = pos
                     job.count_done(n)
                     if due:
-                        self._checkpoint()
+                        self.ckpt_due.set()
             except exceptions.RangeNotSupported as exc:
                 raise _StreamMode(str(exc)) from exc
             except exceptions.TransferError:
@@ -213,6 +216,19 @@ class Fill:
             self.cond.notify_all()
         self.token.cancel('stopping after an error in another segment')
 
+    def _checkpointer(self):
+        """Thread: a checkpoint each time the workers ask for one."""
+        while True:
+            self.ckpt_due.wait()
+            self.ckpt_due.clear()
+            if self.ckpt_stop:
+                return
+            try:
+                self._checkpoint()
+            except BaseException as exc:  # noqa: a full disk, an EIO
+                self._fail(exc)
+                return
+
     def _checkpoint(self, force=False):
         """fsync, then record the written ranges and the prefix digest."""
         with self.ckpt_lock:
@@ -238,6 +254,9 @@ class Fill:
         n = min(self.segments, max(1, len(self.pieces)))
         self.active = n
         self.job.user_cancel_link(self.token)
+        ckpt = threading.Thread(target=self._checkpointer,
+                                name='oslo-transfer-checkpoint', daemon=True)
+        ckpt.start()
         futures = [self.job.executor.submit(self._worker) for _ in range(n)]
         try:
             self._hash_loop()
@@ -247,6 +266,9 @@ class Fill:
         finally:
             for f in futures:
                 f.result()
+            self.ckpt_stop = True
+            self.ckpt_due.set()
+            ckpt.join()
             self.job.user_cancel_unlink()
             try:
                 self._checkpoint(force=True)

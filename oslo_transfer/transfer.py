@@ -87,9 +87,17 @@ class Transfer:
         None builds a private one with the defaults (scripts).
     :param drivers: entry-point names to load (default: every installed
         driver), or driver classes (tests, embedding).
+    :param executor: where :meth:`submit` runs transfers: a futurist
+        executor (``futurist.ThreadPoolExecutor``,
+        ``futurist.GreenThreadPoolExecutor`` under eventlet) or any
+        ``concurrent.futures.Executor`` the service already has.  It stays
+        the caller's: :meth:`close` does not shut it down.  Default: a
+        thread pool of ``[oslo_transfer] executor_workers`` owned by the
+        ``Transfer``.
     """
 
-    def __init__(self, conf: cfg.ConfigOpts | None = None, drivers=None):
+    def __init__(self, conf: cfg.ConfigOpts | None = None, drivers=None,
+                 executor=None):
         if conf is None:
             conf = cfg.ConfigOpts()
             conf([], project='oslo_transfer', default_config_files=[],
@@ -106,7 +114,8 @@ class Transfer:
         # The standard library's executors: their idle workers stop at
         # once on shutdown, where futurist's poll once a second, which
         # added a second to every command-line copy.
-        self.executor = futures.ThreadPoolExecutor(
+        self._own_executor = executor is None
+        self.executor = executor or futures.ThreadPoolExecutor(
             max_workers=g.executor_workers,
             thread_name_prefix='oslo-transfer')
         self.segment_executor = futures.ThreadPoolExecutor(
@@ -411,7 +420,8 @@ class Transfer:
         if self._closed:
             return
         self._closed = True
-        self.executor.shutdown(wait=True)
+        if self._own_executor:
+            self.executor.shutdown(wait=True)
         self.segment_executor.shutdown(wait=True)
         for d in self.drivers:
             try:

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 
+import futurist
 import pytest
 
 import oslo_transfer
@@ -380,6 +381,26 @@ def test_cancel_leaves_resumable_state(store, tmp_path):
         res = t.copy('mem://a', out, checksum=sha(payload))
     assert open(out, 'rb').read() == payload
     assert res.size == len(payload)
+
+
+def test_submit_runs_on_the_callers_futurist_executor(store, tmp_path):
+    payload = fakes.data(2 * MiB)
+    store.put('mem://a', payload)
+    pool = futurist.ThreadPoolExecutor(max_workers=2)
+    drv = fakes.make_driver_class(store=store)
+    conf = testing.make_conf({('oslo_transfer', 'retry_backoff'): 0.0}, [drv])
+    try:
+        with transfer_mod.Transfer(conf, drivers=[drv], executor=pool) as t:
+            h = t.submit('mem://a', str(tmp_path / 'out'),
+                         checksum=sha(payload))
+            assert h.result(timeout=30).size == len(payload)
+            assert pool.statistics.executed == 1
+        # close() left the caller's executor running.
+        assert pool.alive
+        assert pool.submit(lambda: 42).result(timeout=10) == 42
+    finally:
+        pool.shutdown()
+    assert (tmp_path / 'out').read_bytes() == payload
 
 
 def test_two_writers_one_destination(store, tmp_path):

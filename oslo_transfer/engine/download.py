@@ -414,7 +414,14 @@ class Download:
                     job.journal.ranges.add(offset, offset + length)
                     if time.monotonic() - self._saved > 1.0:
                         self._saved = time.monotonic()
-                        job.journal.save()
+                        self.save()
+
+            def save(self):
+                # Held means durable: whatever the driver did, the ranges
+                # reach the control file only after the .part was synced
+                # (one fdatasync a second; the inode is shared).
+                job.part.sync()
+                job.journal.save()
 
             def progress(self, nbytes):
                 job.count_wire(nbytes)
@@ -427,7 +434,12 @@ class Download:
             # What the driver recorded since the last save stays held,
             # also when it failed or was cancelled.
             with target._lock:
-                self.journal.save()
+                try:
+                    target.save()
+                except exceptions.TransferError as exc:
+                    # Do not hide the driver's own error behind this one.
+                    LOG.warning('could not record progress of %s: %s',
+                                self.part.path, exc)
         final = size if size is not None else self.part.size()
         if self.part.size() != final:
             raise exceptions.SizeMismatch(

@@ -258,6 +258,46 @@ def test_whole_file_driver_failure_keeps_recorded_ranges(tmp_path):
     assert not os.path.exists(out)
 
 
+def test_whole_file_ranges_are_synced_before_they_are_recorded(
+        tmp_path, monkeypatch):
+    from oslo_transfer.engine import journal as journal_mod
+    from oslo_transfer.engine import partfile as partfile_mod
+    events = []
+    real_sync, real_save = partfile_mod.PartFile.sync, journal_mod.Journal.save
+
+    def sync(self):
+        events.append('sync')
+        return real_sync(self)
+
+    def save(self):
+        events.append('save %s' % list(self.ranges))
+        return real_save(self)
+
+    monkeypatch.setattr(partfile_mod.PartFile, 'sync', sync)
+    monkeypatch.setattr(journal_mod.Journal, 'save', save)
+    payload = fakes.data(2 * MiB)
+    st = fakes.MemoryStore()
+    st.put('whole://x', payload)
+
+    def copy_to_path(self, location, target, ctx, progress=None):
+        with open(target.path, 'r+b') as f:
+            f.write(payload[:MiB])
+        target.record(0, MiB)
+        raise exceptions.ConnectionFailed('peer went away')
+
+    caps = (fakes.MemoryDriver.capabilities |
+            driver_mod.Capability.COPY_TO_PATH)
+    d = fakes.make_driver_class('whole', caps=caps, schemes=('whole',),
+                                store=st)
+    d.copy_to_path = copy_to_path
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 0}, [d])
+    with transfer_mod.Transfer(conf, drivers=[d]) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('whole://x', str(tmp_path / 'out'))
+    first = events.index('save [(0, %d)]' % MiB)
+    assert 'sync' in events[:first], events
+
+
 def test_no_splice_without_checksum(tmp_path):
     payload = fakes.data(4 * MiB)
     s1, s2 = fakes.MemoryStore(), fakes.MemoryStore()

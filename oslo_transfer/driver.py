@@ -94,12 +94,19 @@ class Stat:
     :param ranges: True when ranged reads of this object are expected to
         work (``Accept-Ranges: bytes`` for HTTP).
     :param mtime: modification time (seconds since the epoch) if known.
+    :param max_segments: the most parallel segments worth opening on this
+        object, when the driver knows better than the engine's
+        ``[oslo_transfer] segments`` (a protocol whose every segment costs a
+        login, or a server that serves one stream as fast as several); None
+        leaves the engine's setting alone.  The engine never opens more than
+        the caller asked for.
     """
 
     size: int | None
     validator: str | None = None
     ranges: bool = False
     mtime: float | None = None
+    max_segments: int | None = None
 
 
 class CancelToken:

@@ -321,6 +321,8 @@ class Download:
                       size is not None)
             nseg = self.segments if (size or 0) >= self.segment_threshold \
                 else 1
+            if st.max_segments:
+                nseg = max(1, min(nseg, st.max_segments))
             fill = seg_mod.Fill(self, drv, loc, size, ranged, nseg, hasher,
                                 hashed)
             try:

@@ -322,7 +322,11 @@ class Driver(abc.ABC):
 
         ``length=None`` reads to the end.  Must yield exactly ``length``
         bytes or raise.  Drivers without ``RANGED_READ`` are only called
-        with ``offset=0``.
+        with ``offset=0``.  A driver may yield a ``bytearray`` or a
+        ``memoryview`` that it reuses once the next chunk is asked for; the
+        engine keeps only ``bytes`` chunks past that point (to hash them
+        without reading them back), so yielding ``bytes`` is the faster
+        choice when the driver has them anyway.
         """
         raise NotImplementedError
 

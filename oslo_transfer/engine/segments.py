@@ -38,6 +38,10 @@ from oslo_transfer import exceptions
 LOG = logging.getLogger(__name__)
 
 HASH_BLOCK = 4 * 1024 * 1024
+# Chunks that a worker wrote at (or just ahead of) the hasher's position are
+# handed to the hasher in memory, so that it need not read them back from
+# .part; at most this many bytes wait there, so memory stays bounded.
+HANDOFF_BYTES = 16 * 1024 * 1024
 
 
 class _StreamMode(Exception):
@@ -83,6 +87,10 @@ class Fill:
         self.unsynced = 0
         self.ckpt_due = threading.Event()
         self.ckpt_stop = False
+        # {offset: bytes} written but not yet hashed (see HANDOFF_BYTES).
+        self.handoff = {}
+        self.handoff_bytes = 0
+        self.handoff_hits = 0
 
     # -- planning ---------------------------------------------------------
 
@@ -180,6 +188,7 @@ class Fill:
                     self.part.write(pos, chunk)
                     with self.cond:
                         self.written.add(pos, pos + n)
+                        self._offer(pos, chunk, n)
                         self.unsynced += n
                         due = self.unsynced >= self.interval
                         if due:
@@ -208,6 +217,48 @@ class Fill:
                                                    pos - start, end - start),
                 url=self.loc.masked)
         return pos
+
+    def _offer(self, pos, chunk, n):
+        """Keep ``chunk`` for the hasher if it will want it soon.
+
+        Only ``bytes`` are kept: a driver may reuse a bytearray or a
+        memoryview's buffer once the engine has written it.  Called with
+        ``self.cond`` held.
+        """
+        if (self.hasher is None or type(chunk) is not bytes or
+                pos < self.hashed or
+                pos - self.hashed >= HANDOFF_BYTES or
+                self.handoff_bytes + n > HANDOFF_BYTES):
+            return
+        self.handoff[pos] = chunk
+        self.handoff_bytes += n
+
+    def _take(self, limit):
+        """The bytes at ``self.hashed``, from memory or read back.
+
+        :param limit: the end of the contiguous written prefix.
+        """
+        with self.cond:
+            data = self.handoff.pop(self.hashed, None)
+            if data is not None:
+                self.handoff_bytes -= len(data)
+                self.handoff_hits += 1
+                return data
+            end = min(limit, self.hashed + HASH_BLOCK)
+            for k in self.handoff:
+                if self.hashed < k < end:
+                    end = k
+        data = self.part.read(self.hashed, end - self.hashed)
+        if len(data) != end - self.hashed:
+            raise exceptions.DestinationError(
+                '%s is shorter than what was written to it' % self.part.path)
+        return data
+
+    def _drop_stale(self):
+        """Forget kept chunks the hasher went past (read back instead)."""
+        with self.cond:
+            for k in [k for k in self.handoff if k < self.hashed]:
+                self.handoff_bytes -= len(self.handoff.pop(k))
 
     def _fail(self, exc):
         with self.cond:
@@ -297,14 +348,11 @@ class Fill:
                 self.hashed = avail
                 continue
             while self.hashed < avail:
-                n = min(HASH_BLOCK, avail - self.hashed)
-                data = self.part.read(self.hashed, n)
-                if len(data) != n:
-                    raise exceptions.DestinationError(
-                        '%s is shorter than what was written to it'
-                        % self.part.path)
+                data = self._take(avail)
                 self.hasher.update(data)
-                self.hashed += n
+                with self.cond:
+                    self.hashed += len(data)
+            self._drop_stale()
             if self.hashed - last_mark >= HASH_BLOCK:
                 last_mark = self.hashed
                 mark = (self.hashed, self.hasher.copy().hexdigest())

@@ -122,10 +122,11 @@ def test_copy_with_checksum(server, put, conf, dest):
 
 def test_parallel_segments(server, put, conf, dest):
     # A file above segment_threshold is read as ranged segments, each on
-    # its own control connection.
+    # its own control connection, once max_segments allows it.
     df = put(server, 9 * MiB + 4321)
     c = conf(oslo_transfer={'segment_threshold': MiB,
-                            'segment_size': 2 * MiB, 'segments': 4})
+                            'segment_size': 2 * MiB, 'segments': 4},
+             oslo_transfer_ftp={'max_segments': 4})
     with transfer_mod.Transfer(c, drivers=['ftp']) as t:
         res = t.copy(_url(server, df.name), dest, checksum=df.checksum())
         pooled = t.driver('ftp')._pool.idle_count()
@@ -133,6 +134,29 @@ def test_parallel_segments(server, put, conf, dest):
     assert res.bytes_transferred == df.size
     # Several connections were used at once and went back to the pool.
     assert pooled >= 2
+
+
+def test_one_stream_by_default(server, put, conf, dest):
+    """max_segments=1 (the default): one connection, whatever segments."""
+    df = put(server, 9 * MiB + 4321)
+    c = conf(oslo_transfer={'segment_threshold': MiB,
+                            'segment_size': 2 * MiB, 'segments': 4})
+    with transfer_mod.Transfer(c, drivers=['ftp']) as t:
+        drv = t.driver('ftp')
+        assert drv.stat(locations.Location(_url(server, df.name)),
+                        _ctx()).max_segments == 1
+        res = t.copy(_url(server, df.name), dest, checksum=df.checksum())
+        pooled = drv._pool.idle_count()
+    fconf.assert_only_dest(dest, df.data)
+    assert res.bytes_transferred == df.size
+    assert pooled == 1
+
+
+def test_max_segments_zero_leaves_the_engine_alone(server, put):
+    df = put(server, 4096)
+    st = _driver(max_segments=0).stat(
+        locations.Location(_url(server, df.name)), _ctx())
+    assert st.max_segments is None and st.ranges
 
 
 def test_anonymous_read(vsftpd, put, conf, dest):

@@ -356,6 +356,23 @@ class Driver(abc.ABC):
         """
         raise NotImplementedError
 
+    def use_copy_to_path(self, location, target_dir: str, hashing: bool,
+                         ctx: Context) -> bool:
+        """Whether :meth:`copy_to_path` is the better way for this object.
+
+        Called for drivers with ``COPY_TO_PATH`` before each attempt.
+        ``hashing`` is True when the engine must digest the result (the
+        caller gave a checksum): after a whole-file copy it reads the copy
+        back, a second pass over the data, while a streamed read is hashed
+        as it arrives.  A driver whose fast path only moves the bytes (an
+        in-kernel copy) should return False then, and True where the fast
+        path costs next to nothing (a reflink) or where it cannot stream
+        at all.  The default is True.
+
+        :param target_dir: the directory of the ``.part`` file.
+        """
+        return True
+
     def after_commit(self, location, path: str, ctx: Context) -> None:
         """Called after the engine renamed a completed destination.
 

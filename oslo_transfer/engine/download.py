@@ -284,7 +284,10 @@ class Download:
 
     def _attempt(self, cand):
         drv, loc = cand.driver_obj, cand.location
-        whole_file = Cap.COPY_TO_PATH in drv.capabilities
+        whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
+            Cap.READ not in drv.capabilities or drv.use_copy_to_path(
+                loc, os.path.dirname(self.part.path),
+                self.checksum is not None, self.ctx))
         st = self._stat(drv, loc)
         size = st.size
         if size is None:

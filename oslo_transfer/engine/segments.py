@@ -41,7 +41,7 @@ HASH_BLOCK = 4 * 1024 * 1024
 # Chunks that a worker wrote at (or just ahead of) the hasher's position are
 # handed to the hasher in memory, so that it need not read them back from
 # .part; at most this many bytes wait there, so memory stays bounded.
-HANDOFF_BYTES = 16 * 1024 * 1024
+HANDOFF_BYTES = 8 * 1024 * 1024
 
 
 class _StreamMode(Exception):

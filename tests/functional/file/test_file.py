@@ -159,13 +159,36 @@ def test_zero_copy_is_used(tmp_path, monkeypatch):
         return n
 
     monkeypatch.setattr(os, 'copy_file_range', spy)
-    r = oslo_transfer.copy(src.path, dest, checksum=src.checksum())
+    r = oslo_transfer.copy(src.path, dest)
 
     fconf.assert_only_dest(dest, src.data)
     assert r.driver == 'file'
-    assert r.digest == src.sha256
+    assert r.digest is None
     # ext4 has no reflink: the kernel copied every byte.
     assert sum(moved) == src.size, moved
+
+
+def test_checksum_streams_in_one_pass(tmp_path, monkeypatch):
+    # With a digest to compute and no reflink (ext4), the data is streamed
+    # and hashed as it goes rather than copied in the kernel and read back.
+    from oslo_transfer.engine import partfile
+    src = fconf.make_data_file(tmp_path, 'src.img', 24 * MiB + 5)
+    dest = str(tmp_path / 'out' / 'dst.img')
+    os.mkdir(os.path.dirname(dest))
+    moved, read_back = [], []
+    real_cfr, real_read = os.copy_file_range, partfile.PartFile.read
+    monkeypatch.setattr(os, 'copy_file_range',
+                        lambda *a: moved.append(a) or real_cfr(*a))
+    monkeypatch.setattr(partfile.PartFile, 'read',
+                        lambda self, o, n: read_back.append(n) or
+                        real_read(self, o, n))
+
+    r = oslo_transfer.copy(src.path, dest, checksum=src.checksum())
+
+    fconf.assert_only_dest(dest, src.data)
+    assert r.digest == src.sha256
+    assert moved == []
+    assert sum(read_back) == 0
 
 
 def test_file_urls(tmp_path):

@@ -91,6 +91,19 @@ OPTS = [
                     'server busy while the engine writes what arrived.  '
                     'Reads running at once (parallel segments) share twice '
                     'that many, at least 8 each, so memory stays bounded.'),
+    cfg.BoolOpt('read_ahead', default=True,
+                help='When a ranged read runs alone (the engine reading '
+                     'one stream piece after piece), keep up to '
+                     'requests_in_flight requests in flight past the end '
+                     'of the range, on the same connection and file '
+                     'handle, for the next piece.  Without it the server '
+                     'waits at each piece boundary while the last answers '
+                     'are consumed.  Requests that the next read does not '
+                     'continue are answered and dropped (at most '
+                     'request_size * requests_in_flight bytes).\n\n'
+                     'Related options:\n\n* requests_in_flight\n'
+                     '* max_segments\n'
+                     '* [oslo_transfer] segment_size'),
     cfg.IntOpt('window_size', default=16 * MiB, min=256 * KiB,
                help='SSH channel window: bytes the server may send before '
                     'we acknowledge them; should be at least request_size '
@@ -128,6 +141,15 @@ def _forget(f):
         f.close()
     except Exception:  # noqa: the connection is gone; nothing to release
         pass
+
+
+class _Parked:
+    """An open remote file and its reader, kept on a pooled session."""
+
+    def __init__(self, path, file, reader):
+        self.path = path
+        self.file = file
+        self.reader = reader
 
 
 class SFTPDriver(driver.Driver):
@@ -190,7 +212,36 @@ class SFTPDriver(driver.Driver):
             extra_secrets=[self.options.key_passphrase],
             connection_lost=lost)
 
-    def _acquire(self, location, ctx):
+    def _acquire(self, location, ctx, resume=None):
+        """Lease a session; returns ``(key, session)``.
+
+        A session that comes back with a parked read (requests in flight
+        past the end of an earlier range) keeps it only when ``resume``
+        is ``(path, offset)`` of the range those requests continue;
+        otherwise its answers are drained and the file is closed first.
+        """
+        key, session = self._lease(location, ctx)
+        while session.parked is not None:
+            parked = session.parked
+            if (resume is not None and resume[0] == parked.path and
+                    parked.reader.continues_at(resume[1])):
+                break
+            try:
+                self._unpark(session)
+            except Exception as exc:  # noqa: a new session will do
+                LOG.debug('%s: dropping a session whose parked read '
+                          'failed to drain: %s', location.masked, exc)
+                self._pool.discard(session)
+                key, session = self._lease(location, ctx)
+        return key, session
+
+    @staticmethod
+    def _unpark(session):
+        parked, session.parked = session.parked, None
+        parked.reader.drain()
+        parked.file.close()
+
+    def _lease(self, location, ctx):
         session_mod, _ = self._libs()
         user, password, key_file = self._login(location)
         p = location.parts()
@@ -259,29 +310,44 @@ class SFTPDriver(driver.Driver):
         reads running at once (the engine's parallel segments) share twice
         that many, at least 8 each, so that memory does not grow with the
         number of segments.
+
+        :returns: ``(depth, reads running now)``.
         """
         with self._reads_lock:
             self._reads += delta
             active = max(1, self._reads)
         n = self.options.requests_in_flight
-        return max(min(n, 8), min(n, 2 * n // active))
+        return max(min(n, 8), min(n, 2 * n // active)), active
 
     def _read(self, location, path, offset, length, ctx):
         _, pipeline = self._libs()
-        key, session = self._acquire(location, ctx)
+        key, session = self._acquire(location, ctx, resume=(path, offset))
         cancel_key = ctx.cancel.on_cancel(session.close)
         o = self.options
         f = None
         clean = False
-        depth = self._depth(+1)
+        depth, active = self._depth(+1)
         try:
-            f = session.sftp.open(path, 'rb')
-            chunks = pipeline.read(
-                session.sftp.get_channel(), f.handle, offset, length,
-                o.request_size, depth,
+            parked, session.parked = session.parked, None
+            if parked is None:
+                f = session.sftp.open(path, 'rb')
+                parked = _Parked(path, f, pipeline.Reader(
+                    session.sftp.get_channel(), f.handle, o.request_size,
+                    depth, 4 * o.request_size))
+            f = parked.file
+            parked.reader.depth = depth
+            # A ranged read alone is most likely one piece of a stream
+            # that the engine reads piece after piece: keep requesting
+            # past its end, so the next piece does not start from an
+            # empty pipeline.  Parallel reads do not (their next pieces
+            # are elsewhere; the requests would be wasted).
+            lookahead = (o.read_ahead and length is not None and
+                         active == 1)
+            chunks = parked.reader.read(
+                offset, length,
                 # Each answer as it comes: joining them costs a copy.
                 o.request_size,
-                check=ctx.cancel.check)
+                check=ctx.cancel.check, lookahead=lookahead)
             got = 0
             for data in chunks:
                 got += len(data)
@@ -291,7 +357,10 @@ class SFTPDriver(driver.Driver):
                     '%s: read %d of %d bytes' % (location.masked, got,
                                                  length),
                     url=location.masked)
-            f.close()
+            if parked.reader.pending:
+                session.parked = parked
+            else:
+                f.close()
             clean = True
         except Exception as exc:
             raise self._translate(exc, location, 'read', ctx,
@@ -304,6 +373,7 @@ class SFTPDriver(driver.Driver):
             else:
                 # Requests may still be in flight: drop the connection
                 # (this also closes the remote file).
+                session.parked = None
                 self._pool.discard(session)
                 if f is not None:
                     _forget(f)

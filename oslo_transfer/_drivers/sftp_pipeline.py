@@ -33,7 +33,8 @@ Request ids start at 2**30, far above paramiko's own counter.
 import collections
 import struct
 
-__all__ = ['read', 'write', 'StatusError', 'ShortFile', 'PipelineError']
+__all__ = ['Reader', 'read', 'write', 'StatusError', 'ShortFile',
+           'PipelineError']
 
 # SFTP v3 packet types and status codes
 FXP_READ = 5
@@ -134,12 +135,132 @@ class _Channel:
             self.answer()
 
 
+class Reader:
+    """READ requests in flight on one open file, kept between ranges.
+
+    :meth:`read` yields one range.  With ``lookahead`` it keeps the window
+    of requests full past the end of the range, so that a read of the next
+    range (the engine's next piece of the same stream) finds its first
+    answers already on the way instead of starting an empty pipeline: the
+    server never waits while we consume the tail of a range.  Requests in
+    flight that the next read does not continue (another offset) are
+    drained first; call :meth:`drain` before anything else uses the
+    channel.
+
+    :param chan: the SFTP channel (``SFTPClient.get_channel()``).
+    :param handle: the SFTP handle (``SFTPFile.handle``).
+    :param request_size: bytes per READ request.
+    :param depth: requests in flight (may change between reads).
+    """
+
+    def __init__(self, chan, handle, request_size, depth, bulk):
+        self.ch = _Channel(chan, handle, bulk)
+        self.request_size = request_size
+        self.depth = depth
+        self.next_off = 0           # where the next request starts
+        # (offset, bytes) answered past the end of the last range.
+        self.spare = None
+
+    @property
+    def pending(self) -> bool:
+        """Requests in flight or bytes kept for the next range."""
+        return bool(self.ch.pending) or self.spare is not None
+
+    def continues_at(self, offset) -> bool:
+        """True when what is in flight (or kept) starts at ``offset``."""
+        if self.spare is not None:
+            return self.spare[0] == offset
+        return bool(self.ch.pending) and self.ch.pending[0][1][0] == offset
+
+    def drain(self):
+        """Read and drop every answer still due (the channel is then free)."""
+        self.spare = None
+        self.ch.drain()
+
+    def read(self, offset, length, chunk_size, check=None, lookahead=False):
+        """Yield ``[offset, offset+length)`` in order (see :func:`read`).
+
+        :param lookahead: keep requesting past the end of the range (at
+            most ``depth`` requests in flight); they stay in flight for
+            the next call.
+        """
+        ch = self.ch
+        if self.pending and not self.continues_at(offset):
+            self.drain()
+        if not ch.pending:
+            self.next_off = offset
+        end = None if length is None else offset + length
+        pos = offset
+        eof = False
+        parts, held = [], 0
+        if self.spare is not None:
+            data, self.spare = self.spare[1], None
+            if end is not None and len(data) > length:
+                self.spare = (end, data[length:])
+                data = data[:length]
+            parts.append(data)
+            held = len(data)
+            pos += held
+        while end is None or pos < end:
+            while (not eof and len(ch.pending) < self.depth and
+                   (end is None or lookahead or self.next_off < end)):
+                n = self.request_size
+                if end is not None and self.next_off < end:
+                    n = min(n, end - self.next_off)
+                ch.send(FXP_READ, _READ_TAIL.pack(self.next_off, n),
+                        meta=(self.next_off, n))
+                self.next_off += n
+            if not ch.pending:
+                break
+            ptype, start, stop, (off, n) = ch.answer()
+            if ptype == FXP_DATA:
+                got = _U32.unpack_from(ch.buf, start)[0]
+                if got > n or got == 0 or start + 4 + got > stop:
+                    raise PipelineError('%d bytes answered a read of %d '
+                                        'at %d' % (got, n, off))
+                take = got
+                if end is not None and off + got > end:
+                    # Asked for before this range was known (lookahead):
+                    # keep the rest for the next range.
+                    take = end - off
+                    self.spare = (end, ch.buf[start + 4 + take:
+                                              start + 4 + got])
+                parts.append(ch.buf[start + 4:start + 4 + take])
+                held += take
+                pos = off + take
+                if got < n:
+                    # A capped read (OpenSSH answers at most 255 KiB):
+                    # ask for the rest at once; it is answered after the
+                    # others.
+                    _reinsert_rest(ch, off + got, n - got)
+                    self.request_size = min(self.request_size, got)
+                if held >= chunk_size:
+                    yield b''.join(parts)
+                    parts, held = [], 0
+            elif ptype == FXP_STATUS:
+                code, text = ch.status(start, stop)
+                if code != FX_EOF:
+                    raise StatusError(code, text)
+                if end is not None:
+                    raise ShortFile('the file ended at %d, before %d'
+                                    % (off, end))
+                eof = True      # every later request is past the end too
+                ch.drain()
+            else:
+                raise PipelineError('unexpected answer type %d to a read'
+                                    % ptype)
+            if check is not None:
+                check()
+        if parts:
+            yield b''.join(parts)
+
+
 def read(chan, handle, offset, length, request_size, depth, chunk_size,
          check=None):
     """Yield ``[offset, offset+length)`` of an open file, in order.
 
     ``length=None`` reads to the end of the file.  Pieces are joined into
-    chunks of about ``chunk_size`` bytes.
+    chunks of about ``chunk_size`` bytes.  Nothing stays in flight.
 
     :param chan: the SFTP channel (``SFTPClient.get_channel()``).
     :param handle: the SFTP handle (``SFTPFile.handle``).
@@ -147,53 +268,9 @@ def read(chan, handle, offset, length, request_size, depth, chunk_size,
     :raises ShortFile: the file ended before ``offset + length``.
     :raises StatusError: the server answered a read with an error.
     """
-    ch = _Channel(chan, handle, max(chunk_size, 4 * request_size))
-    end = None if length is None else offset + length
-    next_off = offset
-    eof = False
-    parts, held = [], 0
-    while True:
-        while (not eof and len(ch.pending) < depth and
-               (end is None or next_off < end)):
-            n = request_size if end is None else min(request_size,
-                                                     end - next_off)
-            ch.send(FXP_READ, _READ_TAIL.pack(next_off, n),
-                    meta=(next_off, n))
-            next_off += n
-        if not ch.pending:
-            break
-        ptype, start, stop, (off, n) = ch.answer()
-        if ptype == FXP_DATA:
-            got = _U32.unpack_from(ch.buf, start)[0]
-            if got > n or got == 0 or start + 4 + got > stop:
-                raise PipelineError('%d bytes answered a read of %d at %d'
-                                    % (got, n, off))
-            parts.append(ch.buf[start + 4:start + 4 + got])
-            held += got
-            if got < n:
-                # A capped read (OpenSSH answers at most 255 KiB): ask
-                # for the rest at once; it is answered after the others.
-                _reinsert_rest(ch, off + got, n - got)
-                request_size = min(request_size, got)
-            if held >= chunk_size:
-                yield b''.join(parts)
-                parts, held = [], 0
-        elif ptype == FXP_STATUS:
-            code, text = ch.status(start, stop)
-            if code != FX_EOF:
-                raise StatusError(code, text)
-            if end is not None:
-                raise ShortFile('the file ended at %d, before %d'
-                                % (off, end))
-            eof = True      # every later request is past the end too
-            ch.drain()
-        else:
-            raise PipelineError('unexpected answer type %d to a read'
-                                % ptype)
-        if check is not None:
-            check()
-    if parts:
-        yield b''.join(parts)
+    reader = Reader(chan, handle, request_size, depth,
+                    max(chunk_size, 4 * request_size))
+    return reader.read(offset, length, chunk_size, check)
 
 
 def _reinsert_rest(ch, off, n):

@@ -168,11 +168,16 @@ class Session:
 
     :ivar transport: the ``paramiko.Transport``.
     :ivar sftp: the ``paramiko.SFTPClient``.
+    :ivar parked: a read that stopped at the end of its range with
+        requests still in flight for the next one (see
+        :class:`~oslo_transfer._drivers.sftp_pipeline.Reader`), or None.
+        The driver drains it before the session serves anything else.
     """
 
     def __init__(self, transport, sftp):
         self.transport = transport
         self.sftp = sftp
+        self.parked = None
 
     def set_timeout(self, timeout: float):
         self.sftp.get_channel().settimeout(timeout)

@@ -151,14 +151,14 @@ def test_pool_keys_differ_by_secret():
 
 def test_parallel_reads_share_the_requests_in_flight():
     d = _sftp(requests_in_flight=32)
-    assert d._depth(+1) == 32          # alone
-    assert d._depth(+1) == 32          # two share 64
-    assert d._depth(+1) == 21
-    assert d._depth(+1) == 16          # four segments: 16 each
+    assert d._depth(+1) == (32, 1)     # alone
+    assert d._depth(+1) == (32, 2)     # two share 64
+    assert d._depth(+1) == (21, 3)
+    assert d._depth(+1) == (16, 4)     # four segments: 16 each
     for _ in range(4):
         d._depth(-1)
-    assert d._depth(+1) == 32
-    assert _sftp(requests_in_flight=4)._depth(+1) == 4
+    assert d._depth(+1) == (32, 1)
+    assert _sftp(requests_in_flight=4)._depth(+1) == (4, 1)
 
 
 def test_plan_ranks_ftp_and_sftp_beside_http():

@@ -217,3 +217,56 @@ def test_write_data_error_settles_first():
     assert isinstance(seen[0][0], ValueError)
     assert seen[0][1] == 0, 'answers were still unread'
     assert bytes(chan.file) == DATA[:20000]
+
+
+def _ranges(reader, ranges, request_size=4096):
+    out = []
+    for off, n in ranges:
+        out.append(b''.join(reader.read(off, n, 10000, lookahead=True)))
+    return out
+
+
+def test_lookahead_continues_into_the_next_range():
+    # Contiguous ranges on one reader: the next range's first requests
+    # were sent before it was asked for, and nothing was asked twice.
+    chan = FakeChannel(DATA)
+    reader = pipe.Reader(chan, HANDLE, 4096, 4, 16384)
+    first = b''.join(reader.read(0, 30000, 10000, lookahead=True))
+    assert first == DATA[:30000]
+    assert reader.pending and reader.continues_at(30000)
+    sent_before = len(chan.requests)
+    assert max(o + n for _t, o, n in chan.requests) > 30000
+    assert _ranges(reader, [(30000, 1), (30001, 5000), (35001, 64999)]) == [
+        DATA[30000:30001], DATA[30001:35001], DATA[35001:]]
+    offsets = [o for _t, o, _n in chan.requests]
+    assert len(offsets) == len(set(offsets))
+    assert len(chan.requests) > sent_before
+    assert chan.max_in_flight <= 4
+    reader.drain()
+    assert not reader.pending and chan.out == b''
+
+
+def test_lookahead_dropped_for_another_offset():
+    chan = FakeChannel(DATA)
+    reader = pipe.Reader(chan, HANDLE, 4096, 4, 16384)
+    assert _ranges(reader, [(0, 5000), (50000, 7000), (1, 2)]) == [
+        DATA[:5000], DATA[50000:57000], DATA[1:3]]
+    reader.drain()
+    assert chan.out == b''
+
+
+def test_lookahead_past_the_end_of_the_file():
+    chan = FakeChannel(DATA, max_read=3000)
+    reader = pipe.Reader(chan, HANDLE, 4096, 4, 16384)
+    assert _ranges(reader, [(90000, 9000), (99000, 1000)]) == [
+        DATA[90000:99000], DATA[99000:]]
+    reader.drain()
+    assert not reader.pending and chan.out == b''
+
+
+def test_no_lookahead_leaves_nothing_in_flight():
+    chan = FakeChannel(DATA)
+    reader = pipe.Reader(chan, HANDLE, 4096, 4, 16384)
+    assert b''.join(reader.read(0, 30000, 10000)) == DATA[:30000]
+    assert not reader.pending
+    assert max(o + n for _t, o, n in chan.requests) == 30000

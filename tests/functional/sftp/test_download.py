@@ -85,6 +85,36 @@ def test_parallel_segments(sshd, put, sftp_conf, dest):
     assert pooled >= 2
 
 
+@pytest.mark.parametrize('read_ahead', [True, False])
+def test_one_stream_reads_ahead_across_pieces(sshd, put, sftp_conf, dest,
+                                              monkeypatch, read_ahead):
+    """One segment, many pieces: one open file and pipeline for them all."""
+    import paramiko
+
+    opened = []
+    real_open = paramiko.SFTPClient.open
+
+    def counting_open(self, filename, *args, **kwargs):
+        opened.append(filename)
+        return real_open(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SFTPClient, 'open', counting_open)
+    df = put(6 * MiB + 3)
+    c = sftp_conf(oslo_transfer={'segment_threshold': MiB,
+                                 'segment_size': MiB, 'segments': 1},
+                  oslo_transfer_sftp={'read_ahead': read_ahead})
+    with transfer_mod.Transfer(c, drivers=['sftp']) as t:
+        res = t.copy(sshd.url(df.path), dest, checksum=df.checksum())
+        drv = t.driver('sftp')
+        # The session still serves other requests (the read-ahead past
+        # the end of the file is drained first).
+        assert drv.stat(locations.Location(sshd.url(df.path)),
+                        driver_mod.Context(io_timeout=10.0)).size == df.size
+    fconf.assert_only_dest(dest, df.data)
+    assert res.bytes_transferred == df.size
+    assert len(opened) == (1 if read_ahead else 7)
+
+
 def test_migration_copy_is_sparse(sshd, remote_dir, sftp_conf, dest):
     """A mostly empty disk image (Nova cold migration) lands sparse."""
     path = os.path.join(remote_dir, 'disk')

@@ -20,7 +20,9 @@
 * ``read``: a window of READ requests in flight (:mod:`.sftp_pipeline`);
   each call leases its own SSH connection from a per-server pool, so the
   engine's parallel segments run on separate connections and separate
-  server processes.
+  server processes.  ``stat`` caps the segments at ``max_segments`` (1 by
+  default: the client's CPU, not the connection, is the limit), and a
+  ranged read alone reads ahead into the next piece (``read_ahead``).
 * ``write``: into ``NAME.part``, renamed onto ``NAME`` on commit with the
   ``posix-rename@openssh.com`` extension (``stage_uploads``, the default),
   or in place; an interrupted upload continues at the staged file's size.
@@ -112,6 +114,22 @@ OPTS = [
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '
                      'verified.  Turn off to write NAME in place.'),
+    cfg.IntOpt('max_segments', default=1, min=0, max=64,
+               help='Most parallel ranged segments (each its own SSH '
+                    'connection, key exchange and server process) for one '
+                    'download.  A Python SSH client is limited by its own '
+                    'CPU (paramiko decrypts and parses every packet under '
+                    'one interpreter lock), not by the server or the '
+                    'link: on loopback 2 or 4 connections were no faster '
+                    'than one with read_ahead, and each added about 12 MiB '
+                    'of memory.  Raise it when one connection is limited '
+                    'elsewhere (a server that caps each session, a long '
+                    'fat link).\n\nPossible values:\n\n* 1 (default): one '
+                    'connection per object\n* N > 1: at most N segments, '
+                    'and never more than [oslo_transfer] segments\n* 0: no '
+                    'cap of its own; [oslo_transfer] segments decides\n\n'
+                    'Related options:\n\n* [oslo_transfer] segments\n'
+                    '* read_ahead\n* requests_in_flight'),
     cfg.IntOpt('pool_size', default=4, min=0,
                help='Idle SSH connections kept per server and user for '
                     'reuse.\n\nRelated options:\n\n'
@@ -293,7 +311,8 @@ class SFTPDriver(driver.Driver):
                            validator='size=%s;mtime=%s' % (st.st_size,
                                                            mtime),
                            ranges=st.st_size is not None,
-                           mtime=float(mtime) if mtime is not None else None)
+                           mtime=float(mtime) if mtime is not None else None,
+                           max_segments=self.options.max_segments or None)
 
     # -- read ---------------------------------------------------------------
 

@@ -76,13 +76,30 @@ def test_parallel_segments(sshd, put, sftp_conf, dest):
     """Ranged segments, each on its own SSH connection."""
     df = put(12 * MiB + 5)
     c = sftp_conf(oslo_transfer={'segment_threshold': MiB,
-                                 'segment_size': 2 * MiB, 'segments': 4})
+                                 'segment_size': 2 * MiB, 'segments': 4},
+                  oslo_transfer_sftp={'max_segments': 0})
     with transfer_mod.Transfer(c, drivers=['sftp']) as t:
         res = t.copy(sshd.url(df.path), dest, checksum=df.checksum())
         pooled = t.driver('sftp')._pool.idle_count()
     fconf.assert_only_dest(dest, df.data)
     assert res.bytes_transferred == df.size
     assert pooled >= 2
+
+
+def test_one_connection_by_default(sshd, put, sftp_conf, dest):
+    """max_segments=1 (the default) wins over [oslo_transfer] segments."""
+    df = put(12 * MiB + 5)
+    c = sftp_conf(oslo_transfer={'segment_threshold': MiB,
+                                 'segment_size': 2 * MiB, 'segments': 4})
+    with transfer_mod.Transfer(c, drivers=['sftp']) as t:
+        st = t.driver('sftp').stat(locations.Location(sshd.url(df.path)),
+                                   driver_mod.Context(io_timeout=10.0))
+        assert st.max_segments == 1
+        res = t.copy(sshd.url(df.path), dest, checksum=df.checksum())
+        pooled = t.driver('sftp')._pool.idle_count()
+    fconf.assert_only_dest(dest, df.data)
+    assert res.bytes_transferred == df.size
+    assert pooled == 1
 
 
 @pytest.mark.parametrize('read_ahead', [True, False])

@@ -33,6 +33,7 @@ import getpass
 import hashlib
 import logging
 import stat as stat_mod
+import sys
 import threading
 import urllib.parse
 
@@ -153,6 +154,29 @@ def remote_path(location) -> str:
     return path
 
 
+def _import_paramiko():
+    """``import paramiko``, without the ``invoke`` package if we can.
+
+    ``paramiko.config`` imports ``invoke`` (with asyncio, unittest.mock and
+    a YAML parser: about half of paramiko's import time) only to run
+    ``Match exec`` lines of an ssh_config file, which this driver never
+    reads.  When neither is imported yet, ``invoke`` is hidden while
+    paramiko loads; paramiko then records it as missing, exactly as on a
+    host without it.  A process that already imported either is left as
+    it is.
+    """
+    if 'paramiko' in sys.modules or 'invoke' in sys.modules:
+        import paramiko
+        return paramiko
+    sys.modules['invoke'] = None        # "import invoke" raises ImportError
+    try:
+        import paramiko
+    finally:
+        if 'invoke' in sys.modules and sys.modules['invoke'] is None:
+            del sys.modules['invoke']
+    return paramiko
+
+
 def _forget(f):
     """Close an SFTPFile whose connection is already closed, quietly."""
     try:
@@ -200,7 +224,7 @@ class SFTPDriver(driver.Driver):
     def _libs(self):
         if self._lib is None:
             try:
-                import paramiko
+                paramiko = _import_paramiko()
             except ImportError as exc:
                 raise exceptions.MissingDependency(
                     'the sftp driver needs paramiko: pip install '

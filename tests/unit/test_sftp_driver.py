@@ -176,3 +176,22 @@ def test_plan_ranks_ftp_and_sftp_beside_http():
         same = t.plan(source, hints=selector.Hints(same_network=True))
         assert {c.driver for c in same.candidates} == {'ftp', 'http',
                                                        'sftp'}
+
+
+def test_paramiko_is_imported_without_invoke():
+    """invoke stays unloaded, and importable by whoever wants it later."""
+    code = ('import sys\n'
+            'from oslo_transfer._drivers import sftp\n'
+            'paramiko = sftp._import_paramiko()\n'
+            'assert paramiko.Transport\n'
+            'print("invoke" in sys.modules)\n'
+            'try:\n'
+            '    import invoke  # noqa\n'
+            'except ImportError as exc:\n'
+            '    print("absent" if "No module" in str(exc) else exc)\n'
+            'else:\n'
+            '    print("importable")\n')
+    out = subprocess.run([sys.executable, '-c', code], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out[0] == 'False'
+    assert out[1] in ('importable', 'absent')

@@ -20,80 +20,12 @@ package and no configuration.
 """
 
 import hashlib
-import http.server
 import os
 import shutil
 import sys
 import tempfile
-import threading
 
 from oslo_transfer.cmd import copy as copy_cmd
-
-
-class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    """GET/HEAD of one file with single ``Range`` support and an ETag."""
-
-    protocol_version = 'HTTP/1.1'
-    path_on_disk = None
-
-    def log_message(self, *args):
-        pass
-
-    def _headers(self, code, length, extra=()):
-        st = os.stat(self.path_on_disk)
-        self.send_response(code)
-        self.send_header('Content-Length', str(length))
-        self.send_header('Accept-Ranges', 'bytes')
-        self.send_header('ETag', '"%x-%x"' % (st.st_mtime_ns, st.st_size))
-        self.send_header('Content-Type', 'application/octet-stream')
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-
-    def do_HEAD(self):
-        if self.path != '/image.raw':
-            self.send_error(404)
-            return
-        self._headers(200, os.path.getsize(self.path_on_disk))
-
-    def do_GET(self):
-        if self.path != '/image.raw':
-            self.send_error(404)
-            return
-        size = os.path.getsize(self.path_on_disk)
-        start, end = 0, size - 1
-        code, extra = 200, ()
-        rng = self.headers.get('Range')
-        if rng and rng.startswith('bytes='):
-            a, _, b = rng[6:].partition('-')
-            start = int(a)
-            end = min(int(b), size - 1) if b else size - 1
-            if start >= size:
-                self.send_response(416)
-                self.send_header('Content-Range', 'bytes */%d' % size)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-                return
-            code = 206
-            extra = [('Content-Range',
-                      'bytes %d-%d/%d' % (start, end, size))]
-        length = end - start + 1
-        self._headers(code, length, extra)
-        with open(self.path_on_disk, 'rb') as f:
-            try:
-                os.sendfile(self.wfile.fileno(), f.fileno(), start, length)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-
-def serve_file(path):
-    """Serve ``path`` as ``/image.raw`` on 127.0.0.1; returns (server, url)."""
-    handler = type('Handler', (_RangeHandler,), {'path_on_disk': path})
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    return server, 'http://127.0.0.1:%d/image.raw' % server.server_port
 
 
 def make_image(path, size, seed=b'oslo.transfer demo'):
@@ -141,7 +73,8 @@ def run(args):
         print('generating a %s image in %s ...' % (
             copy_cmd._human(args.size), work))
         digest = make_image(src, args.size)
-        server, url = serve_file(src)
+        from oslo_transfer.cmd import _demo_origin
+        server, url = _demo_origin.serve_file(src)
         print('origin: %s (embedded HTTP server with Range support)' % url)
         try:
             with args.make_transfer() as t:

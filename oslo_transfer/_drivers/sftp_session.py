@@ -36,6 +36,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 
 import paramiko
 from paramiko import buffered_pipe
@@ -136,9 +137,36 @@ class _ChunkPipe(buffered_pipe.BufferedPipe):
     buffer methods change; locking, timeouts and close are paramiko's.
     """
 
+    #: Wake a waiting reader at least this often while data arrives, so
+    #: that a slow server never looks like a hung one.
+    WAKE_INTERVAL = 0.1
+
     def __init__(self):
         super().__init__()
         self._buffer = _Chunks()
+        #: Bytes the reader waits for (set by the SFTP pipeline while it
+        #: waits for the rest of an answer; 1 otherwise).
+        self.want = 1
+        self._woken = 0.0
+
+    def feed(self, data):
+        """paramiko's ``feed``, waking the reader only when it can go on.
+
+        SSH packets are 32 to 64 KiB, an answer is 255 KiB: waking the
+        reading thread for every packet costs a thread switch, lock
+        traffic and a ``recv`` per packet.  A reader that said how many
+        bytes it needs (``want``) is woken once they are here, or after
+        ``WAKE_INTERVAL`` seconds.
+        """
+        with self._lock:
+            if self._event is not None:
+                self._event.set()
+            self._buffer_frombytes(data)
+            now = time.monotonic()
+            if (len(self._buffer) >= self.want or
+                    now - self._woken >= self.WAKE_INTERVAL):
+                self._woken = now
+                self._cv.notify_all()
 
     def _buffer_frombytes(self, data):
         self._buffer.add(bytes(data))
@@ -158,7 +186,9 @@ def open_sftp(transport, window_size, max_packet):
     chan = transport.open_session(window_size=window_size,
                                   max_packet_size=max_packet)
     if _fast_pipe_ok():
-        chan.in_buffer = _ChunkPipe()
+        pipe = _ChunkPipe()
+        if all(hasattr(pipe, a) for a in ('_lock', '_cv', '_event')):
+            chan.in_buffer = pipe
     chan.invoke_subsystem('sftp')
     return paramiko.SFTPClient(chan)
 

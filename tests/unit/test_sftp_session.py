@@ -15,6 +15,7 @@ network; paramiko objects and fakes)."""
 
 import errno
 import socket
+import time
 
 import paramiko
 import pytest
@@ -300,3 +301,45 @@ def test_chunk_pipe_whole_reads_do_not_copy():
     data = b'x' * 100000
     pipe.feed(data)
     assert pipe.read(1 << 20) is data
+
+
+def _counting_pipe():
+    pipe = sftp_session._ChunkPipe()
+    woken = []
+    real = pipe._cv.notify_all
+
+    def notify_all():
+        woken.append(len(pipe._buffer))
+        real()
+
+    pipe._cv.notify_all = notify_all
+    return pipe, woken
+
+
+def test_chunk_pipe_wakes_the_reader_once_what_it_wants_is_there():
+    pipe, woken = _counting_pipe()
+    pipe.want = 100
+    pipe._woken = time.monotonic() + 3600      # no periodic wake-up here
+    for _ in range(5):
+        pipe.feed(b'x' * 10)
+    assert woken == []
+    pipe.feed(b'y' * 60)
+    assert woken == [110]
+    assert pipe.read(1000) == b'x' * 50 + b'y' * 60
+
+
+def test_chunk_pipe_wakes_for_every_packet_by_default():
+    pipe, woken = _counting_pipe()
+    for _ in range(3):
+        pipe.feed(b'z')
+    assert woken == [1, 2, 3]
+
+
+def test_chunk_pipe_wakes_a_waiting_reader_periodically():
+    # A slow server: bytes keep coming but fewer than wanted; the reader
+    # still hears of them, so its timeout counts silence only.
+    pipe, woken = _counting_pipe()
+    pipe.want = 1 << 20
+    pipe._woken = time.monotonic() - 2 * pipe.WAKE_INTERVAL
+    pipe.feed(b'a' * 10)
+    assert woken == [10]

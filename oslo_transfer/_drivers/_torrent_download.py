@@ -151,15 +151,21 @@ class TorrentDownload:
             return self.stats
         finally:
             self._done = True
+            t_end = time.monotonic()
             if self.fetcher is not None:
                 self.fetcher.stop()
                 self.stats['origin_bytes'] = self.fetcher.bytes
+                self.stats['fetcher_cpu_s'] = round(self.fetcher.cpu, 3)
             if self.handle is not None:
                 try:
                     self._final_flush()
                 finally:
                     self._collect_stats()
+                    t_rm = time.monotonic()
                     self.sess.remove(self.handle, self.key)
+                    LOG.debug('bittorrent: %s: fetcher stop and final flush '
+                              '%.3fs, removal %.3fs', self.key,
+                              t_rm - t_end, time.monotonic() - t_rm)
             if fd is not None:
                 os.close(fd)
             self.ctx.cancel.remove(cancel_key)
@@ -328,6 +334,16 @@ class TorrentDownload:
     # -- the loop -------------------------------------------------------------
 
     def _loop(self):
+        cpu0 = time.thread_time()
+        alerts0 = self.sess.alert_cpu
+        try:
+            self._loop_until_done()
+        finally:
+            self.stats['loop_cpu_s'] = round(time.thread_time() - cpu0, 3)
+            self.stats['alert_cpu_s'] = round(
+                self.sess.alert_cpu - alerts0, 3)
+
+    def _loop_until_done(self):
         n = self.meta.num_pieces
         last_busy = last_connect = 0.0
         while True:

@@ -189,6 +189,8 @@ class OriginFetcher:
         self._parent = ctx.cancel
         self.connections = max(1, connections)
         self.bytes = 0
+        #: CPU seconds the fetcher threads used (diagnostics)
+        self.cpu = 0.0
         self.errors = {}
         self.dead = set()
         self._lock = threading.Lock()
@@ -232,6 +234,7 @@ class OriginFetcher:
         return alive[turn % len(alive)]
 
     def _worker(self, turn):
+        cpu0 = time.thread_time()
         try:
             self._work(turn)
         except Exception:  # noqa: never die silently
@@ -239,6 +242,9 @@ class OriginFetcher:
             with self._lock:
                 self.errors['fetcher'] = exceptions.ConnectionFailed(
                     'the web seed fetcher failed; see the log')
+        finally:
+            with self._lock:
+                self.cpu += time.thread_time() - cpu0
 
     def _work(self, turn):
         failures = 0

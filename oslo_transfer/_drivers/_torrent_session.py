@@ -39,6 +39,7 @@ import atexit
 import dataclasses
 import logging
 import threading
+import time
 
 from oslo_transfer import exceptions
 
@@ -147,6 +148,8 @@ class Session:
         self._listeners = {}
         self._listening = threading.Event()
         self.listen_errors = []
+        #: CPU seconds of the alert thread so far (diagnostics)
+        self.alert_cpu = 0.0
         self.session = lt.session(self.settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._alert_loop,
@@ -194,7 +197,9 @@ class Session:
 
     def _alert_loop(self):
         lt = self.lt
+        cpu0 = time.thread_time()
         while not self._stop.is_set():
+            self.alert_cpu = time.thread_time() - cpu0
             try:
                 if not self.session.wait_for_alert(500):
                     continue

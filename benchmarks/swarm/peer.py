@@ -29,6 +29,7 @@ import logging
 import os
 import resource
 import sys
+import threading
 import time
 
 
@@ -55,11 +56,28 @@ def run_oslo(args, peers):
     wait_until(args.start_at)
     start = time.time()
     cpu0 = _cpu()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     logging.getLogger('peer').info('copy starts')
+    if args.lt:
+        from oslo_transfer._drivers import _torrent_session
+        sess = _torrent_session.get_session(tr.driver('bittorrent').options)
+        sess.session.apply_settings(lt_settings(args.lt))
+    timeline = None
+    if args.timeline:
+        from oslo_transfer._drivers import _torrent_session
+
+        def handles():
+            sess = _torrent_session.current()
+            return sess.session.get_torrents() if sess else []
+        timeline = Timeline(args.start_at, handles).start()
     res = tr.copy(src, args.dest, checksum=args.checksum, hints=hints)
     end = time.time()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     out = {'start': start, 'end': end, 'driver': res.driver,
            'copy_cpu_s': _cpu() - cpu0,
+           'copy_user_s': ru1.ru_utime - ru0.ru_utime,
+           'copy_sys_s': ru1.ru_stime - ru0.ru_stime,
+           'timeline': timeline.stop() if timeline else None,
            'plan': [c.driver for c in plan.candidates],
            'stats': tr.driver('bittorrent').last_stats}
     return out, lambda: bittorrent.wait_for_seeding()
@@ -79,7 +97,8 @@ def run_libtorrent(args, peers):
         'urlseed_max_request_bytes': meta.piece_length,
         'ignore_limits_on_local_network': False,
         'close_redundant_connections': False,
-        'alert_mask': lt.alert.category_t.status_notification})
+        'alert_mask': lt.alert.category_t.status_notification,
+        **lt_settings(args.lt)})
     ti = lt.torrent_info(meta.torrent_bytes())
     ti.add_url_seed(args.url)
     p = lt.add_torrent_params()
@@ -89,7 +108,11 @@ def run_libtorrent(args, peers):
     wait_until(args.start_at)
     start = time.time()
     cpu0 = _cpu()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     h = s.add_torrent(p)
+    timeline = None
+    if args.timeline:
+        timeline = Timeline(args.start_at, lambda: [h]).start()
     for addr in peers:
         ip, pport = addr.rsplit(':', 1)
         if addr != args.listen:
@@ -98,9 +121,13 @@ def run_libtorrent(args, peers):
         s.wait_for_alert(200)
         s.pop_alerts()
     end = time.time()
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     st = h.status()
     out = {'start': start, 'end': end, 'driver': 'libtorrent',
            'copy_cpu_s': _cpu() - cpu0,
+           'copy_user_s': ru1.ru_utime - ru0.ru_utime,
+           'copy_sys_s': ru1.ru_stime - ru0.ru_stime,
+           'timeline': timeline.stop() if timeline else None,
            'stats': {'peer_bytes': st.total_payload_download}}
 
     def seed(session=s):
@@ -115,9 +142,64 @@ def run_libtorrent(args, peers):
     return out, seed
 
 
+def lt_settings(items) -> dict:
+    """``["name=value", ...]`` -> libtorrent settings (int, bool or str)."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition('=')
+        if value.lower() in ('true', 'false'):
+            out[key] = value.lower() == 'true'
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
 def _cpu():
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+class Timeline:
+    """Samples the torrent's progress and this process's CPU every 0.25 s.
+
+    Each sample is ``[t, pieces held, MB/s down, MB/s up, peers, user CPU
+    s, system CPU s]`` with ``t`` in seconds from ``--start-at``.
+    """
+
+    def __init__(self, t0, handles):
+        self.t0 = t0
+        self.handles = handles      # callable -> list of torrent handles
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    def _run(self):
+        while not self._stop.wait(0.25):
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            row = [round(time.time() - self.t0, 2), 0, 0.0, 0.0, 0,
+                   round(ru.ru_utime, 2), round(ru.ru_stime, 2)]
+            try:
+                for h in self.handles():
+                    st = h.status()
+                    row[1] = st.num_pieces
+                    row[2] = round(st.download_payload_rate / 1e6, 1)
+                    row[3] = round(st.upload_payload_rate / 1e6, 1)
+                    row[4] = st.num_peers
+            except RuntimeError:
+                pass
+            self.samples.append(row)
 
 
 def wait_until(t):
@@ -139,7 +221,11 @@ def main():
     p.add_argument('--seed-time', type=float, default=60.0)
     p.add_argument('--state-path', default='/tmp/oslo-transfer-bench')
     p.add_argument('--set', action='append', default=[])
+    p.add_argument('--lt', action='append', default=[],
+                   help='raw libtorrent setting NAME=VALUE (experiments)')
     p.add_argument('--log')
+    p.add_argument('--timeline', action='store_true',
+                   help='sample progress and CPU every 0.25 s')
     args = p.parse_args()
     if args.log:
         logging.basicConfig(filename=args.log, level=logging.DEBUG,

@@ -194,6 +194,14 @@ http {{
 """
 
 
+def _cpu_ticks():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open('/proc/stat') as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]            # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 class _Sampler:
     """Samples the origin's byte counter every 0.1 s during a run."""
 
@@ -301,6 +309,7 @@ class Bench:
         timer = '/usr/bin/time' if os.path.exists('/usr/bin/time') else None
         procs = []
         before = self.net.origin_tx()
+        busy0, total0 = _cpu_ticks()
         start = time.monotonic()
         for i in range(n):
             argv = ['ip', 'netns', 'exec', self.net.receiver_ns[i]]
@@ -314,6 +323,7 @@ class Bench:
                 raise RuntimeError('curl failed (%d)' % p.returncode)
             ends.append(time.monotonic())
         wall = max(ends) - start
+        busy1, total1 = _cpu_ticks()
         egress = self.net.origin_tx() - before
         rss = 0
         if timer:
@@ -321,7 +331,8 @@ class Bench:
                 with open(self.dest(i) + '.rss') as f:
                     rss = max(rss, int(f.read().split()[-1]))
         self.verify(n)
-        return {'wall': wall, 'egress': egress, 'rss_kib': rss}
+        return {'wall': wall, 'egress': egress, 'rss_kib': rss,
+                'machine_busy': (busy1 - busy0) / max(1, total1 - total0)}
 
     def run_peers(self, n, mode):
         addrs = ['%s:%d' % (ip, BT_PORT) for ip in self.net.ips[:n]]
@@ -341,11 +352,19 @@ class Bench:
                 argv += ['--peer', a]
             for item in self.args.set:
                 argv += ['--set', item]
+            for item in self.args.lt:
+                argv += ['--lt', item]
+            if self.args.timeline:
+                argv.append('--timeline')
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
                                           text=True, cwd=ROOT))
         self.procs.extend(procs)
         sampler = _Sampler(self.net, before, start_at)
         sampler.start()
+        wait = start_at - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        busy0, total0 = _cpu_ticks()
         results = []
         for i, p in enumerate(procs):
             line = p.stdout.readline()
@@ -357,6 +376,7 @@ class Bench:
                 raise RuntimeError('receiver %d (%s) failed: %s'
                                    % (i, mode, res.get('error')))
             results.append(res)
+        busy1, total1 = _cpu_ticks()
         egress = self.net.origin_tx() - before
         sampler.stop()
         if sampler.rx:
@@ -394,7 +414,41 @@ class Bench:
         out['first_s'] = min(r['end'] for r in results) - start_at
         out['origin_1m_s'] = sampler.reached(1 << 20)
         out['cpu_s'] = sum(r['copy_cpu_s'] for r in results)
+        out['cpu_user_s'] = sum(r['copy_user_s'] for r in results)
+        out['cpu_sys_s'] = sum(r['copy_sys_s'] for r in results)
+        out['machine_busy'] = (busy1 - busy0) / max(1, total1 - total0)
+        if self.args.timeline:
+            self.print_timeline(n, mode, results, start_at, out)
         return out
+
+    def print_timeline(self, n, mode, results, start_at, out):
+        """Per receiver: when it held 10/50/90/100 % of the pieces, CPU."""
+        pieces = None
+        path = os.path.join(os.path.dirname(self.log_path(n, mode, 0)),
+                            'timeline.json')
+        with open(path, 'w') as f:
+            json.dump([r.get('timeline') for r in results], f)
+        print('    receiver  10%   50%   90%  100%   end   user   sys  '
+              'python  (s from start; CPU s of the copy; python: the '
+              'driver\'s loop + web-seed + alert threads)')
+        for i, r in enumerate(results):
+            tl = r.get('timeline') or []
+            pieces = pieces or out.get('pieces') or max(
+                [row[1] for row in tl] or [1])
+
+            def at(frac, tl=tl):
+                for row in tl:
+                    if row[1] >= frac * pieces:
+                        return '%5.2f' % row[0]
+                return '    -'
+            st = r.get('stats') or {}
+            keys = ('loop_cpu_s', 'fetcher_cpu_s', 'alert_cpu_s')
+            py = [st.get(k, 0) for k in keys]
+            print('    r%-7d %s %s %s %s %5.2f %6.2f %5.2f %6.2f (%s)'
+                  % (i, at(0.1), at(0.5), at(0.9), at(1.0),
+                     r['end'] - start_at, r['copy_user_s'],
+                     r['copy_sys_s'], sum(py),
+                     '+'.join('%.2f' % x for x in py)))
 
     def verify(self, n):
         for i in range(n):
@@ -433,6 +487,11 @@ def main():
                    help='folder for the data (default /var/tmp)')
     p.add_argument('--tools', default=None,
                    help='comma-separated subset of http,oslo,libtorrent')
+    p.add_argument('--lt', action='append', default=[], metavar='NAME=VALUE',
+                   help='raw libtorrent setting for both peer modes '
+                        '(experiments)')
+    p.add_argument('--timeline', action='store_true',
+                   help='per receiver: progress and CPU over time')
     p.add_argument('--keep', action='store_true',
                    help='keep the work folder (receivers\' logs)')
     args = p.parse_args()
@@ -478,12 +537,16 @@ def main():
                              r['egress'] / args.size, r['rss_kib'] / 1024.0,
                              '  origin pieces %d/%d' % (
                                  r['origin_pieces'], r['pieces'])
-                             if 'pieces' in r else '',
+                             if 'pieces' in r else
+                             '  machine busy %.0f%%' % (
+                                 100 * r['machine_busy']),
                              '  (origin 1 MiB at %ss, 90%% at %ss, done at '
-                             '%ss; first receiver done %.2fs; CPU %.1fs)'
+                             '%ss; first receiver done %.2fs; CPU %.1fs '
+                             '(user %.1f, sys %.1f); machine busy %.0f%%)'
                              % (r['origin_1m_s'], r['origin_90_s'],
                                 r['origin_done_s'], r['first_s'],
-                                r['cpu_s'])
+                                r['cpu_s'], r['cpu_user_s'], r['cpu_sys_s'],
+                                100 * r['machine_busy'])
                              if 'first_s' in r else ''), flush=True)
             results[n] = runs
         report(results, args.size, bound, args.rate)

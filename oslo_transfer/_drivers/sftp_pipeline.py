@@ -77,12 +77,16 @@ class _Channel:
         self.chan = chan
         self.handle = _U32.pack(len(handle)) + handle
         self.bulk = bulk
-        self.buf = b''
-        self.pos = 0
+        # Received bytes objects, as they came; ``head`` bytes of the
+        # first are consumed, ``have`` bytes are unread in all.
+        self.parts = collections.deque()
+        self.head = 0
+        self.have = 0
         self.next_id = _FIRST_ID
         self.pending = collections.deque()
-        # The channel's buffer, if it can wait for a number of bytes
-        # (sftp_session._ChunkPipe): fewer wake-ups per answer.
+        # The channel's buffer, if it can wait for a number of bytes and
+        # hand out what it holds without joining it
+        # (sftp_session._ChunkPipe): fewer wake-ups and copies per answer.
         pipe = getattr(chan, 'in_buffer', None)
         self.pipe = pipe if hasattr(pipe, 'want') else None
 
@@ -94,56 +98,113 @@ class _Channel:
                                     self.handle, tail, data)))
         self.pending.append((rid, meta))
 
-    def _need(self, n):
-        """Make ``n`` unread bytes available in ``self.buf``."""
-        have = len(self.buf) - self.pos
-        if have >= n:
-            return
-        pieces = [self.buf[self.pos:]] if have else []
-        while have < n:
+    def _fill(self, n):
+        """Receive until ``n`` unread bytes are held."""
+        while self.have < n:
+            want = max(self.bulk, n - self.have)
             if self.pipe is None:
-                got = self.chan.recv(max(self.bulk, n - have))
+                got = self.chan.recv(want)
             else:
-                self.pipe.want = n - have
+                self.pipe.want = n - self.have
+                self.pipe.as_pieces = True
                 try:
-                    got = self.chan.recv(max(self.bulk, n - have))
+                    got = self.chan.recv(want)
                 finally:
                     self.pipe.want = 1
-            if not got:
+                    self.pipe.as_pieces = False
+            size = len(got)
+            if not size:
                 raise EOFError('the server closed the SFTP channel')
-            pieces.append(got)
-            have += len(got)
-        self.buf = pieces[0] if len(pieces) == 1 else b''.join(pieces)
-        self.pos = 0
+            pieces = getattr(got, 'pieces', None)
+            if pieces is None:
+                self.parts.append(got)
+            else:
+                self.parts.extend(pieces)
+            self.have += size
+
+    def take(self, n):
+        """The next ``n`` bytes (one copy at most; none for a whole part)."""
+        self._fill(n)
+        self.have -= n
+        parts = self.parts
+        first = parts[0]
+        left = len(first) - self.head
+        if left >= n:
+            if self.head == 0 and left == n:
+                parts.popleft()
+                return first
+            out = first[self.head:self.head + n]
+            self.head += n
+            if self.head == len(first):
+                parts.popleft()
+                self.head = 0
+            return out
+        views = []
+        while n:
+            first = parts[0]
+            left = len(first) - self.head
+            if left <= n:
+                views.append(memoryview(first)[self.head:])
+                parts.popleft()
+                self.head = 0
+                n -= left
+            else:
+                views.append(memoryview(first)[self.head:self.head + n])
+                self.head += n
+                n = 0
+        return b''.join(views)
+
+    def skip(self, n):
+        """Drop the next ``n`` bytes without copying them."""
+        self._fill(n)
+        self.have -= n
+        parts = self.parts
+        while n:
+            left = len(parts[0]) - self.head
+            if left <= n:
+                parts.popleft()
+                self.head = 0
+                n -= left
+            else:
+                self.head += n
+                n = 0
 
     def answer(self):
-        """``(type, start, end, meta)`` of the oldest pending request.
+        """``(type, body length, meta)`` of the oldest pending request.
 
-        The payload after the request id is ``self.buf[start:end]``.
+        The body (after the request id) is the next ``body length``
+        bytes: :meth:`take` or :meth:`skip` them.
         """
         rid, meta = self.pending.popleft()
-        self._need(9)
-        length, ptype, got_id = _HEAD.unpack_from(self.buf, self.pos)
+        length, ptype, got_id = _HEAD.unpack(self.take(9))
         if got_id != rid:
             raise PipelineError('answer to request %d where %d was '
                                 'expected' % (got_id, rid))
-        self._need(4 + length)
-        start = self.pos + 9
-        self.pos += 4 + length
-        return ptype, start, self.pos, meta
+        if length < 5:
+            raise PipelineError('an SFTP packet of %d bytes' % length)
+        return ptype, length - 5, meta
 
-    def status(self, start, end):
-        code = _U32.unpack_from(self.buf, start)[0]
+    def status(self, size):
+        """``(code, text)`` from a STATUS body of ``size`` bytes."""
+        body = self.take(size)
+        if size < 4:
+            raise PipelineError('a status answer of %d bytes' % size)
+        code = _U32.unpack_from(body, 0)[0]
         text = ''
-        if end - start >= 8:
-            n = _U32.unpack_from(self.buf, start + 4)[0]
-            raw = self.buf[start + 8:start + 8 + n]
-            text = raw.decode('utf-8', 'replace')
+        if size >= 8:
+            n = _U32.unpack_from(body, 4)[0]
+            text = body[8:8 + n].decode('utf-8', 'replace')
         return code, text
+
+    def drop(self):
+        """Read the oldest pending answer and drop it; returns its meta."""
+        _ptype, size, meta = self.answer()
+        self.skip(size)
+        return meta
 
     def drain(self):
         while self.pending:
-            self.answer()
+            self.drop()
 
 
 class Reader:
@@ -223,20 +284,22 @@ class Reader:
                 self.next_off += n
             if not ch.pending:
                 break
-            ptype, start, stop, (off, n) = ch.answer()
+            ptype, size, (off, n) = ch.answer()
             if ptype == FXP_DATA:
-                got = _U32.unpack_from(ch.buf, start)[0]
-                if got > n or got == 0 or start + 4 + got > stop:
+                got = _U32.unpack(ch.take(4))[0] if size >= 4 else 0
+                if got > n or got == 0 or 4 + got > size:
                     raise PipelineError('%d bytes answered a read of %d '
                                         'at %d' % (got, n, off))
+                data = ch.take(got)
+                ch.skip(size - 4 - got)
                 take = got
                 if end is not None and off + got > end:
                     # Asked for before this range was known (lookahead):
                     # keep the rest for the next range.
                     take = end - off
-                    self.spare = (end, ch.buf[start + 4 + take:
-                                              start + 4 + got])
-                parts.append(ch.buf[start + 4:start + 4 + take])
+                    self.spare = (end, data[take:])
+                    data = data[:take]
+                parts.append(data)
                 held += take
                 pos = off + take
                 if got < n:
@@ -249,7 +312,7 @@ class Reader:
                     yield b''.join(parts)
                     parts, held = [], 0
             elif ptype == FXP_STATUS:
-                code, text = ch.status(start, stop)
+                code, text = ch.status(size)
                 if code != FX_EOF:
                     raise StatusError(code, text)
                 if end is not None:
@@ -294,7 +357,7 @@ def _reinsert_rest(ch, off, n):
     """
     again = []
     while ch.pending:
-        again.append(ch.answer()[3])
+        again.append(ch.drop())
     ch.send(FXP_READ, _READ_TAIL.pack(off, n), meta=(off, n))
     for o, m in again:
         ch.send(FXP_READ, _READ_TAIL.pack(o, m), meta=(o, m))
@@ -315,11 +378,11 @@ def write(chan, handle, offset, chunks, request_size, depth, on_data_error):
 
     def settle(limit):
         while len(ch.pending) > limit:
-            ptype, start, stop, _meta = ch.answer()
+            ptype, size, _meta = ch.answer()
             if ptype != FXP_STATUS:
                 raise PipelineError('unexpected answer type %d to a write'
                                     % ptype)
-            code, text = ch.status(start, stop)
+            code, text = ch.status(size)
             if code != FX_OK:
                 ch.drain()
                 raise StatusError(code, text)

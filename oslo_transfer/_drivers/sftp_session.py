@@ -112,6 +112,29 @@ class _Chunks:
                 break
         return b''.join(out)
 
+    def pieces(self, limit=None):
+        """The first ``limit`` bytes as a list of bytes objects (no join).
+
+        Only a part cut by ``limit`` or already partly consumed is
+        sliced.
+        """
+        if limit is None or limit > self.size:
+            limit = self.size
+        out = []
+        n = 0
+        head = self.head
+        for part in self.parts:
+            if n >= limit:
+                break
+            take = min(len(part) - head, limit - n)
+            if head == 0 and take == len(part):
+                out.append(part)
+            else:
+                out.append(part[head:head + take])
+            n += take
+            head = 0
+        return out
+
     def __delitem__(self, key):
         n = self.size if key.stop is None else min(key.stop, self.size)
         self.size -= n
@@ -147,6 +170,9 @@ class _ChunkPipe(buffered_pipe.BufferedPipe):
         #: Bytes the reader waits for (set by the SFTP pipeline while it
         #: waits for the rest of an answer; 1 otherwise).
         self.want = 1
+        #: The next read returns :class:`Pieces` rather than ``bytes``
+        #: (set by the SFTP pipeline around its own reads only).
+        self.as_pieces = False
         self._woken = 0.0
 
     def feed(self, data):
@@ -172,7 +198,26 @@ class _ChunkPipe(buffered_pipe.BufferedPipe):
         self._buffer.add(bytes(data))
 
     def _buffer_tobytes(self, limit=None):
+        if self.as_pieces:
+            return Pieces(self._buffer.pieces(limit))
         return self._buffer.peek(limit)
+
+
+class Pieces:
+    """Received bytes handed out as they came, not joined into one.
+
+    ``len()`` is the number of bytes (what paramiko's ``Channel.recv``
+    needs for its window accounting); ``pieces`` the bytes objects.
+    """
+
+    __slots__ = ('pieces', 'size')
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.size = sum(len(p) for p in pieces)
+
+    def __len__(self):
+        return self.size
 
 
 def _fast_pipe_ok() -> bool:

@@ -18,6 +18,7 @@ import struct
 import pytest
 
 from oslo_transfer._drivers import sftp_pipeline as pipe
+from oslo_transfer._drivers import sftp_session
 
 HANDLE = b'h-1'
 
@@ -270,3 +271,47 @@ def test_no_lookahead_leaves_nothing_in_flight():
     assert b''.join(reader.read(0, 30000, 10000)) == DATA[:30000]
     assert not reader.pending
     assert max(o + n for _t, o, n in chan.requests) == 30000
+
+
+class _PipeFlags:
+    want = 1
+    as_pieces = False
+
+
+class PiecesChannel(FakeChannel):
+    """recv() hands out small bytes objects, as _ChunkPipe does."""
+
+    def __init__(self, *args, piece=7, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.in_buffer = _PipeFlags()
+        self.piece = piece
+        self.wants = []
+
+    def recv(self, n):
+        if not self.in_buffer.as_pieces:
+            return super().recv(n)
+        self.wants.append(self.in_buffer.want)
+        data = super().recv(n)
+        return sftp_session.Pieces([data[i:i + self.piece]
+                                    for i in range(0, len(data),
+                                                   self.piece)])
+
+
+@pytest.mark.parametrize('piece', [1, 7, 4096, 5000])
+def test_read_from_pieces(piece):
+    chan = PiecesChannel(DATA, piece=piece, max_read=3000)
+    reader = pipe.Reader(chan, HANDLE, 4096, 4, 16384)
+    assert _ranges(reader, [(0, 30000), (30000, 12345), (50000, 50000)]) \
+        == [DATA[:30000], DATA[30000:42345], DATA[50000:]]
+    reader.drain()
+    assert not reader.pending and chan.out == b''
+    # The pipeline said how much it waited for, and reset it after.
+    assert chan.wants and min(chan.wants) >= 1
+    assert chan.in_buffer.want == 1 and not chan.in_buffer.as_pieces
+
+
+def test_write_with_pieces():
+    chan = PiecesChannel(b'', piece=3)
+    n = pipe.write(chan, HANDLE, 0, [DATA[:50000], DATA[50000:]], 4096, 4,
+                   lambda exc: None)
+    assert n == len(DATA) and bytes(chan.file) == DATA

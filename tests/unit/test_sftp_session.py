@@ -343,3 +343,17 @@ def test_chunk_pipe_wakes_a_waiting_reader_periodically():
     pipe._woken = time.monotonic() - 2 * pipe.WAKE_INTERVAL
     pipe.feed(b'a' * 10)
     assert woken == [10]
+
+
+def test_chunk_pipe_hands_out_pieces_without_joining():
+    pipe = sftp_session._ChunkPipe()
+    parts = [b'a' * 10, b'b' * 20, b'c' * 30]
+    for p in parts:
+        pipe.feed(p)
+    assert pipe.read(5) == b'aaaaa'          # bytes for everyone else
+    pipe.as_pieces = True
+    got = pipe.read(30)
+    assert len(got) == 30
+    assert got.pieces[0] == b'a' * 5 and got.pieces[1] is parts[1]
+    got = pipe.read(1000)
+    assert len(got) == 25 and b''.join(got.pieces) == b'c' * 25

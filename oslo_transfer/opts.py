@@ -119,7 +119,8 @@ _opts = [
                      'leaves a complete-looking destination with lost '
                      'bytes.  Writeback starts early (sync_file_range), so '
                      'the cost is the disk\'s write speed.  False relies '
-                     'on the page cache: a killed process still resumes '
+                     'on the page cache (nothing is synced, the control '
+                     'file neither): a killed process still resumes '
                      'safely, a power loss may cost a restart (the prefix '
                      'digest catches it) but the checksum is still '
                      'verified before the rename.'),

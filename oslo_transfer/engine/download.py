@@ -87,7 +87,8 @@ class Download:
                                       sparse=g.sparse and not g.preallocate,
                                       durable=g.fsync)
         self.preallocate = g.preallocate
-        self.journal = journal_mod.Journal(self.dest + '.part.ctl')
+        self.journal = journal_mod.Journal(self.dest + '.part.ctl',
+                                           durable=g.fsync)
         self.lock = journal_mod.DestinationLock(self.dest + '.part.lock')
         self.wire = 0
         self.done = 0

@@ -118,8 +118,11 @@ class Journal:
     :ivar prefix_digest: hex digest (``algorithm``) of ``[0, prefix_len)``.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, durable: bool = True):
         self.path = path
+        # False with [oslo_transfer] fsync = false: the data is not synced
+        # either, so syncing its record would buy nothing.
+        self.durable = durable
         self.source = None
         self.validator = None
         self.size = None
@@ -175,7 +178,8 @@ class Journal:
                 blob = json.dumps(data).encode()
                 if os.write(fd, blob) != len(blob):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                os.fsync(fd)
+                if self.durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
@@ -218,8 +222,11 @@ class DestinationLock:
     writer may have removed it on completion); if not, lock again.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, durable: bool = True):
         self.path = path
+        # False with [oslo_transfer] fsync = false: the data is not synced
+        # either, so syncing its record would buy nothing.
+        self.durable = durable
         self.fd = None
 
     def acquire(self, cancel, deadline=None, poll=0.1):

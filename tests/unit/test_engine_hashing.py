@@ -153,3 +153,27 @@ def test_corrupt_part_under_a_resumed_prefix_is_caught(tmp_path):
         res = t.copy('mem://a', str(out), checksum=sha(payload))
     assert out.read_bytes() == payload
     assert res.bytes_resumed == 0
+
+
+@pytest.mark.parametrize('durable', [True, False])
+def test_fsync_option_covers_data_and_control_file(tmp_path, monkeypatch,
+                                                   durable):
+    import os
+    calls = []
+    for name in ('fsync', 'fdatasync'):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, _r=real, _n=name:
+                            calls.append(_n) or _r(fd))
+    store = fakes.MemoryStore()
+    drv = fakes.make_driver_class(store=store)
+    payload = fakes.data(4 * MiB)
+    store.put('mem://a', payload)
+    with make(drv, segments=2, fsync=durable) as t:
+        t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert (tmp_path / 'out').read_bytes() == payload
+    if durable:
+        # Data checkpoints, control-file rewrites, the file and its
+        # directory before and after the rename.
+        assert calls.count('fdatasync') >= 3 and calls.count('fsync') >= 4
+    else:
+        assert calls == []

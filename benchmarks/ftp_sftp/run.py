@@ -20,8 +20,13 @@ of random bytes (``--size``, default 512M) and downloads it with:
 * ``scp`` / ``curl -o``: the references (no verification, no fsync);
 * the same followed by ``sync FILE`` (the durability ``copy`` gives);
 * ``oslo-transfer copy --checksum sha256:...``: what a user runs (engine,
-  ``.part`` file, journal, fsync, rename; parallel segments by default);
-* the same with ``--segments 1`` (one connection);
+  ``.part`` file, journal, fsync, rename; one connection, the drivers'
+  ``max_segments`` default);
+* the same with 4 parallel segments (``max_segments = 0``, the engine's
+  default of 4), to show why one is the default;
+* SFTP only: ``scp -c aes128-gcm@openssh.com``, the cipher our client
+  negotiates (paramiko has no chacha20-poly1305, which ``scp`` picks by
+  default): like-for-like on the cipher, for information;
 * ``driver read() -> file``: the driver alone, one ``read()`` from 0 to
   the end written to a file (no engine, no verification), in a child
   process like the others.
@@ -126,7 +131,7 @@ def _ours(ours, conf, url, dest, digest, segments=None):
 
 
 def scenario(title, reference, ref_argv, url, dest, digest, size, conf,
-             repeat, ours, sync_bin):
+             repeat, ours, sync_bin, parallel_conf, extra=None):
     me = os.path.abspath(__file__)
     tools = {
         reference: ref_argv,
@@ -134,12 +139,13 @@ def scenario(title, reference, ref_argv, url, dest, digest, size, conf,
             'sh', '-c', '"$@" && "%s" "%s"' % (sync_bin, dest), 'sh'] +
         ref_argv,
         'oslo-transfer copy (sha256)': _ours(ours, conf, url, dest, digest),
-        'oslo-transfer copy --segments 1': _ours(ours, conf, url, dest,
-                                                 digest, 1),
+        'oslo-transfer copy, 4 segments': _ours(ours, parallel_conf, url,
+                                                dest, digest, 4),
         'driver read() -> file': [sys.executable, me, '--driver-loop',
                                   '--url', url, '--dest', dest, '--conf',
                                   conf],
     }
+    tools.update(extra or {})
     print('\n%s: %d runs each' % (title, repeat))
     runs = benchlib.alternate(tools, repeat, _prepare(dest),
                               _checker(dest, digest))
@@ -202,28 +208,37 @@ def main(argv=None) -> int:
         os.makedirs(vroot)
         vsftpd = ftpservers.Vsftpd(vroot, data).start()
         servers.append(vsftpd)
-        conf = _write_conf(os.path.join(work, 'bench.conf'), {
+        sections = {
             'oslo_transfer': {'state_path': os.path.join(work, 'state')},
             'oslo_transfer_sftp': {
                 'known_hosts_file': known, 'key_file': key,
                 'username': 'root', 'allow_agent': 'false',
-                'look_for_keys': 'false'}})
+                'look_for_keys': 'false'}}
+        conf = _write_conf(os.path.join(work, 'bench.conf'), sections)
+        sections['oslo_transfer_sftp'] = dict(
+            sections['oslo_transfer_sftp'], max_segments=0)
+        sections['oslo_transfer_ftp'] = {'max_segments': 0}
+        parallel_conf = _write_conf(os.path.join(work, 'parallel.conf'),
+                                    sections)
         human = benchlib.human(size)
         if args.only in (None, 'sftp'):
+            scp_argv = [scp, '-q', '-P', str(sshd.port), '-i', key,
+                        '-o', 'UserKnownHostsFile=%s' % known,
+                        '-o', 'StrictHostKeyChecking=yes',
+                        '-o', 'BatchMode=yes']
+            where = ['root@127.0.0.1:%s' % src, dest]
             scenarios['SFTP from OpenSSH sshd, %s' % human] = scenario(
                 'SFTP from OpenSSH sshd, %s' % human, 'scp',
-                [scp, '-q', '-P', str(sshd.port), '-i', key,
-                 '-o', 'UserKnownHostsFile=%s' % known,
-                 '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes',
-                 'root@127.0.0.1:%s' % src, dest],
-                sshd.url(src), dest, digest, size, conf, args.repeat,
-                ours, sync_bin)
+                scp_argv + where, sshd.url(src), dest, digest, size, conf,
+                args.repeat, ours, sync_bin, parallel_conf,
+                extra={'scp -c aes128-gcm@openssh.com':
+                       scp_argv + ['-c', 'aes128-gcm@openssh.com'] + where})
         if args.only in (None, 'ftp'):
             scenarios['FTP from vsftpd, %s' % human] = scenario(
                 'FTP from vsftpd, %s' % human, 'curl -o',
                 [curl, '-s', '-S', '-o', dest, vsftpd.url('big.raw')],
                 vsftpd.url('big.raw'), dest, digest, size, conf,
-                args.repeat, ours, sync_bin)
+                args.repeat, ours, sync_bin, parallel_conf)
     finally:
         for s in reversed(servers):
             try:

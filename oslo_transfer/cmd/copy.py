@@ -12,6 +12,7 @@
 
 """``oslo-transfer copy``, ``plan`` and ``drivers``."""
 
+import argparse
 import json
 import re
 import signal
@@ -20,6 +21,7 @@ import time
 
 from oslo_config import cfg
 
+from oslo_transfer.cmd import _args
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import locations
 from oslo_transfer import selector
@@ -37,6 +39,14 @@ def parse_rate(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def _rate_arg(text):
+    """argparse type of ``--rate``: :func:`parse_rate`, a usage error."""
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def _add_source_args(p):
     p.add_argument('source', metavar='SRC',
                    help='URL or path to read; repeat --also for more '
@@ -45,7 +55,7 @@ def _add_source_args(p):
                    help='another location of the same data (fallback)')
     p.add_argument('--checksum', metavar='ALGO:HEX',
                    help='expected digest, e.g. sha256:9f86d0...')
-    p.add_argument('--peers', type=int, default=1, metavar='N',
+    p.add_argument('--peers', type=_args.at_least(1), default=1, metavar='N',
                    help='hosts fetching the same data at once, this one '
                         'included')
     p.add_argument('--peer', action='append', default=[],
@@ -76,15 +86,16 @@ def register(sub):
     p = sub.add_parser('copy', help='copy SRC to DST (a path or a URL)')
     _add_source_args(p)
     p.add_argument('dest', metavar='DST')
-    p.add_argument('--segments', type=int, metavar='N',
-                   help='parallel ranged segments (default 4)')
-    p.add_argument('--rate', type=parse_rate, metavar='BYTES/S',
-                   help='rate limit, e.g. 50M')
+    p.add_argument('--segments', type=_args.at_least(1), metavar='N',
+                   help='parallel ranged segments, 1 or more (default 4)')
+    p.add_argument('--rate', type=_rate_arg, metavar='BYTES/S',
+                   help='rate limit, e.g. 50M; 0 is unlimited')
     p.add_argument('--if-exists', choices=('verify', 'replace', 'error'),
                    default='verify',
                    help='what to do with an existing DST (default: keep it '
                         'if it matches, refuse otherwise)')
-    p.add_argument('--seed-time', type=float, metavar='SECONDS',
+    p.add_argument('--seed-time', type=_args.at_least(0, float),
+                   metavar='SECONDS',
                    help='BitTorrent: after the copy, seed the file this '
                         'long before returning, so that the other hosts '
                         'get it from this one (default: '

@@ -65,16 +65,45 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+_CONFIG_HELP = ('oslo.config file(s) with [oslo_transfer] and '
+                '[oslo_transfer_<driver>] options (repeat; before or after '
+                'the sub-command)')
+_VERBOSE_HELP = 'log progress (-v) or details (-vv) to stderr'
+
+
+def _add_global_args(parser, suppress=False):
+    """``--config-file`` and ``-v`` on the top parser or a sub-command.
+
+    On a sub-command the options land in their own ``sub_*`` attributes
+    and are absent unless given (``argparse.SUPPRESS``), so that the
+    sub-command parser does not overwrite what came before it;
+    :func:`_merge_global_args` adds them up.
+    """
+    prefix = 'sub_' if suppress else ''
+    extra = {'default': argparse.SUPPRESS} if suppress else {}
+    parser.add_argument('--config-file', action='append', metavar='PATH',
+                        dest=prefix + 'config_file', help=_CONFIG_HELP,
+                        **(extra or {'default': []}))
+    parser.add_argument('-v', '--verbose', action='count',
+                        dest=prefix + 'verbose', help=_VERBOSE_HELP,
+                        **(extra or {'default': 0}))
+
+
+def _merge_global_args(args):
+    args.config_file = (list(args.config_file) +
+                        list(getattr(args, 'sub_config_file', [])))
+    args.verbose += getattr(args, 'sub_verbose', 0)
+    for name in ('sub_config_file', 'sub_verbose'):
+        if hasattr(args, name):
+            delattr(args, name)
+    return args
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='oslo-transfer',
         description='Move large byte streams with the right protocol.')
-    parser.add_argument('--config-file', action='append', default=[],
-                        metavar='PATH',
-                        help='oslo.config file(s) with [oslo_transfer] and '
-                             '[oslo_transfer_<driver>] options')
-    parser.add_argument('-v', '--verbose', action='count', default=0,
-                        help='log progress (-v) or details (-vv) to stderr')
+    _add_global_args(parser)
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     for name in COMMAND_MODULES:
@@ -85,6 +114,8 @@ def build_parser():
                 raise
             continue
         mod.register(sub)
+    for sub_parser in set(sub.choices.values()):
+        _add_global_args(sub_parser, suppress=True)
     return parser
 
 
@@ -98,7 +129,7 @@ def _make_conf(files):
 def main(argv=None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _merge_global_args(parser.parse_args(argv))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     level = {0: logging.WARNING,

@@ -37,6 +37,8 @@ import os
 import signal
 import sys
 
+from oslo_transfer.cmd import _args
+
 LOG = logging.getLogger(__name__)
 
 PASSWORD_ENV = 'OSLO_TRANSFER_FTP_PASSWORD'
@@ -96,7 +98,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='address announced in PASV replies (behind NAT); '
                         'oslo.transfer clients ignore it and use the '
                         'control connection\'s address')
-    p.add_argument('--max-connections', type=int, default=64, metavar='N',
+    p.add_argument('--max-connections', type=_args.at_least(1), default=64,
+                   metavar='N',
                    help='simultaneous connections (default 64)')
 
 

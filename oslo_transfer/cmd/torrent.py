@@ -35,6 +35,7 @@ import threading
 from oslo_config import cfg
 
 from oslo_transfer._drivers import _torrent_meta as meta_mod
+from oslo_transfer.cmd import _args
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def register(sub) -> None:
                    help='an HTTP(S) URL serving the same data (repeat)')
     p.add_argument('--tracker', action='append', default=[], metavar='URL',
                    help='a tracker announce URL (repeat)')
-    p.add_argument('--piece-size', type=int, metavar='BYTES',
+    p.add_argument('--piece-size', type=_args.at_least(1), metavar='BYTES',
                    help='bytes per piece (default: from the size, 256 KiB '
                         'to 4 MiB, or [oslo_transfer_bittorrent] '
                         'piece_size)')
@@ -69,7 +70,8 @@ def register(sub) -> None:
                    help='metadata of FILE (default: made now)')
     p.add_argument('--data', metavar='PATH',
                    help='the data of a TORRENT given as first argument')
-    p.add_argument('--seed-time', type=float, default=0.0, metavar='S',
+    p.add_argument('--seed-time', type=_args.at_least(0, float),
+                   default=0.0, metavar='S',
                    help='seconds to seed; 0 (the default) seeds until '
                         'SIGTERM')
     p.add_argument('--peer', action='append', default=[],

@@ -87,3 +87,78 @@ def test_no_progress_bar_when_piped(tmp_path, capsys):
     src.write_bytes(b'x' * 1000)
     rc, out, err = run(capsys, 'copy', str(src), str(tmp_path / 'd'))
     assert rc == 0 and '\r' not in err
+
+
+def _conf_file(tmp_path, name, disabled):
+    path = tmp_path / name
+    path.write_text('[oslo_transfer]\ndisabled_drivers = %s\n' % disabled)
+    return str(path)
+
+
+@pytest.mark.parametrize('where', ['before', 'after'])
+def test_config_file_before_or_after_command(tmp_path, capsys, where):
+    src = tmp_path / 'src'
+    src.write_bytes(b'y' * 1000)
+    conf = _conf_file(tmp_path, 'c.conf', 'file')
+    argv = ['copy', str(src), str(tmp_path / 'dst')]
+    if where == 'before':
+        argv = ['--config-file', conf] + argv
+    else:
+        argv += ['--config-file', conf]
+    rc, out, err = run(capsys, *argv)
+    # The file says that no driver may read a local path.
+    assert rc == main.EXIT_ERROR
+    assert 'NoDriverFound' in err and 'disabled_drivers' in err
+    assert not (tmp_path / 'dst').exists()
+
+
+def test_config_files_on_both_sides_are_merged(tmp_path, capsys):
+    src = tmp_path / 'src'
+    src.write_bytes(b'z' * 1000)
+    first = _conf_file(tmp_path, 'first.conf', 'file')
+    last = _conf_file(tmp_path, 'last.conf', 'ftp')
+    argv = ['copy', str(src), str(tmp_path / 'dst'), '--json']
+    rc, out, err = run(capsys, '--config-file', last, *argv,
+                       '--config-file', first)
+    assert rc == main.EXIT_ERROR and 'disabled_drivers' in err
+    # Both files are read, in command-line order: the last one wins.
+    rc, out, err = run(capsys, '--config-file', first, *argv,
+                       '--config-file', last)
+    assert rc == 0, err
+    assert json.loads(out)['driver'] == 'file'
+
+
+@pytest.mark.parametrize('argv,verbose', [
+    (['copy', 'a', 'b'], 0),
+    (['-v', 'copy', 'a', 'b'], 1),
+    (['copy', 'a', 'b', '-v'], 1),
+    (['-v', 'plan', 'a', '-vv'], 3),
+])
+def test_verbose_before_or_after_command(argv, verbose):
+    args = main._merge_global_args(main.build_parser().parse_args(argv))
+    assert args.verbose == verbose
+    assert not hasattr(args, 'sub_verbose')
+
+
+@pytest.mark.parametrize('argv,option', [
+    (['copy', 'SRC', 'DST', '--segments', '0'], '--segments'),
+    (['copy', 'SRC', 'DST', '--segments', '-1'], '--segments'),
+    (['copy', 'SRC', 'DST', '--segments', 'four'], '--segments'),
+    (['copy', 'SRC', 'DST', '--peers', '0'], '--peers'),
+    (['plan', 'SRC', '--peers', '-3'], '--peers'),
+    (['copy', 'SRC', 'DST', '--rate', '-1'], '--rate'),
+    (['copy', 'SRC', 'DST', '--seed-time', '-1'], '--seed-time'),
+    (['make-torrent', 'SRC', '-o', 'DST', '--piece-size', '0'],
+     '--piece-size'),
+    (['serve', '--ftp', 'SRC', '--max-connections', '0'],
+     '--max-connections'),
+])
+def test_numeric_options_are_checked(tmp_path, capsys, argv, option):
+    src = tmp_path / 'src'
+    src.write_bytes(b'abc')
+    dst = tmp_path / 'dst'
+    argv = [{'SRC': str(src), 'DST': str(dst)}.get(a, a) for a in argv]
+    rc, out, err = run(capsys, *argv)
+    assert rc == main.EXIT_USAGE
+    assert 'usage:' in err and 'argument %s' % option in err
+    assert not dst.exists()

@@ -26,6 +26,12 @@ if [ -n "$missing" ]; then
     apt-get install -y -q -o DPkg::Lock::Timeout=300 $missing
 fi
 
+# Debian 12's own python3 is "externally managed" (PEP 668): pip refuses
+# to install into it unless told to.  This is a test machine, so the
+# packages go into the system Python; in a venv or a pyenv Python the
+# variable changes nothing.
+export PIP_BREAK_SYSTEM_PACKAGES=1
+export PIP_ROOT_USER_ACTION=ignore
 python3 -m pip install -q -r requirements.txt -r test-requirements.txt
 python3 -m pip install -q -e .
 

@@ -209,7 +209,9 @@ def mask_url(url) -> str:
 
     ``https://user:secret@host/x`` becomes ``https://user:***@host/x``.
     Query parameters that usually carry secrets (``token``, ``password``,
-    ``secret``, ``signature``, ``X-Amz-Signature``, ...) are masked too.
+    ``secret``, ``signature``, ``X-Amz-Signature``, Swift's
+    ``temp_url_sig``, Azure's ``sig``, ...) are masked too; see
+    :func:`is_secret_key`.
     """
     url = os.fspath(url)
     if is_local(url) and not url.startswith('file:'):
@@ -230,7 +232,7 @@ def mask_url(url) -> str:
         masked = []
         changed = False
         for k, v in pairs:
-            if any(s in k.lower() for s in _SECRET_KEYS):
+            if is_secret_key(k):
                 v = _MASK
                 changed = True
             masked.append((k, v))
@@ -242,6 +244,22 @@ def mask_url(url) -> str:
 
 _SECRET_KEYS = ('token', 'password', 'passwd', 'secret', 'signature',
                 'credential', 'chap')
+#: short names matched whole (``sig`` inside a longer word is no secret)
+_SECRET_NAMES = ('sig', 'temp_url_sig', 'key', 'api_key',
+                 'apikey', 'access_key', 'auth')
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether the query parameter ``name`` usually carries a secret.
+
+    Names containing ``token``, ``password``, ``secret``, ``signature``,
+    ``credential`` or ``chap`` (``X-Amz-Signature``, ``X-Amz-Credential``,
+    ``X-Amz-Security-Token``), and the short names ``sig`` (Azure SAS),
+    ``temp_url_sig`` (Swift temporary URLs), ``key``, ``api_key``...
+    """
+    k = name.lower()
+    return k in _SECRET_NAMES or k.endswith('_sig') or any(
+        s in k for s in _SECRET_KEYS)
 
 
 def mask_text(text: str, secrets) -> str:

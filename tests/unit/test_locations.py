@@ -25,9 +25,37 @@ from oslo_transfer import locations
     ('https://h/x?token=abc&a=1', 'https://h/x?token=***&a=1'),
     ('https://u@h/x', 'https://u@h/x'),
     ('/var/lib/x', '/var/lib/x'),
+    # S3 presigned URL
+    ('https://s3/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256'
+     '&X-Amz-Credential=AKIAX%2F20261201&X-Amz-Signature=5ec2e7',
+     'https://s3/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256'
+     '&X-Amz-Credential=***&X-Amz-Signature=***'),
+    # Swift temporary URL
+    ('https://swift/v1/AUTH_a/c/o?temp_url_sig=da39a3ee&temp_url_expires=9',
+     'https://swift/v1/AUTH_a/c/o?temp_url_sig=***&temp_url_expires=9'),
+    # Azure SAS
+    ('https://acct.blob/c/b?sv=2022-11-02&sp=r&sig=Zm9v%2Bbar%3D',
+     'https://acct.blob/c/b?sv=2022-11-02&sp=r&sig=***'),
+    # "sig" inside a longer name is no secret
+    ('https://h/x?design=a', 'https://h/x?design=a'),
 ])
 def test_mask_url(url, masked):
     assert locations.mask_url(url) == masked
+
+
+@pytest.mark.parametrize('name', ['sig', 'SIG', 'temp_url_sig',
+                                  'X-Amz-Signature', 'X-Amz-Credential',
+                                  'X-Amz-Security-Token', 'X-Goog-Signature',
+                                  'api_key', 'token'])
+def test_secret_query_keys(name):
+    assert locations.is_secret_key(name)
+
+
+@pytest.mark.parametrize('name', ['sv', 'sp', 'se', 'temp_url_expires',
+                                  'X-Amz-Expires', 'X-Amz-Date', 'design',
+                                  'multipart-manifest'])
+def test_query_keys_that_are_no_secret(name):
+    assert not locations.is_secret_key(name)
 
 
 def test_credentials_precedence():

@@ -15,7 +15,10 @@
 The pieces are cut into ``count`` contiguous slices, one per receiver
 (``_torrent_origin.my_share``).  A receiver asks the origin for:
 
-1. its own slice, front to back;
+1. its own slice, front to back, leaving out the pieces that a connected
+   peer already has (a receiver that helped this slice fetched them, and
+   libtorrent takes them from that peer) -- unless the peers are starving
+   this host;
 2. once that is fetched or in flight, and if ``help_slower_peers``: pieces
    of a slower receiver's slice, from the back, that no connected peer has
    yet -- only when that receiver is present (some of its slice is
@@ -118,7 +121,7 @@ class PiecePlan:
         :param starving: the peers sent nothing for ``peer_wait`` seconds.
         """
         for i in self.share:
-            if wanted(i):
+            if wanted(i) and (starving or avail is None or not avail[i]):
                 return i, 'share'
         if self.help_slower and avail is not None:
             i = self._help(wanted, avail, have)

@@ -120,6 +120,20 @@ def test_own_share_first_in_order():
     assert plan.next(st.wanted, None, st.have, False) == (6, 'share')
 
 
+def test_own_pieces_a_peer_has_are_left_to_the_peers():
+    # a helper fetched piece 4 from the origin: the owner does not fetch it
+    # again, libtorrent takes it from that peer
+    plan = pieces.PiecePlan(1, 4, 16)
+    st = _State(16)
+    avail = [0] * 16
+    avail[4] = 1
+    assert plan.next(st.wanted, avail, st.have, False) == (5, 'share')
+    avail[5:8] = [1, 2, 1]
+    assert plan.next(st.wanted, avail, st.have, False) is None
+    # starving (the peers send nothing): the origin is asked after all
+    assert plan.next(st.wanted, avail, st.have, True) == (4, 'share')
+
+
 def test_held_pieces_are_not_in_the_share():
     plan = pieces.PiecePlan(0, 2, 8, have={0, 1, 2})
     assert plan.share == [3]

@@ -18,12 +18,21 @@
   the object as one stream instead.  An error page is never data.
 * Redirects are followed by hand, at most ``max_redirects``; each target
   goes through the URL policy, and credentials (basic auth, token header,
-  the location's headers) are dropped when the host changes.
+  the location's headers) are dropped when the host changes or the scheme
+  goes from https to http.
+* ``stat`` sends HEAD; a server that refuses HEAD (405, 501, and the 400
+  or 403 of presigned GET-only URLs) is asked for ``bytes=0-0`` by GET.
+* Requests take a session from a small shared pool for as long as their
+  response is open: a session is never used by two requests at once, and
+  the sockets kept open do not grow with the number of calling threads.
+* Query parameters that carry secrets (signatures, tokens) are masked in
+  every message and log line, like passwords.
 * TLS verification is on; ``ca_file`` names a CA bundle, ``insecure``
   turns verification off (never in production).
 """
 
 import logging
+import re
 import threading
 import urllib.parse
 
@@ -31,6 +40,7 @@ from oslo_config import cfg
 
 from oslo_transfer import driver
 from oslo_transfer import exceptions
+from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
 
@@ -64,10 +74,20 @@ OPTS = [
     cfg.StrOpt('user_agent', default='oslo.transfer',
                help='User-Agent header of every request.'),
     cfg.IntOpt('pool_connections', default=16, min=1,
-               help='Keep-alive connections kept per host and thread.'),
+               help='Idle sessions kept for later requests, each with at '
+                    'most one keep-alive connection per host; sessions '
+                    'beyond this number are closed when their request '
+                    'ends, so the sockets kept open do not grow with the '
+                    'number of calling threads.'),
 ]
 
 _OK_PUT = (200, 201, 204)
+#: HEAD answers after which ``stat`` asks again by ``GET bytes=0-0``:
+#: HEAD not implemented (405, 501) and presigned GET-only URLs, whose
+#: signature covers the method (S3 answers 403, some gateways 400).
+_HEAD_REFUSED = (400, 403, 405, 501)
+#: hosts whose keep-alive pools one session keeps (urllib3 pool_connections)
+_HOSTS_PER_SESSION = 4
 
 
 def _status_error(resp, loc, what='GET'):
@@ -86,40 +106,104 @@ def _status_error(resp, loc, what='GET'):
     return exceptions.ProtocolError(msg, url=url, retryable=retry)
 
 
-def _translate(exc, loc):
+def _translate(exc, loc, fetched=None):
+    """Our exception for a requests exception (``fetched``: its URL)."""
     url = loc.masked
+    text = _clean(exc, loc, fetched)
     _requests()
     if isinstance(exc, requests.exceptions.SSLError):
         return exceptions.AuthenticationFailed(
             'TLS certificate verification failed for %s (set '
             '[oslo_transfer_http] ca_file to the CA that signed the '
-            'server certificate): %s' % (url, _clean(exc, loc)), url=url)
+            'server certificate): %s' % (url, text), url=url)
     if isinstance(exc, (requests.exceptions.ConnectTimeout,
                         requests.exceptions.ReadTimeout)):
-        return exceptions.TransferTimeout('%s: timed out: %s'
-                                          % (url, _clean(exc, loc)), url=url)
+        return exceptions.TransferTimeout('%s: timed out: %s' % (url, text),
+                                          url=url)
     if isinstance(exc, requests.exceptions.ConnectionError):
         return exceptions.ConnectionFailed('cannot reach %s: %s'
-                                           % (url, _clean(exc, loc)), url=url)
+                                           % (url, text), url=url)
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ContentDecodingError)):
         return exceptions.ProtocolError('%s: the body was cut short: %s'
-                                        % (url, _clean(exc, loc)), url=url)
-    return exceptions.ConnectionFailed('%s: %s' % (url, _clean(exc, loc)),
-                                       url=url)
+                                        % (url, text), url=url)
+    return exceptions.ConnectionFailed('%s: %s' % (url, text), url=url)
 
 
-def _clean(exc, loc):
+def _query_secrets(url):
+    """Values of the query parameters of ``url`` that carry secrets."""
+    try:
+        query = urllib.parse.urlsplit(url).query
+    except ValueError:
+        return []
+    out = []
+    for part in re.split('[&;]', query):
+        key, sep, raw = part.partition('=')
+        if not sep or not raw:
+            continue
+        if locations.is_secret_key(urllib.parse.unquote_plus(key)):
+            out += [raw, urllib.parse.unquote_plus(raw)]
+    return out
+
+
+def _clean(exc, loc, url=None):
+    """``str(exc)`` without passwords, tokens and query secrets.
+
+    urllib3's messages carry the raw path and query of the request
+    (``url``: the URL that was being fetched, after redirects).
+    """
     text = str(exc)
     creds = loc.credentials
     secrets = [loc.parts().password] if loc.parts().password else []
     if creds:
         secrets += [creds.password, creds.token]
-    for s in secrets:
-        if s:
-            text = text.replace(s, '***')
-            text = text.replace(urllib.parse.quote(s, safe=''), '***')
+    secrets += _query_secrets(loc.url)
+    if url:
+        secrets += _query_secrets(url)
+    # Longest first: a secret that contains another is masked whole.
+    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(s, '***')
+        text = text.replace(urllib.parse.quote(s, safe=''), '***')
+        text = text.replace(urllib.parse.quote_plus(s, safe=''), '***')
     return text
+
+
+class _SessionPool:
+    """requests Sessions, each used by one request at a time.
+
+    requests.Session is not documented as thread-safe, so a request checks
+    a session out for as long as its response is open (:meth:`get`) and
+    gives it back afterwards (:meth:`put`).  At most ``idle`` sessions are
+    kept with their keep-alive connections; the others are closed when
+    they come back.  Unlike a session per thread, this holds no socket for
+    a thread that has ended.
+    """
+
+    def __init__(self, factory, idle):
+        self._factory = factory
+        self._idle = idle
+        self._free = []
+        self._lock = threading.Lock()
+
+    def get(self):
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self._factory()
+
+    def put(self, session):
+        with self._lock:
+            if len(self._free) < self._idle:
+                self._free.append(session)
+                return
+        session.close()
+
+    def close(self):
+        """Close the idle sessions (those in use close when returned)."""
+        with self._lock:
+            free, self._free = self._free, []
+        for s in free:
+            s.close()
 
 
 class HTTPDriver(driver.Driver):
@@ -132,8 +216,7 @@ class HTTPDriver(driver.Driver):
 
     def __init__(self, conf):
         super().__init__(conf)
-        self._local = threading.local()
-        self._sessions = []
+        self._pool = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -142,22 +225,25 @@ class HTTPDriver(driver.Driver):
 
     # -- plumbing -----------------------------------------------------------
 
-    def _session(self) -> 'requests.Session':
-        s = getattr(self._local, 'session', None)
-        if s is None:
-            _requests()
-            s = requests.Session()
-            n = self.options.pool_connections
-            adapter = requests.adapters.HTTPAdapter(pool_connections=n,
-                                                    pool_maxsize=n,
-                                                    max_retries=0)
-            s.mount('http://', adapter)
-            s.mount('https://', adapter)
-            s.trust_env = False
-            self._local.session = s
-            with self._lock:
-                self._sessions.append(s)
+    def _new_session(self) -> 'requests.Session':
+        s = requests.Session()
+        # One request at a time per session: one connection per host is
+        # enough, a second one covers a connection still being released.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=_HOSTS_PER_SESSION, pool_maxsize=2,
+            max_retries=0)
+        s.mount('http://', adapter)
+        s.mount('https://', adapter)
+        s.trust_env = False
         return s
+
+    def _sessions(self) -> _SessionPool:
+        with self._lock:
+            if self._pool is None:
+                _requests()
+                self._pool = _SessionPool(self._new_session,
+                                          self.options.pool_connections)
+            return self._pool
 
     def _verify(self):
         if self.options.insecure:
@@ -187,12 +273,35 @@ class HTTPDriver(driver.Driver):
 
     def _request(self, method, loc, ctx, headers=None, stream=True,
                  data=None):
-        """Send with redirects followed by hand under the URL policy."""
+        """Send with redirects followed by hand under the URL policy.
+
+        The response holds a session of the pool until :meth:`_done`.
+        """
+        pool = self._sessions()
+        session = pool.get()
+        try:
+            resp = self._send(session, method, loc, ctx, headers, stream,
+                              data)
+        except BaseException:
+            pool.put(session)
+            raise
+        resp._oslo_session = session
+        if not stream:
+            self._done(resp)
+        return resp
+
+    def _done(self, resp):
+        """Close ``resp`` and give its session back to the pool."""
+        resp.close()
+        session = resp.__dict__.pop('_oslo_session', None)
+        if session is not None:
+            self._sessions().put(session)
+
+    def _send(self, session, method, loc, ctx, headers, stream, data):
         url = loc.without_userinfo()
         hdrs = self._headers(loc, headers)
         auth = self._auth(loc)
-        origin = urllib.parse.urlsplit(url).netloc
-        session = self._session()
+        origin = urllib.parse.urlsplit(url)
         for _hop in range(self.options.max_redirects + 1):
             ctx.cancel.check()
             timeout = ctx.timeout()
@@ -203,19 +312,21 @@ class HTTPDriver(driver.Driver):
                                        verify=self._verify(),
                                        timeout=(timeout, timeout))
             except requests.exceptions.RequestException as exc:
-                raise _translate(exc, loc) from exc
+                raise _translate(exc, loc, url) from exc
             if not resp.is_redirect or data is not None:
                 return resp
             target = urllib.parse.urljoin(url, resp.headers['location'])
             resp.close()
             ctx.check_url(target)
-            if urllib.parse.urlsplit(target).netloc != origin:
-                # Never hand credentials to another host.
+            parts = urllib.parse.urlsplit(target)
+            if (parts.netloc != origin.netloc or
+                    (origin.scheme == 'https' and parts.scheme != 'https')):
+                # Never hand credentials to another host, nor send them
+                # in cleartext after a redirect from https.
                 auth = None
                 hdrs = self._headers(type(loc)(target), headers)
             LOG.debug('%s redirected to %s', loc.masked,
-                      urllib.parse.urlsplit(target)._replace(query='')
-                      .geturl())
+                      parts._replace(query='').geturl())
             url = target
         raise exceptions.ProtocolError(
             '%s: more than %d redirects' % (loc.masked,
@@ -227,7 +338,9 @@ class HTTPDriver(driver.Driver):
     def stat(self, location, ctx):
         resp = self._request('HEAD', location, ctx, stream=False)
         with resp:
-            if resp.status_code in (405, 501):
+            if resp.status_code in _HEAD_REFUSED:
+                LOG.debug('%s answered HEAD with %d; asking by GET',
+                          location.masked, resp.status_code)
                 return self._stat_by_get(location, ctx)
             if resp.status_code != 200:
                 raise _status_error(resp, location, 'HEAD')
@@ -241,7 +354,7 @@ class HTTPDriver(driver.Driver):
     def _stat_by_get(self, location, ctx):
         resp = self._request('GET', location, ctx,
                              headers={'Range': 'bytes=0-0'})
-        with resp:
+        try:
             h = resp.headers
             if resp.status_code == 206:
                 total = h.get('content-range', '').rpartition('/')[2]
@@ -256,24 +369,37 @@ class HTTPDriver(driver.Driver):
                                    validator=self._validator(h, size),
                                    ranges=False)
             raise _status_error(resp, location)
+        finally:
+            self._done(resp)
 
     @staticmethod
     def _validator(h, size):
         etag = h.get('etag')
-        if etag:
-            return 'etag:%s' % etag
         lm = h.get('last-modified')
+        if etag:
+            if etag.startswith('W/') and lm:
+                # A weak ETag cannot go into If-Range; the date can.
+                return 'etag:%s;last-modified:%s' % (etag, lm)
+            return 'etag:%s' % etag
         if lm:
             return 'last-modified:%s;size:%s' % (lm, size)
         return None
 
     @staticmethod
     def _if_range(validator):
+        """The ``If-Range`` value for ``validator``, or None.
+
+        A strong ETag, else the Last-Modified date (HTTP allows either); a
+        weak ETag never (a server must then ignore the Range).
+        """
         if not validator:
             return None
         kind, _, value = validator.partition(':')
-        if kind == 'etag' and not value.startswith('W/'):
-            return value
+        if kind == 'etag':
+            etag, _, lm = value.partition(';last-modified:')
+            if not etag.startswith('W/'):
+                return etag
+            return lm or None
         if kind == 'last-modified':
             return value.partition(';size:')[0]
         return None
@@ -293,7 +419,7 @@ class HTTPDriver(driver.Driver):
         try:
             self._check_read(resp, location, offset, length, ranged)
         except BaseException:
-            resp.close()
+            self._done(resp)
             raise
         return self._body(resp, location, ctx, length)
 
@@ -359,7 +485,7 @@ class HTTPDriver(driver.Driver):
                         raise _translate(exc, loc) from exc
                     raise exceptions.ProtocolError(
                         '%s: the connection broke after %d bytes: %s'
-                        % (loc.masked, got, _clean(exc, loc)),
+                        % (loc.masked, got, _clean(exc, loc, resp.url)),
                         url=loc.masked) from exc
                 if not data:
                     break
@@ -371,7 +497,7 @@ class HTTPDriver(driver.Driver):
                     % (loc.masked, got, length), url=loc.masked)
         finally:
             ctx.cancel.remove(key)
-            resp.close()
+            self._done(resp)
 
     def write(self, location, chunks, ctx, offset=0, size=None):
         if offset:
@@ -381,19 +507,22 @@ class HTTPDriver(driver.Driver):
         headers = {'Content-Type': 'application/octet-stream'}
         # With a known size requests sends Content-Length (len() of the
         # body); without one it streams with chunked transfer encoding.
-        counter = _Counter(chunks, size)
+        # A body cut short then never completes on the server.
+        if size is not None and size > 0:
+            counter = _SizedCounter(chunks, size)
+        else:
+            counter = _Counter(chunks)
         resp = self._request('PUT', location, ctx, headers=headers,
                              data=counter, stream=False)
-        with resp:
-            if resp.status_code not in _OK_PUT:
-                raise _status_error(resp, location, 'PUT')
+        if resp.status_code not in _OK_PUT:
+            raise _status_error(resp, location, 'PUT')
         return _HTTPWriter(counter.count)
 
     def close(self):
         with self._lock:
-            for s in self._sessions:
-                s.close()
-            self._sessions = []
+            pool = self._pool
+        if pool is not None:
+            pool.close()
 
 
 def _abort(resp):
@@ -408,17 +537,28 @@ def _abort(resp):
 class _Counter:
     """An iterable of chunks that counts what requests consumed."""
 
-    def __init__(self, chunks, size=None):
+    def __init__(self, chunks):
         self._chunks = chunks
         self.count = 0
-        if size is not None:
-            self.__len__ = lambda: size
-            self.len = size
 
     def __iter__(self):
         for c in self._chunks:
             self.count += len(c)
             yield c
+
+
+class _SizedCounter(_Counter):
+    """A :class:`_Counter` of known size: requests sends Content-Length.
+
+    ``len()`` looks ``__len__`` up on the class, never on the instance.
+    """
+
+    def __init__(self, chunks, size):
+        super().__init__(chunks)
+        self._size = size
+
+    def __len__(self):
+        return self._size
 
 
 class _HTTPWriter(driver.Writer):

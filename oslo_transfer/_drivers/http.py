@@ -53,7 +53,44 @@ def _requests():
     global requests
     if requests is None:
         import requests.adapters  # noqa: F401 (binds the global)
+        logging.getLogger('urllib3.connectionpool').addFilter(
+            _QueryMaskFilter())
     return requests
+
+
+_QUERY_PARAM = re.compile(r'([?&;])([^=&;?\s"\']+)=([^&;\s"\']*)')
+
+
+def mask_query_text(text: str) -> str:
+    """``text`` with the values of secret query parameters masked.
+
+    For text that embeds a URL or a request line (``GET /x?sig=... HTTP/
+    1.1``) rather than being one.
+    """
+    def repl(m):
+        key = urllib.parse.unquote_plus(m.group(2))
+        if locations.is_secret_key(key):
+            return '%s%s=***' % (m.group(1), m.group(2))
+        return m.group(0)
+    return _QUERY_PARAM.sub(repl, text)
+
+
+class _QueryMaskFilter(logging.Filter):
+    """Mask query secrets in urllib3's own DEBUG lines.
+
+    urllib3 logs every request line (``"GET /obj?X-Amz-Signature=..."``);
+    a service that logs at DEBUG would write presigned signatures and
+    temporary URL keys into its logs.  Only the arguments change.
+    """
+
+    def filter(self, record):
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(mask_query_text(a) if isinstance(a, str)
+                                else a for a in args)
+        elif isinstance(record.msg, str) and not args:
+            record.msg = mask_query_text(record.msg)
+        return True
 
 
 OPTS = [
@@ -152,7 +189,7 @@ def _clean(exc, loc, url=None):
     urllib3's messages carry the raw path and query of the request
     (``url``: the URL that was being fetched, after redirects).
     """
-    text = str(exc)
+    text = mask_query_text(str(exc))
     creds = loc.credentials
     secrets = [loc.parts().password] if loc.parts().password else []
     if creds:

@@ -35,6 +35,13 @@ resource (:class:`Resource`) holds its bytes, its validator and a queue of
 A fault with ``sticky=True`` stays at the head of the queue (applies to
 every later GET).  HEAD never takes a fault.  Every request is recorded in
 ``server.log`` as a :class:`Request` for assertions.
+
+A resource may also answer every HEAD with an error (``head_status``, as
+S3 presigned GET URLs answer 403) or every request with a 302
+(``redirect``).  With ``ssl_context`` the server speaks TLS to a client
+whose first byte is a TLS handshake and plain HTTP to the others, on the
+same port: ``https://H:P/x`` and ``http://H:P/x`` have the same host and
+port, so a redirect between them is a scheme change only.
 """
 
 import dataclasses
@@ -90,6 +97,10 @@ class Resource:
     last_modified: float = dataclasses.field(default_factory=time.time)
     accept_ranges: bool = True
     faults: list = dataclasses.field(default_factory=list)
+    #: answer HEAD with this status (and no validator) instead
+    head_status: int | None = None
+    #: answer every request with ``302 Location: redirect``
+    redirect: str | None = None
 
     def replace(self, data: bytes, etag: str):
         self.data = data
@@ -105,19 +116,37 @@ class Request:
     status: int = 0
     sent: int = 0
     fault: object = None
+    tls: bool = False
 
     @property
     def range(self) -> str | None:
         return self.headers.get('range')
 
 
-_REASONS = {200: 'OK', 206: 'Partial Content', 304: 'Not Modified',
+_REASONS = {200: 'OK', 206: 'Partial Content', 302: 'Found',
+            304: 'Not Modified', 400: 'Bad Request',
             401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
             416: 'Range Not Satisfiable', 500: 'Internal Server Error',
             503: 'Service Unavailable'}
 
 
 class _Handler(socketserver.StreamRequestHandler):
+
+    tls = False
+
+    def setup(self):
+        ctx = self.server.owner.ssl_context
+        if ctx is not None:
+            self.request.settimeout(30)
+            try:
+                first = self.request.recv(1, socket.MSG_PEEK)
+            except OSError:
+                first = b''
+            if first == b'\x16':  # a TLS handshake record
+                self.request = ctx.wrap_socket(self.request,
+                                               server_side=True)
+                self.tls = True
+        super().setup()
 
     def handle(self):
         # One request per connection (Connection: close) keeps it simple.
@@ -133,7 +162,7 @@ class _Handler(socketserver.StreamRequestHandler):
                     break
                 k, _, v = h.partition(':')
                 headers[k.strip().lower()] = v.strip()
-            req = Request(method, path, headers)
+            req = Request(method, path, headers, tls=self.tls)
             self.server.owner.log.append(req)
             self.server.owner.respond(self, req)
         except (ConnectionError, BrokenPipeError, socket.timeout):
@@ -168,7 +197,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 class BadServer:
     """The server; ``add(path, Resource)``, ``url(path)``, ``log``."""
 
-    def __init__(self, host='127.0.0.1'):
+    def __init__(self, host='127.0.0.1', ssl_context=None):
+        self.ssl_context = ssl_context
         self.resources = {}
         self.log = []
         self._lock = threading.Lock()
@@ -194,11 +224,12 @@ class BadServer:
         self.resources['/' + path.lstrip('/')] = resource
         return resource
 
-    def url(self, path: str, userinfo: str = '') -> str:
+    def url(self, path: str, userinfo: str = '', tls: bool = False) -> str:
         host = '%s:%d' % (self.host, self.port)
         if userinfo:
             host = '%s@%s' % (userinfo, host)
-        return 'http://%s/%s' % (host, path.lstrip('/'))
+        return '%s://%s/%s' % ('https' if tls else 'http', host,
+                               path.lstrip('/'))
 
     def requests_for(self, path: str, method: str | None = None) -> list:
         path = '/' + path.lstrip('/')
@@ -223,8 +254,15 @@ class BadServer:
             h.send_head(req, 404, {'Content-Type': 'text/plain'}, len(body))
             h.send_body(req, body)
             return
+        if res.redirect is not None:
+            h.send_head(req, 302, {'Location': res.redirect}, 0)
+            return
         if req.method not in ('GET', 'HEAD'):
             h.send_head(req, 405, {}, 0)
+            return
+        if req.method == 'HEAD' and res.head_status is not None:
+            h.send_head(req, res.head_status, {'Content-Type': 'text/html'},
+                        0)
             return
         fault = self._take_fault(res) if req.method == 'GET' else None
         req.fault = fault

@@ -195,3 +195,191 @@ def _assert_not_logged(caplog, secret):
         assert secret not in text, 'secret in log record %s:%d: %s' % (
             rec.name, rec.lineno, text)
     assert secret not in caplog.text
+
+
+# -- signed URLs: secrets in the query ---------------------------------------
+
+S3_SIG = 'f00dSECRETs3signature1c2b'
+S3_CRED = 'AKIASECRETCRED7'
+SWIFT_SIG = 'da39SECRETswiftsig77'
+AZURE_SIG = 'Zm9vSECRETazure+sig/x='
+
+
+def _signed(url):
+    import urllib.parse
+    return url + '?' + urllib.parse.urlencode([
+        ('X-Amz-Algorithm', 'AWS4-HMAC-SHA256'),
+        ('X-Amz-Credential', S3_CRED + '/20261201/us-east-1/s3/aws4'),
+        ('X-Amz-Signature', S3_SIG),
+        ('temp_url_sig', SWIFT_SIG), ('temp_url_expires', '1999999999'),
+        ('sv', '2022-11-02'), ('sig', AZURE_SIG)])
+
+
+def _assert_no_query_secret(text, where):
+    import urllib.parse
+    for s in (S3_SIG, S3_CRED, SWIFT_SIG, AZURE_SIG):
+        for form in (s, urllib.parse.quote(s, safe=''),
+                     urllib.parse.quote_plus(s)):
+            assert form not in text, '%s shows %s: %s' % (where, form, text)
+
+
+def test_unreachable_signed_url_masks_the_query(dest, make_conf, caplog):
+    """urllib3's error text carries the path and query: mask them."""
+    url = _signed('http://127.0.0.1:1/img')
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(exc.ConnectionFailed) as ei:
+        oslo_transfer.copy(url, dest, conf=make_conf(
+            oslo_transfer={'retries': 1, 'retry_backoff': 0}))
+    assert '127.0.0.1:1' in str(ei.value)
+    _assert_no_query_secret(str(ei.value), 'the exception')
+    _assert_no_query_secret(repr(ei.value), 'repr of the exception')
+    _assert_no_query_secret(ei.value.url or '', 'exception.url')
+    assert any(r.levelno >= logging.WARNING for r in caplog.records), \
+        'the retry was not logged'
+    for secret in (S3_SIG, S3_CRED, SWIFT_SIG, AZURE_SIG):
+        _assert_not_logged(caplog, secret)
+    fconf.assert_nothing_left(dest)
+
+
+def test_signed_url_masked_in_state_plan_and_result(own_nginx, dest,
+                                                    make_conf, caplog):
+    """An interrupted, resumed copy from a signed URL, logs at DEBUG."""
+    src = fconf.make_data_file(own_nginx.docroot, 'signed.raw', 6 * MiB)
+    url = _signed(own_nginx.url(src.name, 'slow'))
+    conf = make_conf(oslo_transfer={'retries': 1, 'retry_backoff': 0})
+    caplog.set_level(logging.DEBUG)
+    stopped = []
+
+    def progress(done, total):
+        if done > src.size / 3 and not stopped:
+            stopped.append(done)
+            own_nginx.stop()
+
+    with pytest.raises(exc.ConnectionFailed) as ei:
+        oslo_transfer.copy(url, dest, progress=progress, conf=conf)
+    _assert_no_query_secret(str(ei.value), 'the exception')
+    with open(fconf.ctl_path(dest)) as f:
+        _assert_no_query_secret(f.read(), 'the control file')
+
+    own_nginx.restart(rate='0')
+    plan = oslo_transfer.plan(url, conf=conf)
+    _assert_no_query_secret(repr(plan), 'the Plan')
+    _assert_no_query_secret(json.dumps(plan.to_dict()), 'the Plan')
+    _assert_no_query_secret(plan.explain(), 'the Plan')
+    r = oslo_transfer.copy(url, dest, checksum=src.checksum(), conf=conf)
+    assert r.bytes_resumed > 0
+    fconf.assert_only_dest(dest, src.data)
+    _assert_no_query_secret(json.dumps(r.to_dict()), 'the Result')
+    _assert_no_query_secret(repr(r), 'the Result')
+    assert 'temp_url_expires=1999999999' in r.url
+    for secret in (S3_SIG, S3_CRED, SWIFT_SIG, AZURE_SIG):
+        _assert_not_logged(caplog, secret)
+
+
+# -- redirects ----------------------------------------------------------------
+
+def _other_host_server():
+    from tests.functional.http import badserver as bad
+    return bad.BadServer(host='127.0.0.2').start()
+
+
+def test_redirect_into_denied_network_never_reaches_it(badserver, dest,
+                                                       make_conf):
+    from tests.functional.http import badserver as bad
+    target = _other_host_server()
+    try:
+        target.add('img', bad.Resource(os.urandom(1000)))
+        badserver.add('go', bad.Resource(b'', redirect=target.url('img')))
+        conf = make_conf(oslo_transfer={'retries': 0,
+                                        'denied_networks': '127.0.0.2/32'})
+        with pytest.raises(exc.URLNotAllowed) as ei:
+            oslo_transfer.copy(badserver.url('go'), dest, conf=conf)
+        assert '127.0.0.2' in str(ei.value)
+        assert target.log == [], 'a request reached the denied network'
+        assert badserver.requests_for('go'), 'the origin was never asked'
+    finally:
+        target.stop()
+    fconf.assert_nothing_left(dest)
+
+
+def test_redirect_to_another_host_drops_credentials(badserver, dest):
+    from tests.functional.http import badserver as bad
+    data = os.urandom(5000)
+    target = _other_host_server()
+    try:
+        target.add('img', bad.Resource(data))
+        badserver.add('go', bad.Resource(b'', redirect=target.url('img')))
+        for creds in ((USER, PASSWORD), {'token': TOKEN}):
+            loc = oslo_transfer.Location(badserver.url('go'),
+                                         credentials=creds,
+                                         headers={'X-Image-Meta': 'yes'})
+            oslo_transfer.copy(loc, dest, if_exists='replace')
+            fconf.assert_only_dest(dest, data)
+            first = badserver.requests_for('go')[-1].headers
+            assert 'authorization' in first or 'x-auth-token' in first
+            for req in target.requests_for('img'):
+                assert 'authorization' not in req.headers, req.headers
+                assert 'x-auth-token' not in req.headers, req.headers
+                assert 'x-image-meta' not in req.headers, req.headers
+        assert target.requests_for('img', 'GET')
+    finally:
+        target.stop()
+
+
+@pytest.fixture
+def tls_badserver(tls_cert):
+    """A badserver that speaks TLS and plain HTTP on one port."""
+    import ssl
+
+    from tests.functional.http import badserver as bad
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*tls_cert)
+    server = bad.BadServer(ssl_context=ctx).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize('creds', [(USER, PASSWORD), {'token': TOKEN}],
+                         ids=['basic', 'token'])
+def test_redirect_from_https_to_http_drops_credentials(tls_badserver,
+                                                       tls_cert, dest,
+                                                       make_conf, creds):
+    """Same host and port, scheme downgraded: no credentials in clear."""
+    from tests.functional.http import badserver as bad
+    data = os.urandom(5000)
+    srv = tls_badserver
+    srv.add('plain', bad.Resource(data))
+    srv.add('secure', bad.Resource(b'', redirect=srv.url('plain')))
+    loc = oslo_transfer.Location(srv.url('secure', tls=True),
+                                 credentials=creds,
+                                 headers={'X-Image-Meta': 'yes'})
+    conf = make_conf(oslo_transfer_http={'ca_file': tls_cert[0]})
+    oslo_transfer.copy(loc, dest, conf=conf)
+    fconf.assert_only_dest(dest, data)
+    secure = srv.requests_for('secure')
+    assert secure and all(r.tls for r in secure)
+    assert any(k in secure[0].headers
+               for k in ('authorization', 'x-auth-token'))
+    plain = srv.requests_for('plain')
+    assert plain and not any(r.tls for r in plain)
+    for req in plain:
+        assert 'authorization' not in req.headers, req.headers
+        assert 'x-auth-token' not in req.headers, req.headers
+        assert 'x-image-meta' not in req.headers, req.headers
+
+
+def test_token_header_authorization_sends_bearer(badserver, dest,
+                                                 make_conf):
+    from tests.functional.http import badserver as bad
+    data = os.urandom(1000)
+    badserver.add('tok', bad.Resource(data))
+    loc = oslo_transfer.Location(badserver.url('tok'),
+                                 credentials={'token': TOKEN})
+    conf = make_conf(oslo_transfer_http={'token_header': 'Authorization'})
+    oslo_transfer.copy(loc, dest, conf=conf)
+    fconf.assert_only_dest(dest, data)
+    reqs = badserver.requests_for('tok')
+    assert reqs
+    for req in reqs:
+        assert req.headers.get('authorization') == 'Bearer %s' % TOKEN
+        assert 'x-auth-token' not in req.headers

@@ -28,6 +28,10 @@ test class and providing three methods::
         def read_back(self, url) -> bytes:
             '''The bytes stored at url, read independently.'''
 
+Optionally, ``rewrite_object(url, data)`` replaces the object at ``url``
+on the server (the default writes through the driver, which needs
+``Capability.WRITE``).
+
 The tests run with pytest or unittest.  The in-tree drivers run the same
 suite against their real servers.
 """
@@ -91,6 +95,21 @@ class DriverConformance:
 
     def read_back(self, url) -> bytes:
         raise NotImplementedError
+
+    def rewrite_object(self, url, data: bytes) -> None:
+        """Replace the object at ``url`` with ``data``, on the server.
+
+        The default writes through the driver under test; a read-only
+        driver's test class must provide this to check its validators.
+        """
+        drv = self._driver()
+        if Cap.WRITE not in drv.capabilities:
+            raise NotImplementedError(
+                '%s is read-only: its test class must provide '
+                'rewrite_object(url, data)' % type(self).__name__)
+        writer = drv.write(self._loc(url), iter([data]), self._ctx(),
+                           size=len(data))
+        writer.commit()
 
     def missing_url(self) -> str:
         """A URL on the same server that does not exist."""
@@ -166,10 +185,16 @@ class DriverConformance:
         url = self.make_object(_data(4096, b'one'))
         v1 = drv.stat(self._loc(url), self._ctx()).validator
         if v1 is None:
-            return
-        url2 = self.make_object(_data(8192, b'two'))
-        v2 = drv.stat(self._loc(url2), self._ctx()).validator
-        assert v1 != v2
+            return      # the driver has no validator (a block device)
+        # The same object, rewritten: other bytes and another size (a
+        # validator made of a modification time in whole seconds and the
+        # size changes even when the rewrite comes in the same second).
+        self.rewrite_object(url, _data(8192, b'two'))
+        st = drv.stat(self._loc(url), self._ctx())
+        assert st.size == 8192, 'stat() after the rewrite: size %s, not ' \
+            '8192 (was the object rewritten in place?)' % st.size
+        assert st.validator != v1, 'the validator %r did not change when ' \
+            'the object was rewritten' % (v1,)
 
     def test_write_then_read(self):
         drv = self._driver()
@@ -213,15 +238,22 @@ class DriverConformance:
         url = self.make_object(data)
         ctx = self._ctx()
         it = iter(drv.read(self._loc(url), 0, None, ctx))
-        next(it)
+        got = len(next(it))
+        assert got < len(data), 'the first chunk was the whole object: ' \
+            'set object_size larger than one chunk of this driver'
         ctx.cancel.cancel()
         try:
-            for _ in it:
-                pass
-        except exceptions.Cancelled:
-            return
+            for chunk in it:
+                got += len(chunk)
         except exceptions.TransferError:
-            return
+            # Cancelled, or the error of a connection closed on cancel.
+            pass
+        else:
+            raise AssertionError(
+                'read() went on after ctx.cancel was set: %s of %d bytes '
+                'and no Cancelled' % (got, len(data)))
+        assert got < len(data), 'read() yielded the whole object (%d ' \
+            'bytes) after ctx.cancel was set, then raised' % got
 
     def test_copy_through_engine(self):
         data = _data(self.object_size, b'engine')

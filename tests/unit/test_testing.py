@@ -1,0 +1,105 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The conformance mixin itself: it passes a good driver, fails bad ones."""
+
+import itertools
+
+import pytest
+
+from oslo_transfer import driver
+from oslo_transfer import testing
+from tests.unit import fakes
+
+_n = itertools.count()
+
+
+class _MemoryConformance(testing.DriverConformance):
+    """The mixin against an in-memory driver (a fresh store per test)."""
+
+    def setup_store(self, base, scratch):
+        self.store = fakes.MemoryStore()
+        self.driver_class = type(base.__name__ + 'UnderTest', (base,),
+                                 {'store': self.store})
+        self._scratch = scratch
+
+    def make_object(self, data):
+        url = 'mem://store/obj-%d' % next(_n)
+        self.store.put(url, data)
+        return url
+
+    def new_url(self):
+        return 'mem://store/new-%d' % next(_n)
+
+    def read_back(self, url):
+        return self.store.objects[url]
+
+
+class TestMemoryDriverConforms(_MemoryConformance):
+    """Every test of the mixin passes for a driver that keeps the contract."""
+
+    @pytest.fixture(autouse=True)
+    def _store(self, tmp_path):
+        self.setup_store(fakes.MemoryDriver, str(tmp_path))
+
+
+def _suite(base, tmp_path):
+    suite = _MemoryConformance()
+    suite.setup_store(base, str(tmp_path))
+    return suite
+
+
+class _IgnoresCancel(fakes.MemoryDriver):
+    def read(self, location, offset, length, ctx):
+        obj = self._obj(location)
+        end = len(obj) if length is None else offset + length
+        return (obj[p:min(p + self.chunk_size, end)]
+                for p in range(offset, end, self.chunk_size))
+
+
+class _ConstantValidator(fakes.MemoryDriver):
+    def stat(self, location, ctx):
+        st = super().stat(location, ctx)
+        return driver.Stat(size=st.size, validator='always-the-same',
+                           ranges=st.ranges)
+
+
+class _CancelledOnlyAtTheEnd(_IgnoresCancel):
+    def read(self, location, offset, length, ctx):
+        yield from super().read(location, offset, length, ctx)
+        ctx.cancel.check()
+
+
+def test_mixin_fails_a_driver_that_ignores_cancel(tmp_path):
+    suite = _suite(_IgnoresCancel, tmp_path)
+    with pytest.raises(AssertionError, match='went on after'):
+        suite.test_cancel_stops_read()
+
+
+def test_mixin_fails_a_driver_that_reads_everything_first(tmp_path):
+    suite = _suite(_CancelledOnlyAtTheEnd, tmp_path)
+    with pytest.raises(AssertionError, match='whole object'):
+        suite.test_cancel_stops_read()
+
+
+def test_mixin_fails_a_constant_validator(tmp_path):
+    suite = _suite(_ConstantValidator, tmp_path)
+    with pytest.raises(AssertionError, match='did not change'):
+        suite.test_validator_changes_with_content()
+
+
+def test_mixin_passes_the_good_driver_on_these_tests(tmp_path):
+    # The same two checks on the unbroken driver: the failures above come
+    # from the breakage, not from the harness.
+    suite = _suite(fakes.MemoryDriver, tmp_path)
+    suite.test_cancel_stops_read()
+    suite.test_validator_changes_with_content()

@@ -133,6 +133,31 @@ def test_parallel_reads_from_threads(make_lun, iscsi_driver):
     assert b''.join(results[i] for i in range(8)) == data
 
 
+@pytest.mark.parametrize('in_place', [True, False],
+                         ids=['into-bytes', 'copied-out'])
+def test_chunks_kept_by_the_reader_stay_intact(make_lun, iscsi_driver,
+                                               monkeypatch, in_place):
+    """Every chunk is its own ``bytes`` (the engine keeps them to hash).
+
+    READs land in the ``bytes`` they yield; without the C API they are
+    copied out of recycled buffers.  Either way a chunk held by the
+    caller never changes under it while later READs arrive.
+    """
+    from oslo_transfer._drivers import _libiscsi
+    if not in_place:
+        monkeypatch.setattr(_libiscsi, '_BYTES_API', None)
+    elif _libiscsi._BYTES_API is None:
+        pytest.skip('no CPython C API')
+    data = rand(8 * MiB)
+    lun = make_lun(data)
+    chunks = list(iscsi_driver.read(locations.Location(lun.url), 0, None,
+                                    ctx()))
+    assert len(chunks) > 8  # more READs than buffers in flight
+    assert all(type(c) is bytes for c in chunks)
+    assert len({id(c) for c in chunks}) == len(chunks)
+    assert b''.join(chunks) == data
+
+
 def test_reader_closed_early_does_not_spoil_the_pool(
         make_lun, iscsi_driver):
     data = rand(16 * MiB)

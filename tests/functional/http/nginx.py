@@ -32,8 +32,10 @@ that a test needs:
 
 With ``tls=True`` a second server block on ``tls_port`` serves ``/`` over
 HTTPS with a self-signed certificate for ``127.0.0.1`` (``cert_file``).
-The access log (``access_log``) records method, URI, status, Range header
-and body bytes sent, one request per line, for assertions.
+The access log (``access_log``) records method, URI, status, Range header,
+body bytes sent, basic-auth user and the request's Content-Length and
+Transfer-Encoding headers, one request per line, for assertions
+(:meth:`Nginx.field`).
 
 nginx runs in the foreground (``daemon off``) and is stopped by SIGTERM to
 its master PID (fast shutdown: open connections are cut, which is what the
@@ -42,6 +44,7 @@ its master PID (fast shutdown: open connections are cut, which is what the
 
 import os
 import subprocess
+import time
 
 from tests.functional import servers
 
@@ -75,7 +78,8 @@ http {{
     scgi_temp_path {prefix}/scgi_temp;
     log_format transfer '$request_method $uri $status '
                         'range=$http_range sent=$body_bytes_sent '
-                        'auth=$remote_user';
+                        'auth=$remote_user cl=$http_content_length '
+                        'te=$http_transfer_encoding';
     access_log {prefix}/access.log transfer;
 
     server {{
@@ -278,6 +282,29 @@ class Nginx:
         """Access log lines whose URI ends with ``/name``."""
         return [line for line in self.access_lines()
                 if line.split(' ')[1].endswith('/' + name)]
+
+    def wait_for_requests(self, name: str, method: str,
+                          timeout: float = 10.0) -> list:
+        """Access log lines of ``method`` for ``name``, once there is one.
+
+        nginx writes the line after it sent the answer, so a client may
+        see the answer before the line is in the log.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [ln for ln in self.requests_for(name)
+                     if ln.startswith(method + ' ')]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
+    @staticmethod
+    def field(line: str, name: str) -> str:
+        """The value of ``name=`` in an access log line (``-``: none)."""
+        for f in line.split(' '):
+            if f.startswith(name + '='):
+                return f[len(name) + 1:]
+        raise KeyError(name)
 
     def bytes_sent_for(self, name: str) -> int:
         """Body bytes nginx sent for ``name`` (all requests)."""

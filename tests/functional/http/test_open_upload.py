@@ -200,3 +200,52 @@ def test_copy_local_file_to_http(nginx, tmp_path):
     url = nginx.url('from-local.raw', 'dav')
     oslo_transfer.copy(src.path, url, checksum=src.checksum())
     assert fconf.file_equals(_uploaded(nginx, 'from-local.raw'), src.data)
+
+
+# -- PUT framing and the held-back last chunk -------------------------------
+
+def _puts(nginx, name):
+    return nginx.wait_for_requests(name, 'PUT')
+
+
+def test_upload_of_known_size_sends_content_length(nginx, tmp_path):
+    src = fconf.make_data_file(tmp_path, 'cl.raw', 2 * MiB + 5)
+    for i, data in enumerate((src.path, io.BytesIO(src.data))):
+        name = 'sized-%d-%d.raw' % (os.getpid(), i)
+        oslo_transfer.upload(data, nginx.url(name, 'dav'),
+                             checksum=src.checksum())
+        assert fconf.file_equals(_uploaded(nginx, name), src.data)
+        put = _puts(nginx, name)[-1]
+        assert nginx.field(put, 'cl') == str(src.size), put
+        assert nginx.field(put, 'te') == '-', put
+
+
+def test_upload_of_unknown_size_is_chunked(nginx):
+    data = os.urandom(MiB + 9)
+    chunks = (data[i:i + 65536] for i in range(0, len(data), 65536))
+    name = 'chunked-%d.raw' % os.getpid()
+    oslo_transfer.upload(chunks, nginx.url(name, 'dav'))
+    assert fconf.file_equals(_uploaded(nginx, name), data)
+    put = _puts(nginx, name)[-1]
+    assert nginx.field(put, 'te') == 'chunked', put
+    assert nginx.field(put, 'cl') == '-', put
+
+
+def test_sized_upload_with_wrong_checksum_never_completes(nginx, tmp_path):
+    """A PUT with Content-Length and a wrong checksum leaves nothing.
+
+    nginx completes a PUT whose body arrived whole, so only holding the
+    last chunk back keeps a corrupt upload off the server.
+    """
+    src = fconf.make_data_file(tmp_path, 'up.raw', 3 * MiB + 1)
+    wrong = 'sha256:' + hashlib.sha256(b'x').hexdigest()
+    for i, data in enumerate((src.path, io.BytesIO(src.data))):
+        name = 'bad-sized-%d-%d.raw' % (os.getpid(), i)
+        with pytest.raises(exc.ChecksumMismatch):
+            oslo_transfer.upload(data, nginx.url(name, 'dav'),
+                                 size=src.size, checksum=wrong)
+        assert not os.path.exists(_uploaded(nginx, name)), \
+            'a corrupt upload completed on the server'
+        for put in _puts(nginx, name):
+            assert nginx.field(put, 'cl') == str(src.size), put
+            assert put.split(' ')[2] not in ('200', '201', '204'), put

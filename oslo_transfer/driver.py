@@ -205,12 +205,25 @@ class Context:
 
     def timeout(self) -> float:
         """The I/O timeout, shortened to what is left of the deadline."""
+        self.check_deadline()
         left = self.remaining()
         if left is None:
             return self.io_timeout
-        if left <= 0:
-            raise exceptions.TransferTimeout('the transfer ran out of time')
         return min(self.io_timeout, left)
+
+    def expired(self) -> bool:
+        """True once the deadline (``total_timeout``) has passed."""
+        left = self.remaining()
+        return left is not None and left <= 0
+
+    def check_deadline(self) -> None:
+        """Raise a non-retryable ``TransferTimeout`` past the deadline."""
+        if self.expired():
+            exc = exceptions.TransferTimeout(
+                'the transfer ran out of time ([oslo_transfer] '
+                'total_timeout)')
+            exc.retryable = False
+            raise exc
 
 
 class Writer(abc.ABC):

@@ -60,6 +60,13 @@ class Download:
         if if_exists not in ('verify', 'replace', 'error'):
             raise ValueError('if_exists must be "verify", "replace" or '
                              '"error", not %r' % (if_exists,))
+        if segments is not None and (not isinstance(segments, int) or
+                                     segments < 1):
+            raise ValueError('segments must be an integer of at least 1, '
+                             'not %r' % (segments,))
+        if rate is not None and rate < 0:
+            raise ValueError('rate must be 0 (unlimited) or a positive '
+                             'number of bytes per second, not %r' % (rate,))
         g = transfer.conf.oslo_transfer
         self.transfer = transfer
         self.plan = plan
@@ -239,6 +246,10 @@ class Download:
             except exceptions.TransferError as exc:
                 attempts.append((cand.url, cand.driver, str(exc)))
                 last = exc
+                if self.ctx.expired():
+                    # total_timeout: no time left for another candidate.
+                    self._cleanup_if_empty()
+                    raise
                 LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
                             exc, '; trying the next candidate'
                             if cand is not self.plan.candidates[-1] else '')
@@ -285,10 +296,13 @@ class Download:
 
     def _attempt(self, cand):
         drv, loc = cand.driver_obj, cand.location
+        limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
         whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
-            Cap.READ not in drv.capabilities or drv.use_copy_to_path(
-                loc, os.path.dirname(self.part.path),
-                self.checksum is not None, self.ctx))
+            Cap.READ not in drv.capabilities or (
+                # A rate limit is applied chunk by chunk to a stream.
+                not limited and drv.use_copy_to_path(
+                    loc, os.path.dirname(self.part.path),
+                    self.checksum is not None, self.ctx)))
         st = self._stat(drv, loc)
         size = st.size
         if size is None:
@@ -353,6 +367,13 @@ class Download:
             j.reset()
             return
         same_url = j.source == _journal_name(loc)
+        if (same_url and j.validator and st.validator is not None and
+                st.validator != j.validator):
+            # The same source, another version: never spliced, even when a
+            # checksum would catch it at the end (DESIGN: restart or
+            # SourceChanged).
+            self._source_changed(loc, j.validator, st.validator)
+            return
         same_version = (same_url and st.validator is not None and
                         j.validator == st.validator and j.size == size)
         splice_ok = (size is not None and self.checksum is not None and
@@ -361,12 +382,9 @@ class Download:
             LOG.info('resuming %s: %d bytes held from %s', self.dest,
                      j.ranges.total(), j.source)
             return
-        if same_url and j.validator and st.validator != j.validator:
-            self._source_changed(loc, j.validator, st.validator)
-        else:
-            LOG.info('not resuming %s: the held bytes came from %s (size %s) '
-                     'and cannot be joined with %s without a checksum',
-                     self.dest, j.source, j.size, loc.masked)
+        LOG.info('not resuming %s: the held bytes came from %s (size %s) '
+                 'and cannot be joined with %s without a checksum',
+                 self.dest, j.source, j.size, loc.masked)
         j.reset()
 
     def _source_changed(self, loc, old, new):

@@ -97,6 +97,25 @@ def _data_runs(view, offset: int):
         yield run, n
 
 
+def _umask() -> int:
+    """The process umask, read without changing it.
+
+    ``os.umask()`` can only be read by setting it, and a service's other
+    threads would create files with the temporary value meanwhile; Linux
+    shows it in ``/proc/self/status`` since 4.7.
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _dest_error(path, exc, what='write'):
     if exc.errno == errno.ENOSPC:
         msg = 'no space left on the device of %s' % path
@@ -234,9 +253,7 @@ class PartFile:
             if self.durable:
                 os.fsync(self.fd)
             if mode is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                mode = 0o666 & ~umask
+                mode = 0o666 & ~_umask()
             os.fchmod(self.fd, mode)
             if replace:
                 os.replace(self.path, dest)

@@ -131,11 +131,14 @@ class Fill:
                     if end is None or pos < end:
                         self.pieces.appendleft((pos, end))
                 if (not exc.retryable or self.token.cancelled or
-                        attempts >= self.job.retries):
+                        attempts >= self.job.retries or self.ctx.expired()):
                     self._fail(exc)
                     continue
                 attempts += 1
                 delay = self.job.backoff(attempts)
+                left = self.ctx.remaining()
+                if left is not None:
+                    delay = min(delay, left)
                 LOG.warning('%s: %s; retry %d/%d in %.1fs at offset %d',
                             self.loc.masked, exc, attempts, self.job.retries,
                             delay, pos)
@@ -166,6 +169,7 @@ class Fill:
                 for chunk in chunks:
                     if self.token.cancelled:
                         self.ctx.cancel.check()
+                    self.ctx.check_deadline()
                     n = len(chunk)
                     job.count_wire(n)
                     if skip:
@@ -226,9 +230,17 @@ class Fill:
         ``self.cond`` held.
         """
         if (self.hasher is None or type(chunk) is not bytes or
-                pos < self.hashed or
-                pos - self.hashed >= HANDOFF_BYTES or
-                self.handoff_bytes + n > HANDOFF_BYTES):
+                pos < self.hashed or n > HANDOFF_BYTES):
+            return
+        if self.segments == 1:
+            # One stream arrives in order: wait for the hasher rather than
+            # make it read the chunk back (it hashes faster than most links
+            # deliver, so this rarely waits, and memory stays bounded).
+            while (self.handoff_bytes + n > HANDOFF_BYTES and
+                   self.error is None and not self.token.cancelled):
+                self.cond.wait(0.2)
+        elif (pos - self.hashed >= HANDOFF_BYTES or
+              self.handoff_bytes + n > HANDOFF_BYTES):
             return
         self.handoff[pos] = chunk
         self.handoff_bytes += n
@@ -243,6 +255,7 @@ class Fill:
             if data is not None:
                 self.handoff_bytes -= len(data)
                 self.handoff_hits += 1
+                self.cond.notify_all()
                 return data
             end = min(limit, self.hashed + HASH_BLOCK)
             for k in self.handoff:
@@ -259,6 +272,7 @@ class Fill:
         with self.cond:
             for k in [k for k in self.handoff if k < self.hashed]:
                 self.handoff_bytes -= len(self.handoff.pop(k))
+            self.cond.notify_all()
 
     def _fail(self, exc):
         with self.cond:

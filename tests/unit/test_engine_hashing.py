@@ -66,12 +66,11 @@ def test_hasher_takes_written_chunks_from_memory(tmp_path, read_back,
         res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
     assert res.digest == hashlib.sha256(payload).hexdigest()
     assert (tmp_path / 'out').read_bytes() == payload
-    # One stream is hashed from memory as it arrives; with segments only
-    # pieces that land far ahead of the hasher are read back.
+    # One stream is hashed from memory as it arrives (the worker waits for
+    # the hasher when 8 MiB are pending); with segments, pieces that land
+    # far ahead of the hasher are read back, however fast it is.
     if segments == 1:
         assert read_back['bytes'] == 0
-    else:
-        assert read_back['bytes'] < len(payload)
 
 
 class _ReusingDriver(fakes.MemoryDriver):

@@ -30,8 +30,9 @@ that a test needs:
 ``/loop/``          redirects to itself forever
 ==================  ========================================================
 
-With ``tls=True`` a second server block on ``tls_port`` serves ``/`` over
-HTTPS with a self-signed certificate for ``127.0.0.1`` (``cert_file``).
+With ``tls=True`` a second server block on ``tls_port`` serves ``/`` and
+``/dav/`` over HTTPS with a self-signed certificate for ``127.0.0.1``
+(``cert_file``).
 The access log (``access_log``) records method, URI, status, Range header,
 body bytes sent, basic-auth user and the request's Content-Length and
 Transfer-Encoding headers, one request per line, for assertions
@@ -134,6 +135,13 @@ _TLS_SERVER = """
         root {docroot};
         location / {{
         }}
+        location /dav/ {{
+            alias {upload_dir}/;
+            dav_methods PUT DELETE MKCOL;
+            create_full_put_path on;
+            client_max_body_size 0;
+            dav_access user:rw group:r all:r;
+        }}
     }}
 """
 
@@ -209,7 +217,8 @@ class Nginx:
             tls_server = _TLS_SERVER.format(tls_port=self.tls_port,
                                             cert=self.cert_file,
                                             key=self.key_file,
-                                            docroot=self.docroot)
+                                            docroot=self.docroot,
+                                            upload_dir=self.upload_dir)
         with open(self.conf_path, 'w') as f:
             f.write(_CONF.format(prefix=self.prefix, port=self.port,
                                  docroot=self.docroot,

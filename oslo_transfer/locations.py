@@ -25,8 +25,8 @@ import urllib.parse
 
 from oslo_transfer import exceptions
 
-__all__ = ['Location', 'Source', 'Credentials', 'mask_url', 'as_location',
-           'is_local', 'local_path']
+__all__ = ['Location', 'Source', 'Credentials', 'mask_url', 'is_secret_key',
+           'as_location', 'is_local', 'local_path']
 
 _MASK = '***'
 

@@ -352,12 +352,15 @@ class Fill:
                 while True:
                     avail = self.written.prefix()
                     if self.error is not None:
-                        return
+                        break
                     if avail > self.hashed:
                         break
                     if self.active == 0:
                         return
                     self.cond.wait(0.5)
+            if self.error is not None:
+                self._drain_handoff()
+                return
             if self.hasher is None:
                 self.hashed = avail
                 continue
@@ -372,6 +375,28 @@ class Fill:
                 mark = (self.hashed, self.hasher.copy().hexdigest())
                 with self.cond:
                     self.mark = mark
+
+    def _drain_handoff(self):
+        """After an error: hash the kept chunks that follow the prefix.
+
+        They are in memory already (at most HANDOFF_BYTES), and a digest
+        mark at their end lets the next attempt verify those bytes on
+        resume instead of hashing them again from the start.
+        """
+        if self.hasher is None:
+            return
+        hashed = self.hashed
+        while True:
+            with self.cond:
+                data = self.handoff.pop(self.hashed, None)
+            if data is None:
+                break
+            self.hasher.update(data)
+            self.hashed += len(data)
+        if self.hashed > hashed or self.hashed > self.mark[0]:
+            mark = (self.hashed, self.hasher.copy().hexdigest())
+            with self.cond:
+                self.mark = mark
 
     def finish_hash(self, size):
         """Hash whatever is left up to ``size`` (after the workers)."""

@@ -176,7 +176,9 @@ def _query_secrets(url):
     out = []
     for part in re.split('[&;]', query):
         key, sep, raw = part.partition('=')
-        if not sep or not raw:
+        if not sep or len(raw) < 4:
+            # Too short to be a secret, and replacing it everywhere would
+            # garble the message (a port, a status code).
             continue
         if locations.is_secret_key(urllib.parse.unquote_plus(key)):
             out += [raw, urllib.parse.unquote_plus(raw)]
@@ -236,7 +238,7 @@ class _SessionPool:
         session.close()
 
     def close(self):
-        """Close the idle sessions (those in use close when returned)."""
+        """Close the idle sessions; those in use come back afterwards."""
         with self._lock:
             free, self._free = self._free, []
         for s in free:

@@ -548,7 +548,7 @@ class HTTPDriver(driver.Driver):
         # body); without one it streams with chunked transfer encoding.
         # A body cut short then never completes on the server.
         if size is not None and size > 0:
-            counter = _SizedCounter(chunks, size)
+            counter = _SizedCounter(chunks, size, location.masked)
         else:
             counter = _Counter(chunks)
         resp = self._request('PUT', location, ctx, headers=headers,
@@ -590,14 +590,38 @@ class _SizedCounter(_Counter):
     """A :class:`_Counter` of known size: requests sends Content-Length.
 
     ``len()`` looks ``__len__`` up on the class, never on the instance.
+
+    The server completes the PUT once ``size`` bytes arrived, whatever
+    follows: the chunk that reaches ``size`` goes out only after the data
+    ended there (the engine's check of size and digest ran), and data
+    longer than announced raises before that chunk is sent.
     """
 
-    def __init__(self, chunks, size):
+    def __init__(self, chunks, size, url=None):
         super().__init__(chunks)
         self._size = size
+        self._url = url
 
     def __len__(self):
         return self._size
+
+    def _too_long(self):
+        return exceptions.SizeMismatch(
+            'upload to %s aborted: the data is longer than the %d bytes '
+            'announced' % (self._url, self._size), url=self._url)
+
+    def __iter__(self):
+        it = iter(self._chunks)
+        for c in it:
+            end = self.count + len(c)
+            if end > self._size:
+                raise self._too_long()
+            if end == self._size:
+                for extra in it:
+                    if extra:
+                        raise self._too_long()
+            self.count = end
+            yield c
 
 
 class _HTTPWriter(driver.Writer):

@@ -244,8 +244,29 @@ def test_sized_upload_with_wrong_checksum_never_completes(nginx, tmp_path):
         with pytest.raises(exc.ChecksumMismatch):
             oslo_transfer.upload(data, nginx.url(name, 'dav'),
                                  size=src.size, checksum=wrong)
+        # nginx logs the PUT once it is done with it (file stored or not).
+        puts = _puts(nginx, name)
+        assert puts, 'nginx never logged the PUT'
         assert not os.path.exists(_uploaded(nginx, name)), \
             'a corrupt upload completed on the server'
-        for put in _puts(nginx, name):
+        for put in puts:
             assert nginx.field(put, 'cl') == str(src.size), put
             assert put.split(' ')[2] not in ('200', '201', '204'), put
+
+
+def test_upload_longer_than_announced_never_completes(nginx):
+    """Data longer than the announced size leaves nothing on the server.
+
+    With Content-Length the server stores the first ``size`` bytes as a
+    whole object unless the last of them is never sent.
+    """
+    data = os.urandom(2 * MiB)
+    name = 'too-long-%d.raw' % os.getpid()
+    chunks = iter([data[:MiB], data[MiB:]])
+    with pytest.raises(exc.SizeMismatch):
+        oslo_transfer.upload(chunks, nginx.url(name, 'dav'), size=MiB)
+    puts = _puts(nginx, name)
+    assert puts, 'nginx never logged the PUT'
+    assert not os.path.exists(_uploaded(nginx, name)), \
+        'the first MiB was stored as the whole object'
+    assert puts[-1].split(' ')[2] not in ('200', '201', '204'), puts

@@ -307,6 +307,20 @@ def test_reads_are_trimmed_to_the_bytes_asked(offset, length):
     assert lease.released
 
 
+@pytest.mark.parametrize('conf, cap', [({}, 1), ({'max_segments': 3}, 3),
+                                       ({'max_segments': 0}, None)])
+def test_stat_caps_the_segments_at_one_session(monkeypatch, conf, cap):
+    drv = make_driver(**conf)
+    lun = FakeSession(65536)
+    lease = FakeLease(lun)
+    monkeypatch.setattr(drv, '_session', lambda loc, ctx: (None, lease))
+    st = drv.stat(locations.Location('iscsi://h/%s/1' % IQN),
+                  driver_mod.Context())
+    assert st.size == 65536
+    assert st.max_segments == cap
+    assert lease.released
+
+
 def test_written_size_is_unknown_on_a_lun():
     drv = make_driver()
     assert drv.written_size(locations.Location('iscsi://h/%s/1' % IQN),

@@ -173,18 +173,28 @@ def test_reader_closed_early_does_not_spoil_the_pool(
         data[MiB:3 * MiB]
 
 
-def test_copy_with_checksum_and_parallel_segments(make_lun, tmp_path):
+@pytest.mark.parametrize('max_segments, sessions', [(1, 1), (0, 4)],
+                         ids=['one-session', 'four-segments'])
+def test_copy_with_checksum_and_parallel_segments(make_lun, tmp_path,
+                                                  max_segments, sessions):
+    """The engine asks for 4 segments; ``max_segments`` caps them."""
     data = rand(12 * MiB)
     lun = make_lun(data)
     dest = tmp_path / 'out' / 'image.raw'
     dest.parent.mkdir()
-    conf = testing.make_conf({('oslo_transfer', 'segment_threshold'): MiB,
-                              ('oslo_transfer', 'segment_size'): MiB,
-                              ('oslo_transfer', 'segments'): 4})
+    conf = testing.make_conf(
+        {('oslo_transfer', 'segment_threshold'): MiB,
+         ('oslo_transfer', 'segment_size'): MiB,
+         ('oslo_transfer', 'segments'): 4,
+         ('oslo_transfer_iscsi', 'max_segments'): max_segments},
+        drivers=[ISCSIDriver])
     with oslo_transfer.Transfer(conf) as t:
         res = t.copy(lun.url, str(dest), checksum='sha256:%s'
                      % hashlib.sha256(data).hexdigest(),
                      hints=oslo_transfer.Hints(same_network=True))
+        # each segment logged in once and gave its session back
+        pool = t.driver('iscsi')._pool._idle
+        assert sum(len(idle) for idle in pool.values()) == sessions
     assert res.driver == 'iscsi'
     assert res.size == len(data)
     assert fconf.file_equals(dest, data)

@@ -251,9 +251,13 @@ class PartTarget(typing.Protocol):
     """The engine's ``.part`` file, as handed to :meth:`Driver.copy_to_path`.
 
     A whole-file driver writes only into ``path`` (never renames it) and
-    reports bytes it has written, made durable and verified with
-    ``record(offset, length)``; the engine keeps the journal and does the
-    final verification and rename.
+    reports bytes it has written and verified with ``record(offset,
+    length)``; the engine keeps the journal and does the final verification
+    and rename.  The engine syncs ``path`` before the recorded ranges reach
+    the control file (unless ``[oslo_transfer] fsync`` is off), so a driver
+    that writes through the page cache need not sync itself; a driver whose
+    writes bypass this inode (another process) must make them durable
+    before it records them.
     """
 
     path: str

@@ -219,7 +219,9 @@ class FileDriver(driver.Driver):
             else:
                 self._copy_loop(sfd, dfd, size, held, target, ctx, progress,
                                 src)
-            os.fdatasync(dfd)
+            # No fdatasync here: the engine syncs the .part (same inode)
+            # before it records the ranges, and not at all with
+            # [oslo_transfer] fsync = false.
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise exceptions.DestinationError(

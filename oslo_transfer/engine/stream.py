@@ -309,6 +309,13 @@ def held_back(chunks, hasher, checksum, size, url, skip=0):
     total = 0
     for c in chunks:
         total += len(c)
+        if size is not None and total > size:
+            # Before the previous chunk goes out: with a Content-Length,
+            # the bytes up to the announced size would make a complete
+            # (and wrong) object on the server.
+            raise exceptions.SizeMismatch(
+                'upload to %s: the data has more than the %d bytes '
+                'announced' % (url, size), url=url)
         if hasher is not None:
             hasher.update(c)
         if skip:

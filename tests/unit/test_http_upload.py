@@ -99,3 +99,17 @@ def test_all_chunks_reach_the_driver_when_the_digest_matches():
     assert b''.join(rec.chunks) == payload
     assert rec.raised is None
     assert res.bytes_transferred == len(payload)
+
+
+def test_data_longer_than_announced_stops_before_the_announced_size():
+    # With a Content-Length, the first `size` bytes make a complete object
+    # on the server: they must never all be handed over.
+    payload = fakes.data(MiB + 123)
+    size = MiB
+    rec = _Recorder()
+    chunks = [payload[i:i + CHUNK] for i in range(0, len(payload), CHUNK)]
+    with _transfer(rec) as t:
+        with pytest.raises(exceptions.SizeMismatch) as ei:
+            t.upload(iter(chunks), 'rec://up', size=size)
+    assert 'announced' in str(ei.value)
+    assert len(b''.join(rec.chunks)) < size

@@ -98,7 +98,10 @@ class Fill:
         if self.size is None:
             self.pieces.append((self.written.prefix(), None))
             return
-        step = self.job.segment_size
+        # One stream reads each hole with one request: pieces only serve to
+        # share the work among parallel segments, and every piece costs a
+        # driver a request (an HTTP GET, an FTP RETR, SFTP read-ahead lost).
+        step = self.job.segment_size if self.segments > 1 else self.size
         if not self.ranged:
             start = self.written.prefix()
             if start < self.size:

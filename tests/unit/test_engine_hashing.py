@@ -176,3 +176,24 @@ def test_fsync_option_covers_data_and_control_file(tmp_path, monkeypatch,
         assert calls.count('fdatasync') >= 1 and calls.count('fsync') >= 3
     else:
         assert calls == []
+
+
+def test_one_stream_reads_each_hole_with_one_request(tmp_path):
+    store = fakes.MemoryStore()
+    drv = fakes.make_driver_class(store=store)
+    payload = fakes.data(5 * MiB + 3)
+    store.put('mem://a', payload)
+    store.fail_after = 2 * MiB
+    store.fail_times = 1
+    out = str(tmp_path / 'out')
+    with make(drv, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('mem://a', out, checksum=sha(payload))
+        assert store.requests == [(0, len(payload))]
+        del store.requests[:]
+        res = t.copy('mem://a', out, checksum=sha(payload))
+    # The rest in one ranged read from where the held bytes end.
+    assert len(store.requests) == 1
+    start, length = store.requests[0]
+    assert start == res.bytes_resumed and start + length == len(payload)
+    assert open(out, 'rb').read() == payload

@@ -354,6 +354,10 @@ class Session:
         :raises ISCSIError: the command or the session failed.
         """
         try:
+            if cancel is not None and cancel.cancelled:
+                # Also when the answer is already here: a cancelled read
+                # stops at the next chunk, whatever is queued.
+                raise exceptions.Cancelled(cancel.reason or 'cancelled')
             self._run(op, cancel)
         except BaseException:
             self.broken = True

@@ -177,19 +177,34 @@ def run_copy(args):
         finally:
             if bar is not None:
                 bar.close()
-        if args.json:
-            print(json.dumps(result.to_dict(), sort_keys=True))
+        if result.driver == 'bittorrent':
+            # Before the result is printed: a caller that reads it may send
+            # SIGTERM at once, and the seeding must then stop cleanly.
+            old = signal.signal(signal.SIGTERM, _on_sigterm)
+            try:
+                _print_result(args, result)
+                _seed_before_return(result)
+            except _Terminated:
+                _stop_seeding()
+            finally:
+                signal.signal(signal.SIGTERM, old)
         else:
-            print('%s -> %s via %s: %s moved, %s resumed, %.2fs (%s/s)%s' % (
-                result.url or '(existing)', result.dest,
-                result.driver or '-', _human(result.bytes_transferred),
-                _human(result.bytes_resumed), result.elapsed,
-                _human(result.throughput),
-                ', %s %s' % (result.algorithm, result.digest)
-                if result.digest else ''))
-        sys.stdout.flush()
-        _seed_before_return(result)
+            _print_result(args, result)
     return 0
+
+
+def _print_result(args, result):
+    if args.json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        print('%s -> %s via %s: %s moved, %s resumed, %.2fs (%s/s)%s' % (
+            result.url or '(existing)', result.dest,
+            result.driver or '-', _human(result.bytes_transferred),
+            _human(result.bytes_resumed), result.elapsed,
+            _human(result.throughput),
+            ', %s %s' % (result.algorithm, result.digest)
+            if result.digest else ''))
+    sys.stdout.flush()
 
 
 _BT_GROUP = 'oslo_transfer_bittorrent'
@@ -219,7 +234,8 @@ def _seed_before_return(result):
     The destination is already complete and renamed (and the result
     printed); seeding ends after ``seed_time``, at ``seed_ratio``, once
     every ``--peer`` is complete, or on Ctrl-C / SIGTERM (exit status 0:
-    the copy itself succeeded).
+    the copy itself succeeded; the caller installed the SIGTERM handler
+    before printing the result).
     """
     if result.driver != 'bittorrent':
         return
@@ -230,15 +246,17 @@ def _seed_before_return(result):
     print('oslo-transfer: seeding %s for the other hosts (up to '
           '[oslo_transfer_bittorrent] seed_time; Ctrl-C stops)'
           % ', '.join(path for _, path in seeds), file=sys.stderr)
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         bittorrent.wait_for_seeding()
-    except (KeyboardInterrupt, _Terminated):
-        bittorrent.stop_seeding()
-        bittorrent.wait_for_seeding(10.0)
-        print('oslo-transfer: stopped seeding', file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    except KeyboardInterrupt:
+        _stop_seeding()
+
+
+def _stop_seeding():
+    from oslo_transfer._drivers import bittorrent
+    bittorrent.stop_seeding()
+    bittorrent.wait_for_seeding(10.0)
+    print('oslo-transfer: stopped seeding', file=sys.stderr)
 
 
 def run_plan(args):

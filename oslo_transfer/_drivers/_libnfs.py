@@ -26,6 +26,14 @@ keeps a pool).  A context on which anything went wrong (an error, a
 timeout, a generator abandoned half-way) is ``broken`` and must be
 destroyed, never reused.
 
+libnfs 4.0 hands a READ's data to the callback in its own buffer (there
+is no API that reads into the caller's memory), so each answer is copied
+once into the ``bytes`` that the read yields.  A fresh ``bytes`` of half a
+megabyte per answer cost more in page faults (the allocator gave the
+memory back to the kernel and took it again) than the copy itself: a read
+recycles its ``bytes`` objects instead, once nothing but the read holds
+them (:class:`_Recycler`).
+
 Errors are raised as :class:`NFSError` (``errno`` and libnfs' message);
 the driver translates them into :mod:`oslo_transfer.exceptions`.
 """
@@ -37,6 +45,8 @@ import itertools
 import os
 import select
 import socket
+import sys
+import sysconfig
 import threading
 import time
 
@@ -131,6 +141,85 @@ def load(soname: str | None = None) -> ctypes.CDLL:
         return lib
 
 
+def _bytes_layout():
+    """``(data_offset, hash_offset)`` inside a ``bytes`` object, or None.
+
+    Where ``bytes`` are laid out as CPython does (checked on a probe, not
+    assumed) a :class:`_Recycler` may refill one; elsewhere (another
+    interpreter, a free-threaded build) every answer gets a new ``bytes``.
+    """
+    if sys.implementation.name != 'cpython' or \
+            sysconfig.get_config_var('Py_GIL_DISABLED'):
+        return None
+    try:
+        probe = bytes(range(256)) * 16
+        data_at = bytes.__basicsize__ - 1
+        hash_at = data_at - ctypes.sizeof(ctypes.c_ssize_t)
+        if ctypes.string_at(id(probe) + data_at, len(probe)) != probe:
+            return None
+        if ctypes.c_ssize_t.from_address(id(probe) + hash_at).value != -1:
+            return None
+        digest = hash(probe)  # cached in the object from now on
+        if ctypes.c_ssize_t.from_address(
+                id(probe) + hash_at).value != digest:
+            return None
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return None
+    return data_at, hash_at
+
+
+_LAYOUT = _bytes_layout()
+
+
+def _refs(items, i):
+    """``sys.getrefcount`` of ``items[i]``, measured as :meth:`fill` does."""
+    return sys.getrefcount(items[i])
+
+
+#: the count :func:`_refs` gives for an object that only its list holds
+_ALONE = _refs([bytes(4096)], 0)
+
+
+class _Recycler:
+    """The ``bytes`` objects that one read yields, refilled once unused.
+
+    A ``bytes`` that only this recycler still references (the reader and
+    everything it handed the chunk to have dropped it) cannot be seen by
+    anyone: refilling it with the next answer, and clearing its cached
+    hash, is indistinguishable from making a new one, and spares the page
+    faults of fresh memory.  Any other reference (a queue, a memoryview, a
+    list of chunks) keeps the object as it is; the answer then goes into a
+    new ``bytes``.
+
+    :param limit: how many objects to keep for reuse.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._spare = []
+
+    def fill(self, data: int, n: int) -> bytes:
+        """``n`` bytes from the C address ``data`` as a ``bytes``."""
+        spare = self._spare
+        if _LAYOUT is not None and n >= 4096:
+            data_at, hash_at = _LAYOUT
+            for i in range(len(spare)):
+                if _refs(spare, i) == _ALONE and len(spare[i]) == n:
+                    buf = spare[i]
+                    ctypes.c_ssize_t.from_address(id(buf) + hash_at).value = -1
+                    ctypes.memmove(id(buf) + data_at, data, n)
+                    return buf
+        buf = ctypes.string_at(data, n)
+        if _LAYOUT is not None and n >= 4096:
+            if len(spare) < self.limit:
+                spare.append(buf)
+            else:
+                # keep the newest: older ones may be held for good
+                spare.pop(0)
+                spare.append(buf)
+        return buf
+
+
 class NFSError(Exception):
     """A libnfs call failed.
 
@@ -162,9 +251,9 @@ class _Op:
     """One queued libnfs call and, once its callback ran, its result."""
 
     __slots__ = ('kind', 'done', 'status', 'value', 'error', 'offset',
-                 'count', 'keep', 'owner')
+                 'count', 'keep', 'owner', 'into')
 
-    def __init__(self, kind, offset=0, count=0, keep=None):
+    def __init__(self, kind, offset=0, count=0, keep=None, into=None):
         self.kind = kind
         self.done = False
         self.status = 0
@@ -174,6 +263,7 @@ class _Op:
         self.count = count
         self.keep = keep  # a buffer that must live until the callback
         self.owner = None  # the keys of the context's pending calls
+        self.into = into  # a READ's _Recycler
 
     def complete(self, status, data):
         self.status = status
@@ -181,7 +271,12 @@ class _Op:
             self.error = (ctypes.string_at(data).decode('utf-8', 'replace')
                           if data else os.strerror(-status))
         elif self.kind == 'read':
-            self.value = ctypes.string_at(data, status) if status else b''
+            if not status:
+                self.value = b''
+            elif self.into is not None:
+                self.value = self.into.fill(data, status)
+            else:
+                self.value = ctypes.string_at(data, status)
         elif self.kind == 'fh':
             self.value = data
         elif self.kind == 'stat':
@@ -260,10 +355,11 @@ class Context:
         text = self._lib.nfs_get_error(self._ptr)
         return text.decode('utf-8', 'replace') if text else ''
 
-    def _submit(self, func, args, kind, offset=0, count=0, keep=None):
+    def _submit(self, func, args, kind, offset=0, count=0, keep=None,
+                into=None):
         if self.broken or not self._ptr:
             raise NFSError(errno.EBADF, 'the NFS context is closed')
-        op = _Op(kind, offset, count, keep)
+        op = _Op(kind, offset, count, keep, into)
         key = next(_keys)
         _OPS[key] = op
         op.owner = self._keys
@@ -395,6 +491,9 @@ class Context:
         """
         pending = collections.deque()
         pos, end = offset, offset + length
+        # the answers in flight or queued, the one the reader holds, and a
+        # few that it passed on (a hash, a write) and drops soon
+        into = _Recycler(window + 4)
         ok = False
         try:
             while pos < end or pending:
@@ -402,7 +501,7 @@ class Context:
                     n = min(request, end - pos)
                     pending.append(self._submit(
                         self._lib.nfs_pread_async, (fh, pos, n), 'read',
-                        pos, n))
+                        pos, n, into=into))
                     pos += n
                 head = pending.popleft()
                 data = self.wait(head, cancel)
@@ -414,7 +513,7 @@ class Context:
                     pending.appendleft(self._submit(
                         self._lib.nfs_pread_async,
                         (fh, head.offset + len(data), rest), 'read',
-                        head.offset + len(data), rest))
+                        head.offset + len(data), rest, into=into))
                 yield data
             ok = True
         finally:

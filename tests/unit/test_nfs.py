@@ -246,6 +246,74 @@ def test_read_callback_copies_the_data():
     assert op.done and op.result() == b'hello world'
 
 
+needs_layout = pytest.mark.skipif(_libnfs._LAYOUT is None,
+                                  reason='bytes are not refilled here')
+
+
+_SOURCES = []
+
+
+def c_buffer(fill, n=8192):
+    """The address of ``n`` bytes of ``fill`` that libnfs would hand over."""
+    buf = ctypes.create_string_buffer(fill * n, n)
+    _SOURCES.append(buf)  # alive until the test module goes
+    return ctypes.addressof(buf)
+
+
+def test_read_callback_fills_through_the_recycler():
+    rec = _libnfs._Recycler(4)
+    op = _libnfs._Op('read', 0, 8192, into=rec)
+    op.complete(8192, c_buffer(b'a'))
+    assert op.result() == b'a' * 8192
+
+
+@needs_layout
+def test_recycler_reuses_a_chunk_nobody_holds():
+    rec = _libnfs._Recycler(4)
+    a, b = c_buffer(b'a'), c_buffer(b'b')
+    first = rec.fill(a, 8192)
+    first_id = id(first)
+    del first
+    second = rec.fill(b, 8192)
+    assert id(second) == first_id
+    assert second == b'b' * 8192
+
+
+@needs_layout
+def test_recycler_never_changes_a_chunk_that_is_still_held():
+    rec = _libnfs._Recycler(4)
+    kept = []
+    for i in range(12):
+        kept.append(rec.fill(c_buffer(bytes([65 + i])), 8192))
+    view = memoryview(rec.fill(c_buffer(b'z'), 8192))
+    for i in range(12):
+        rec.fill(c_buffer(b'!'), 8192)
+    assert [k[:1] for k in kept] == [bytes([65 + i]) for i in range(12)]
+    assert all(k == k[:1] * 8192 for k in kept)
+    assert bytes(view) == b'z' * 8192
+
+
+@needs_layout
+def test_a_refilled_chunk_forgets_its_old_hash():
+    rec = _libnfs._Recycler(4)
+    first = rec.fill(c_buffer(b'a'), 8192)
+    hash(first)
+    del first
+    second = rec.fill(c_buffer(b'b'), 8192)
+    assert hash(second) == hash(b'b' * 8192)
+    assert {second: 1}[b'b' * 8192] == 1
+
+
+def test_recycler_copies_short_and_odd_answers():
+    rec = _libnfs._Recycler(4)
+    small = rec.fill(c_buffer(b'x', 100), 100)
+    assert small == b'x' * 100
+    odd = rec.fill(c_buffer(b'y'), 5000)
+    assert odd == b'y' * 5000
+    other = rec.fill(c_buffer(b'w'), 8192)
+    assert other == b'w' * 8192 and odd == b'y' * 5000
+
+
 def test_error_callback_carries_errno_and_text():
     text = ctypes.create_string_buffer(b'NFS3ERR_NOENT')
     op = _libnfs._Op('read')

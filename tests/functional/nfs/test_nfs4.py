@@ -147,17 +147,27 @@ def test_reader_closed_early_does_not_spoil_the_pool(
     assert read_all(nfs_driver, url, MiB, 2 * MiB) == f.data[MiB:3 * MiB]
 
 
-def test_copy_with_checksum_and_parallel_segments(ganesha, put, tmp_path):
+@pytest.mark.parametrize('max_segments, connections', [(1, 1), (0, 4)],
+                         ids=['one-connection', 'four-segments'])
+def test_copy_with_checksum_and_parallel_segments(ganesha, put, tmp_path,
+                                                  max_segments, connections):
+    """The engine asks for 4 segments; ``max_segments`` caps them."""
     f = put(ganesha.export, 12 * MiB + 77)
     dest = tmp_path / 'out' / 'copy.bin'
     dest.parent.mkdir()
     conf = testing.make_conf({('oslo_transfer', 'segment_threshold'): MiB,
                               ('oslo_transfer', 'segment_size'): MiB,
-                              ('oslo_transfer', 'segments'): 4})
+                              ('oslo_transfer', 'segments'): 4,
+                              ('oslo_transfer_nfs', 'max_segments'):
+                                  max_segments},
+                             drivers=[NFSDriver])
     with oslo_transfer.Transfer(conf) as t:
         res = t.copy(ganesha.url(f.name), str(dest),
                      checksum=f.checksum('sha512'),
                      hints=oslo_transfer.Hints(same_network=True))
+        # each segment mounted once and gave its connection back
+        pool = t.driver('nfs')._pool._idle
+        assert sum(len(idle) for idle in pool.values()) == connections
     assert res.driver == 'nfs'
     assert res.size == f.size
     fconf.assert_only_dest(dest, f.data)

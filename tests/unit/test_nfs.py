@@ -79,6 +79,13 @@ def test_options_are_listed_in_their_group():
     names = [o.name for o in groups['oslo_transfer_nfs']]
     assert names == [o.name for o in nfs.OPTS]
     assert 'outstanding_requests' in names and 'request_size' in names
+    assert 'max_segments' in names
+
+
+def test_one_segment_per_read_by_default():
+    drv = make_driver()
+    assert drv.options.max_segments == 1
+    assert make_driver(max_segments=0).options.max_segments == 0
 
 
 def test_capabilities():

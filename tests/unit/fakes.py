@@ -136,3 +136,25 @@ def make_driver_class(name='mem', caps=None, schemes=None, store=None,
     if accepts is not None:
         attrs['accepts'] = accepts
     return type('%sDriver' % name.title(), (MemoryDriver,), attrs)
+
+
+def sha(payload):
+    """``"sha256:HEX"`` of ``payload``."""
+    return 'sha256:' + hashlib.sha256(payload).hexdigest()
+
+
+def make_transfer(drv, **overrides):
+    """A Transfer with only ``drv``, small segments and no back-off.
+
+    :param overrides: ``[oslo_transfer]`` options.
+    """
+    from oslo_transfer import testing
+    from oslo_transfer import transfer as transfer_mod
+    mib = 1024 * 1024
+    o = {('oslo_transfer', 'retry_backoff'): 0.0,
+         ('oslo_transfer', 'segment_threshold'): 0,
+         ('oslo_transfer', 'segment_size'): mib,
+         ('oslo_transfer', 'checkpoint_bytes'): mib}
+    o.update({('oslo_transfer', k): v for k, v in overrides.items()})
+    conf = testing.make_conf(o, [drv])
+    return transfer_mod.Transfer(conf, drivers=[drv])

@@ -19,25 +19,12 @@ import pytest
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
-from oslo_transfer import testing
-from oslo_transfer import transfer as transfer_mod
 from tests.unit import fakes
 
 MiB = 1024 * 1024
 
-
-def sha(b):
-    return 'sha256:' + hashlib.sha256(b).hexdigest()
-
-
-def make(drv, **overrides):
-    o = {('oslo_transfer', 'retry_backoff'): 0.0,
-         ('oslo_transfer', 'segment_threshold'): 0,
-         ('oslo_transfer', 'segment_size'): MiB,
-         ('oslo_transfer', 'checkpoint_bytes'): MiB}
-    o.update({('oslo_transfer', k): v for k, v in overrides.items()})
-    conf = testing.make_conf(o, [drv])
-    return transfer_mod.Transfer(conf, drivers=[drv])
+sha = fakes.sha
+make = fakes.make_transfer
 
 
 @pytest.fixture

@@ -32,15 +32,14 @@
 """
 
 import logging
-import re
 import threading
 import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer._drivers import _http_mask
 from oslo_transfer import driver
 from oslo_transfer import exceptions
-from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
 
@@ -54,43 +53,8 @@ def _requests():
     if requests is None:
         import requests.adapters  # noqa: F401 (binds the global)
         logging.getLogger('urllib3.connectionpool').addFilter(
-            _QueryMaskFilter())
+            _http_mask.QueryMaskFilter())
     return requests
-
-
-_QUERY_PARAM = re.compile(r'([?&;])([^=&;?\s"\']+)=([^&;\s"\']*)')
-
-
-def mask_query_text(text: str) -> str:
-    """``text`` with the values of secret query parameters masked.
-
-    For text that embeds a URL or a request line (``GET /x?sig=... HTTP/
-    1.1``) rather than being one.
-    """
-    def repl(m):
-        key = urllib.parse.unquote_plus(m.group(2))
-        if locations.is_secret_key(key):
-            return '%s%s=***' % (m.group(1), m.group(2))
-        return m.group(0)
-    return _QUERY_PARAM.sub(repl, text)
-
-
-class _QueryMaskFilter(logging.Filter):
-    """Mask query secrets in urllib3's own DEBUG lines.
-
-    urllib3 logs every request line (``"GET /obj?X-Amz-Signature=..."``);
-    a service that logs at DEBUG would write presigned signatures and
-    temporary URL keys into its logs.  Only the arguments change.
-    """
-
-    def filter(self, record):
-        args = record.args
-        if isinstance(args, tuple) and args:
-            record.args = tuple(mask_query_text(a) if isinstance(a, str)
-                                else a for a in args)
-        elif isinstance(record.msg, str) and not args:
-            record.msg = mask_query_text(record.msg)
-        return True
 
 
 OPTS = [
@@ -146,7 +110,7 @@ def _status_error(resp, loc, what='GET'):
 def _translate(exc, loc, fetched=None):
     """Our exception for a requests exception (``fetched``: its URL)."""
     url = loc.masked
-    text = _clean(exc, loc, fetched)
+    text = _http_mask.clean(exc, loc, fetched)
     _requests()
     if isinstance(exc, requests.exceptions.SSLError):
         return exceptions.AuthenticationFailed(
@@ -165,46 +129,6 @@ def _translate(exc, loc, fetched=None):
         return exceptions.ProtocolError('%s: the body was cut short: %s'
                                         % (url, text), url=url)
     return exceptions.ConnectionFailed('%s: %s' % (url, text), url=url)
-
-
-def _query_secrets(url):
-    """Values of the query parameters of ``url`` that carry secrets."""
-    try:
-        query = urllib.parse.urlsplit(url).query
-    except ValueError:
-        return []
-    out = []
-    for part in re.split('[&;]', query):
-        key, sep, raw = part.partition('=')
-        if not sep or len(raw) < 4:
-            # Too short to be a secret, and replacing it everywhere would
-            # garble the message (a port, a status code).
-            continue
-        if locations.is_secret_key(urllib.parse.unquote_plus(key)):
-            out += [raw, urllib.parse.unquote_plus(raw)]
-    return out
-
-
-def _clean(exc, loc, url=None):
-    """``str(exc)`` without passwords, tokens and query secrets.
-
-    urllib3's messages carry the raw path and query of the request
-    (``url``: the URL that was being fetched, after redirects).
-    """
-    text = mask_query_text(str(exc))
-    creds = loc.credentials
-    secrets = [loc.parts().password] if loc.parts().password else []
-    if creds:
-        secrets += [creds.password, creds.token]
-    secrets += _query_secrets(loc.url)
-    if url:
-        secrets += _query_secrets(url)
-    # Longest first: a secret that contains another is masked whole.
-    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(s, '***')
-        text = text.replace(urllib.parse.quote(s, safe=''), '***')
-        text = text.replace(urllib.parse.quote_plus(s, safe=''), '***')
-    return text
 
 
 class _SessionPool:
@@ -524,7 +448,8 @@ class HTTPDriver(driver.Driver):
                         raise _translate(exc, loc) from exc
                     raise exceptions.ProtocolError(
                         '%s: the connection broke after %d bytes: %s'
-                        % (loc.masked, got, _clean(exc, loc, resp.url)),
+                        % (loc.masked, got,
+                           _http_mask.clean(exc, loc, resp.url)),
                         url=loc.masked) from exc
                 if not data:
                     break

@@ -214,7 +214,7 @@ class BitTorrentDriver(driver.Driver):
 
     def check_available(self):
         from oslo_transfer._drivers import _torrent_session
-        _torrent_session.import_libtorrent()
+        _torrent_session.find_libtorrent()
 
     # -- metadata -------------------------------------------------------------
 

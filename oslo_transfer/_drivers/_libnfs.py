@@ -32,7 +32,7 @@ once into the ``bytes`` that the read yields.  A fresh ``bytes`` of half a
 megabyte per answer cost more in page faults (the allocator gave the
 memory back to the kernel and took it again) than the copy itself: a read
 recycles its ``bytes`` objects instead, once nothing but the read holds
-them (:class:`_Recycler`).
+them (:class:`._recycle.Recycler`).
 
 Errors are raised as :class:`NFSError` (``errno`` and libnfs' message);
 the driver translates them into :mod:`oslo_transfer.exceptions`.
@@ -45,11 +45,10 @@ import itertools
 import os
 import select
 import socket
-import sys
-import sysconfig
 import threading
 import time
 
+from oslo_transfer._drivers import _recycle
 from oslo_transfer import exceptions
 
 #: the shared object and the Debian package that ships it
@@ -141,85 +140,6 @@ def load(soname: str | None = None) -> ctypes.CDLL:
         return lib
 
 
-def _bytes_layout():
-    """``(data_offset, hash_offset)`` inside a ``bytes`` object, or None.
-
-    Where ``bytes`` are laid out as CPython does (checked on a probe, not
-    assumed) a :class:`_Recycler` may refill one; elsewhere (another
-    interpreter, a free-threaded build) every answer gets a new ``bytes``.
-    """
-    if sys.implementation.name != 'cpython' or \
-            sysconfig.get_config_var('Py_GIL_DISABLED'):
-        return None
-    try:
-        probe = bytes(range(256)) * 16
-        data_at = bytes.__basicsize__ - 1
-        hash_at = data_at - ctypes.sizeof(ctypes.c_ssize_t)
-        if ctypes.string_at(id(probe) + data_at, len(probe)) != probe:
-            return None
-        if ctypes.c_ssize_t.from_address(id(probe) + hash_at).value != -1:
-            return None
-        digest = hash(probe)  # cached in the object from now on
-        if ctypes.c_ssize_t.from_address(
-                id(probe) + hash_at).value != digest:
-            return None
-    except (AttributeError, TypeError, ValueError, OverflowError):
-        return None
-    return data_at, hash_at
-
-
-_LAYOUT = _bytes_layout()
-
-
-def _refs(items, i):
-    """``sys.getrefcount`` of ``items[i]``, measured as :meth:`fill` does."""
-    return sys.getrefcount(items[i])
-
-
-#: the count :func:`_refs` gives for an object that only its list holds
-_ALONE = _refs([bytes(4096)], 0)
-
-
-class _Recycler:
-    """The ``bytes`` objects that one read yields, refilled once unused.
-
-    A ``bytes`` that only this recycler still references (the reader and
-    everything it handed the chunk to have dropped it) cannot be seen by
-    anyone: refilling it with the next answer, and clearing its cached
-    hash, is indistinguishable from making a new one, and spares the page
-    faults of fresh memory.  Any other reference (a queue, a memoryview, a
-    list of chunks) keeps the object as it is; the answer then goes into a
-    new ``bytes``.
-
-    :param limit: how many objects to keep for reuse.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._spare = []
-
-    def fill(self, data: int, n: int) -> bytes:
-        """``n`` bytes from the C address ``data`` as a ``bytes``."""
-        spare = self._spare
-        if _LAYOUT is not None and n >= 4096:
-            data_at, hash_at = _LAYOUT
-            for i in range(len(spare)):
-                if _refs(spare, i) == _ALONE and len(spare[i]) == n:
-                    buf = spare[i]
-                    ctypes.c_ssize_t.from_address(id(buf) + hash_at).value = -1
-                    ctypes.memmove(id(buf) + data_at, data, n)
-                    return buf
-        buf = ctypes.string_at(data, n)
-        if _LAYOUT is not None and n >= 4096:
-            if len(spare) < self.limit:
-                spare.append(buf)
-            else:
-                # keep the newest: older ones may be held for good
-                spare.pop(0)
-                spare.append(buf)
-        return buf
-
-
 class NFSError(Exception):
     """A libnfs call failed.
 
@@ -263,7 +183,7 @@ class _Op:
         self.count = count
         self.keep = keep  # a buffer that must live until the callback
         self.owner = None  # the keys of the context's pending calls
-        self.into = into  # a READ's _Recycler
+        self.into = into  # a READ's _recycle.Recycler
 
     def complete(self, status, data):
         self.status = status
@@ -493,7 +413,7 @@ class Context:
         pos, end = offset, offset + length
         # the answers in flight or queued, the one the reader holds, and a
         # few that it passed on (a hash, a write) and drops soon
-        into = _Recycler(window + 4)
+        into = _recycle.Recycler(window + 4)
         ok = False
         try:
             while pos < end or pending:

@@ -24,6 +24,7 @@ import sys
 import pytest
 
 from oslo_transfer._drivers import _libnfs
+from oslo_transfer._drivers import _recycle
 from oslo_transfer._drivers import nfs
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
@@ -259,7 +260,7 @@ def needs_layout(test):
 
     @functools.wraps(test)
     def run(*args, **kwargs):
-        assert _libnfs._LAYOUT is not None, (
+        assert _recycle.LAYOUT is not None, (
             'the bytes layout probe failed on this CPython')
         return test(*args, **kwargs)
     return run
@@ -276,7 +277,7 @@ def c_buffer(fill, n=8192):
 
 
 def test_read_callback_fills_through_the_recycler():
-    rec = _libnfs._Recycler(4)
+    rec = _recycle.Recycler(4)
     op = _libnfs._Op('read', 0, 8192, into=rec)
     op.complete(8192, c_buffer(b'a'))
     assert op.result() == b'a' * 8192
@@ -284,19 +285,19 @@ def test_read_callback_fills_through_the_recycler():
 
 @needs_layout
 def test_recycler_reuses_a_chunk_nobody_holds():
-    rec = _libnfs._Recycler(4)
+    rec = _recycle.Recycler(4)
     a, b = c_buffer(b'a'), c_buffer(b'b')
     first = rec.fill(a, 8192)
     first_id = id(first)
     del first
     second = rec.fill(b, 8192)
-    assert id(second) == first_id
+    assert id(second) == first_id and rec.made == 1
     assert second == b'b' * 8192
 
 
 @needs_layout
 def test_recycler_never_changes_a_chunk_that_is_still_held():
-    rec = _libnfs._Recycler(4)
+    rec = _recycle.Recycler(4)
     kept = []
     for i in range(12):
         kept.append(rec.fill(c_buffer(bytes([65 + i])), 8192))
@@ -310,7 +311,7 @@ def test_recycler_never_changes_a_chunk_that_is_still_held():
 
 @needs_layout
 def test_a_refilled_chunk_forgets_its_old_hash():
-    rec = _libnfs._Recycler(4)
+    rec = _recycle.Recycler(4)
     first = rec.fill(c_buffer(b'a'), 8192)
     hash(first)
     del first
@@ -320,7 +321,7 @@ def test_a_refilled_chunk_forgets_its_old_hash():
 
 
 def test_recycler_copies_short_and_odd_answers():
-    rec = _libnfs._Recycler(4)
+    rec = _recycle.Recycler(4)
     small = rec.fill(c_buffer(b'x', 100), 100)
     assert small == b'x' * 100
     odd = rec.fill(c_buffer(b'y'), 5000)

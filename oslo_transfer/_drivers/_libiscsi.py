@@ -19,8 +19,11 @@ with our own inactivity timeout and a cancel check every :data:`TICK`
 seconds.  ctypes releases the GIL in every C call.  Several READ(16)s are
 outstanding at once on one session (:meth:`Session.read_iter`); data lands
 directly in the ``bytes`` object that the read yields
-(``iscsi_read16_iov_task`` into a fresh, not yet shared ``bytes``, as
-``os.read`` fills one): no copy between a C buffer and Python bytes.
+(``iscsi_read16_iov_task`` into a ``bytes`` that nobody else holds yet, as
+``os.read`` fills one): no copy between a C buffer and Python bytes.  The
+read takes those ``bytes`` from a :class:`._recycle.Recycler`: one that
+the reader and the engine dropped is filled again instead of a new one
+(fresh memory per READ cost a page fault per 4 KiB).
 
 A session is not thread-safe (the driver pools them).  After any failure a
 session is ``broken`` and must be destroyed.  Automatic reconnection is
@@ -42,6 +45,7 @@ import socket
 import threading
 import time
 
+from oslo_transfer._drivers import _recycle
 from oslo_transfer import exceptions
 
 #: the shared object and the Debian package that ships it
@@ -123,30 +127,8 @@ _load_lock = threading.Lock()
 _libs = {}
 
 
-def _bytes_api():
-    """``(new, address)``: make an unfilled ``bytes``, find its storage.
-
-    ``PyBytes_FromStringAndSize(NULL, n)`` is how C code (``os.read``,
-    ``socket.recv``) makes the ``bytes`` it then fills; nobody else holds
-    the object until the READ completed.  None where the C API is not
-    reachable (not CPython): reads then copy out of a ctypes buffer.
-    """
-    api = getattr(ctypes, 'pythonapi', None)
-    if api is None:
-        return None
-    try:
-        new = api.PyBytes_FromStringAndSize
-        address = api.PyBytes_AsString
-    except AttributeError:
-        return None
-    new.restype = ctypes.py_object
-    new.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    address.restype = ctypes.c_void_p
-    address.argtypes = (ctypes.py_object,)
-    return new, address
-
-
-_BYTES_API = _bytes_api()
+#: how READs make the ``bytes`` they fill (None: not CPython, copy out)
+_BYTES_API = _recycle.BYTES_API
 
 
 def load(soname: str | None = None) -> ctypes.CDLL:
@@ -433,12 +415,15 @@ class Session:
         bs = self.block_size
         pending = collections.deque()
         pos, end = lba, lba + nblocks
+        # the READs in flight, as many answers queued or handed on (the
+        # engine keeps a few megabytes to hash), and the one being read
+        into = _recycle.Recycler(2 * window + 4)
         ok = False
         try:
             while pos < end or pending:
                 while pos < end and len(pending) < window:
                     n = min(request_blocks, end - pos)
-                    cbuf, iov = self._buffer(n * bs)
+                    cbuf, iov = self._buffer(n * bs, into)
                     pending.append(self._submit(
                         self.lib.iscsi_read16_iov_task,
                         (self.lun, pos, n * bs, bs, 0, 0, 0, 0, 0),
@@ -453,20 +438,20 @@ class Session:
                 # answers to the outstanding READs would stay queued
                 self.broken = True
 
-    def _buffer(self, size):
+    def _buffer(self, size, into):
         """A READ buffer and its iovec.
 
-        A new ``bytes`` object that the target's data fills in place and
-        that the read then yields as it is (a copy into Python bytes cost
-        almost half of the CPU time of a read).  Without the C API: a
-        recycled ctypes buffer of that size, else a new one (recycling
-        keeps the memory warm: a fresh buffer per command costs a page
-        fault per 4 KiB), copied out when the READ completes.
+        A ``bytes`` object from ``into`` (a :class:`._recycle.Recycler`)
+        that the target's data fills in place and that the read then
+        yields as it is (a copy into Python bytes cost almost half of the
+        CPU time of a read).  Without the C API: a recycled ctypes buffer
+        of that size, else a new one (recycling keeps the memory warm: a
+        fresh buffer per command costs a page fault per 4 KiB), copied out
+        when the READ completes.
         """
         if _BYTES_API is not None:
-            new, address = _BYTES_API
-            data = new(None, size)
-            return data, _IOVec(address(data), size)
+            data = into.buffer(size)
+            return data, _IOVec(_recycle.address(data), size)
         while self._free:
             cbuf, iov = self._free.pop()
             if len(cbuf) == size:

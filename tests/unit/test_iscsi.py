@@ -22,6 +22,7 @@ import sys
 import pytest
 
 from oslo_transfer._drivers import _libiscsi
+from oslo_transfer._drivers import _recycle
 from oslo_transfer._drivers import iscsi
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
@@ -336,3 +337,60 @@ def test_struct_layouts_match_the_headers():
     assert _libiscsi._Capacity16.block_length.offset == 8
     assert _libiscsi._Capacity16.lbpme.offset == 16
     assert ctypes.sizeof(_libiscsi._IOVec) == 16
+
+
+# -- READ buffers ------------------------------------------------------------
+
+def filled(rec, byte, n=8192):
+    """A READ buffer from ``rec`` filled as the target would fill it."""
+    import ctypes
+    buf = rec.buffer(n)
+    ctypes.memset(_recycle.address(buf), byte, n)
+    return buf
+
+
+def test_recycle_layout_is_found_on_cpython():
+    # the interpreter we support: a missing layout is a failure, not a skip
+    assert _recycle.LAYOUT is not None
+    assert _libiscsi._BYTES_API is not None
+
+
+def test_read_buffer_is_reused_once_nobody_holds_it():
+    rec = _recycle.Recycler(4)
+    first = filled(rec, ord('a'))
+    first_id = id(first)
+    del first
+    second = filled(rec, ord('b'))
+    assert id(second) == first_id and rec.made == 1
+    assert second == b'b' * 8192
+
+
+def test_read_buffer_still_held_is_never_refilled():
+    rec = _recycle.Recycler(4)
+    kept = [filled(rec, 65 + i) for i in range(12)]
+    view = memoryview(filled(rec, ord('z')))
+    for _ in range(12):
+        filled(rec, ord('!'))
+    assert rec.made == 13 + 1  # the last 11 refilled one object
+    assert [k == bytes([65 + i]) * 8192 for i, k in enumerate(kept)] == \
+        [True] * 12
+    assert bytes(view) == b'z' * 8192
+
+
+def test_refilled_read_buffer_forgets_its_old_hash():
+    rec = _recycle.Recycler(4)
+    first = filled(rec, ord('a'))
+    hash(first)
+    del first
+    second = filled(rec, ord('b'))
+    assert hash(second) == hash(b'b' * 8192)
+    assert {second: 1}[b'b' * 8192] == 1
+
+
+def test_read_buffers_of_another_size_are_new():
+    rec = _recycle.Recycler(4)
+    big = filled(rec, ord('a'), 16384)
+    del big
+    small = filled(rec, ord('b'), 8192)
+    tiny = filled(rec, ord('c'), 512)
+    assert small == b'b' * 8192 and tiny == b'c' * 512

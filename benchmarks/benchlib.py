@@ -115,6 +115,23 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    #: user + system CPU seconds of the process (and children it waited
+    #: for), from ``/usr/bin/time -v``
+    cpu_s: float = 0.0
+    #: how many CPUs the whole machine kept busy meanwhile (``/proc/stat``;
+    #: the servers on loopback and any other load count too)
+    busy_cpus: float = 0.0
+
+
+def _cpu_jiffies():
+    """(busy, total) jiffies of all CPUs together, from ``/proc/stat``."""
+    try:
+        with open('/proc/stat') as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
 
 
 def measure(tool: str, argv: list, env=None) -> Run:
@@ -122,15 +139,24 @@ def measure(tool: str, argv: list, env=None) -> Run:
     timer = require('time') if not os.path.exists('/usr/bin/time') \
         else '/usr/bin/time'
     with tempfile.NamedTemporaryFile('r', suffix='.time') as tf:
+        busy0, total0 = _cpu_jiffies()
         start = time.monotonic()
         p = subprocess.run([timer, '-v', '-o', tf.name] + list(argv),
                            capture_output=True, text=True, env=env,
                            stdin=subprocess.DEVNULL)
         wall = time.monotonic() - start
+        busy1, total1 = _cpu_jiffies()
         report = tf.read()
     m = re.search(r'Maximum resident set size \(kbytes\): (\d+)', report)
     rss = int(m.group(1)) if m else 0
-    return Run(tool, wall, rss, p.returncode, p.stdout, p.stderr)
+    cpu = 0.0
+    for what in ('User', 'System'):
+        m = re.search(r'%s time \(seconds\): ([\d.]+)' % what, report)
+        cpu += float(m.group(1)) if m else 0.0
+    ncpu = os.cpu_count() or 1
+    busy = (ncpu * (busy1 - busy0) / (total1 - total0)
+            if total1 > total0 else 0.0)
+    return Run(tool, wall, rss, p.returncode, p.stdout, p.stderr, cpu, busy)
 
 
 def sync():
@@ -162,9 +188,10 @@ def alternate(tools: dict, repeats: int, before=None, check=None) -> dict:
             if check:
                 check(name, run)
             runs[name].append(run)
-            print('  run %d %-28s %7.3fs  %6.1f MiB RSS'
-                  % (i + 1, name, run.wall, run.rss_kib / 1024.0),
-                  flush=True)
+            print('  run %d %-28s %7.3fs  %6.1f MiB RSS  %5.2f CPU s  '
+                  '%.1f CPUs busy'
+                  % (i + 1, name, run.wall, run.rss_kib / 1024.0,
+                     run.cpu_s, run.busy_cpus), flush=True)
     return runs
 
 
@@ -174,19 +201,26 @@ def summarize(title: str, runs: dict, size: int, reference: str) -> list:
     rows = []
     print()
     print(title)
-    print('%-30s %9s %9s %11s %9s %10s' % (
+    print('%-30s %9s %9s %11s %9s %10s %6s %5s' % (
         'tool', 'median s', 'min s', 'MiB/s', 'x ' + reference[:8],
-        'peak RSS'))
+        'peak RSS', 'CPU s', 'busy'))
     for name, rs in runs.items():
         walls = [r.wall for r in rs]
         med = statistics.median(walls)
         rss = max(r.rss_kib for r in rs) / 1024.0
+        cpu = statistics.median(r.cpu_s for r in rs)
+        busy = statistics.median(r.busy_cpus for r in rs)
         row = {'tool': name, 'median_s': med, 'min_s': min(walls),
                'runs_s': walls, 'mib_per_s': size / MiB / med,
-               'ratio': med / ref, 'peak_rss_mib': rss}
+               'ratio': med / ref, 'peak_rss_mib': rss,
+               'cpu_s': cpu, 'busy_cpus': busy}
         rows.append(row)
-        print('%-30s %9.3f %9.3f %11.1f %9.2f %7.1f MiB'
-              % (name, med, min(walls), row['mib_per_s'], row['ratio'], rss))
+        print('%-30s %9.3f %9.3f %11.1f %9.2f %7.1f MiB %6.2f %5.1f'
+              % (name, med, min(walls), row['mib_per_s'], row['ratio'], rss,
+                 cpu, busy))
+    print('(CPU s: the process\'s user + system time, median; busy: CPUs '
+          'the whole machine kept busy meanwhile, of %d, servers '
+          'included)' % (os.cpu_count() or 1))
     return rows
 
 

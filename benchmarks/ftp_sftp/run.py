@@ -22,6 +22,8 @@ of random bytes (``--size``, default 512M) and downloads it with:
 * ``oslo-transfer copy --checksum sha256:...``: what a user runs (engine,
   ``.part`` file, journal, fsync, rename; one connection, the drivers'
   ``max_segments`` default);
+* the same with ``[oslo_transfer] fsync = false``: the durability of the
+  references (data left in the page cache), verification kept;
 * the same with 4 parallel segments (``max_segments = 0``, the engine's
   default of 4), to show why one is the default;
 * SFTP only: ``scp -c aes128-gcm@openssh.com``, the cipher our client
@@ -131,7 +133,8 @@ def _ours(ours, conf, url, dest, digest, segments=None):
 
 
 def scenario(title, reference, ref_argv, url, dest, digest, size, conf,
-             repeat, ours, sync_bin, parallel_conf, extra=None):
+             repeat, ours, sync_bin, parallel_conf, nofsync_conf,
+             extra=None):
     me = os.path.abspath(__file__)
     tools = {
         reference: ref_argv,
@@ -139,6 +142,8 @@ def scenario(title, reference, ref_argv, url, dest, digest, size, conf,
             'sh', '-c', '"$@" && "%s" "%s"' % (sync_bin, dest), 'sh'] +
         ref_argv,
         'oslo-transfer copy (sha256)': _ours(ours, conf, url, dest, digest),
+        'oslo-transfer copy, fsync=false': _ours(ours, nofsync_conf, url,
+                                                 dest, digest),
         'oslo-transfer copy, 4 segments': _ours(ours, parallel_conf, url,
                                                 dest, digest, 4),
         'driver read() -> file': [sys.executable, me, '--driver-loop',
@@ -220,6 +225,13 @@ def main(argv=None) -> int:
         sections['oslo_transfer_ftp'] = {'max_segments': 0}
         parallel_conf = _write_conf(os.path.join(work, 'parallel.conf'),
                                     sections)
+        del sections['oslo_transfer_ftp']
+        sections['oslo_transfer_sftp'] = dict(
+            sections['oslo_transfer_sftp'], max_segments=1)
+        sections['oslo_transfer'] = dict(sections['oslo_transfer'],
+                                         fsync='false')
+        nofsync_conf = _write_conf(os.path.join(work, 'nofsync.conf'),
+                                   sections)
         human = benchlib.human(size)
         if args.only in (None, 'sftp'):
             scp_argv = [scp, '-q', '-P', str(sshd.port), '-i', key,
@@ -230,7 +242,7 @@ def main(argv=None) -> int:
             scenarios['SFTP from OpenSSH sshd, %s' % human] = scenario(
                 'SFTP from OpenSSH sshd, %s' % human, 'scp',
                 scp_argv + where, sshd.url(src), dest, digest, size, conf,
-                args.repeat, ours, sync_bin, parallel_conf,
+                args.repeat, ours, sync_bin, parallel_conf, nofsync_conf,
                 extra={'scp -c aes128-gcm@openssh.com':
                        scp_argv + ['-c', 'aes128-gcm@openssh.com'] + where})
         if args.only in (None, 'ftp'):
@@ -238,7 +250,7 @@ def main(argv=None) -> int:
                 'FTP from vsftpd, %s' % human, 'curl -o',
                 [curl, '-s', '-S', '-o', dest, vsftpd.url('big.raw')],
                 vsftpd.url('big.raw'), dest, digest, size, conf,
-                args.repeat, ours, sync_bin, parallel_conf)
+                args.repeat, ours, sync_bin, parallel_conf, nofsync_conf)
     finally:
         for s in reversed(servers):
             try:

@@ -254,7 +254,7 @@ class OriginFetcher:
                 return
             index = self.job.next_origin_piece()
             if index is None:
-                self.token.wait(0.2)
+                self.token.wait(0.1)
                 continue
             offset, length = self.job.meta.piece_range(index)
             started = time.monotonic()

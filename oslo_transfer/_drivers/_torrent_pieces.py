@@ -18,15 +18,23 @@ The pieces are cut into ``count`` contiguous slices, one per receiver
 1. its own slice, front to back, leaving out the pieces that a connected
    peer already has (a receiver that helped this slice fetched them, and
    libtorrent takes them from that peer) -- unless the peers are starving
-   this host;
+   this host.  A receiver does not run ahead of the others: it waits while
+   it holds ``_LEAD`` pieces of its slice more than the median receiver's
+   slice shows at the peers.  Otherwise the receiver that reached the
+   origin first (TCP gives an early flow most of a shared link) fetches
+   its whole slice in the first second, every other host then wants its
+   pieces, its uplink is full and its own download starves: it finished
+   last in most runs;
 2. once that is fetched or in flight, and if ``help_slower_peers``: pieces
    of a slower receiver's slice, from the back, that no connected peer has
-   yet -- only when that receiver is present (some of its slice is
-   visible), and only pieces it would not reach before this host could
-   fetch them: the owner's rate (its slice's pieces appearing at the peers)
-   against this host's own time per origin piece.  Receivers helping the
-   same slice take different pieces (``steal_order``).  On a fast origin
-   nobody lags and nothing is taken twice;
+   yet -- only when that receiver is present (some of its slice has been
+   visible for ``_WINDOW`` seconds: a receiver that got the origin later
+   than this one is not slow), and only pieces it would not reach before
+   this host could fetch them: the owner's rate (its slice's pieces
+   appearing at the peers) against this host's own time per origin piece.
+   Receivers helping the same slice take different pieces
+   (``steal_order``).  On a fast origin nobody lags and nothing is taken
+   twice;
 3. when the peers have sent nothing for ``peer_wait`` seconds (a receiver
    died before it fetched anything, or no peer was named): any missing
    piece, starting after its own slice.
@@ -41,6 +49,11 @@ __all__ = ['PiecePlan']
 
 #: seconds of history behind a slice's rate
 _WINDOW = 2.0
+#: pieces of its slice a receiver may hold beyond the median receiver's
+_LEAD = 4
+#: seconds after which a slice that no peer has shown is left out of that
+#: median (its receiver may be dead)
+_ABSENT = 5.0
 #: a piece is taken from a slower receiver when that receiver would need
 #: more than twice this host's time per piece plus this many seconds
 _SLACK = 0.5
@@ -75,7 +88,11 @@ class PiecePlan:
                      if (start + k) % num_pieces not in own]
         self.steal = origin_mod.steal_order(index, count, num_pieces)
         self._history = [collections.deque() for _ in range(count)]
-        self._present = [False] * count
+        #: when some of slice j was first seen at a peer (None: not yet)
+        self._present = [None] * count
+        self._now = 0.0
+        self._t0 = None
+        self._counts = None
         self.fetch_time = None
 
     # -- observations ---------------------------------------------------------
@@ -84,6 +101,9 @@ class PiecePlan:
         """Record how many pieces of each slice the peers or we hold."""
         if avail is None:
             return
+        self._now = now
+        if self._t0 is None:
+            self._t0 = now
         counts = [0] * self.count
         for i, a in enumerate(avail):
             if a or i in have:
@@ -93,8 +113,9 @@ class PiecePlan:
             hist.append((now, c))
             while len(hist) > 2 and hist[1][0] <= now - _WINDOW:
                 hist.popleft()
-            if c and j != self.index:
-                self._present[j] = True
+            if c and j != self.index and self._present[j] is None:
+                self._present[j] = now
+        self._counts = counts
 
     def fetched(self, seconds: float):
         """This host fetched one piece from the origin in ``seconds``."""
@@ -120,6 +141,8 @@ class PiecePlan:
         :param avail: libtorrent's piece availability among peers, or None.
         :param starving: the peers sent nothing for ``peer_wait`` seconds.
         """
+        if not starving and self._ahead(wanted, avail):
+            return None
         for i in self.share:
             if wanted(i) and (starving or avail is None or not avail[i]):
                 return i, 'share'
@@ -133,6 +156,24 @@ class PiecePlan:
                     return i, 'rest'
         return None
 
+    def _ahead(self, wanted, avail) -> bool:
+        """This host's slice is ``_LEAD`` pieces ahead of the median's."""
+        if self.count < 2:
+            return False
+        own = self.slices[self.index]
+        mine = sum(1 for i in own
+                   if not wanted(i) or (avail is not None and avail[i]))
+        if mine >= len(own):
+            return False
+        counts = self._counts or [0] * self.count
+        early = self._t0 is None or self._now - self._t0 < _ABSENT
+        others = sorted(c for j, c in enumerate(counts)
+                        if j != self.index and
+                        (early or self._present[j] is not None))
+        if not others:
+            return False
+        return mine >= others[len(others) // 2] + _LEAD
+
     def _help(self, wanted, avail, have):
         mine = self.fetch_time if self.fetch_time is not None else 1.0
         missing = {}
@@ -140,7 +181,10 @@ class PiecePlan:
             if avail[i] or not wanted(i):
                 continue
             j = self.slice_of[i]
-            if not self._present[j]:
+            seen = self._present[j]
+            if seen is None or self._now - seen < _WINDOW:
+                # Absent, or present for too short a time to have a rate:
+                # a receiver that started late is not a slow one.
                 continue
             if j not in missing:
                 missing[j] = [q for q in self.slices[j]

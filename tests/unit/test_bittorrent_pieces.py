@@ -216,3 +216,76 @@ def test_help_skips_pieces_peers_have():
     a[8] = a[15] = 1
     _observe(plan, [a, a], st.have, [0.0, 3.0])
     assert plan.next(st.wanted, a, st.have, False)[0] == 14
+
+
+def _slice_avail(n, count, shown):
+    """Availability where slice j shows its first ``shown[j]`` pieces."""
+    a = [0] * n
+    for j, k in enumerate(shown):
+        for i in list(origin.share_range(j, count, n))[:k]:
+            a[i] = 1
+    return a
+
+
+def test_a_receiver_does_not_run_ahead_of_the_others():
+    # 4 receivers, 16 pieces each; this host (slice 0) holds 4 of its
+    # pieces while the others show nothing yet: it waits for them
+    n, count = 64, 4
+    plan = pieces.PiecePlan(0, count, n)
+    st = _State(n)
+    st.have.update(range(4))
+    a = _slice_avail(n, count, [0, 0, 0, 0])
+    plan.observe(0.0, a, st.have)
+    assert plan.next(st.wanted, a, st.have, False) is None
+    # the median receiver shows one piece: this host may fetch again
+    a = _slice_avail(n, count, [0, 1, 1, 0])
+    plan.observe(0.5, a, st.have)
+    assert plan.next(st.wanted, a, st.have, False) == (4, 'share')
+    # pieces in flight count as this host's progress
+    st.busy.update(range(4, 5))
+    assert plan.next(st.wanted, a, st.have, False) is None
+
+
+def test_a_slice_nobody_shows_leaves_the_median_after_a_while():
+    n, count = 64, 4
+    plan = pieces.PiecePlan(0, count, n)
+    st = _State(n)
+    st.have.update(range(8))
+    a = _slice_avail(n, count, [0, 0, 0, 1])
+    plan.observe(0.0, a, st.have)
+    assert plan.next(st.wanted, a, st.have, False) is None
+    # receivers 1 and 2 never showed a piece (dead?): after a while only
+    # receiver 3 counts; it is more than 4 pieces behind, then it is not
+    plan.observe(pieces._ABSENT + 0.1, a, st.have)
+    assert plan.next(st.wanted, a, st.have, False) is None
+    a = _slice_avail(n, count, [0, 0, 0, 5])
+    plan.observe(pieces._ABSENT + 0.5, a, st.have)
+    assert plan.next(st.wanted, a, st.have, False) == (8, 'share')
+
+
+def test_starving_ignores_the_others_progress():
+    n, count = 64, 4
+    plan = pieces.PiecePlan(0, count, n)
+    st = _State(n)
+    st.have.update(range(4))
+    a = _slice_avail(n, count, [0, 0, 0, 0])
+    plan.observe(0.0, a, st.have)
+    assert plan.next(st.wanted, a, st.have, True) == (4, 'share')
+
+
+def test_no_help_for_a_receiver_that_just_appeared():
+    """A receiver seen for less than a rate window started late.
+
+    It is not slow: its slice is left to it.
+    """
+    n, count = 16, 2
+    plan = pieces.PiecePlan(0, count, n)
+    st = _State(n)
+    st.have.update(range(8))
+    plan.fetched(0.1)
+    a = [0] * n
+    a[8] = 1
+    _observe(plan, [[0] * n, a, a], st.have, [0.0, 1.0, 2.5])
+    assert plan.next(st.wanted, a, st.have, False) is None
+    plan.observe(3.1, a, st.have)
+    assert plan.next(st.wanted, a, st.have, False) == (15, 'helped')

@@ -292,6 +292,14 @@ class Driver(abc.ABC):
     capabilities: Capability = Capability.NONE
     #: preferred read size in bytes
     chunk_size: int = 1024 * 1024
+    #: True when the chunks of :meth:`read` are received by the driver's
+    #: own threads, so the network keeps moving while the caller works on
+    #: a chunk (paramiko's transport thread, for example).  The engine then
+    #: hashes a single stream in the thread that reads it, which saves a
+    #: hand-off to its hashing thread per chunk; when the caller's thread
+    #: does the receiving (HTTP, FTP), hashing elsewhere keeps the two in
+    #: parallel, so the default is False.
+    background_reads: bool = False
 
     def __init__(self, conf):
         self.conf = conf

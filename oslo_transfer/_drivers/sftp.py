@@ -201,6 +201,8 @@ class SFTPDriver(driver.Driver):
     schemes = ('sftp',)
     capabilities = (Cap.READ | Cap.WRITE | Cap.RANGED_READ |
                     Cap.RESUMABLE_WRITE | Cap.ATOMIC_COMMIT)
+    # paramiko's transport thread receives; read() only takes the answers.
+    background_reads = True
 
     def __init__(self, conf):
         super().__init__(conf)

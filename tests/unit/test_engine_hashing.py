@@ -18,6 +18,7 @@ import pytest
 
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import partfile
+from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer import exceptions
 from tests.unit import fakes
 
@@ -184,3 +185,79 @@ def test_one_stream_reads_each_hole_with_one_request(tmp_path):
     start, length = store.requests[0]
     assert start == res.bytes_resumed and start + length == len(payload)
     assert open(out, 'rb').read() == payload
+
+
+@pytest.fixture
+def inline_hits(monkeypatch):
+    """Count the chunks a worker hashed itself (``background_reads``)."""
+    counted = {'inline': 0, 'handed': 0}
+    real = seg_mod.Fill._hash_inline
+
+    def hash_inline(self, pos, chunk, n):
+        done = real(self, pos, chunk, n)
+        counted['inline' if done else 'handed'] += 1
+        return done
+
+    monkeypatch.setattr(seg_mod.Fill, '_hash_inline', hash_inline)
+    return counted
+
+
+def _background(store):
+    base = fakes.make_driver_class(store=store)
+    return type('BackgroundDriver', (base,), {'background_reads': True})
+
+
+@pytest.mark.parametrize('background', [False, True])
+def test_background_reads_hash_one_stream_in_the_reading_thread(
+        tmp_path, read_back, inline_hits, background):
+    store = fakes.MemoryStore()
+    drv = (_background(store) if background
+           else fakes.make_driver_class(store=store))
+    payload = fakes.data(9 * MiB + 7)
+    store.put('mem://a', payload)
+    with make(drv, segments=1) as t:
+        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert res.digest == hashlib.sha256(payload).hexdigest()
+    assert (tmp_path / 'out').read_bytes() == payload
+    assert read_back['bytes'] == 0
+    chunks = -(-len(payload) // drv.chunk_size)
+    if background:
+        assert inline_hits == {'inline': chunks, 'handed': 0}
+    else:
+        assert inline_hits['inline'] == 0
+
+
+def test_background_reads_resume_around_held_ranges(tmp_path, inline_hits):
+    # Four segments fail part-way: the .part holds ranges with holes
+    # between them.  One stream then fills the holes; chunks that follow
+    # the digest are hashed by the worker, the held ranges by the hash
+    # loop (read back), and the digest is that of the whole object.
+    store = fakes.MemoryStore()
+    drv = _background(store)
+    payload = fakes.data(8 * MiB + 3)
+    store.put('mem://a', payload)
+    out = str(tmp_path / 'out')
+    store.fail_after = 5 * MiB
+    store.fail_times = 4
+    with make(drv, segments=4, retries=0) as t:
+        with pytest.raises(exceptions.ConnectionFailed):
+            t.copy('mem://a', out, checksum=sha(payload))
+    store.fail_after = None
+    with make(drv, segments=1) as t:
+        res = t.copy('mem://a', out, checksum=sha(payload))
+    assert res.bytes_resumed > 0
+    assert res.digest == hashlib.sha256(payload).hexdigest()
+    assert open(out, 'rb').read() == payload
+    assert inline_hits['inline'] > 0 and inline_hits['handed'] > 0
+
+
+def test_background_reads_still_catch_a_wrong_checksum(tmp_path):
+    store = fakes.MemoryStore()
+    drv = _background(store)
+    payload = fakes.data(3 * MiB)
+    store.put('mem://a', payload)
+    out = tmp_path / 'out'
+    with make(drv, segments=1) as t:
+        with pytest.raises(exceptions.ChecksumMismatch):
+            t.copy('mem://a', str(out), checksum=sha(payload + b'x'))
+    assert not out.exists()

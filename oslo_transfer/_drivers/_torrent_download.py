@@ -370,6 +370,10 @@ class TorrentDownload:
             self._checkpoint(now)
             with self._lock:
                 complete = len(self.have) >= n
+            if complete and self.fetcher is not None:
+                # Nothing more to fetch: let its threads end during the
+                # final flush instead of after it.
+                self.fetcher.token.cancel('download complete')
             if complete and self.recorder.idle:
                 LOG.debug('bittorrent: %s: every piece is durable', self.key)
                 return
@@ -461,21 +465,22 @@ class TorrentDownload:
         if self.recorder is None:
             return
         deadline = time.monotonic() + min(self.ctx.io_timeout, 30.0)
-        while time.monotonic() < deadline:
+        while True:
             now = time.monotonic()
-            try:
-                item = self.events.get(timeout=0.1)
-                if item is not _WAKE:
-                    self._handle(item, now)
-            except queue.Empty:
-                pass
             try:
                 self._checkpoint(now, force=True)
             except exceptions.TransferError as exc:
                 LOG.warning('bittorrent: %s', exc)
                 return
-            if self.recorder.idle:
+            # Usually idle at once: the loop returns once all is durable.
+            if self.recorder.idle or now >= deadline:
                 return
+            try:
+                item = self.events.get(timeout=0.1)
+                if item is not _WAKE:
+                    self._handle(item, time.monotonic())
+            except queue.Empty:
+                pass
 
     def _collect_stats(self):
         try:

@@ -24,7 +24,12 @@ LUN and a file of an nfs-ganesha export, both on 127.0.0.1.  In one run:
 
 oslo-transfer verifies the sha256 and makes DEST durable (fdatasync before
 the rename); the reference tools do neither, so the ``&& sync FILE`` rows
-are the like-for-like references for it.  A fourth row, ``driver read ->
+are the like-for-like references for it.  Neither tool flushes at all:
+``qemu-img convert`` opens its destination with its default cache mode,
+``unsafe`` for ``convert`` (buffered writes, flush requests ignored), and
+``nfs-cp`` writes with ``write(2)`` and closes; ``strace -f -e
+trace=fsync,fdatasync,sync_file_range`` of either shows no call (qemu-img
+7.2, libnfs 4.0 on Debian 12).  A fourth row, ``driver read ->
 file``, is a Python process that reads through the driver alone (one
 stream, default options) and writes DEST, neither verifying nor syncing:
 the like-for-like row for the bare tools, which isolates the driver from

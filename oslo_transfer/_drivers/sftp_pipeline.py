@@ -90,13 +90,29 @@ class _Channel:
         pipe = getattr(chan, 'in_buffer', None)
         self.pipe = pipe if hasattr(pipe, 'want') else None
 
-    def send(self, ptype, tail, data=b'', meta=None):
+    def send(self, ptype, tail, data=b'', meta=None, outbox=None):
+        """Send one request, or add it to ``outbox`` (see :meth:`flush`)."""
         rid = self.next_id
         self.next_id = rid + 1 if rid < _LAST_ID else _FIRST_ID
         length = 5 + len(self.handle) + len(tail) + len(data)
-        self.chan.sendall(b''.join((_HEAD.pack(length, ptype, rid),
-                                    self.handle, tail, data)))
+        msg = (_HEAD.pack(length, ptype, rid), self.handle, tail, data)
+        if outbox is None:
+            self.chan.sendall(b''.join(msg))
+        else:
+            outbox.extend(msg)
         self.pending.append((rid, meta))
+
+    def flush(self, outbox):
+        """Send the requests gathered in ``outbox`` in one channel write.
+
+        SFTP requests are a byte stream on the channel, so several go in
+        one SSH packet: one pass through paramiko's send path (a lock, an
+        encryption, a socket write, all under the GIL that its receiving
+        thread needs) instead of one per request.
+        """
+        if outbox:
+            self.chan.sendall(b''.join(outbox))
+            del outbox[:]
 
     def _fill(self, n):
         """Receive until ``n`` unread bytes are held."""
@@ -273,15 +289,21 @@ class Reader:
             parts.append(data)
             held = len(data)
             pos += held
+        # Refill the window a batch at a time (a quarter of it, once the
+        # pipeline runs): one channel write per batch, see _Channel.flush.
+        batch = max(1, self.depth // 4)
+        outbox = []
         while end is None or pos < end:
-            while (not eof and len(ch.pending) < self.depth and
-                   (end is None or lookahead or self.next_off < end)):
-                n = self.request_size
-                if end is not None and self.next_off < end:
-                    n = min(n, end - self.next_off)
-                ch.send(FXP_READ, _READ_TAIL.pack(self.next_off, n),
-                        meta=(self.next_off, n))
-                self.next_off += n
+            if not ch.pending or self.depth - len(ch.pending) >= batch:
+                while (not eof and len(ch.pending) < self.depth and
+                       (end is None or lookahead or self.next_off < end)):
+                    n = self.request_size
+                    if end is not None and self.next_off < end:
+                        n = min(n, end - self.next_off)
+                    ch.send(FXP_READ, _READ_TAIL.pack(self.next_off, n),
+                            meta=(self.next_off, n), outbox=outbox)
+                    self.next_off += n
+                ch.flush(outbox)
             if not ch.pending:
                 break
             ptype, size, (off, n) = ch.answer()

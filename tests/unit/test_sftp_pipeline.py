@@ -46,11 +46,21 @@ class FakeChannel:
         self.answer_ends = []      # where each answer ends in the stream
         self.max_in_flight = 0
         self.requests = []
+        self.writes = 0            # sendall() calls
 
     # -- the client's side ---------------------------------------------------
 
-    def sendall(self, packet):
-        packet = bytes(packet)
+    def sendall(self, data):
+        # SFTP packets are a byte stream: one write may carry several.
+        data = bytes(data)
+        self.writes += 1
+        while data:
+            length = struct.unpack_from('>I', data)[0]
+            assert len(data) >= 4 + length
+            self._packet(data[:4 + length])
+            data = data[4 + length:]
+
+    def _packet(self, packet):
         length, ptype, rid = struct.unpack_from('>IBI', packet)
         assert length == len(packet) - 4
         hlen = struct.unpack_from('>I', packet, 9)[0]
@@ -140,6 +150,19 @@ def test_depth_bounds_requests_in_flight():
     chan = FakeChannel(DATA)
     _read(chan, depth=3)
     assert chan.max_in_flight <= 3
+
+
+def test_requests_go_out_a_batch_per_channel_write():
+    # A window of 32: after the first 32 requests (one write), the window
+    # is refilled 8 requests at a time, each batch in one channel write.
+    data = bytes(range(256)) * 4096              # 1 MiB
+    chan = FakeChannel(data)
+    assert _read(chan, 0, len(data), request_size=4096, depth=32) == data
+    reads = len([r for r in chan.requests if r[0] == pipe.FXP_READ])
+    assert reads == 256
+    assert chan.max_in_flight <= 32
+    assert chan.writes <= 1 + -(-(reads - 32) // 8) + 1
+    assert chan.writes < reads / 4
 
 
 def test_capped_reads_are_completed():

@@ -18,7 +18,9 @@ run) and a ``vsftpd`` (anonymous, read-only) on 127.0.0.1, writes one file
 of random bytes (``--size``, default 512M) and downloads it with:
 
 * ``scp`` / ``curl -o``: the references (no verification, no fsync);
-* the same followed by ``sync FILE`` (the durability ``copy`` gives);
+* the same followed by ``sync FILE`` (the durability ``copy`` gives),
+  and followed by ``sha256sum FILE`` (the verification it gives: the
+  like-for-like reference of the ``fsync=false`` row);
 * ``oslo-transfer copy --checksum sha256:...``: what a user runs (engine,
   ``.part`` file, journal, fsync, rename; one connection, the drivers'
   ``max_segments`` default);
@@ -141,6 +143,9 @@ def scenario(title, reference, ref_argv, url, dest, digest, size, conf,
         reference + ' && sync FILE': [
             'sh', '-c', '"$@" && "%s" "%s"' % (sync_bin, dest), 'sh'] +
         ref_argv,
+        reference + ' && sha256sum FILE': [
+            'sh', '-c', '"$@" && "%s" "%s" >/dev/null'
+            % (benchlib.require('sha256sum'), dest), 'sh'] + ref_argv,
         'oslo-transfer copy (sha256)': _ours(ours, conf, url, dest, digest),
         'oslo-transfer copy, fsync=false': _ours(ours, nofsync_conf, url,
                                                  dest, digest),

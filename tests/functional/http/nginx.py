@@ -307,6 +307,25 @@ class Nginx:
                 return lines
             time.sleep(0.05)
 
+    def settled_requests_for(self, name: str, quiet: float = 0.3,
+                             timeout: float = 10.0) -> list:
+        """``requests_for(name)`` once the lines stopped coming.
+
+        Waits for a first line, then until no new one came for ``quiet``
+        seconds: nginx logs after it answered (see
+        :meth:`wait_for_requests`).
+        """
+        deadline = time.monotonic() + timeout
+        lines, since = self.requests_for(name), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.requests_for(name)
+            if now != lines:
+                lines, since = now, time.monotonic()
+            elif lines and time.monotonic() - since >= quiet:
+                break
+        return lines
+
     @staticmethod
     def field(line: str, name: str) -> str:
         """The value of ``name=`` in an access log line (``-``: none)."""

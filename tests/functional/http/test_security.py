@@ -81,7 +81,7 @@ def test_basic_auth_from_url_userinfo(nginx, serve, dest):
     fconf.assert_only_dest(dest, src.data)
     assert PASSWORD not in r.url
     assert PASSWORD not in json.dumps(r.to_dict())
-    assert 'auth=%s' % USER in nginx.requests_for(src.name)[-1]
+    assert 'auth=%s' % USER in nginx.settled_requests_for(src.name)[-1]
 
 
 def test_basic_auth_from_location(nginx, serve, dest):

@@ -51,6 +51,8 @@ import threading
 import time
 import typing
 
+from oslo_config import cfg
+
 from oslo_transfer import exceptions
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'CancelToken',
@@ -224,6 +226,27 @@ class Context:
                 'total_timeout)')
             exc.retryable = False
             raise exc
+
+
+def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
+    """The ``max_segments`` option of a driver whose ``stat()`` caps segments.
+
+    Return ``Stat(max_segments=self.options.max_segments or None)``.
+
+    :param why: what one segment costs and why one is the default.
+    :param unit: what one segment is, for the "Possible values" list
+        ("stream", "connection", "session").
+    :param related: the driver's other options worth reading with it.
+    """
+    lines = ['* %s' % r
+             for r in ('[oslo_transfer] segments',) + tuple(related)]
+    return cfg.IntOpt(
+        'max_segments', default=1, min=0, max=64,
+        help='%s\n\nPossible values:\n\n* 1 (default): one %s per object\n'
+             '* N > 1: at most N segments, and never more than '
+             '[oslo_transfer] segments\n* 0: no cap of its own; '
+             '[oslo_transfer] segments decides\n\nRelated options:\n\n%s'
+             % (why, unit, '\n'.join(lines)))
 
 
 class Writer(abc.ABC):

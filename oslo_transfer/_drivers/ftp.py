@@ -74,21 +74,14 @@ OPTS = [
                     '* [oslo_transfer] max_connections_per_origin'),
     cfg.FloatOpt('idle_timeout', default=30.0, min=0.0,
                  help='Seconds an idle pooled connection is kept.'),
-    cfg.IntOpt('max_segments', default=1, min=0, max=64,
-               help='Most parallel ranged segments (each its own login, '
-                    'REST and RETR) for one download from an FTP server.  '
-                    'A server such as vsftpd sends one stream as fast as '
-                    'the disk and network allow, so extra segments only '
-                    'add logins, server connection slots and memory (on '
-                    'loopback 4 segments were no faster than 1).  Raise '
-                    'it for servers or links that cap the rate of each '
-                    'connection.\n\nPossible values:\n\n* 1 (default): one '
-                    'stream per object\n* N > 1: at most N segments, and '
-                    'never more than [oslo_transfer] segments\n* 0: no cap '
-                    'of its own; [oslo_transfer] segments decides\n\n'
-                    'Related options:\n\n* [oslo_transfer] segments\n'
-                    '* [oslo_transfer] max_connections_per_origin\n'
-                    '* pool_size'),
+    driver.max_segments_opt(
+        'Most parallel ranged segments (each its own login, REST and '
+        'RETR) for one download from an FTP server.  A server such as '
+        'vsftpd sends one stream as fast as the disk and network allow, '
+        'so extra segments only add logins, server connection slots and '
+        'memory (on loopback 4 segments were no faster than 1).  Raise it '
+        'for servers or links that cap the rate of each connection.',
+        'stream', ('[oslo_transfer] max_connections_per_origin', 'pool_size')),
 ]
 
 PART_SUFFIX = '.part'

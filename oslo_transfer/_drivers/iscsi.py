@@ -75,22 +75,15 @@ OPTS = [
                     'target as busy as several sessions would, without '
                     'their logins.\n\nRelated options:\n\n'
                     '* request_size\n* max_segments'),
-    cfg.IntOpt('max_segments', default=1, min=0, max=64,
-               help='Most parallel ranged segments for one read of a LUN; '
-                    'each segment is a session of its own (a TCP '
-                    'connection and a login).  One session with '
-                    'outstanding_requests commands in flight keeps tgtd '
-                    'as busy as several, and on loopback 1 segment used '
-                    'less CPU than 2 or 4 (no extra logins, one writer of '
-                    'the destination, no reading it back to hash it).  '
-                    'Raise it for a portal that serves each session '
-                    'slower than several together.\n\nPossible values:'
-                    '\n\n* 1 (default): one session per read\n* N > 1: '
-                    'at most N segments, and never more than '
-                    '[oslo_transfer] segments\n* 0: no cap of its own; '
-                    '[oslo_transfer] segments decides\n\n'
-                    'Related options:\n\n* outstanding_requests\n'
-                    '* [oslo_transfer] segments'),
+    driver.max_segments_opt(
+        'Most parallel ranged segments for one read of a LUN; each '
+        'segment is a session of its own (a TCP connection and a login).  '
+        'One session with outstanding_requests commands in flight keeps '
+        'tgtd as busy as several, and on loopback 1 segment used less CPU '
+        'than 2 or 4 (no extra logins, one writer of the destination, no '
+        'reading it back to hash it).  Raise it for a portal that serves '
+        'each session slower than several together.',
+        'session', ('outstanding_requests',)),
     cfg.IntOpt('request_size', default=512 * 1024, min=4096,
                max=16 * _MiB,
                help='Bytes per READ(16)/WRITE(16) command (rounded down to '

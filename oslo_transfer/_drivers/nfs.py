@@ -71,22 +71,15 @@ OPTS = [
                     '\n\nPossible values:\n\n* 4096 to 1048576 (libnfs '
                     '4.0 refuses larger replies)\n\nRelated options:\n\n'
                     '* outstanding_requests'),
-    cfg.IntOpt('max_segments', default=1, min=0, max=64,
-               help='Most parallel ranged segments for one read of a file; '
-                    'each segment is a connection of its own.  One '
-                    'connection with outstanding_requests READs in flight '
-                    'keeps a nearby server as busy as several, and on '
-                    'loopback 1 segment took as long as 4 with less CPU '
-                    'and memory (one writer of the destination, no reading '
-                    'it back to hash it).  Raise it for a server that '
-                    'serves each connection slower than several '
-                    'together.\n\n'
-                    'Possible values:\n\n* 1 (default): one connection per '
-                    'read\n* N > 1: at most N segments, and never more '
-                    'than [oslo_transfer] segments\n* 0: no cap of its '
-                    'own; [oslo_transfer] segments decides\n\n'
-                    'Related options:\n\n* outstanding_requests\n'
-                    '* [oslo_transfer] segments'),
+    driver.max_segments_opt(
+        'Most parallel ranged segments for one read of a file; each '
+        'segment is a connection of its own.  One connection with '
+        'outstanding_requests READs in flight keeps a nearby server as '
+        'busy as several, and on loopback 1 segment took as long as 4 '
+        'with less CPU and memory (one writer of the destination, no '
+        'reading it back to hash it).  Raise it for a server that serves '
+        'each connection slower than several together.',
+        'connection', ('outstanding_requests',)),
     cfg.IntOpt('idle_connections', default=4, min=0,
                help='Mounted connections kept open per export between '
                     'calls (0 closes each one after use).'),

@@ -115,22 +115,16 @@ OPTS = [
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '
                      'verified.  Turn off to write NAME in place.'),
-    cfg.IntOpt('max_segments', default=1, min=0, max=64,
-               help='Most parallel ranged segments (each its own SSH '
-                    'connection, key exchange and server process) for one '
-                    'download.  A Python SSH client is limited by its own '
-                    'CPU (paramiko decrypts and parses every packet under '
-                    'one interpreter lock), not by the server or the '
-                    'link: on loopback 4 connections were no faster '
-                    'than one with read_ahead, and peaked about 16 MiB '
-                    'higher.  Raise it when one connection is limited '
-                    'elsewhere (a server that caps each session, a long '
-                    'fat link).\n\nPossible values:\n\n* 1 (default): one '
-                    'connection per object\n* N > 1: at most N segments, '
-                    'and never more than [oslo_transfer] segments\n* 0: no '
-                    'cap of its own; [oslo_transfer] segments decides\n\n'
-                    'Related options:\n\n* [oslo_transfer] segments\n'
-                    '* read_ahead\n* requests_in_flight'),
+    driver.max_segments_opt(
+        'Most parallel ranged segments (each its own SSH connection, key '
+        'exchange and server process) for one download.  A Python SSH '
+        'client is limited by its own CPU (paramiko decrypts and parses '
+        'every packet under one interpreter lock), not by the server or '
+        'the link: on loopback 4 connections were no faster than one '
+        'with read_ahead, and peaked about 16 MiB higher.  Raise it when '
+        'one connection is limited elsewhere (a server that caps each '
+        'session, a long fat link).',
+        'connection', ('read_ahead', 'requests_in_flight')),
     cfg.IntOpt('pool_size', default=4, min=0,
                help='Idle SSH connections kept per server and user for '
                     'reuse.\n\nRelated options:\n\n'

@@ -222,11 +222,8 @@ class DestinationLock:
     writer may have removed it on completion); if not, lock again.
     """
 
-    def __init__(self, path: str, durable: bool = True):
+    def __init__(self, path: str):
         self.path = path
-        # False with [oslo_transfer] fsync = false: the data is not synced
-        # either, so syncing its record would buy nothing.
-        self.durable = durable
         self.fd = None
 
     def acquire(self, cancel, deadline=None, poll=0.1):

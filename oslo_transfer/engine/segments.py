@@ -97,7 +97,6 @@ class Fill:
         self.last_mark = hashed
         self.inline = (self.segments == 1 and hasher is not None and
                        bool(getattr(drv, 'background_reads', False)))
-        self.inline_hits = 0
 
     # -- planning ---------------------------------------------------------
 
@@ -252,16 +251,24 @@ class Fill:
             if pos != self.hashed:
                 return False
             self.hasher.update(chunk)
-            mark = None
-            if pos + n - self.last_mark >= HASH_BLOCK:
-                self.last_mark = pos + n
-                mark = (pos + n, self.hasher.copy().hexdigest())
-            with self.cond:
-                self.hashed = pos + n
-                self.inline_hits += 1
-                if mark is not None:
-                    self.mark = mark
+            self._hashed_more(n)
         return True
+
+    def _hashed_more(self, n, force_mark=False):
+        """``n`` more bytes went into the hasher (``hash_lock`` held).
+
+        Every ``HASH_BLOCK`` (or when forced) the digest so far becomes the
+        mark that the next checkpoint records for resume.
+        """
+        end = self.hashed + n
+        mark = None
+        if force_mark or end - self.last_mark >= HASH_BLOCK:
+            self.last_mark = end
+            mark = (end, self.hasher.copy().hexdigest())
+        with self.cond:
+            self.hashed = end
+            if mark is not None:
+                self.mark = mark
 
     def _offer(self, pos, chunk, n):
         """Keep ``chunk`` for the hasher if it will want it soon.
@@ -408,13 +415,7 @@ class Fill:
                 while self.hashed < avail:
                     data = self._take(avail)
                     self.hasher.update(data)
-                    with self.cond:
-                        self.hashed += len(data)
-                if self.hashed - self.last_mark >= HASH_BLOCK:
-                    self.last_mark = self.hashed
-                    mark = (self.hashed, self.hasher.copy().hexdigest())
-                    with self.cond:
-                        self.mark = mark
+                    self._hashed_more(len(data))
             self._drop_stale()
 
     def _drain_handoff(self):
@@ -427,21 +428,15 @@ class Fill:
         if self.hasher is None:
             return
         with self.hash_lock:
-            self._drain_locked()
-
-    def _drain_locked(self):
-        hashed = self.hashed
-        while True:
-            with self.cond:
-                data = self.handoff.pop(self.hashed, None)
-            if data is None:
-                break
-            self.hasher.update(data)
-            self.hashed += len(data)
-        if self.hashed > hashed or self.hashed > self.mark[0]:
-            mark = (self.hashed, self.hasher.copy().hexdigest())
-            with self.cond:
-                self.mark = mark
+            while True:
+                with self.cond:
+                    data = self.handoff.pop(self.hashed, None)
+                if data is None:
+                    break
+                self.hasher.update(data)
+                self._hashed_more(len(data))
+            if self.hashed > self.mark[0]:
+                self._hashed_more(0, force_mark=True)
 
     def finish_hash(self, size):
         """Hash whatever is left up to ``size`` (after the workers)."""

@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import stat as stat_mod
+import struct
 
 from oslo_config import cfg
 
@@ -83,6 +84,10 @@ class FileDriver(driver.Driver):
                     driver.Capability.COPY_TO_PATH |
                     driver.Capability.ATOMIC_COMMIT)
 
+    def __init__(self, conf):
+        super().__init__(conf)
+        self._clone_cache = {}
+
     @classmethod
     def list_opts(cls):
         return OPTS
@@ -137,15 +142,14 @@ class FileDriver(driver.Driver):
             return False
         if not stat_mod.S_ISREG(st.st_mode) or st.st_size < 4096:
             return False
-        cache = self.__dict__.setdefault('_clone_cache', {})
-        if key not in cache:
-            cache[key] = self._probe_clone(src, target_dir)
-        return cache[key]
+        # (src device, target device) -> can reflink; probed once per pair
+        if key not in self._clone_cache:
+            self._clone_cache[key] = self._probe_clone(src, target_dir)
+        return self._clone_cache[key]
 
     @staticmethod
     def _probe_clone(src, target_dir):
         """Reflink one block of ``src`` into an unnamed temporary file."""
-        import struct
         try:
             sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:

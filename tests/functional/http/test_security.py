@@ -28,7 +28,19 @@ USER, PASSWORD = nginx_mod.USER, nginx_mod.PASSWORD
 TOKEN = 'gAAAAA-token-never-in-logs-91c2'
 
 
+def _stop_server_at_a_third(server, size):
+    """A progress callback that stops ``server`` once a third arrived."""
+    stopped = []
+
+    def progress(done, total):
+        if done > size / 3 and not stopped:
+            stopped.append(done)
+            server.stop()
+    return progress
+
+
 # -- TLS ----------------------------------------------------------------------
+
 
 def test_self_signed_certificate_refused_by_default(nginx, serve, dest,
                                                     make_conf):
@@ -145,12 +157,7 @@ def test_password_never_logged_nor_stored(own_nginx, dest, make_conf,
                         userinfo='%s:%s' % (USER, PASSWORD))
     conf = make_conf(oslo_transfer={'retries': 1, 'retry_backoff': 0})
     caplog.set_level(logging.DEBUG)
-    stopped = []
-
-    def progress(done, total):
-        if done > src.size / 3 and not stopped:
-            stopped.append(done)
-            own_nginx.stop()
+    progress = _stop_server_at_a_third(own_nginx, src.size)
 
     # /slow/ (limit_rate) takes the credentials too and ignores them.
     slow = url.replace('/private/', '/slow/')
@@ -248,12 +255,7 @@ def test_signed_url_masked_in_state_plan_and_result(own_nginx, dest,
     url = _signed(own_nginx.url(src.name, 'slow'))
     conf = make_conf(oslo_transfer={'retries': 1, 'retry_backoff': 0})
     caplog.set_level(logging.DEBUG)
-    stopped = []
-
-    def progress(done, total):
-        if done > src.size / 3 and not stopped:
-            stopped.append(done)
-            own_nginx.stop()
+    progress = _stop_server_at_a_third(own_nginx, src.size)
 
     with pytest.raises(exc.ConnectionFailed) as ei:
         oslo_transfer.copy(url, dest, progress=progress, conf=conf)

@@ -123,7 +123,9 @@ def slow_seed():
 def test_resume_after_kill(swarm, origin, image, slow_seed, tmp_path):
     """SIGKILL mid-download; the rerun fetches only what was not held."""
     data = image(24 * MiB)
-    slow = slow_seed(data.path, delay=0.05)     # ~10 pieces a second
+    # Slow enough that the first records (about once a second) hold a
+    # part of the image, not all of it.
+    slow = slow_seed(data.path, delay=0.2)
     torrent = _torrent(tmp_path, data)
     dest = _dests(tmp_path, 1)[0]
     first = swarm.receiver('first', torrent, dest, ports(1)[0],

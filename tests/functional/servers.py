@@ -53,10 +53,16 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    """True if a TCP connection to ``host:port`` succeeds now."""
+    """True if something listens on ``host:port`` now.
+
+    A connection to a port in the ephemeral range that nothing listens on
+    yet can succeed by connecting to itself (TCP simultaneous open: the
+    kernel picks the destination port as the source port): that one does
+    not count, or a server would look up before it bound its port.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            return s.getsockname() != s.getpeername()
     except OSError:
         return False
 

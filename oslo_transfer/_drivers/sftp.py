@@ -87,13 +87,17 @@ OPTS = [
                     'at most 255 KiB per read (larger requests come back '
                     'short and are completed by another request).\n\n'
                     'Related options:\n\n* requests_in_flight'),
-    cfg.IntOpt('requests_in_flight', default=32, min=1, max=1024,
+    cfg.IntOpt('requests_in_flight', default=128, min=1, max=1024,
                help='Requests sent before waiting for the first answer, '
                     'on a connection that reads alone: request_size * '
-                    'requests_in_flight bytes (8 MiB by default) keep the '
-                    'server busy while the engine writes what arrived.  '
-                    'Reads running at once (parallel segments) share twice '
-                    'that many, at least 8 each, so memory stays bounded.'),
+                    'requests_in_flight bytes (32 MiB by default).  On a '
+                    'fast link the socket buffers on both sides hold '
+                    'several MiB of answers already sent, so the window '
+                    'must be larger than they are for the server to stay '
+                    'busy while the engine writes what arrived.  Reads '
+                    'running at once (parallel segments) share that many, '
+                    'at least 8 each, so memory stays bounded.\n\n'
+                    'Related options:\n\n* window_size'),
     cfg.BoolOpt('read_ahead', default=True,
                 help='When a ranged read runs alone (the engine reading '
                      'one stream piece after piece), keep up to '
@@ -107,10 +111,12 @@ OPTS = [
                      'Related options:\n\n* requests_in_flight\n'
                      '* max_segments\n'
                      '* [oslo_transfer] segment_size'),
-    cfg.IntOpt('window_size', default=16 * MiB, min=256 * KiB,
+    cfg.IntOpt('window_size', default=32 * MiB, min=256 * KiB,
                help='SSH channel window: bytes the server may send before '
                     'we acknowledge them; should be at least request_size '
-                    '* requests_in_flight.'),
+                    '* requests_in_flight.  Bytes received and not yet '
+                    'written wait in memory, at most this many per '
+                    'connection.'),
     cfg.BoolOpt('stage_uploads', default=True,
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '
@@ -346,9 +352,9 @@ class SFTPDriver(driver.Driver):
         """Requests in flight for a read that starts (+1) or ends (-1).
 
         One read alone keeps ``requests_in_flight`` requests in flight;
-        reads running at once (the engine's parallel segments) share twice
-        that many, at least 8 each, so that memory does not grow with the
-        number of segments.
+        reads running at once (the engine's parallel segments, each on its
+        own connection) share that many, at least 8 each, so that memory
+        does not grow with the number of segments.
 
         :returns: ``(depth, reads running now)``.
         """
@@ -356,7 +362,7 @@ class SFTPDriver(driver.Driver):
             self._reads += delta
             active = max(1, self._reads)
         n = self.options.requests_in_flight
-        return max(min(n, 8), min(n, 2 * n // active)), active
+        return max(min(n, 8), n // active), active
 
     def _read(self, location, path, offset, length, ctx):
         _, pipeline = self._libs()

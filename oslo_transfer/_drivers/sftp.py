@@ -126,8 +126,8 @@ OPTS = [
         'exchange and server process) for one download.  A Python SSH '
         'client is limited by its own CPU (paramiko decrypts and parses '
         'every packet under one interpreter lock), not by the server or '
-        'the link: on loopback 4 connections were no faster than one '
-        'with read_ahead, and peaked about 16 MiB higher.  Raise it when '
+        'the link: on loopback 4 connections were slower than one with '
+        'read_ahead, and peaked about 20 MiB higher.  Raise it when '
         'one connection is limited elsewhere (a server that caps each '
         'session, a long fat link).',
         'connection', ('read_ahead', 'requests_in_flight')),

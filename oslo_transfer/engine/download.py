@@ -92,7 +92,8 @@ class Download:
         self.bucket = throttle.TokenBucket(rate)
         self.part = partfile.PartFile(self.dest + '.part',
                                       sparse=g.sparse and not g.preallocate,
-                                      durable=g.fsync)
+                                      durable=g.fsync,
+                                      direct_io=g.direct_io)
         self.preallocate = g.preallocate
         self.journal = journal_mod.Journal(self.dest + '.part.ctl',
                                            durable=g.fsync)

@@ -20,6 +20,7 @@ import logging
 import os
 import stat as stat_mod
 
+from oslo_transfer.engine import direct as direct_mod
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -131,14 +132,41 @@ class PartFile:
 
     :param path: the ``.part`` path.
     :param sparse: skip writing zero chunks (they read back as holes).
+    :param durable: make the data durable (``fdatasync``) before it is
+        recorded as held and before the rename.
+    :param direct_io: let :meth:`use_direct` write a durable stream with
+        ``O_DIRECT`` (see :mod:`oslo_transfer.engine.direct`).
     """
 
-    def __init__(self, path: str, sparse: bool = True, durable: bool = True):
+    def __init__(self, path: str, sparse: bool = True, durable: bool = True,
+                 direct_io: bool = True):
         self.path = path
         self.sparse = sparse
         self.durable = durable
+        self.direct_io = direct_io and durable
         self.fd = None
+        self.direct = None
         self.size_hint = None
+
+    def use_direct(self) -> bool:
+        """Write what follows with ``O_DIRECT`` (one stream, durable only).
+
+        The engine calls this when one worker writes the file in order:
+        parallel segments read their bytes back to hash them, which the
+        page cache serves and the disk would not.  False when not durable,
+        turned off, or the file system refuses ``O_DIRECT``.
+        """
+        if self.direct is None and self.direct_io and self.fd is not None:
+            self.direct = direct_mod.open_direct(self.path, self.fd)
+        return self.direct is not None
+
+    def flush(self):
+        """Hand whatever :meth:`write` holds in memory to the file."""
+        if self.direct is not None:
+            try:
+                self.direct.flush()
+            except OSError as exc:
+                raise _dest_error(self.path, exc) from exc
 
     def open(self, fresh: bool):
         self.close()
@@ -210,6 +238,12 @@ class PartFile:
         self._write(offset, data)
 
     def _write(self, offset: int, data) -> None:
+        if self.direct is not None:
+            try:
+                self.direct.write(offset, data)
+            except OSError as exc:
+                raise _dest_error(self.path, exc) from exc
+            return
         start = offset
         try:
             view = memoryview(data)
@@ -228,9 +262,11 @@ class PartFile:
                             _WRITEBACK_BYTES)
 
     def read(self, offset: int, length: int) -> bytes:
+        self.flush()
         return os.pread(self.fd, length, offset)
 
     def sync(self):
+        self.flush()
         if not self.durable:
             return
         try:
@@ -239,16 +275,19 @@ class PartFile:
             raise _dest_error(self.path, exc, 'sync') from exc
 
     def truncate(self, size: int):
+        self.flush()
         try:
             os.ftruncate(self.fd, size)
         except OSError as exc:
             raise _dest_error(self.path, exc, 'resize') from exc
 
     def size(self) -> int:
+        self.flush()
         return os.fstat(self.fd).st_size
 
     def commit(self, dest: str, mode: int | None, replace: bool):
         """fsync, chmod and rename to ``dest``; fsync the directory."""
+        self.flush()
         try:
             if self.durable:
                 os.fsync(self.fd)
@@ -276,6 +315,9 @@ class PartFile:
             raise _dest_error(dest, exc, 'rename to') from exc
 
     def close(self):
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

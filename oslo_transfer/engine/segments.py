@@ -366,6 +366,10 @@ class Fill:
         self._plan_pieces()
         n = min(self.segments, max(1, len(self.pieces)))
         self.active = n
+        if n == 1:
+            # One worker writes in order and the hasher takes its chunks
+            # from memory: nothing needs the written bytes in the cache.
+            self.part.use_direct()
         self.job.user_cancel_link(self.token)
         ckpt = threading.Thread(target=self._checkpointer,
                                 name='oslo-transfer-checkpoint', daemon=True)

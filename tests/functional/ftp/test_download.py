@@ -16,6 +16,7 @@ through the engine, ranged segments, FTPS and PASV spoofing."""
 import ftplib
 import itertools
 import os
+import subprocess
 
 import pytest
 
@@ -118,6 +119,37 @@ def test_copy_with_checksum(server, put, conf, dest):
     assert res.size == df.size
     assert res.bytes_resumed == 0
     assert 'pw-' not in res.url and 's3cret' not in res.url
+
+
+def _cached_pages(path):
+    """Pages of ``path`` in the page cache (util-linux's fincore)."""
+    fincore = fconf.require_binary('fincore', 'util-linux-extra')
+    out = subprocess.run([fincore, '--noheadings', '--output', 'PAGES',
+                          path], check=True, capture_output=True, text=True)
+    return int(out.stdout)
+
+
+@pytest.mark.parametrize('settings,cached', [
+    ({}, False),                                  # default: O_DIRECT
+    ({'direct_io': False}, True),
+    ({'fsync': False}, True),                     # not durable: the cache
+])
+def test_durable_stream_bypasses_the_page_cache(server, put, conf, dest,
+                                                settings, cached):
+    # One stream, fsync on: written with O_DIRECT, so the copy (and its
+    # final fdatasync) leave the page cache alone; otherwise it is there.
+    df = put(server, 24 * MiB + 1000)
+    with transfer_mod.Transfer(conf(oslo_transfer=settings),
+                               drivers=['ftp']) as t:
+        res = t.copy(_url(server, df.name), dest, checksum=df.checksum())
+    pages = _cached_pages(dest)         # (before reading it to compare)
+    fconf.assert_only_dest(dest, df.data)
+    assert res.digest == df.sha256
+    if cached:
+        assert pages >= (24 * MiB) // 4096
+    else:
+        # at most the partial blocks written through the cache
+        assert pages <= 4
 
 
 def test_parallel_segments(server, put, conf, dest):

@@ -125,6 +125,21 @@ _opts = [
                      'safely, a power loss may cost a restart (the prefix '
                      'digest catches it) but the checksum is still '
                      'verified before the rename.'),
+    cfg.FloatOpt('switch_interval', default=None, min=0.0001, max=1.0,
+                 help='When set, creating a Transfer sets the interpreter\'s '
+                      'thread switch interval (sys.setswitchinterval) to '
+                      'this many seconds.  With the default 0.005, a thread '
+                      'that comes back from C code (a sha256 update, a '
+                      'write, a libiscsi or libnfs call) waits up to 5 ms '
+                      'for the interpreter lock when another thread only '
+                      'lets go of it for microseconds at a time (a receive '
+                      'loop of many short C calls); 0.0005 took a 1 GiB '
+                      'iSCSI copy from 1.66 to 1.32 s and 1.78 to 1.44 '
+                      'CPU-s, and changed FTP, SFTP and NFS copies by less '
+                      'than the noise.  It is process-wide, so a service '
+                      'decides: unset leaves the interpreter alone.  The '
+                      'oslo-transfer command uses 0.0005 unless this is '
+                      'set.'),
     cfg.BoolOpt('direct_io', default=True,
                 help='A durable download read as one stream (fsync on, one '
                      'segment) is written with O_DIRECT, from aligned '

@@ -15,6 +15,7 @@
 from concurrent import futures
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -104,6 +105,8 @@ class Transfer:
                  default_config_dirs=[])
         self.conf = conf
         opts.register_opts(conf)
+        if conf.oslo_transfer.switch_interval is not None:
+            sys.setswitchinterval(conf.oslo_transfer.switch_interval)
         self.load_failures = {}
         self.unavailable = {}
         self._checked = set()

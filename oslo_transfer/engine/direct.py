@@ -57,8 +57,8 @@ BUFFER_BYTES = 4 * 1024 * 1024
 BUFFERS = 3
 
 
-def open_direct(path: str, buffered_fd: int, buffer_bytes=BUFFER_BYTES,
-                buffers=BUFFERS):
+def open_direct(path: str, buffered_fd: int, buffer_bytes=None,
+                buffers=None):
     """A :class:`DirectWriter` for ``path``, or None without ``O_DIRECT``.
 
     :param buffered_fd: an open ``fd`` of the same file, used for what
@@ -73,7 +73,8 @@ def open_direct(path: str, buffered_fd: int, buffer_bytes=BUFFER_BYTES,
         LOG.debug('%s: no direct I/O (%s); writing through the page cache',
                   path, exc.strerror)
         return None
-    return DirectWriter(fd, buffered_fd, buffer_bytes, buffers)
+    return DirectWriter(fd, buffered_fd, buffer_bytes or BUFFER_BYTES,
+                        buffers or BUFFERS)
 
 
 def _pwrite_all(fd, view, offset):

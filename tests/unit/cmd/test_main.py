@@ -14,6 +14,7 @@
 
 import hashlib
 import json
+import sys
 
 import pytest
 
@@ -162,3 +163,41 @@ def test_numeric_options_are_checked(tmp_path, capsys, argv, option):
     assert rc == main.EXIT_USAGE
     assert 'usage:' in err and 'argument %s' % option in err
     assert not dst.exists()
+
+
+@pytest.fixture
+def switch_interval():
+    """Restore the interpreter's switch interval after the test."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize('configured,expected', [
+    (None, main.CLI_SWITCH_INTERVAL),   # the command's own default
+    (0.002, 0.002),                     # what the config file says
+])
+def test_command_sets_the_switch_interval(tmp_path, capsys, switch_interval,
+                                          configured, expected):
+    src = tmp_path / 'src'
+    src.write_bytes(b'z' * 1000)
+    argv = ['copy', str(src), str(tmp_path / 'dst')]
+    if configured is not None:
+        path = tmp_path / 'si.conf'
+        path.write_text('[oslo_transfer]\nswitch_interval = %s\n'
+                        % configured)
+        argv += ['--config-file', str(path)]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert sys.getswitchinterval() == pytest.approx(expected)
+
+
+def test_library_leaves_the_switch_interval_alone(switch_interval):
+    from oslo_transfer import testing
+    from oslo_transfer import transfer
+    with transfer.Transfer(testing.make_conf()):
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    conf = testing.make_conf({('oslo_transfer', 'switch_interval'): 0.001})
+    with transfer.Transfer(conf):
+        assert sys.getswitchinterval() == pytest.approx(0.001)

@@ -16,22 +16,46 @@ Scripts call :func:`copy`, :func:`open`, :func:`upload` and :func:`plan`;
 services build a :class:`Transfer` on their ``ConfigOpts``.
 """
 
-from oslo_transfer.api import copy
-from oslo_transfer.api import open  # noqa: A004 shadows the builtin
-from oslo_transfer.api import plan
-from oslo_transfer.api import upload
-from oslo_transfer.checksum import Checksum
-from oslo_transfer.driver import CancelToken
-from oslo_transfer import exceptions
-from oslo_transfer.locations import Credentials
-from oslo_transfer.locations import Location
-from oslo_transfer.locations import Source
-from oslo_transfer.result import Result
-from oslo_transfer.selector import Hints
-from oslo_transfer.selector import Plan
-from oslo_transfer.transfer import Transfer
-from oslo_transfer.transfer import TransferHandle
+import importlib
+
+# Where each public name lives.  They are imported on first use (PEP 562)
+# so that a program can run code before oslo.config and the engine load:
+# the oslo-transfer command defers an import it never needs
+# (oslo_transfer.cmd).  ``from oslo_transfer import copy`` and
+# ``oslo_transfer.copy`` work as with eager imports.
+_EXPORTS = {
+    'copy': 'oslo_transfer.api',
+    'open': 'oslo_transfer.api',
+    'plan': 'oslo_transfer.api',
+    'upload': 'oslo_transfer.api',
+    'Checksum': 'oslo_transfer.checksum',
+    'CancelToken': 'oslo_transfer.driver',
+    'Credentials': 'oslo_transfer.locations',
+    'Location': 'oslo_transfer.locations',
+    'Source': 'oslo_transfer.locations',
+    'Result': 'oslo_transfer.result',
+    'Hints': 'oslo_transfer.selector',
+    'Plan': 'oslo_transfer.selector',
+    'Transfer': 'oslo_transfer.transfer',
+    'TransferHandle': 'oslo_transfer.transfer',
+}
 
 __all__ = ['copy', 'open', 'upload', 'plan', 'Transfer', 'TransferHandle',
            'Hints', 'Plan', 'Result', 'Source', 'Location', 'Credentials',
            'Checksum', 'CancelToken', 'exceptions']
+
+
+def __getattr__(name):
+    if name == 'exceptions':
+        value = importlib.import_module('oslo_transfer.exceptions')
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError('module %r has no attribute %r'
+                             % (__name__, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -23,6 +23,8 @@ content a new name, never rewrite a served file behind its back.
 
 import os
 import signal
+import subprocess
+import time
 
 from tests.functional import servers
 
@@ -111,8 +113,34 @@ class Ganesha:
             if 3 in self.versions:
                 servers.wait_for_port(servers.LOOPBACK, self.mnt_port,
                                       process=self.process)
+                self._wait_registered()
             return self
         raise AssertionError('unreachable')
+
+    def _wait_registered(self, timeout=20.0):
+        """Wait until rpcbind maps MOUNT and NFS v3 to our ports.
+
+        ganesha opens its ports before it (re-)registers them with
+        rpcbind; a v3 mount in between fails with "Program is not
+        available" (seen right after a restart that followed a kill).
+        """
+        rpcinfo = servers.require_binary('rpcinfo', 'rpcbind')
+        want = {('100005', '3', str(self.mnt_port)),
+                ('100003', '3', str(self.nfs_port))}
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run([rpcinfo, '-p', servers.LOOPBACK],
+                                 capture_output=True, text=True).stdout
+            have = {tuple(f[i] for i in (0, 1, 3))
+                    for f in (line.split() for line in out.splitlines())
+                    if len(f) >= 4}
+            if want <= have:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError('ganesha did not register %s with '
+                                     'rpcbind; rpcinfo -p:\n%s'
+                                     % (sorted(want - have), out))
+            time.sleep(0.05)
 
     def stop(self):
         if self.process is not None:

@@ -95,8 +95,8 @@ OPTS = [
                     'several MiB of answers already sent, so the window '
                     'must be larger than they are for the server to stay '
                     'busy while the engine writes what arrived.  Reads '
-                    'running at once (parallel segments) share that many, '
-                    'at least 8 each, so memory stays bounded.\n\n'
+                    'running at once (parallel segments) share half that '
+                    'many, at least 8 each, so memory stays bounded.\n\n'
                     'Related options:\n\n* window_size'),
     cfg.BoolOpt('read_ahead', default=True,
                 help='When a ranged read runs alone (the engine reading '
@@ -353,8 +353,10 @@ class SFTPDriver(driver.Driver):
 
         One read alone keeps ``requests_in_flight`` requests in flight;
         reads running at once (the engine's parallel segments, each on its
-        own connection) share that many, at least 8 each, so that memory
-        does not grow with the number of segments.
+        own connection) share half that many, at least 8 each, so that
+        memory does not grow with the number of segments (each connection
+        also has its own buffers and packets in flight: 4 segments sharing
+        all 128 peaked at 100 MiB, against 72 MiB for one read).
 
         :returns: ``(depth, reads running now)``.
         """
@@ -362,7 +364,9 @@ class SFTPDriver(driver.Driver):
             self._reads += delta
             active = max(1, self._reads)
         n = self.options.requests_in_flight
-        return max(min(n, 8), n // active), active
+        if active == 1:
+            return n, active
+        return max(min(n, 8), n // (2 * active)), active
 
     def _read(self, location, path, offset, length, ctx):
         _, pipeline = self._libs()

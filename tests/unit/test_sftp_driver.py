@@ -152,16 +152,17 @@ def test_pool_keys_differ_by_secret():
 def test_parallel_reads_share_the_requests_in_flight():
     d = _sftp(requests_in_flight=128)
     assert d._depth(+1) == (128, 1)    # alone
-    assert d._depth(+1) == (64, 2)     # two share 128
-    assert d._depth(+1) == (42, 3)
-    assert d._depth(+1) == (32, 4)     # four segments: 32 each
+    assert d._depth(+1) == (32, 2)     # two share half of 128
+    assert d._depth(+1) == (21, 3)
+    assert d._depth(+1) == (16, 4)     # four segments: 16 each
     for _ in range(4):
         d._depth(-1)
     assert d._depth(+1) == (128, 1)
     assert _sftp(requests_in_flight=4)._depth(+1) == (4, 1)
     # never fewer than 8 each (or requests_in_flight, when that is less)
     d = _sftp(requests_in_flight=32)
-    assert [d._depth(+1)[0] for _ in range(6)] == [32, 16, 10, 8, 8, 8]
+    assert [d._depth(+1)[0] for _ in range(4)] == [32, 8, 8, 8]
+    assert _sftp(requests_in_flight=4)._depth(+1) == (4, 1)
 
 
 def test_plan_ranks_ftp_and_sftp_beside_http():

@@ -160,6 +160,17 @@ class PartFile:
             self.direct = direct_mod.open_direct(self.path, self.fd)
         return self.direct is not None
 
+    def use_buffered(self):
+        """Write what follows through the page cache (parallel segments)."""
+        if self.direct is not None:
+            try:
+                self.direct.flush()
+            except OSError as exc:
+                raise _dest_error(self.path, exc) from exc
+            finally:
+                self.direct.close()
+                self.direct = None
+
     def flush(self):
         """Hand whatever :meth:`write` holds in memory to the file."""
         if self.direct is not None:

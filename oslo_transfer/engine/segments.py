@@ -370,6 +370,9 @@ class Fill:
             # One worker writes in order and the hasher takes its chunks
             # from memory: nothing needs the written bytes in the cache.
             self.part.use_direct()
+        else:
+            # (After a one-stream candidate failed over to this one.)
+            self.part.use_buffered()
         self.job.user_cancel_link(self.token)
         ckpt = threading.Thread(target=self._checkpointer,
                                 name='oslo-transfer-checkpoint', daemon=True)

@@ -212,3 +212,21 @@ def test_partfile_direct_disk_full_is_a_destination_error(
         p.sync()
     assert 'no space left on the device of %s' % path in str(err.value)
     p.close()
+
+
+def test_partfile_back_to_buffered_keeps_what_was_written(tmp_path):
+    # A one-stream candidate wrote with O_DIRECT, the next one runs
+    # parallel segments through the page cache: nothing staged is lost.
+    path = str(tmp_path / 'f.part')
+    p = partfile.PartFile(path, durable=True)
+    p.open(fresh=True)
+    assert p.use_direct()
+    first = _data(1 * MiB + 100, 7)
+    p.write(0, first)                   # still staged in memory
+    p.use_buffered()
+    assert p.direct is None
+    rest = _data(1 * MiB, 8)
+    p.write(len(first), rest)
+    p.sync()
+    p.close()
+    assert _content(path) == first + rest

@@ -164,9 +164,7 @@ class PartFile:
         """Write what follows through the page cache (parallel segments)."""
         if self.direct is not None:
             try:
-                self.direct.flush()
-            except OSError as exc:
-                raise _dest_error(self.path, exc) from exc
+                self.flush()
             finally:
                 self.direct.close()
                 self.direct = None

@@ -32,6 +32,11 @@ system that refuses ``O_DIRECT`` at open gets no writer
 (``EINVAL``) has it, and every later one, written through the buffered
 ``fd`` instead.
 
+Only local disk file systems get a writer (ext2/3/4, XFS, btrfs, F2FS, by
+``fstatfs``): on NFS, SMB, CephFS or FUSE a direct write is a synchronous
+round trip to a server that would otherwise batch and commit, and tmpfs
+has no disk to go around.  Those are written through the page cache.
+
 Writes are visible to :meth:`DirectWriter.flush` callers only: read the
 file or ``fdatasync`` it after ``flush()``.  The first write error (a full
 disk) is raised by the next :meth:`~DirectWriter.write` or
@@ -39,6 +44,7 @@ disk) is raised by the next :meth:`~DirectWriter.write` or
 """
 
 import collections
+import ctypes
 import errno
 import logging
 import mmap
@@ -57,6 +63,27 @@ BUFFER_BYTES = 4 * 1024 * 1024
 BUFFERS = 3
 
 
+#: ``statfs.f_type`` of the file systems written with ``O_DIRECT``: local
+#: disks (ext2/3/4, XFS, btrfs, F2FS).
+LOCAL_DISK_FS = frozenset([0xEF53, 0x58465342, 0x9123683E, 0xF2F52010])
+_libc = None
+
+
+def fs_type(fd: int):
+    """The ``f_type`` of the file system of ``fd`` (Linux), or None."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)     # > sizeof(struct statfs)
+        if _libc.fstatfs(fd, buf) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    # f_type is the first member, a C long (__fsword_t)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
 def open_direct(path: str, buffered_fd: int, buffer_bytes=None,
                 buffers=None):
     """A :class:`DirectWriter` for ``path``, or None without ``O_DIRECT``.
@@ -66,6 +93,12 @@ def open_direct(path: str, buffered_fd: int, buffer_bytes=None,
     """
     flags = getattr(os, 'O_DIRECT', None)
     if flags is None:
+        return None
+    kind = fs_type(buffered_fd)
+    if kind not in LOCAL_DISK_FS:
+        LOG.debug('%s: file system type %s is not a local disk; writing '
+                  'through the page cache', path,
+                  'unknown' if kind is None else hex(kind))
         return None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | flags)

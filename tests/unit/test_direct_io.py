@@ -230,3 +230,23 @@ def test_partfile_back_to_buffered_keeps_what_was_written(tmp_path):
     p.sync()
     p.close()
     assert _content(path) == first + rest
+
+
+def test_only_local_disk_file_systems_are_written_direct(tmp_path,
+                                                         monkeypatch):
+    path = str(tmp_path / 'g')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert direct.fs_type(fd) in direct.LOCAL_DISK_FS  # /tmp: ext4
+        if os.path.ismount('/dev/shm'):
+            shm = os.open('/dev/shm', os.O_RDONLY)
+            try:
+                assert direct.fs_type(shm) == 0x01021994     # tmpfs
+            finally:
+                os.close(shm)
+        # NFS, SMB, CephFS, FUSE...: through the page cache
+        for kind in (0x6969, 0xFF534D42, 0x00C36400, 0x65735546, None):
+            monkeypatch.setattr(direct, 'fs_type', lambda _fd, k=kind: k)
+            assert direct.open_direct(path, fd) is None
+    finally:
+        os.close(fd)

@@ -250,3 +250,26 @@ def test_only_local_disk_file_systems_are_written_direct(tmp_path,
             assert direct.open_direct(path, fd) is None
     finally:
         os.close(fd)
+
+
+def test_short_runs_of_a_fragmented_image_go_through_the_cache(tmp_path):
+    # 4 KiB of data, 4 KiB of zeros, ...: one direct write per run would
+    # be a synchronous disk write per 4 KiB; they are buffered instead.
+    path = str(tmp_path / 'h.part')
+    p = partfile.PartFile(path, durable=True)
+    p.open(fresh=True)
+    p.prepare(8 * MiB, None)
+    assert p.use_direct()
+    block = _data(4096, 9)
+    chunk = (block + bytes(4096)) * (MiB // 8192)
+    p.write(0, chunk)                       # fragmented: all buffered
+    dense = _data(4 * MiB, 10)
+    p.write(4 * MiB, dense)                 # dense: direct
+    p.sync()
+    assert p.direct.direct_bytes == 4 * MiB
+    assert p.direct.buffered_bytes == MiB // 2
+    p.close()
+    got = _content(path)
+    assert got[:MiB] == chunk
+    assert got[MiB:4 * MiB] == bytes(3 * MiB)
+    assert got[4 * MiB:] == dense

@@ -44,6 +44,15 @@ def _content(path):
         return f.read()
 
 
+def _direct_part(path, size):
+    """A durable PartFile of ``size`` bytes (holes), writing O_DIRECT."""
+    p = partfile.PartFile(path, durable=True)
+    p.open(fresh=True)
+    p.prepare(size, None)
+    assert p.use_direct()
+    return p
+
+
 @pytest.mark.parametrize('start', [0, 1, 4095, 4096, 12345])
 def test_odd_chunks_from_any_offset_land_where_written(tmp_path, start):
     path = str(tmp_path / 'f')
@@ -174,10 +183,7 @@ def test_partfile_uses_direct_io_only_when_durable(tmp_path):
 
 def test_partfile_direct_keeps_sparse_holes(tmp_path):
     path = str(tmp_path / 'd.part')
-    p = partfile.PartFile(path, durable=True)
-    p.open(fresh=True)
-    p.prepare(16 * MiB, None)
-    assert p.use_direct()
+    p = _direct_part(path, 16 * MiB)
     island = bytes(1 * MiB) + _data(1 * MiB) + bytes(2 * MiB)
     for off in range(0, 16 * MiB, 4 * MiB):
         p.write(off, island if off == 8 * MiB else bytes(4 * MiB))
@@ -256,10 +262,7 @@ def test_short_runs_of_a_fragmented_image_go_through_the_cache(tmp_path):
     # 4 KiB of data, 4 KiB of zeros, ...: one direct write per run would
     # be a synchronous disk write per 4 KiB; they are buffered instead.
     path = str(tmp_path / 'h.part')
-    p = partfile.PartFile(path, durable=True)
-    p.open(fresh=True)
-    p.prepare(8 * MiB, None)
-    assert p.use_direct()
+    p = _direct_part(path, 8 * MiB)
     block = _data(4096, 9)
     chunk = (block + bytes(4096)) * (MiB // 8192)
     p.write(0, chunk)                       # fragmented: all buffered

@@ -271,6 +271,9 @@ class DirectWriter:
                     _pwrite_all(self.bfd, memoryview(buf)[:n], at)
             except OSError as exc:
                 err = exc
+            except Exception as exc:  # noqa: never leave the caller waiting
+                LOG.exception('direct writer failed')
+                err = OSError(errno.EIO, 'direct writer failed: %s' % exc)
             with self.lock:
                 if err is not None:
                     if self.error is None:

@@ -276,3 +276,24 @@ def test_short_runs_of_a_fragmented_image_go_through_the_cache(tmp_path):
     assert got[:MiB] == chunk
     assert got[MiB:4 * MiB] == bytes(3 * MiB)
     assert got[4 * MiB:] == dense
+
+
+def test_a_bug_in_the_writer_thread_fails_the_copy_instead_of_hanging(
+        tmp_path, monkeypatch):
+    path = str(tmp_path / 'k')
+    fd, w = _writer(path)
+    real = os.pwrite
+
+    def pwrite(f, buf, off):
+        if f == w.fd:
+            raise RuntimeError('boom')
+        return real(f, buf, off)
+
+    monkeypatch.setattr(os, 'pwrite', pwrite)
+    with pytest.raises(OSError) as err:
+        for i in range(0, 1 * MiB, 64 * KiB):
+            w.write(i, _data(64 * KiB, i))
+        w.flush()
+    assert err.value.errno == errno.EIO and 'boom' in str(err.value)
+    w.close()
+    os.close(fd)

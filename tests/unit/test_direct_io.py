@@ -44,6 +44,18 @@ def _content(path):
         return f.read()
 
 
+def _fail_direct_writes(monkeypatch, fd, exc, from_offset=0):
+    """Make ``os.pwrite`` on ``fd`` raise ``exc`` from ``from_offset`` on."""
+    real = os.pwrite
+
+    def pwrite(f, buf, off):
+        if f == fd and off >= from_offset:
+            raise exc
+        return real(f, buf, off)
+
+    monkeypatch.setattr(os, 'pwrite', pwrite)
+
+
 def _direct_part(path, size):
     """A durable PartFile of ``size`` bytes (holes), writing O_DIRECT."""
     p = partfile.PartFile(path, durable=True)
@@ -112,14 +124,8 @@ def test_a_refused_direct_write_falls_back_to_the_page_cache(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'f')
     fd, w = _writer(path)
-    real = os.pwrite
-
-    def pwrite(f, buf, off):
-        if f == w.fd:
-            raise OSError(errno.EINVAL, 'Invalid argument')
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
+    _fail_direct_writes(monkeypatch, w.fd,
+                        OSError(errno.EINVAL, 'Invalid argument'))
     data = _data(500 * KiB)
     w.write(0, data)
     w.flush()
@@ -134,17 +140,9 @@ def test_a_disk_error_is_raised_by_the_next_call_and_stops_writing(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'f')
     fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=2)
-    real = os.pwrite
-    calls = []
-
-    def pwrite(f, buf, off):
-        if f == w.fd:
-            calls.append(off)
-            if off >= 128 * KiB:
-                raise OSError(errno.ENOSPC, 'No space left on device')
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
+    _fail_direct_writes(monkeypatch, w.fd,
+                        OSError(errno.ENOSPC, 'No space left on device'),
+                        from_offset=128 * KiB)
     with pytest.raises(OSError) as err:
         for i in range(0, 4 * MiB, 64 * KiB):
             w.write(i, _data(64 * KiB, i))
@@ -204,14 +202,8 @@ def test_partfile_direct_disk_full_is_a_destination_error(
     p = partfile.PartFile(path, durable=True)
     p.open(fresh=True)
     assert p.use_direct()
-    real = os.pwrite
-
-    def pwrite(f, buf, off):
-        if f == p.direct.fd:
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
+    _fail_direct_writes(monkeypatch, p.direct.fd,
+                        OSError(errno.ENOSPC, 'No space left on device'))
     with pytest.raises(exceptions.DestinationError) as err:
         for off in range(0, 64 * MiB, MiB):
             p.write(off, _data(MiB, off))
@@ -282,14 +274,7 @@ def test_a_bug_in_the_writer_thread_fails_the_copy_instead_of_hanging(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'k')
     fd, w = _writer(path)
-    real = os.pwrite
-
-    def pwrite(f, buf, off):
-        if f == w.fd:
-            raise RuntimeError('boom')
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
+    _fail_direct_writes(monkeypatch, w.fd, RuntimeError('boom'))
     with pytest.raises(OSError) as err:
         for i in range(0, 1 * MiB, 64 * KiB):
             w.write(i, _data(64 * KiB, i))

@@ -160,11 +160,17 @@ def _observe(plan, avail, have, times):
         plan.observe(t, a, have)
 
 
-def test_help_a_slow_present_receiver_from_the_back():
-    n, count = 16, 2
+def _plan(n, count, held):
+    """Slice 0 of ``count`` over ``n`` pieces, holding the first ``held``."""
     plan = pieces.PiecePlan(0, count, n)
     st = _State(n)
-    st.have.update(range(8))              # own share done
+    st.have.update(range(held))
+    return plan, st
+
+
+def test_help_a_slow_present_receiver_from_the_back():
+    n, count = 16, 2
+    plan, st = _plan(n, count, 8)              # own share done
     plan.fetched(0.1)
     # slice 1's owner has piece 8 and then nothing for 2 s: it is slow
     a = [0] * n
@@ -175,9 +181,7 @@ def test_help_a_slow_present_receiver_from_the_back():
 
 def test_no_help_for_a_fast_receiver():
     n, count = 16, 2
-    plan = pieces.PiecePlan(0, count, n)
-    st = _State(n)
-    st.have.update(range(8))
+    plan, st = _plan(n, count, 8)
     plan.fetched(1.0)
     # the owner gets 3 pieces a second; the last one is 6 pieces away:
     # 2 s for it, this host needs 2 x 1 s + slack
@@ -227,47 +231,40 @@ def _slice_avail(n, count, shown):
     return a
 
 
+def _shown(plan, st, now, shown, n=64, count=4):
+    """What slice 0 fetches next once the slices show ``shown`` pieces."""
+    a = _slice_avail(n, count, shown)
+    plan.observe(now, a, st.have)
+    return plan.next(st.wanted, a, st.have, False)
+
+
 def test_a_receiver_does_not_run_ahead_of_the_others():
     # 4 receivers, 16 pieces each; this host (slice 0) holds 4 of its
     # pieces while the others show nothing yet: it waits for them
     n, count = 64, 4
-    plan = pieces.PiecePlan(0, count, n)
-    st = _State(n)
-    st.have.update(range(4))
-    a = _slice_avail(n, count, [0, 0, 0, 0])
-    plan.observe(0.0, a, st.have)
-    assert plan.next(st.wanted, a, st.have, False) is None
+    plan, st = _plan(n, count, 4)
+    assert _shown(plan, st, 0.0, [0, 0, 0, 0]) is None
     # the median receiver shows one piece: this host may fetch again
-    a = _slice_avail(n, count, [0, 1, 1, 0])
-    plan.observe(0.5, a, st.have)
-    assert plan.next(st.wanted, a, st.have, False) == (4, 'share')
+    assert _shown(plan, st, 0.5, [0, 1, 1, 0]) == (4, 'share')
     # pieces in flight count as this host's progress
     st.busy.update(range(4, 5))
-    assert plan.next(st.wanted, a, st.have, False) is None
+    assert _shown(plan, st, 0.6, [0, 1, 1, 0]) is None
 
 
 def test_a_slice_nobody_shows_leaves_the_median_after_a_while():
     n, count = 64, 4
-    plan = pieces.PiecePlan(0, count, n)
-    st = _State(n)
-    st.have.update(range(8))
-    a = _slice_avail(n, count, [0, 0, 0, 1])
-    plan.observe(0.0, a, st.have)
-    assert plan.next(st.wanted, a, st.have, False) is None
+    plan, st = _plan(n, count, 8)
+    assert _shown(plan, st, 0.0, [0, 0, 0, 1]) is None
     # receivers 1 and 2 never showed a piece (dead?): after a while only
     # receiver 3 counts; it is more than 4 pieces behind, then it is not
-    plan.observe(pieces._ABSENT + 0.1, a, st.have)
-    assert plan.next(st.wanted, a, st.have, False) is None
-    a = _slice_avail(n, count, [0, 0, 0, 5])
-    plan.observe(pieces._ABSENT + 0.5, a, st.have)
-    assert plan.next(st.wanted, a, st.have, False) == (8, 'share')
+    assert _shown(plan, st, pieces._ABSENT + 0.1, [0, 0, 0, 1]) is None
+    later = pieces._ABSENT + 0.5
+    assert _shown(plan, st, later, [0, 0, 0, 5]) == (8, 'share')
 
 
 def test_starving_ignores_the_others_progress():
     n, count = 64, 4
-    plan = pieces.PiecePlan(0, count, n)
-    st = _State(n)
-    st.have.update(range(4))
+    plan, st = _plan(n, count, 4)
     a = _slice_avail(n, count, [0, 0, 0, 0])
     plan.observe(0.0, a, st.have)
     assert plan.next(st.wanted, a, st.have, True) == (4, 'share')
@@ -279,9 +276,7 @@ def test_no_help_for_a_receiver_that_just_appeared():
     It is not slow: its slice is left to it.
     """
     n, count = 16, 2
-    plan = pieces.PiecePlan(0, count, n)
-    st = _State(n)
-    st.have.update(range(8))
+    plan, st = _plan(n, count, 8)
     plan.fetched(0.1)
     a = [0] * n
     a[8] = 1

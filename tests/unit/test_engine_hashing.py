@@ -75,15 +75,21 @@ class _ReusingDriver(fakes.MemoryDriver):
             pos += n
 
 
-def test_reused_driver_buffers_are_not_hashed_late(tmp_path):
-    store = fakes.MemoryStore()
-    drv = type('MemDriver', (_ReusingDriver,), {'store': store})
-    payload = fakes.data(3 * MiB + 11)
+def _copy_one_stream(tmp_path, drv, store, size):
+    """Copy ``size`` bytes as one verified stream; return the payload."""
+    payload = fakes.data(size)
     store.put('mem://a', payload)
     with make(drv, segments=1) as t:
         res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
     assert res.digest == hashlib.sha256(payload).hexdigest()
     assert (tmp_path / 'out').read_bytes() == payload
+    return payload
+
+
+def test_reused_driver_buffers_are_not_hashed_late(tmp_path):
+    store = fakes.MemoryStore()
+    drv = type('MemDriver', (_ReusingDriver,), {'store': store})
+    _copy_one_stream(tmp_path, drv, store, 3 * MiB + 11)
 
 
 def _capped_driver(store, cap):
@@ -213,12 +219,7 @@ def test_background_reads_hash_one_stream_in_the_reading_thread(
     store = fakes.MemoryStore()
     drv = (_background(store) if background
            else fakes.make_driver_class(store=store))
-    payload = fakes.data(9 * MiB + 7)
-    store.put('mem://a', payload)
-    with make(drv, segments=1) as t:
-        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
-    assert res.digest == hashlib.sha256(payload).hexdigest()
-    assert (tmp_path / 'out').read_bytes() == payload
+    payload = _copy_one_stream(tmp_path, drv, store, 9 * MiB + 7)
     assert read_back['bytes'] == 0
     chunks = -(-len(payload) // drv.chunk_size)
     if background:

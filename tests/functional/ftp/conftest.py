@@ -178,3 +178,18 @@ def tmpfs(tmp_path):
     yield make
     for fs in mounted:
         fs.umount()
+
+
+@pytest.fixture
+def small_ext4(tmp_path):
+    """``small_ext4(size='16m')`` -> path of a mounted small ext4."""
+    mounted = []
+
+    def make(size='16m'):
+        fs = ftpservers.SmallExt4(tmp_path / 'ext4', size).mount()
+        mounted.append(fs)
+        return fs.path
+
+    yield make
+    for fs in mounted:
+        fs.umount()

@@ -350,6 +350,34 @@ class Tmpfs:
             self.mounted = False
 
 
+class SmallExt4(Tmpfs):
+    """A small ext4 file system (an image on a loop device) on ``path``.
+
+    A local disk file system, so durable downloads into it are written
+    with O_DIRECT (tmpfs is not): the disk-full path of that writer.
+    """
+
+    def mount(self) -> 'SmallExt4':
+        from tests.functional import servers
+        mkfs = servers.require_binary('mkfs.ext4', 'e2fsprogs')
+        os.makedirs(self.path, exist_ok=True)
+        image = self.path.rstrip('/') + '.img'
+        with open(image, 'wb') as f:
+            f.truncate(int(self.size.rstrip('m')) * 1024 * 1024)
+        res = subprocess.run([mkfs, '-q', '-F', '-m', '0', image],
+                             capture_output=True, text=True)
+        if res.returncode:
+            raise RuntimeError('mkfs.ext4 failed: %s' % res.stderr)
+        res = subprocess.run(['mount', '-o', 'loop', image, self.path],
+                             capture_output=True, text=True)
+        if res.returncode:
+            raise RuntimeError('cannot loop-mount %s on %s (tests need root '
+                               'and a loop device): %s'
+                               % (image, self.path, res.stderr))
+        self.mounted = True
+        return self
+
+
 def make_shared_base(prefix: str) -> str:
     """A 0755 folder under /tmp that a local user can traverse."""
     import tempfile

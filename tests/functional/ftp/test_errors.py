@@ -161,6 +161,43 @@ def test_serve_disk_full_on_upload(tmp_path, tmpfs, conf):
     assert os.listdir(small) == [], 'the aborted upload stayed'
 
 
+def test_local_disk_full_on_a_direct_io_download(vsftpd, put, small_ext4,
+                                                 conf, monkeypatch):
+    # A 16 MiB ext4 (a local disk: the stream is written with O_DIRECT by
+    # the engine's writer thread): the writer's ENOSPC reaches the caller
+    # as DestinationError; no DEST, and the .part holds only what fitted.
+    from oslo_transfer.engine import direct
+    df = put(vsftpd, 24 * MiB)
+    small = small_ext4('16m')
+    fd = os.open(small, os.O_RDONLY)
+    try:
+        assert direct.fs_type(fd) in direct.LOCAL_DISK_FS
+    finally:
+        os.close(fd)
+    writers = []
+    real_open = direct.open_direct
+
+    def open_direct(*args, **kwargs):
+        writers.append(real_open(*args, **kwargs))
+        return writers[-1]
+
+    monkeypatch.setattr(direct, 'open_direct', open_direct)
+    dest = os.path.join(small, 'image.raw')
+    with transfer_mod.Transfer(conf(), drivers=['ftp']) as t:
+        with pytest.raises(exceptions.DestinationError) as ei:
+            t.copy(_url(vsftpd, df.name), dest, checksum=df.checksum())
+    assert 'no space left on the device of %s.part' % dest in str(ei.value)
+    # it was the O_DIRECT writer that ran out of space
+    assert writers and writers[0] is not None
+    assert writers[0].direct_bytes > 0 and writers[0].error is not None
+    _no_secret(str(ei.value), _password(vsftpd))
+    assert not os.path.exists(dest)
+    if os.path.exists(dest + '.part'):
+        with open(dest + '.part', 'rb') as f:
+            kept = f.read().rstrip(b'\0')
+        assert df.data.startswith(kept)
+
+
 def test_local_disk_full_on_download(server, put, tmpfs, conf):
     # The local destination is an 8 MiB tmpfs: DestinationError; nothing
     # complete-looking is left, and no DEST appears.

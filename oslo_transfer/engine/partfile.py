@@ -134,8 +134,8 @@ class PartFile:
     :param sparse: skip writing zero chunks (they read back as holes).
     :param durable: make the data durable (``fdatasync``) before it is
         recorded as held and before the rename.
-    :param direct_io: let :meth:`use_direct` write a durable stream with
-        ``O_DIRECT`` (see :mod:`oslo_transfer.engine.direct`).
+    :param direct_io: let :meth:`use_background` write a durable stream
+        with ``O_DIRECT`` (see :mod:`oslo_transfer.engine.direct`).
     """
 
     def __init__(self, path: str, sparse: bool = True, durable: bool = True,
@@ -145,35 +145,46 @@ class PartFile:
         self.durable = durable
         self.direct_io = direct_io and durable
         self.fd = None
-        self.direct = None
+        self.writer = None      # see use_background()
         self.size_hint = None
 
-    def use_direct(self) -> bool:
-        """Write what follows with ``O_DIRECT`` (one stream, durable only).
+    def use_background(self) -> str | None:
+        """Write what follows from a thread of its own; returns its kind.
 
-        The engine calls this when one worker writes the file in order:
-        parallel segments read their bytes back to hash them, which the
-        page cache serves and the disk would not.  False when not durable,
-        turned off, or the file system refuses ``O_DIRECT``.
+        The engine calls this when one worker writes the file in order, so
+        that the worker goes on receiving while the chunks are written (see
+        :mod:`oslo_transfer.engine.direct`).  A durable file on a local
+        disk, unless ``direct_io`` is off, is written with ``O_DIRECT``
+        (``'direct'``); any other through the page cache (``'queued'``).
+        Parallel segments read their bytes back to hash them, which the
+        page cache serves and the disk would not, so they write at once.
+        None before :meth:`open`.
         """
-        if self.direct is None and self.direct_io and self.fd is not None:
-            self.direct = direct_mod.open_direct(self.path, self.fd)
-        return self.direct is not None
+        if self.writer is None and self.fd is not None:
+            if self.direct_io:
+                self.writer = direct_mod.open_direct(self.path, self.fd)
+            if self.writer is None:
+                self.writer = direct_mod.QueuedWriter(
+                    self.fd, self._after_write if self.durable else None)
+        if self.writer is None:
+            return None
+        return ('direct' if isinstance(self.writer, direct_mod.DirectWriter)
+                else 'queued')
 
     def use_buffered(self):
-        """Write what follows through the page cache (parallel segments)."""
-        if self.direct is not None:
+        """Write what follows at once, through the page cache (segments)."""
+        if self.writer is not None:
             try:
                 self.flush()
             finally:
-                self.direct.close()
-                self.direct = None
+                self.writer.close()
+                self.writer = None
 
     def flush(self):
         """Hand whatever :meth:`write` holds in memory to the file."""
-        if self.direct is not None:
+        if self.writer is not None:
             try:
-                self.direct.flush()
+                self.writer.flush()
             except OSError as exc:
                 raise _dest_error(self.path, exc) from exc
 
@@ -247,9 +258,9 @@ class PartFile:
         self._write(offset, data)
 
     def _write(self, offset: int, data) -> None:
-        if self.direct is not None:
+        if self.writer is not None:
             try:
-                self.direct.write(offset, data)
+                self.writer.write(offset, data)
             except OSError as exc:
                 raise _dest_error(self.path, exc) from exc
             return
@@ -262,11 +273,17 @@ class PartFile:
                 offset += n
         except OSError as exc:
             raise _dest_error(self.path, exc) from exc
-        if self.durable and (offset // _WRITEBACK_BYTES !=
-                             start // _WRITEBACK_BYTES):
-            # Overlap the disk writes with the download so that the
-            # checkpoints and the final fsync find little left to do.
-            block = (offset // _WRITEBACK_BYTES) * _WRITEBACK_BYTES
+        if self.durable:
+            self._after_write(start, offset)
+
+    def _after_write(self, start: int, end: int) -> None:
+        """Start the writeback of each whole ``_WRITEBACK_BYTES`` passed.
+
+        Overlaps the disk writes with the download so that the checkpoints
+        and the final fsync find little left to do (durable files only).
+        """
+        if end // _WRITEBACK_BYTES != start // _WRITEBACK_BYTES:
+            block = (end // _WRITEBACK_BYTES) * _WRITEBACK_BYTES
             start_writeback(self.fd, max(0, block - _WRITEBACK_BYTES),
                             _WRITEBACK_BYTES)
 
@@ -324,9 +341,9 @@ class PartFile:
             raise _dest_error(dest, exc, 'rename to') from exc
 
     def close(self):
-        if self.direct is not None:
-            self.direct.close()
-            self.direct = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

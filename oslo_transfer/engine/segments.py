@@ -368,8 +368,9 @@ class Fill:
         self.active = n
         if n == 1:
             # One worker writes in order and the hasher takes its chunks
-            # from memory: nothing needs the written bytes in the cache.
-            self.part.use_direct()
+            # from memory: the writes can wait in a queue, and nothing
+            # needs the written bytes in the page cache.
+            self.part.use_background()
         else:
             # (After a one-stream candidate failed over to this one.)
             self.part.use_buffered()

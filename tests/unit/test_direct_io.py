@@ -61,7 +61,7 @@ def _direct_part(path, size):
     p = partfile.PartFile(path, durable=True)
     p.open(fresh=True)
     p.prepare(size, None)
-    assert p.use_direct()
+    assert p.use_background() == 'direct'
     return p
 
 
@@ -158,17 +158,18 @@ def test_a_disk_error_is_raised_by_the_next_call_and_stops_writing(
 
 def test_partfile_uses_direct_io_only_when_durable(tmp_path):
     p = partfile.PartFile(str(tmp_path / 'a.part'), durable=False)
+    assert p.use_background() is None       # not open yet
     p.open(fresh=True)
-    assert not p.use_direct()
+    assert p.use_background() == 'queued'
     p.close()
     p = partfile.PartFile(str(tmp_path / 'b.part'), durable=True,
                           direct_io=False)
     p.open(fresh=True)
-    assert not p.use_direct()
+    assert p.use_background() == 'queued'
     p.close()
     p = partfile.PartFile(str(tmp_path / 'c.part'), durable=True)
     p.open(fresh=True)
-    assert p.use_direct()
+    assert p.use_background() == 'direct'
     data = _data(3 * MiB + 5)
     p.write(0, data)
     # reads, sizes and syncs see what is still in the writer's buffers
@@ -201,8 +202,8 @@ def test_partfile_direct_disk_full_is_a_destination_error(
     path = str(tmp_path / 'e.part')
     p = partfile.PartFile(path, durable=True)
     p.open(fresh=True)
-    assert p.use_direct()
-    _fail_direct_writes(monkeypatch, p.direct.fd,
+    assert p.use_background() == 'direct'
+    _fail_direct_writes(monkeypatch, p.writer.fd,
                         OSError(errno.ENOSPC, 'No space left on device'))
     with pytest.raises(exceptions.DestinationError) as err:
         for off in range(0, 64 * MiB, MiB):
@@ -218,11 +219,11 @@ def test_partfile_back_to_buffered_keeps_what_was_written(tmp_path):
     path = str(tmp_path / 'f.part')
     p = partfile.PartFile(path, durable=True)
     p.open(fresh=True)
-    assert p.use_direct()
+    assert p.use_background() == 'direct'
     first = _data(1 * MiB + 100, 7)
     p.write(0, first)                   # still staged in memory
     p.use_buffered()
-    assert p.direct is None
+    assert p.writer is None
     rest = _data(1 * MiB, 8)
     p.write(len(first), rest)
     p.sync()
@@ -261,8 +262,8 @@ def test_short_runs_of_a_fragmented_image_go_through_the_cache(tmp_path):
     dense = _data(4 * MiB, 10)
     p.write(4 * MiB, dense)                 # dense: direct
     p.sync()
-    assert p.direct.direct_bytes == 4 * MiB
-    assert p.direct.buffered_bytes == MiB // 2
+    assert p.writer.direct_bytes == 4 * MiB
+    assert p.writer.buffered_bytes == MiB // 2
     p.close()
     got = _content(path)
     assert got[:MiB] == chunk

@@ -13,6 +13,7 @@
 """What a user sees when an FTP transfer fails: the exception class, a
 readable message with the password masked, and what is left on disk."""
 
+import errno
 import logging
 import os
 
@@ -190,6 +191,38 @@ def test_local_disk_full_on_a_direct_io_download(vsftpd, put, small_ext4,
     # it was the O_DIRECT writer that ran out of space
     assert writers and writers[0] is not None
     assert writers[0].direct_bytes > 0 and writers[0].error is not None
+    _no_secret(str(ei.value), _password(vsftpd))
+    assert not os.path.exists(dest)
+    if os.path.exists(dest + '.part'):
+        with open(dest + '.part', 'rb') as f:
+            kept = f.read().rstrip(b'\0')
+        assert df.data.startswith(kept)
+
+
+def test_local_disk_full_on_a_queued_download(vsftpd, put, small_ext4,
+                                              conf, monkeypatch):
+    # fsync=false: the stream is written through the page cache by the
+    # engine's writer thread; its ENOSPC reaches the caller the same way.
+    from oslo_transfer.engine import direct
+    df = put(vsftpd, 24 * MiB)
+    small = small_ext4('16m')
+    writers = []
+    real = direct.QueuedWriter
+
+    def queued(*args, **kwargs):
+        writers.append(real(*args, **kwargs))
+        return writers[-1]
+
+    monkeypatch.setattr(direct, 'QueuedWriter', queued)
+    dest = os.path.join(small, 'image.raw')
+    with transfer_mod.Transfer(conf(oslo_transfer={'fsync': False}),
+                               drivers=['ftp']) as t:
+        with pytest.raises(exceptions.DestinationError) as ei:
+            t.copy(_url(vsftpd, df.name), dest, checksum=df.checksum())
+    assert 'no space left on the device of %s.part' % dest in str(ei.value)
+    assert writers and writers[0].error is not None
+    assert writers[0].error.errno == errno.ENOSPC
+    assert writers[0].buffered_bytes > 0
     _no_secret(str(ei.value), _password(vsftpd))
     assert not os.path.exists(dest)
     if os.path.exists(dest + '.part'):

@@ -180,9 +180,15 @@ def test_partfile_uses_direct_io_only_when_durable(tmp_path):
     assert _content(str(tmp_path / 'c.part')) == data
 
 
-def test_partfile_direct_keeps_sparse_holes(tmp_path):
+@pytest.mark.parametrize('durable,kind',
+                         [(True, 'direct'), (False, 'queued')])
+def test_partfile_background_writes_keep_sparse_holes(tmp_path, durable,
+                                                      kind):
     path = str(tmp_path / 'd.part')
-    p = _direct_part(path, 16 * MiB)
+    p = partfile.PartFile(path, durable=durable)
+    p.open(fresh=True)
+    p.prepare(16 * MiB, None)
+    assert p.use_background() == kind
     island = bytes(1 * MiB) + _data(1 * MiB) + bytes(2 * MiB)
     for off in range(0, 16 * MiB, 4 * MiB):
         p.write(off, island if off == 8 * MiB else bytes(4 * MiB))
@@ -197,12 +203,15 @@ def test_partfile_direct_keeps_sparse_holes(tmp_path):
     assert got[12 * MiB:] == bytes(4 * MiB)
 
 
-def test_partfile_direct_disk_full_is_a_destination_error(
-        tmp_path, monkeypatch):
+@pytest.mark.parametrize('durable,kind',
+                         [(True, 'direct'), (False, 'queued')])
+def test_partfile_background_disk_full_is_a_destination_error(
+        tmp_path, monkeypatch, durable, kind):
     path = str(tmp_path / 'e.part')
-    p = partfile.PartFile(path, durable=True)
+    p = partfile.PartFile(path, durable=durable)
     p.open(fresh=True)
-    assert p.use_background() == 'direct'
+    assert p.use_background() == kind
+    # the writer thread writes through its own fd (direct) or the file's
     _fail_direct_writes(monkeypatch, p.writer.fd,
                         OSError(errno.ENOSPC, 'No space left on device'))
     with pytest.raises(exceptions.DestinationError) as err:

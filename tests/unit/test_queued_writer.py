@@ -21,7 +21,6 @@ import pytest
 
 from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
-from oslo_transfer import exceptions
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -206,29 +205,6 @@ def test_an_unexpected_error_in_the_thread_fails_the_stream(
     os.close(fd)
 
 
-def test_partfile_queued_errors_are_destination_errors(tmp_path,
-                                                       monkeypatch):
-    path = str(tmp_path / 'e.part')
-    p = partfile.PartFile(path, durable=False)
-    p.open(fresh=True)
-    assert p.use_background() == 'queued'
-    real = os.pwrite
-    fd = p.fd
-
-    def pwrite(f, buf, off):
-        if f == fd:
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
-    with pytest.raises(exceptions.DestinationError) as err:
-        for off in range(0, 64 * MiB, MiB):
-            p.write(off, _data(MiB, off))
-        p.sync()
-    assert 'no space left on the device of %s' % path in str(err.value)
-    p.close()
-
-
 def test_partfile_queued_durable_starts_writeback_from_the_thread(
         tmp_path, monkeypatch):
     # direct_io off (or a destination that is not a local disk): the
@@ -249,20 +225,3 @@ def test_partfile_queued_durable_starts_writeback_from_the_thread(
     assert [c[1:] for c in calls] == [(0, 8 * MiB), (8 * MiB, 8 * MiB)]
     assert {c[0] for c in calls} == {'oslo-transfer-writer'}
     assert _content(path) == data
-
-
-def test_partfile_queued_keeps_sparse_holes(tmp_path):
-    path = str(tmp_path / 's.part')
-    p = partfile.PartFile(path, durable=False)
-    p.open(fresh=True)
-    p.prepare(16 * MiB, None)
-    assert p.use_background() == 'queued'
-    island = bytes(1 * MiB) + _data(1 * MiB) + bytes(2 * MiB)
-    for off in range(0, 16 * MiB, 4 * MiB):
-        p.write(off, island if off == 8 * MiB else bytes(4 * MiB))
-    p.sync()
-    p.close()
-    st = os.stat(path)
-    assert st.st_size == 16 * MiB
-    assert st.st_blocks * 512 <= 1 * MiB + 64 * KiB
-    assert _content(path)[8 * MiB:12 * MiB] == island

@@ -162,41 +162,54 @@ def test_serve_disk_full_on_upload(tmp_path, tmpfs, conf):
     assert os.listdir(small) == [], 'the aborted upload stayed'
 
 
-def test_local_disk_full_on_a_direct_io_download(vsftpd, put, small_ext4,
-                                                 conf, monkeypatch):
-    # A 16 MiB ext4 (a local disk: the stream is written with O_DIRECT by
-    # the engine's writer thread): the writer's ENOSPC reaches the caller
-    # as DestinationError; no DEST, and the .part holds only what fitted.
-    from oslo_transfer.engine import direct
+def _record(monkeypatch, module, name):
+    """Wrap ``module.name`` (a factory) so that what it makes is listed."""
+    made = []
+    real = getattr(module, name)
+
+    def make(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(module, name, make)
+    return made
+
+
+def _full_small_disk(vsftpd, put, small_ext4, conf, **options):
+    """Download 24 MiB into a 16 MiB ext4: the DestinationError raised.
+
+    Also checks what every disk-full download must leave: a readable
+    message without the password, no DEST, and a ``.part`` (if any) that
+    holds only a prefix of the source.
+    """
     df = put(vsftpd, 24 * MiB)
     small = small_ext4('16m')
-    fd = os.open(small, os.O_RDONLY)
-    try:
-        assert direct.fs_type(fd) in direct.LOCAL_DISK_FS
-    finally:
-        os.close(fd)
-    writers = []
-    real_open = direct.open_direct
-
-    def open_direct(*args, **kwargs):
-        writers.append(real_open(*args, **kwargs))
-        return writers[-1]
-
-    monkeypatch.setattr(direct, 'open_direct', open_direct)
     dest = os.path.join(small, 'image.raw')
-    with transfer_mod.Transfer(conf(), drivers=['ftp']) as t:
+    with transfer_mod.Transfer(conf(oslo_transfer=options),
+                               drivers=['ftp']) as t:
         with pytest.raises(exceptions.DestinationError) as ei:
             t.copy(_url(vsftpd, df.name), dest, checksum=df.checksum())
     assert 'no space left on the device of %s.part' % dest in str(ei.value)
-    # it was the O_DIRECT writer that ran out of space
-    assert writers and writers[0] is not None
-    assert writers[0].direct_bytes > 0 and writers[0].error is not None
     _no_secret(str(ei.value), _password(vsftpd))
     assert not os.path.exists(dest)
     if os.path.exists(dest + '.part'):
         with open(dest + '.part', 'rb') as f:
             kept = f.read().rstrip(b'\0')
         assert df.data.startswith(kept)
+    return ei.value
+
+
+def test_local_disk_full_on_a_direct_io_download(vsftpd, put, small_ext4,
+                                                 conf, monkeypatch):
+    # A 16 MiB ext4 (a local disk: the stream is written with O_DIRECT by
+    # the engine's writer thread): the writer's ENOSPC reaches the caller
+    # as DestinationError; no DEST, and the .part holds only what fitted.
+    from oslo_transfer.engine import direct
+    writers = _record(monkeypatch, direct, 'open_direct')
+    _full_small_disk(vsftpd, put, small_ext4, conf)
+    # it was the O_DIRECT writer that ran out of space
+    assert writers and writers[0] is not None
+    assert writers[0].direct_bytes > 0 and writers[0].error is not None
 
 
 def test_local_disk_full_on_a_queued_download(vsftpd, put, small_ext4,
@@ -204,31 +217,11 @@ def test_local_disk_full_on_a_queued_download(vsftpd, put, small_ext4,
     # fsync=false: the stream is written through the page cache by the
     # engine's writer thread; its ENOSPC reaches the caller the same way.
     from oslo_transfer.engine import direct
-    df = put(vsftpd, 24 * MiB)
-    small = small_ext4('16m')
-    writers = []
-    real = direct.QueuedWriter
-
-    def queued(*args, **kwargs):
-        writers.append(real(*args, **kwargs))
-        return writers[-1]
-
-    monkeypatch.setattr(direct, 'QueuedWriter', queued)
-    dest = os.path.join(small, 'image.raw')
-    with transfer_mod.Transfer(conf(oslo_transfer={'fsync': False}),
-                               drivers=['ftp']) as t:
-        with pytest.raises(exceptions.DestinationError) as ei:
-            t.copy(_url(vsftpd, df.name), dest, checksum=df.checksum())
-    assert 'no space left on the device of %s.part' % dest in str(ei.value)
+    writers = _record(monkeypatch, direct, 'QueuedWriter')
+    _full_small_disk(vsftpd, put, small_ext4, conf, fsync=False)
     assert writers and writers[0].error is not None
     assert writers[0].error.errno == errno.ENOSPC
     assert writers[0].buffered_bytes > 0
-    _no_secret(str(ei.value), _password(vsftpd))
-    assert not os.path.exists(dest)
-    if os.path.exists(dest + '.part'):
-        with open(dest + '.part', 'rb') as f:
-            kept = f.read().rstrip(b'\0')
-        assert df.data.startswith(kept)
 
 
 def test_local_disk_full_on_download(server, put, tmpfs, conf):

@@ -159,6 +159,7 @@ class _Background:
         self.queued = 0         # items queued so far
         self.finished = 0       # of those, items written or failed
         self.error = None       # the first OSError of the writer thread
+        self.failed_at = None   # the file offset of the item it failed
         self.closed = False
         self.thread = None
         # Bytes written each way (diagnostics and tests).
@@ -173,6 +174,21 @@ class _Background:
             while self.finished < target and self.error is None:
                 self.lock.wait()
             self._raise()
+
+    def written_below(self):
+        """After a failed write: the offset below which all writes landed.
+
+        None if nothing failed.  Waits until the thread has finished what
+        was queued (it writes in order, and one stream is written in
+        increasing offsets, so what was queued before the item that failed
+        is in the file).
+        """
+        with self.lock:
+            if self.error is None:
+                return None
+            while self.finished < self.queued:
+                self.lock.wait()
+            return self.failed_at
 
     def close(self):
         """Flush what can be flushed, stop the thread, close the ``fd``."""
@@ -227,6 +243,7 @@ class _Background:
             with self.lock:
                 if err is not None and self.error is None:
                     self.error = err
+                    self.failed_at = self._offset(item)
                 self._done(item, err)
                 self.finished += 1
                 self.lock.notify_all()
@@ -235,6 +252,9 @@ class _Background:
         raise NotImplementedError
 
     def _done(self, item, err):
+        raise NotImplementedError
+
+    def _offset(self, item):
         raise NotImplementedError
 
 
@@ -353,6 +373,9 @@ class DirectWriter(_Background):
     def _done(self, item, err):
         self.free.append(item[0])
 
+    def _offset(self, item):
+        return item[1]
+
 
 class QueuedWriter(_Background):
     """Writes through the page cache from a thread, in order.
@@ -394,6 +417,9 @@ class QueuedWriter(_Background):
         _pwrite_all(self.fd, memoryview(data).cast('B'), offset)
         if self.after is not None:
             self.after(offset, offset + len(data))
+
+    def _offset(self, item):
+        return item[0]
 
     def _done(self, item, err):
         n = len(item[1])

@@ -106,6 +106,10 @@ class RangeSet:
     def copy(self):
         return RangeSet(list(self))
 
+    def below(self, limit: int):
+        """The part of the set below ``limit``, as a new set."""
+        return RangeSet((s, min(e, limit)) for s, e in self if s < limit)
+
 
 class Journal:
     """The control file ``DEST.part.ctl``.

@@ -291,8 +291,19 @@ class PartFile:
         self.flush()
         return os.pread(self.fd, length, offset)
 
-    def sync(self):
-        self.flush()
+    def written_below(self):
+        """The offset below which every write landed, after a failed one.
+
+        None if the writer thread did not fail (or there is none).  See
+        :meth:`oslo_transfer.engine.direct._Background.written_below`.
+        """
+        if self.writer is None:
+            return None
+        return self.writer.written_below()
+
+    def sync(self, flush: bool = True):
+        if flush:
+            self.flush()
         if not self.durable:
             return
         try:

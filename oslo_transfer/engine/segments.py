@@ -350,7 +350,25 @@ class Fill:
                 mark = self.mark
             if not force and snap.total() == self.journal.ranges.total():
                 return
-            self.part.sync()
+            try:
+                self.part.sync()
+            except exceptions.DestinationError:
+                below = self.part.written_below()
+                if below is None:
+                    raise
+                # The writer thread failed (a full disk) on bytes the
+                # worker had already handed it: record what reached the
+                # file before that, so that a rerun resumes from there.
+                held = self.journal.ranges.copy()
+                for s, e in snap.below(below):
+                    held.add(s, e)
+                self.part.sync(flush=False)
+                self.journal.ranges = held
+                if mark[1] is not None and mark[0] <= held.prefix():
+                    self.journal.prefix_len, self.journal.prefix_digest = \
+                        mark
+                self.journal.save()
+                raise
             self.journal.ranges = snap
             if mark[1] is not None and mark[0] <= snap.prefix():
                 self.journal.prefix_len, self.journal.prefix_digest = mark

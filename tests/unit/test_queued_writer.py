@@ -182,6 +182,11 @@ def test_a_write_error_is_raised_by_the_next_write_and_flush(
         w.flush()
     with pytest.raises(OSError):
         w.write(64 * MiB, b'z' * 4096)
+    # what was queued before the failed write is in the file: a checkpoint
+    # records it (so that a rerun resumes from there)
+    assert w.written_below() == MiB
+    assert os.pread(fd, MiB, 0) == b''.join(
+        _data(256 * KiB, k) for k in range(4))
     w.close()
     os.close(fd)
     assert os.path.getsize(path) <= MiB

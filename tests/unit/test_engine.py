@@ -12,6 +12,7 @@
 
 """The engine against in-memory drivers: resume, verify, splice, lock."""
 
+import errno
 import hashlib
 import json
 import os
@@ -570,3 +571,38 @@ def test_upload_resumes_across_calls_only_with_a_marker(store, tmp_path):
     assert offsets == [0, MiB]
     assert res.bytes_resumed == MiB
     assert not os.listdir(tmp_path / 'state' / 'uploads')
+
+
+def test_disk_full_in_the_writer_thread_keeps_what_landed(store, tmp_path,
+                                                          monkeypatch):
+    # fsync=false: one stream is written by the engine's writer thread.
+    # Its ENOSPC at 5 MiB must not cost the 5 MiB before it: no periodic
+    # checkpoint runs (checkpoint_bytes is larger than the object), so
+    # only the final one can record them.
+    payload = fakes.data(8 * MiB)
+    store.put('mem://a', payload)
+    out = str(tmp_path / 'out')
+    real = os.pwrite
+
+    def pwrite(fd, buf, off):
+        if off >= 5 * MiB and os.readlink(
+                '/proc/self/fd/%d' % fd).endswith('out.part'):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd, buf, off)
+
+    monkeypatch.setattr(os, 'pwrite', pwrite)
+    with make(store, segments=1, retries=0, fsync=False,
+              checkpoint_bytes=64 * MiB) as t:
+        with pytest.raises(exceptions.DestinationError) as ei:
+            t.copy('mem://a', out, checksum=sha(payload))
+    assert 'no space left on the device of %s.part' % out in str(ei.value)
+    assert not os.path.exists(out)
+    ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
+    assert ctl['ranges'] == [[0, 5 * MiB]]
+    with open(out + '.part', 'rb') as f:
+        assert f.read(5 * MiB) == payload[:5 * MiB]
+    monkeypatch.setattr(os, 'pwrite', real)     # room again
+    with make(store, segments=1, fsync=False) as t:
+        res = t.copy('mem://a', out, checksum=sha(payload))
+    assert res.bytes_resumed == 5 * MiB
+    assert (tmp_path / 'out').read_bytes() == payload

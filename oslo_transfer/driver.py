@@ -45,8 +45,10 @@ Rules every driver must follow:
 """
 
 import abc
+import ctypes
 import dataclasses
 import enum
+import mmap
 import threading
 import time
 import typing
@@ -109,6 +111,37 @@ class Stat:
     ranges: bool = False
     mtime: float | None = None
     max_segments: int | None = None
+
+
+class AlignedBlock(mmap.mmap):
+    """Page-aligned memory whose views ``read()`` may yield.
+
+    Only when :attr:`Context.aligned_views` is set, and only if the driver
+    never changes a block while anyone holds a ``memoryview`` of it (every
+    view and slice of a block holds a reference to it, so a block whose
+    only reference is the driver's own is free again).  The engine hashes
+    and keeps such a chunk without copying it, and writes it to the
+    destination with ``O_DIRECT`` as it is.  ``AlignedBlock(-1, size)``
+    maps ``size`` bytes (a multiple of :data:`mmap.PAGESIZE`).
+    """
+
+
+def is_aligned_view(data) -> bool:
+    """True for a ``memoryview`` of an :class:`AlignedBlock`."""
+    return type(data) is memoryview and type(data.obj) is AlignedBlock
+
+
+def buffer_address(buf) -> int:
+    """The C address of the first byte of a writable buffer.
+
+    For a C call that fills an :class:`AlignedBlock` (or a view of one) in
+    place; the engine checks with it that a view is aligned.
+    """
+    probe = ctypes.c_char.from_buffer(buf)
+    try:
+        return ctypes.addressof(probe)
+    finally:
+        del probe               # (releases the export at once)
 
 
 class CancelToken:
@@ -186,6 +219,12 @@ class Context:
         redirect, web seed and tracker URL they are about to contact.
     :ivar torrent: BitTorrent metadata of the source, if any.
     :ivar expected_size: the size the caller announced, if any.
+    :ivar aligned_views: the consumer of ``read()`` takes, besides
+        ``bytes``, a ``memoryview`` of page-aligned memory that the driver
+        will not change while anyone holds a view of it (the download
+        engine, which writes such chunks with ``O_DIRECT`` as they are).
+        False by default: yield ``bytes`` (or a buffer you may reuse once
+        the consumer's next call returns).
     """
 
     cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
@@ -199,6 +238,7 @@ class Context:
     #: the validator from ``stat()`` of the object being read; ranged reads
     #: should make the server check it (HTTP ``If-Range``)
     validator: str | None = None
+    aligned_views: bool = False
 
     def remaining(self) -> float | None:
         if self.deadline is None:

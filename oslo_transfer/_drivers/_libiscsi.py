@@ -242,8 +242,8 @@ class _Op:
                               bool(cap.lbpme), bool(cap.lbprz))
         elif self.kind == 'read':
             buf = self.keep[0]
-            if type(buf) is bytes:
-                # the data already sits in the bytes the read yields
+            if type(buf) is bytes or type(buf) is memoryview:
+                # the data already sits in the chunk the read yields
                 self.value = buf
             else:
                 self.value = ctypes.string_at(buf, self.nbytes)
@@ -406,18 +406,21 @@ class Session:
         return blocks, bsize, lbpme, lbprz
 
     def read_iter(self, lba: int, nblocks: int, request_blocks: int,
-                  window: int, cancel=None):
-        """Yield the blocks ``[lba, lba + nblocks)`` as bytes, in order.
+                  window: int, cancel=None, aligned=False):
+        """Yield the blocks ``[lba, lba + nblocks)`` in order.
 
         Up to ``window`` READ(16)s of ``request_blocks`` blocks are
-        outstanding at once.
+        outstanding at once.  Each answer is a ``bytes``, or with
+        ``aligned`` a view of a page-aligned
+        :class:`~oslo_transfer.driver.AlignedBlock` while one is free.
         """
         bs = self.block_size
         pending = collections.deque()
         pos, end = lba, lba + nblocks
-        # the READs in flight, as many answers queued or handed on (the
-        # engine keeps a few megabytes to hash), and the one being read
-        into = _recycle.Recycler(2 * window + 4)
+        # the READs in flight, the answers queued or handed on (the engine
+        # keeps a few megabytes to hash and write), and the one being read
+        into = _recycle.pool(_recycle.Recycler(2 * window + 4), window,
+                             request_blocks * bs, aligned)
         ok = False
         try:
             while pos < end or pending:
@@ -441,7 +444,8 @@ class Session:
     def _buffer(self, size, into):
         """A READ buffer and its iovec.
 
-        A ``bytes`` object from ``into`` (a :class:`._recycle.Recycler`)
+        A ``bytes`` object from ``into`` (a :class:`._recycle.Recycler`),
+        or a view of a page-aligned block (a :class:`._recycle.BlockPool`),
         that the target's data fills in place and that the read then
         yields as it is (a copy into Python bytes cost almost half of the
         CPU time of a read).  Without the C API: a recycled ctypes buffer
@@ -450,8 +454,8 @@ class Session:
         when the READ completes.
         """
         if _BYTES_API is not None:
-            data = into.buffer(size)
-            return data, _IOVec(_recycle.address(data), size)
+            data, at = into.place(size)
+            return data, _IOVec(at, size)
         while self._free:
             cbuf, iov = self._free.pop()
             if len(cbuf) == size:
@@ -460,7 +464,7 @@ class Session:
         return cbuf, _IOVec(ctypes.addressof(cbuf), size)
 
     def recycle(self, keep):
-        if type(keep[0]) is bytes:
+        if type(keep[0]) is bytes or type(keep[0]) is memoryview:
             return  # it now belongs to the reader
         if len(self._free) < 16:
             self._free.append(keep)

@@ -402,18 +402,22 @@ class Context:
         self.timeout = timeout
 
     def pread_iter(self, fh: int, offset: int, length: int, request: int,
-                   window: int, cancel=None):
+                   window: int, cancel=None, aligned=False):
         """Yield the bytes ``[offset, offset + length)`` in order.
 
         Up to ``window`` READs of ``request`` bytes are outstanding at once.
         A short answer is followed by a READ of the rest; an empty one
         (end of file) raises :class:`NFSError` with ``errno`` ``ENODATA``.
+        Each answer is a ``bytes``, or with ``aligned`` a view of a
+        page-aligned :class:`~oslo_transfer.driver.AlignedBlock` while one
+        is free.
         """
         pending = collections.deque()
         pos, end = offset, offset + length
         # the answers in flight or queued, the one the reader holds, and a
         # few that it passed on (a hash, a write) and drops soon
-        into = _recycle.Recycler(window + 4)
+        into = _recycle.pool(_recycle.Recycler(window + 4), window, request,
+                             aligned)
         ok = False
         try:
             while pos < end or pending:

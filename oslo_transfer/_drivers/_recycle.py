@@ -29,11 +29,18 @@ free-threaded build) :data:`LAYOUT` is None and every answer gets a new
 """
 
 import ctypes
+import mmap
 import sys
 import sysconfig
 
+from oslo_transfer import driver
+
 #: answers shorter than this are not worth keeping
 MIN_SIZE = 4096
+#: Bytes of one stream that the engine holds at most beyond the READs in
+#: flight: what waits for the hasher (``segments.HANDOFF_BYTES``) and for
+#: the ``O_DIRECT`` writer (a batch being gathered, two queued).
+HELD_BYTES = 20 * 1024 * 1024
 
 
 def _bytes_layout():
@@ -163,3 +170,84 @@ class Recycler:
                 self._keep(buf)
             return buf
         return BYTES_API[0](None, n)
+
+    def place(self, n: int):
+        """``(bytes, address)``: :meth:`buffer` and where its data is.
+
+        ``(None, None)`` without :data:`BYTES_API`.
+        """
+        if BYTES_API is None:
+            return None, None
+        buf = self.buffer(n)
+        return buf, address(buf)
+
+
+def pool(recycler, window: int, size: int, aligned: bool):
+    """What a read with ``window`` answers of ``size`` bytes in flight fills.
+
+    A :class:`BlockPool` (falling back to ``recycler``) if the consumer
+    takes views of aligned blocks (``aligned``: see
+    :attr:`oslo_transfer.driver.Context.aligned_views`), else ``recycler``,
+    a :class:`Recycler` of ``bytes``.
+    """
+    if not aligned or LAYOUT is None:
+        return recycler
+    return BlockPool(window + HELD_BYTES // max(size, 1) + 4, size, recycler)
+
+
+class BlockPool:
+    """Page-aligned blocks for the answers of one read, reused once unused.
+
+    A block is free once nobody holds a view of it: every ``memoryview``
+    of a block (and every slice of one) keeps a reference to it, so the
+    pool's own reference being the only one means that no view is left.
+    When all ``limit`` blocks are held (a slow writer, a consumer that
+    keeps chunks), answers go to ``fallback``, a :class:`Recycler` of
+    ``bytes``: the read never waits for memory.
+
+    :param limit: blocks made at most.
+    :param size: bytes per block (rounded up to the page size); an answer
+        larger than that goes to ``fallback``.
+    """
+
+    def __init__(self, limit: int, size: int, fallback: Recycler):
+        self.limit = limit
+        self.size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.fallback = fallback
+        self._blocks = []
+        self._addresses = []
+        self._next = 0
+        #: blocks made
+        self.made = 0
+
+    def place(self, n: int):
+        """``(chunk, address)``: ``n`` bytes for a C call to fill.
+
+        ``chunk`` is a view of a free block (or, when none is free, a
+        ``bytes`` of the fallback); its content is undefined until filled.
+        """
+        if n <= self.size:
+            blocks = self._blocks
+            k = len(blocks)
+            for j in range(k):
+                i = (self._next + j) % k
+                if _refs(blocks, i) == _ALONE:
+                    self._next = i + 1
+                    return memoryview(blocks[i])[:n], self._addresses[i]
+            if k < self.limit:
+                block = driver.AlignedBlock(-1, self.size)
+                blocks.append(block)
+                self._addresses.append(driver.buffer_address(block))
+                self.made += 1
+                self._next = 0
+                return memoryview(block)[:n], self._addresses[-1]
+        return self.fallback.place(n)
+
+    def fill(self, data: int, n: int):
+        """``n`` bytes copied from the C address ``data``: a view or bytes."""
+        if n >= MIN_SIZE:
+            chunk, at = self.place(n)
+            if chunk is not None:
+                ctypes.memmove(at, data, n)
+                return chunk
+        return self.fallback.fill(data, n)

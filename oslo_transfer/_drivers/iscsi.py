@@ -385,7 +385,8 @@ class ISCSIDriver(driver.Driver):
         nblocks = -(-(offset + length) // bs) - first
         per = max(1, self.options.request_size // bs)
         reads = s.read_iter(first, nblocks, per,
-                            self.options.outstanding_requests, ctx.cancel)
+                            self.options.outstanding_requests, ctx.cancel,
+                            aligned=ctx.aligned_views)
         left = length
         try:
             for data in reads:

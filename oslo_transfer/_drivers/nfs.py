@@ -373,7 +373,8 @@ class NFSDriver(driver.Driver):
         lib = _lib()
         c = lease.ctx
         reads = c.pread_iter(fh, offset, length, request,
-                             self.options.outstanding_requests, ctx.cancel)
+                             self.options.outstanding_requests, ctx.cancel,
+                             aligned=ctx.aligned_views)
         pos = offset
         try:
             for data in reads:

@@ -64,6 +64,8 @@ import mmap
 import os
 import threading
 
+from oslo_transfer import driver as driver_mod
+
 LOG = logging.getLogger(__name__)
 
 #: Alignment of offsets, lengths and memory: the page size, a multiple of
@@ -138,9 +140,15 @@ def _pwrite_all(fd, view, offset):
 
 
 def immutable(data) -> bool:
-    """True for chunks that nobody can change: ``bytes`` and views of it."""
-    return type(data) is bytes or (type(data) is memoryview and
-                                   type(data.obj) is bytes)
+    """True for chunks that nobody changes while they are held.
+
+    ``bytes``, views of ``bytes``, and views of a driver's
+    :class:`~oslo_transfer.driver.AlignedBlock` (which the driver refills
+    only once no view of it is left).
+    """
+    return type(data) is bytes or (type(data) is memoryview and (
+        type(data.obj) is bytes or
+        type(data.obj) is driver_mod.AlignedBlock))
 
 
 class _Background:
@@ -265,12 +273,22 @@ class DirectWriter(_Background):
         super().__init__(fd)
         self.bfd = buffered_fd
         self.size = max(ALIGN, buffer_bytes // ALIGN * ALIGN)
+        self.buffers = buffers
         self.free = [mmap.mmap(-1, self.size) for _ in range(buffers)]
         self.direct = True      # False once the file system refused
         # The buffer being filled: file offset of its first byte, bytes.
         self.stage = None
         self.stage_at = 0
         self.stage_len = 0
+        # Aligned views of the driver's blocks gathered for one pwritev
+        # (see _gather): file offset of the first, bytes; bytes of the
+        # batches queued and not yet written.
+        self.batch = []
+        self.batch_at = 0
+        self.batch_len = 0
+        self.batched = 0
+        # Bytes written straight from the driver's blocks (no copy).
+        self.zero_copy_bytes = 0
 
     # -- the caller's side ------------------------------------------------
 
@@ -279,9 +297,15 @@ class DirectWriter(_Background):
         view = memoryview(data).cast('B')
         with self.lock:
             self._raise()
+            if self.batch and offset != self.batch_at + self.batch_len:
+                self._submit_batch(cut=True)
             if self.stage is not None and offset != self.stage_at + \
                     self.stage_len:
                 self._submit(cut=True)
+            if self.stage is None and self._gather(offset, data):
+                return
+            if self.batch:
+                self._submit_batch()
             while view:
                 if self.stage is None:
                     head = (-offset) % ALIGN
@@ -302,7 +326,61 @@ class DirectWriter(_Background):
                 if self.stage_len == self.size:
                     self._submit()
 
+    def _gather(self, offset, data) -> bool:
+        """Take a driver's aligned view as it is, for one ``pwritev``.
+
+        A chunk that is a view of an
+        :class:`~oslo_transfer.driver.AlignedBlock` at an aligned address
+        and file offset needs no copy into a buffer of ours: the views are
+        gathered into batches of ``self.size`` bytes, each written by the
+        thread with one ``pwritev`` from the driver's memory.  The block
+        stays held (so the driver does not refill it) until written.  An
+        unaligned tail goes through the page cache now.  Returns False
+        when ``data`` is not such a chunk (lock held).
+        """
+        if (not self.direct or offset % ALIGN or
+                not driver_mod.is_aligned_view(data) or
+                len(data) < ALIGN or
+                driver_mod.buffer_address(data) % ALIGN):
+            return False
+        n = len(data)
+        aligned = n // ALIGN * ALIGN
+        if not self.batch:
+            self.batch_at = offset
+        self.batch.append(data[:aligned] if aligned < n else data)
+        self.batch_len += aligned
+        if aligned < n:
+            # The end of the stream: whatever follows starts unaligned.
+            _pwrite_all(self.bfd, data[aligned:], offset + aligned)
+            self.buffered_bytes += n - aligned
+            self._submit_batch()
+        elif self.batch_len >= self.size:
+            self._submit_batch()
+        return True
+
+    def _submit_batch(self, cut=False):
+        """Queue the gathered views for the writer thread (lock held).
+
+        At most ``buffers - 1`` batches wait for the thread (the caller
+        waits beyond).  A short run that a gap in the stream cut short is
+        written through the page cache now, as in :meth:`_submit`.
+        """
+        views, at, n = self.batch, self.batch_at, self.batch_len
+        self.batch, self.batch_len = [], 0
+        if cut and n < min(MIN_DIRECT, self.size):
+            self._write_item(self.bfd, views, at, n)
+            self.buffered_bytes += n
+            return
+        limit = (self.buffers - 1) * self.size
+        while self.batched and self.batched + n > limit:
+            self.lock.wait()
+            self._raise()
+        self.batched += n
+        self._enqueue((views, at, n))
+
     def _before_flush(self):
+        if self.batch:
+            self._submit_batch()
         if self.stage is not None:
             self._submit()
 
@@ -353,8 +431,7 @@ class DirectWriter(_Background):
         with self.lock:
             direct = self.direct
         try:
-            _pwrite_all(self.fd if direct else self.bfd,
-                        memoryview(buf)[:n], at)
+            self._write_item(self.fd if direct else self.bfd, buf, at, n)
         except OSError as exc:
             if not direct or exc.errno != errno.EINVAL:
                 raise
@@ -362,16 +439,39 @@ class DirectWriter(_Background):
                       'the page cache', exc.strerror)
             with self.lock:
                 self.direct = False
-            _pwrite_all(self.bfd, memoryview(buf)[:n], at)
+            self._write_item(self.bfd, buf, at, n)
             direct = False
         with self.lock:
             if direct:
                 self.direct_bytes += n
+                if type(buf) is list:
+                    self.zero_copy_bytes += n
             else:
                 self.buffered_bytes += n
 
+    @staticmethod
+    def _write_item(fd, buf, at, n):
+        if type(buf) is not list:
+            _pwrite_all(fd, memoryview(buf)[:n], at)
+            return
+        done = os.pwritev(fd, buf, at)
+        if done < n:
+            # (Rare: a signal, a nearly full disk.)  The rest view by view.
+            for view in buf:
+                k = len(view)
+                if done >= k:
+                    done -= k
+                else:
+                    _pwrite_all(fd, view[done:], at + done)
+                    done = 0
+                at += k
+
     def _done(self, item, err):
-        self.free.append(item[0])
+        if type(item[0]) is list:
+            self.batched -= item[2]
+            item[0].clear()     # the blocks are the driver's again
+        else:
+            self.free.append(item[0])
 
     def _offset(self, item):
         return item[1]

@@ -32,6 +32,7 @@ import logging
 import threading
 
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import direct as direct_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 
@@ -80,6 +81,9 @@ class Fill:
         self.active = 0
         self.token = driver_mod.CancelToken()
         self.ctx = job.child_context(self.token)
+        # Chunks go to the .part (and the hasher) only: views of a driver's
+        # aligned blocks are welcome, and are written without a copy.
+        self.ctx.aligned_views = True
         self.ckpt_lock = threading.Lock()
         self.mark = (hashed, hasher.copy().hexdigest() if hasher else None)
         self.interval = job.checkpoint_bytes
@@ -245,7 +249,7 @@ class Fill:
         on receiving meanwhile.  Returns False when the chunk is not the
         next one for the digest (it then goes through :meth:`_offer`).
         """
-        if not self.inline or type(chunk) is not bytes:
+        if not self.inline or not direct_mod.immutable(chunk):
             return False
         with self.hash_lock:
             if pos != self.hashed:
@@ -273,11 +277,12 @@ class Fill:
     def _offer(self, pos, chunk, n):
         """Keep ``chunk`` for the hasher if it will want it soon.
 
-        Only ``bytes`` are kept: a driver may reuse a bytearray or a
-        memoryview's buffer once the engine has written it.  Called with
+        Only chunks that cannot change are kept (``bytes``, views of
+        ``bytes`` or of a driver's ``AlignedBlock``): a driver may reuse a
+        bytearray once the engine has written it.  Called with
         ``self.cond`` held.
         """
-        if (self.hasher is None or type(chunk) is not bytes or
+        if (self.hasher is None or not direct_mod.immutable(chunk) or
                 pos < self.hashed or n > HANDOFF_BYTES):
             return
         if self.segments == 1:

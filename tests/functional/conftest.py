@@ -256,3 +256,24 @@ def correct_bytes(path, data: bytes, block: int = 64 * 1024) -> int:
                 good += len(chunk)
             pos += len(chunk)
     return good
+
+
+@pytest.fixture
+def direct_writes(monkeypatch):
+    """What each ``O_DIRECT`` writer of the test wrote, counted at close.
+
+    A list of ``{'direct': .., 'zero_copy': .., 'buffered': ..}`` byte
+    counts, one per :class:`~oslo_transfer.engine.direct.DirectWriter`.
+    """
+    from oslo_transfer.engine import direct
+    seen = []
+    closed = direct.DirectWriter._closed
+
+    def spy(self):
+        seen.append({'direct': self.direct_bytes,
+                     'zero_copy': self.zero_copy_bytes,
+                     'buffered': self.buffered_bytes})
+        closed(self)
+
+    monkeypatch.setattr(direct.DirectWriter, '_closed', spy)
+    return seen

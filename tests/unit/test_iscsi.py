@@ -227,7 +227,8 @@ class FakeSession:
         self.max_pending = 0
         self._pending = 0
 
-    def read_iter(self, lba, nblocks, per, window, cancel=None):
+    def read_iter(self, lba, nblocks, per, window, cancel=None,
+                  aligned=False):
         bs = self.block_size
         assert lba + nblocks <= self.blocks
         pos, end = lba, lba + nblocks

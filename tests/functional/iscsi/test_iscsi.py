@@ -160,6 +160,50 @@ def test_chunks_kept_by_the_reader_stay_intact(make_lun, iscsi_driver,
     assert b''.join(chunks) == data
 
 
+def test_kept_aligned_views_stay_intact_and_the_rest_come_as_bytes(
+        make_lun, iscsi_driver):
+    """With ``aligned_views`` READs land in page-aligned blocks.
+
+    A reader that keeps every chunk holds every block: once all are held
+    the answers come as ``bytes`` (the read never waits for memory), and
+    no held block is ever refilled.
+    """
+    data = rand(40 * MiB)
+    lun = make_lun(data)
+    c = ctx()
+    c.aligned_views = True
+    chunks = list(iscsi_driver.read(locations.Location(lun.url), 0, None, c))
+    views = [ch for ch in chunks if driver_mod.is_aligned_view(ch)]
+    assert views and len(views) < len(chunks)  # the pool ran out
+    assert all(type(ch) in (bytes, memoryview) for ch in chunks)
+    assert all(driver_mod.buffer_address(v) % 4096 == 0 for v in views)
+    assert len({id(v.obj) for v in views}) == len(views)
+    assert b''.join(chunks) == data
+
+
+def test_one_stream_copy_writes_the_luns_blocks_without_a_copy(
+        make_lun, tmp_path, direct_writes):
+    """A durable one-stream copy writes the READs' blocks as they are.
+
+    O_DIRECT from the driver's memory, the pool reused many times over.
+    """
+    data = rand(48 * MiB + 4096 + 512)      # ends with a short block
+    lun = make_lun(data)
+    dest = tmp_path / 'out' / 'image.raw'
+    dest.parent.mkdir()
+    conf = testing.make_conf({('oslo_transfer_iscsi', 'max_segments'): 1},
+                             drivers=[ISCSIDriver])
+    with oslo_transfer.Transfer(conf) as t:
+        res = t.copy(lun.url, str(dest), checksum='sha256:%s'
+                     % hashlib.sha256(data).hexdigest(),
+                     hints=oslo_transfer.Hints(same_network=True))
+    assert res.driver == 'iscsi' and res.size == len(data)
+    fconf.assert_only_dest(dest, data)
+    written, = direct_writes
+    assert written['zero_copy'] == 48 * MiB + 4096
+    assert written['buffered'] == 512
+
+
 def test_dropped_chunks_are_refilled_and_right(make_lun, monkeypatch):
     """Chunks hashed and dropped as they come are refilled, never spoiled.
 

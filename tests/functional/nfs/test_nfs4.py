@@ -173,6 +173,40 @@ def test_copy_with_checksum_and_parallel_segments(ganesha, put, tmp_path,
     fconf.assert_only_dest(dest, f.data)
 
 
+def test_one_stream_copy_writes_the_answers_without_a_second_copy(
+        ganesha, put, tmp_path, direct_writes):
+    """A durable one-stream copy copies each READ answer once.
+
+    From libnfs into a page-aligned block, written from there with
+    O_DIRECT (the pool reused many times over).
+    """
+    f = put(ganesha.export, 40 * MiB + 4096 + 100)
+    dest = tmp_path / 'out' / 'copy.bin'
+    dest.parent.mkdir()
+    conf = testing.make_conf({('oslo_transfer_nfs', 'max_segments'): 1},
+                             drivers=[NFSDriver])
+    with oslo_transfer.Transfer(conf) as t:
+        res = t.copy(ganesha.url(f.name), str(dest),
+                     checksum=f.checksum('sha256'),
+                     hints=oslo_transfer.Hints(same_network=True))
+    assert res.driver == 'nfs' and res.size == f.size
+    fconf.assert_only_dest(dest, f.data)
+    written, = direct_writes
+    assert written['zero_copy'] == 40 * MiB + 4096
+    assert written['buffered'] == 100
+
+
+def test_kept_aligned_views_stay_intact(ganesha, put, nfs_driver):
+    f = put(ganesha.export, 40 * MiB)
+    c = ctx()
+    c.aligned_views = True
+    chunks = list(nfs_driver.read(loc(ganesha.url(f.name)), 0, None, c))
+    views = [ch for ch in chunks if driver_mod.is_aligned_view(ch)]
+    assert views and len(views) < len(chunks)  # the pool ran out
+    assert len({id(v.obj) for v in views}) == len(views)
+    assert b''.join(chunks) == f.data
+
+
 def test_sparse_file_copies_to_sparse_file(ganesha, tmp_path):
     name = nconf.unique('sparse')
     size = 48 * MiB

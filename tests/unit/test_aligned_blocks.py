@@ -1,0 +1,323 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Zero-copy reads: a driver's aligned blocks written by the O_DIRECT writer.
+
+``_recycle.BlockPool`` hands out views of page-aligned blocks and refills
+one only when no view of it is left; ``direct.DirectWriter`` writes such
+views with ``pwritev`` from the driver's memory instead of copying them
+into its own buffers.
+"""
+
+import ctypes
+import errno
+import os
+import random
+import sys
+import threading
+
+import pytest
+
+from oslo_transfer._drivers import _recycle
+from oslo_transfer import driver
+from oslo_transfer.engine import direct
+from oslo_transfer.engine import partfile
+from oslo_transfer import exceptions
+
+KiB = 1024
+PAGE = 4096
+
+
+def _data(n, seed=3):
+    return random.Random(seed).randbytes(n)
+
+
+def _pool(limit=4, size=16 * KiB):
+    return _recycle.BlockPool(limit, size, _recycle.Recycler(4))
+
+
+def _fill(pool, payload):
+    src = ctypes.create_string_buffer(payload, len(payload))
+    return pool.fill(ctypes.addressof(src), len(payload))
+
+
+# -- the pool -----------------------------------------------------------------
+
+def test_a_dropped_view_gives_its_block_back():
+    pool = _pool()
+    first = _fill(pool, b'a' * 8192)
+    assert driver.is_aligned_view(first)
+    block = id(first.obj)
+    del first
+    second = _fill(pool, b'b' * 8192)
+    assert id(second.obj) == block and pool.made == 1
+    assert bytes(second) == b'b' * 8192
+
+
+def test_a_block_with_any_view_left_is_never_refilled():
+    pool = _pool(limit=4)
+    kept = [_fill(pool, bytes([65 + i]) * 8192) for i in range(3)]
+    tail = kept[2][4096:]               # a slice holds the block too
+    del kept[2]
+    for _ in range(6):
+        _fill(pool, b'!' * 8192)        # the 4th block, refilled each time
+    assert pool.made == 4
+    assert [bytes(k) for k in kept] == [b'A' * 8192, b'B' * 8192]
+    assert bytes(tail) == b'C' * 4096
+
+
+def test_all_blocks_held_gives_bytes_and_never_waits():
+    pool = _pool(limit=2)
+    held = [_fill(pool, b'x' * 8192), _fill(pool, b'y' * 8192)]
+    more = _fill(pool, b'z' * 8192)
+    assert type(more) is bytes and more == b'z' * 8192
+    big = _fill(pool, b'w' * (32 * KiB))  # larger than a block
+    assert type(big) is bytes and big == b'w' * (32 * KiB)
+    assert [bytes(h) for h in held] == [b'x' * 8192, b'y' * 8192]
+
+
+def test_blocks_are_page_aligned_and_sized_up_to_pages():
+    pool = _pool(limit=3, size=5000)
+    views = [pool.place(5000)[0] for _ in range(3)]
+    assert pool.size == 8192
+    for v in views:
+        assert len(v) == 5000
+        assert driver.buffer_address(v) % PAGE == 0
+
+
+def test_a_consumer_that_takes_no_views_gets_the_bytes_recycler():
+    rec = _recycle.Recycler(4)
+    assert _recycle.pool(rec, 16, 512 * KiB, aligned=False) is rec
+    pool = _recycle.pool(rec, 16, 512 * KiB, aligned=True)
+    assert isinstance(pool, _recycle.BlockPool) and pool.fallback is rec
+    # the READs in flight and what the engine holds, with a few to spare
+    assert pool.limit == 16 + _recycle.HELD_BYTES // (512 * KiB) + 4
+
+
+def test_views_of_blocks_count_as_unchanging_chunks():
+    view = _fill(_pool(), b'q' * 8192)
+    assert direct.immutable(view) and direct.immutable(view[100:])
+    assert not direct.immutable(memoryview(bytearray(8192)))
+
+
+# -- the O_DIRECT writer ------------------------------------------------------
+
+def _writer(path, buffer_bytes=64 * KiB, buffers=3):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    w = direct.open_direct(path, fd, buffer_bytes, buffers)
+    assert w is not None, 'no O_DIRECT on %s' % path
+    return fd, w
+
+
+def _content(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def _views(data, size=16 * KiB, limit=64):
+    """``data`` as views of aligned blocks, ``size`` bytes each."""
+    pool = _pool(limit=limit, size=size)
+    return [_fill(pool, data[i:i + size]) for i in range(0, len(data), size)]
+
+
+def test_aligned_views_are_written_without_a_copy(tmp_path):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path)
+    data = _data(320 * KiB + 700)
+    views = _views(data)
+    assert type(views[-1]) is bytes     # too short to be worth a block
+    blocks = [v.obj for v in views[:-1]]
+    pos = 0
+    for v in views:
+        w.write(pos, v)
+        pos += len(v)
+    del v, views
+    w.flush()
+    assert _content(path) == data
+    assert w.zero_copy_bytes == w.direct_bytes == 320 * KiB
+    assert w.buffered_bytes == 700      # the short tail, through the cache
+    # written, so given back: only this list (and the call) refer to them
+    assert {sys.getrefcount(b) for b in blocks} == {3}
+    w.close()
+    os.close(fd)
+
+
+def test_views_that_are_not_aligned_are_copied(tmp_path):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path)
+    data = _data(256 * KiB)
+    # bytes first (the head, through the cache, then the writer's own
+    # buffer), then views at an unaligned offset, then one at an
+    # unaligned address: all copied
+    w.write(0, data[:1000])
+    pos = 1000
+    for v in _views(data[pos:pos + 64 * KiB]):
+        w.write(pos, v)
+        pos += len(v)
+    shifted = _views(b'\0' * 100 + data[pos:pos + 32 * KiB],
+                     size=32 * KiB + 100)[0][100:]
+    assert driver.buffer_address(shifted) % PAGE
+    w.write(pos, shifted)
+    pos += len(shifted)
+    w.flush()
+    assert w.zero_copy_bytes == 0
+    # up to a page boundary (the flush ends the writer's buffer in
+    # progress), then aligned views again: those go as they are
+    rest = (-pos) % PAGE
+    w.write(pos, data[pos:pos + rest])
+    pos += rest
+    w.flush()
+    zero_copy_from = pos
+    for v in _views(data[pos:]):
+        w.write(pos, v)
+        pos += len(v)
+    w.flush()
+    assert _content(path) == data
+    assert w.zero_copy_bytes == len(data) - zero_copy_from > 0
+    w.close()
+    os.close(fd)
+
+
+def test_short_runs_of_views_between_holes_go_through_the_cache(tmp_path):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path, buffer_bytes=512 * KiB)
+    island, long_run = _data(16 * KiB), _data(512 * KiB, seed=4)
+    w.write(0, _views(island)[0])
+    w.write(1024 * KiB, _views(island)[0])      # a gap: the first is cut
+    w.write(2048 * KiB, b'x')                   # so is the second
+    for i, v in enumerate(_views(long_run)):
+        w.write(4096 * KiB + i * 16 * KiB, v)
+    w.flush()
+    assert w.zero_copy_bytes == len(long_run)
+    assert w.buffered_bytes == 2 * len(island) + 1
+    got = _content(path)
+    assert got[:16 * KiB] == got[1024 * KiB:1040 * KiB] == island
+    assert got[4096 * KiB:] == long_run
+    w.close()
+    os.close(fd)
+
+
+def test_at_most_two_batches_wait_for_the_disk(tmp_path, monkeypatch):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=3)
+    gate = threading.Event()
+    real = os.pwritev
+
+    def slow(f, bufs, off):
+        gate.wait(10)
+        return real(f, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', slow)
+    views = _views(_data(4 * 64 * KiB))
+    done = []
+
+    def writer():
+        for i, v in enumerate(views):
+            w.write(i * 16 * KiB, v)
+            done.append(i)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join(0.5)
+    # one batch in the thread's pwritev, two queued: the 4th waits
+    assert t.is_alive() and len(done) <= 3 * 4 + 1
+    gate.set()
+    t.join(10)
+    w.flush()
+    assert not t.is_alive() and len(done) == 16
+    assert _content(path) == b''.join(bytes(v) for v in views)
+    w.close()
+    os.close(fd)
+
+
+def test_a_full_disk_under_a_batch_is_raised_and_located(tmp_path,
+                                                         monkeypatch):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path, buffer_bytes=64 * KiB)
+    real = os.pwritev
+
+    def full(f, bufs, off):
+        if off >= 128 * KiB:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(f, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', full)
+    data = _data(256 * KiB)
+    with pytest.raises(OSError) as err:
+        for i, v in enumerate(_views(data)):
+            w.write(i * 16 * KiB, v)
+        w.flush()
+    assert err.value.errno == errno.ENOSPC
+    assert w.written_below() == 128 * KiB
+    assert _content(path)[:128 * KiB] == data[:128 * KiB]
+    w.close()
+    os.close(fd)
+
+
+def test_a_refused_direct_pwritev_falls_back_to_the_page_cache(
+        tmp_path, monkeypatch):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path)
+    real = os.pwritev
+
+    def refuse(f, bufs, off):
+        if f == w.fd:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real(f, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', refuse)
+    data = _data(192 * KiB)
+    for i, v in enumerate(_views(data)):
+        w.write(i * 16 * KiB, v)
+    w.flush()
+    assert _content(path) == data
+    assert w.zero_copy_bytes == w.direct_bytes == 0
+    assert not w.direct
+    w.close()
+    os.close(fd)
+
+
+def test_partfile_writes_views_of_a_sparse_chunk_block_by_block(tmp_path):
+    """The sparse path slices a view into its data runs: still no copy."""
+    path = str(tmp_path / 'f')
+    p = partfile.PartFile(path, durable=True)
+    p.open(fresh=True)
+    p.prepare(1024 * KiB, None)
+    assert p.use_background() == 'direct'
+    chunk = bytearray(512 * KiB)
+    chunk[256 * KiB:] = _data(256 * KiB)
+    view, = _views(bytes(chunk), size=512 * KiB)
+    p.write(0, view)
+    p.write(512 * KiB, _views(bytes(512 * KiB), size=512 * KiB)[0])
+    p.sync()
+    assert p.writer.zero_copy_bytes == 256 * KiB
+    assert os.stat(path).st_blocks * 512 <= 256 * KiB + 64 * KiB
+    with open(path, 'rb') as f:
+        assert f.read() == bytes(chunk) + bytes(512 * KiB)
+    p.close()
+
+
+def test_a_full_disk_through_partfile_is_a_destination_error(
+        tmp_path, monkeypatch):
+    path = str(tmp_path / 'f')
+    p = partfile.PartFile(path, durable=True)
+    p.open(fresh=True)
+    p.prepare(256 * KiB, None)
+    assert p.use_background() == 'direct'
+    monkeypatch.setattr(os, 'pwritev', lambda *a: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    with pytest.raises(exceptions.DestinationError) as err:
+        for i, v in enumerate(_views(_data(256 * KiB), size=64 * KiB)):
+            p.write(i * 64 * KiB, v)
+        p.sync()
+    assert str(err.value) == 'no space left on the device of %s' % path
+    p.close()

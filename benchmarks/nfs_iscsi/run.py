@@ -38,7 +38,10 @@ fsync=false`` is the command with ``[oslo_transfer] fsync = false``: it
 verifies, but leaves DEST in the page cache as the tools do; its
 like-for-like reference is the tool followed by ``openssl dgst -sha256
 FILE`` (the check a user of the bare tool would run; coreutils'
-``sha256sum`` takes four times as long here).  Targets of
+``sha256sum`` takes four times as long here).  ``oslo-transfer copy (no
+digest), fsync=false`` is the whole command doing what the bare tool
+does: no ``--checksum``, ``default_digest = none`` and ``fsync = false``
+(still through the engine: ``.part``, lock, control file, rename).  Targets of
 issue 5: <= 1.0x the reference's time, <= 100 MiB peak RSS.
 
 Each tool runs ``--repeat`` times (default 3), alternating the order; the
@@ -171,6 +174,9 @@ def run_one(title, url, size, digest, repeat, out, ours, reference,
             '--config-file', http_bench._no_fsync_conf(out),
             'copy', url, dest, '--checksum', 'sha256:' + digest,
             '--same-network', '--json', '--no-progress'],
+        'oslo-transfer copy (no digest), fsync=false': ours + [
+            '--config-file', _bare_conf(out),
+            'copy', url, dest, '--same-network', '--json', '--no-progress'],
         'driver read -> file': [sys.executable, os.path.abspath(__file__),
                                 '--driver-read', url, dest],
     }
@@ -181,6 +187,14 @@ def run_one(title, url, size, digest, repeat, out, ours, reference,
                               runs, size, ref_name)
     http_bench._internal(runs)
     return rows
+
+
+def _bare_conf(out):
+    """``fsync = false`` and no digest: the work of the bare tools."""
+    path = os.path.join(out, 'bare.conf')
+    with open(path, 'w') as f:
+        f.write('[oslo_transfer]\nfsync = false\ndefault_digest = none\n')
+    return path
 
 
 def driver_read(url, dest) -> int:

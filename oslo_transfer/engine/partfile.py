@@ -45,8 +45,15 @@ def _zeros(n: int) -> bytes:
 
 
 def is_zero(chunk) -> bool:
-    """True if ``chunk`` holds only zero bytes (a memcmp, ~10 GB/s)."""
-    return chunk == _zeros(len(chunk))
+    """True if ``chunk`` holds only zero bytes (a memcmp, ~10 GB/s).
+
+    ``memoryview == bytes`` compares item by item (1.7 ms per 512 KiB of
+    zeros here, against 12 us); ``bytes.startswith`` takes any buffer and
+    compares with ``memcmp``.
+    """
+    if type(chunk) is bytes:
+        return chunk == _zeros(len(chunk))
+    return _zeros(memoryview(chunk).nbytes).startswith(chunk)
 
 
 def _c():

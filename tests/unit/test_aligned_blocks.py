@@ -321,3 +321,23 @@ def test_a_full_disk_through_partfile_is_a_destination_error(
         p.sync()
     assert str(err.value) == 'no space left on the device of %s' % path
     p.close()
+
+
+@pytest.mark.parametrize('kind', ['bytes', 'bytearray', 'view', 'block'])
+def test_zero_detection_of_every_kind_of_chunk(kind):
+    def make(raw):
+        if kind == 'bytes':
+            return raw
+        if kind == 'bytearray':
+            return bytearray(raw)
+        if kind == 'view':
+            return memoryview(raw)[:]
+        return _views(raw, size=len(raw))[0]
+
+    n = 64 * KiB
+    assert partfile.is_zero(make(bytes(n)))
+    for at in (0, n // 2, n - 1):
+        raw = bytearray(n)
+        raw[at] = 1
+        assert not partfile.is_zero(make(bytes(raw))), at
+    assert partfile.is_zero(make(bytes(n))[4096:8192])

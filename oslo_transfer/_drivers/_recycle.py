@@ -220,28 +220,37 @@ class BlockPool:
         #: blocks made
         self.made = 0
 
+    def take(self, n: int):
+        """``(view, address)`` of ``n`` bytes of a free block, or None.
+
+        None when every block is held (or ``n`` is larger than a block).
+        The view's content is undefined until filled.
+        """
+        if n > self.size:
+            return None
+        blocks = self._blocks
+        k = len(blocks)
+        for j in range(k):
+            i = (self._next + j) % k
+            if _refs(blocks, i) == _ALONE:
+                self._next = i + 1
+                return memoryview(blocks[i])[:n], self._addresses[i]
+        if k >= self.limit:
+            return None
+        block = driver.AlignedBlock(-1, self.size)
+        blocks.append(block)
+        self._addresses.append(driver.buffer_address(block))
+        self.made += 1
+        self._next = 0
+        return memoryview(block)[:n], self._addresses[-1]
+
     def place(self, n: int):
         """``(chunk, address)``: ``n`` bytes for a C call to fill.
 
         ``chunk`` is a view of a free block (or, when none is free, a
         ``bytes`` of the fallback); its content is undefined until filled.
         """
-        if n <= self.size:
-            blocks = self._blocks
-            k = len(blocks)
-            for j in range(k):
-                i = (self._next + j) % k
-                if _refs(blocks, i) == _ALONE:
-                    self._next = i + 1
-                    return memoryview(blocks[i])[:n], self._addresses[i]
-            if k < self.limit:
-                block = driver.AlignedBlock(-1, self.size)
-                blocks.append(block)
-                self._addresses.append(driver.buffer_address(block))
-                self.made += 1
-                self._next = 0
-                return memoryview(block)[:n], self._addresses[-1]
-        return self.fallback.place(n)
+        return self.take(n) or self.fallback.place(n)
 
     def fill(self, data: int, n: int):
         """``n`` bytes copied from the C address ``data``: a view or bytes."""

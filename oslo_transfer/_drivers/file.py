@@ -29,6 +29,7 @@ import struct
 
 from oslo_config import cfg
 
+from oslo_transfer._drivers import _recycle
 from oslo_transfer import driver
 from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
@@ -179,6 +180,13 @@ class FileDriver(driver.Driver):
         return self._read(fd, path, offset, length, ctx)
 
     def _read(self, fd, path, offset, length, ctx):
+        # For the download engine: read into page-aligned blocks that its
+        # O_DIRECT writer writes as they are (see _recycle.BlockPool).
+        blocks = None
+        if ctx.aligned_views:
+            blocks = _recycle.BlockPool(
+                _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
+                None)
         try:
             pos = offset
             end = None if length is None else offset + length
@@ -186,7 +194,13 @@ class FileDriver(driver.Driver):
                 ctx.cancel.check()
                 n = self.chunk_size if end is None else min(self.chunk_size,
                                                             end - pos)
-                data = os.pread(fd, n, pos)
+                block = blocks.take(n) if blocks is not None else None
+                if block is not None:
+                    got = os.preadv(fd, [block[0]], pos)
+                    data = block[0] if got == n else block[0][:got]
+                    del block
+                else:
+                    data = os.pread(fd, n, pos)
                 if not data:
                     break
                 pos += len(data)

@@ -169,9 +169,11 @@ def test_zero_copy_is_used(tmp_path, monkeypatch):
     assert sum(moved) == src.size, moved
 
 
-def test_checksum_streams_in_one_pass(tmp_path, monkeypatch):
+def test_checksum_streams_in_one_pass(tmp_path, monkeypatch,
+                                      direct_writes):
     # With a digest to compute and no reflink (ext4), the data is streamed
-    # and hashed as it goes rather than copied in the kernel and read back.
+    # and hashed as it goes rather than copied in the kernel and read back;
+    # it is read into page-aligned blocks written with O_DIRECT as they are.
     from oslo_transfer.engine import partfile
     src = fconf.make_data_file(tmp_path, 'src.img', 24 * MiB + 5)
     dest = str(tmp_path / 'out' / 'dst.img')
@@ -190,6 +192,8 @@ def test_checksum_streams_in_one_pass(tmp_path, monkeypatch):
     assert r.digest == src.sha256
     assert moved == []
     assert sum(read_back) == 0
+    written, = direct_writes
+    assert written['zero_copy'] == 24 * MiB and written['buffered'] == 5
 
 
 def test_file_urls(tmp_path):
@@ -296,7 +300,7 @@ def block_device(tmp_path):
         subprocess.run([losetup, '--detach', dev], check=False)
 
 
-def test_block_device_source(block_device, tmp_path):
+def test_block_device_source(block_device, tmp_path, direct_writes):
     dev, islands, is_block = block_device
     h = hashlib.sha256()
     with open(dev, 'rb') as f:
@@ -312,8 +316,11 @@ def test_block_device_source(block_device, tmp_path):
     assert r.size == 64 * MiB and r.digest == h.hexdigest()
     for off, data in islands.items():
         assert read_at(dest, off, len(data)) == data
-    # Zero blocks read from the device became holes in the copy.
+    # Zero blocks read from the device became holes in the copy; the
+    # islands went from the read's aligned blocks to the disk, no copy.
     assert os.stat(dest).st_blocks * 512 <= 8 * MiB + 8 * MiB
+    written, = direct_writes
+    assert written['zero_copy'] == sum(len(d) for d in islands.values())
     if is_block:
         assert os.path.realpath(dev).startswith('/dev/')
         plan = oslo_transfer.plan(dev)

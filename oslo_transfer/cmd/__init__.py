@@ -24,8 +24,10 @@ does not help: a plain ``import`` of a lazily loaded module reads its
 service's imports are its own business.
 """
 
+import gc
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -61,3 +63,23 @@ def _defer(name):
 
 for _name in _DEFERRED:
     _defer(_name)
+
+
+def _is_the_command():
+    argv = getattr(sys, 'argv', None) or ['']
+    return os.path.basename(argv[0]) == 'oslo-transfer'
+
+
+#: True while this module keeps the collector off (see the module's doc)
+_COLLECTOR_PAUSED = _is_the_command() and gc.isenabled()
+if _COLLECTOR_PAUSED:
+    gc.disable()
+
+
+def start_collecting():
+    """End of start-up: freeze what it made, turn the collector back on."""
+    global _COLLECTOR_PAUSED
+    if _COLLECTOR_PAUSED:
+        _COLLECTOR_PAUSED = False
+        gc.freeze()
+        gc.enable()

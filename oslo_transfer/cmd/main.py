@@ -25,6 +25,7 @@ import sys
 
 from oslo_config import cfg
 
+from oslo_transfer import cmd as cmd_pkg
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def main(argv=None) -> int:
         return t
 
     args.make_transfer = make_transfer
+    cmd_pkg.start_collecting()
     try:
         return args.func(args)
     except KeyboardInterrupt:

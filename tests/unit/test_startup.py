@@ -146,3 +146,36 @@ def test_package_names_load_on_first_use():
     assert report['dir']
     # the library leaves a service's imports alone
     assert report['deferred'] == []
+
+
+_COLLECTOR = r'''
+import gc, json, sys
+sys.argv[0] = sys.argv[1]
+from oslo_transfer import cmd
+paused = not gc.isenabled()
+from oslo_transfer.cmd import main
+from oslo_transfer import transfer
+during = []
+real = transfer.Transfer.copy
+def copy(self, *a, **k):
+    during.append(gc.isenabled())
+    return real(self, *a, **k)
+transfer.Transfer.copy = copy
+rc = main.main(['copy', sys.argv[2], sys.argv[3]])
+print(json.dumps({'paused': paused, 'rc': rc, 'during': during,
+                  'frozen': gc.get_freeze_count()}))
+'''
+
+
+@pytest.mark.parametrize('argv0, paused', [
+    ('/usr/local/bin/oslo-transfer', True), ('/srv/glance-api', False)])
+def test_only_the_command_pauses_the_collector_while_it_starts(
+        tmp_path, argv0, paused):
+    src = tmp_path / 'src'
+    src.write_bytes(b'z' * 100)
+    report = _child(_COLLECTOR, argv0, str(src), str(tmp_path / 'dest'))
+    assert report['rc'] == 0
+    assert report['paused'] is paused
+    # on again while the sub-command runs; what start-up made is frozen
+    assert report['during'] == [True]
+    assert (report['frozen'] > 1000) is paused

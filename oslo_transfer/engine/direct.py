@@ -80,6 +80,13 @@ BUFFERS = 3
 #: sparse image) is written through the page cache: a fragmented image
 #: would otherwise cost one synchronous disk write per 4 KiB run.
 MIN_DIRECT = 256 * 1024
+#: Views one ``pwritev`` takes at most (Linux: 1024).
+try:
+    IOV_MAX = os.sysconf('SC_IOV_MAX')
+except (AttributeError, ValueError, OSError):
+    IOV_MAX = 1024
+if IOV_MAX <= 0:
+    IOV_MAX = 1024
 #: Bytes a :class:`QueuedWriter` holds at most (the engine keeps as much
 #: for its hasher, mostly the same chunks).
 QUEUE_BYTES = 8 * 1024 * 1024
@@ -354,7 +361,7 @@ class DirectWriter(_Background):
             _pwrite_all(self.bfd, data[aligned:], offset + aligned)
             self.buffered_bytes += n - aligned
             self._submit_batch()
-        elif self.batch_len >= self.size:
+        elif self.batch_len >= self.size or len(self.batch) >= IOV_MAX:
             self._submit_batch()
         return True
 

@@ -341,3 +341,25 @@ def test_zero_detection_of_every_kind_of_chunk(kind):
         raw[at] = 1
         assert not partfile.is_zero(make(bytes(raw))), at
     assert partfile.is_zero(make(bytes(n))[4096:8192])
+
+
+def test_a_batch_never_holds_more_views_than_one_pwritev_takes(
+        tmp_path, monkeypatch):
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path, buffer_bytes=256 * KiB)
+    monkeypatch.setattr(direct, 'IOV_MAX', 8)
+    real, calls = os.pwritev, []
+
+    def counted(f, bufs, off):
+        calls.append(len(bufs))
+        return real(f, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', counted)
+    data = _data(64 * PAGE)
+    for i, v in enumerate(_views(data, size=PAGE)):
+        w.write(i * PAGE, v)
+    w.flush()
+    assert calls == [8] * 8
+    assert _content(path) == data and w.zero_copy_bytes == len(data)
+    w.close()
+    os.close(fd)

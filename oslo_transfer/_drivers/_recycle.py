@@ -208,6 +208,9 @@ class BlockPool:
     :param limit: blocks made at most.
     :param size: bytes per block (rounded up to the page size); an answer
         larger than that goes to ``fallback``.
+    :param fallback: the :class:`Recycler` of :meth:`place` and
+        :meth:`fill`; None for a caller that uses :meth:`take` only (and
+        reads into ``bytes`` of its own when it returns None).
     """
 
     def __init__(self, limit: int, size: int, fallback: Recycler):

@@ -372,16 +372,23 @@ class DirectWriter(_Background):
         waits beyond).  A short run that a gap in the stream cut short is
         written through the page cache now, as in :meth:`_submit`.
         """
-        views, at, n = self.batch, self.batch_at, self.batch_len
-        self.batch, self.batch_len = [], 0
-        if cut and n < min(MIN_DIRECT, self.size):
+        if cut and self.batch_len < min(MIN_DIRECT, self.size):
+            views, at, n = self.batch, self.batch_at, self.batch_len
+            self.batch, self.batch_len = [], 0
             self._write_item(self.bfd, views, at, n)
             self.buffered_bytes += n
             return
+        # The batch stays in self.batch while we wait: a flush meanwhile
+        # (the checkpoint thread) must see it, queue it, and wait for it.
         limit = (self.buffers - 1) * self.size
-        while self.batched and self.batched + n > limit:
+        while (self.batch and self.batched and
+               self.batched + self.batch_len > limit):
             self.lock.wait()
             self._raise()
+        if not self.batch:
+            return              # queued meanwhile by another thread
+        views, at, n = self.batch, self.batch_at, self.batch_len
+        self.batch, self.batch_len = [], 0
         self.batched += n
         self._enqueue((views, at, n))
 

@@ -363,3 +363,56 @@ def test_a_batch_never_holds_more_views_than_one_pwritev_takes(
     assert _content(path) == data and w.zero_copy_bytes == len(data)
     w.close()
     os.close(fd)
+
+
+def test_a_flush_while_the_writer_waits_for_room_covers_its_batch(
+        tmp_path, monkeypatch):
+    """A checkpoint's flush must include the batch a full queue holds back.
+
+    The stream's worker waits for room with a batch in hand; a flush from
+    the checkpoint thread meanwhile may only return once every write that
+    had returned (that batch's views included) is in the file.
+    """
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=2)
+    allowed = threading.Semaphore(0)
+    real = os.pwritev
+
+    def gated(f, bufs, off):
+        assert allowed.acquire(timeout=10)
+        return real(f, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', gated)
+    data = _data(8 * 64 * KiB)
+    views = _views(data)
+    returned = []
+
+    def worker():
+        for i, v in enumerate(views):
+            w.write(i * 16 * KiB, v)
+            returned.append((i + 1) * 16 * KiB)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(0.5)
+    # batch 1 in the thread's pwritev, batch 2 in the worker's hand
+    assert t.is_alive() and returned[-1] == 7 * 16 * KiB
+    held = returned[-1]
+    flushed = threading.Event()
+    f = threading.Thread(target=lambda: (w.flush(), flushed.set()))
+    f.start()
+    f.join(0.3)
+    allowed.release()           # batch 1 only
+    f.join(0.5)
+    assert not flushed.is_set(), 'flush returned before batch 2 was written'
+    for _ in range(64):
+        allowed.release()
+    f.join(10)
+    assert flushed.is_set()
+    with open(path, 'rb') as fh:
+        assert fh.read(held) == data[:held]
+    t.join(10)
+    w.flush()
+    assert _content(path) == data
+    w.close()
+    os.close(fd)

@@ -44,6 +44,17 @@ def _zeros(n: int) -> bytes:
     return z
 
 
+def _fadvise(fd, advice):
+    """``posix_fadvise`` of the whole file, where the platform has it."""
+    value = getattr(os, advice, None)
+    if value is None:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, value)
+    except OSError:
+        pass
+
+
 def is_zero(chunk) -> bool:
     """True if ``chunk`` holds only zero bytes (a memcmp, ~10 GB/s).
 
@@ -170,6 +181,14 @@ class PartFile:
         if self.writer is None and self.fd is not None:
             if self.direct_io:
                 self.writer = direct_mod.open_direct(self.path, self.fd)
+                if self.writer is not None:
+                    # No readahead on the buffered fd: a read back (the
+                    # hasher's, for a chunk it could not keep) must not
+                    # pull into the page cache pages that an O_DIRECT
+                    # write is about to fill, which could leave stale
+                    # pages there (buffered reads and direct writes of
+                    # the same pages at once are not coherent).
+                    _fadvise(self.fd, 'POSIX_FADV_RANDOM')
             if self.writer is None:
                 self.writer = direct_mod.QueuedWriter(
                     self.fd, self._after_write if self.durable else None)
@@ -184,6 +203,8 @@ class PartFile:
             try:
                 self.flush()
             finally:
+                if isinstance(self.writer, direct_mod.DirectWriter):
+                    _fadvise(self.fd, 'POSIX_FADV_NORMAL')
                 self.writer.close()
                 self.writer = None
 

@@ -205,9 +205,12 @@ class Fill:
                     self.part.write(pos, chunk)
                     inline = self._hash_inline(pos, chunk, n)
                     with self.cond:
-                        self.written.add(pos, pos + n)
                         if not inline:
+                            # Before it counts as written: one stream's
+                            # hasher then never finds a written chunk
+                            # missing from memory (and reads nothing back).
                             self._offer(pos, chunk, n)
+                        self.written.add(pos, pos + n)
                         self.unsynced += n
                         due = self.unsynced >= self.interval
                         if due:
@@ -289,6 +292,8 @@ class Fill:
             # One stream arrives in order: wait for the hasher rather than
             # make it read the chunk back (it hashes faster than most links
             # deliver, so this rarely waits, and memory stays bounded).
+            # The caller adds the chunk to ``written`` only after this, so
+            # the hasher cannot get to it meanwhile.
             while (self.handoff_bytes + n > HANDOFF_BYTES and
                    self.error is None and not self.token.cancelled):
                 self.cond.wait(0.2)

@@ -292,3 +292,24 @@ def test_a_bug_in_the_writer_thread_fails_the_copy_instead_of_hanging(
     assert err.value.errno == errno.EIO and 'boom' in str(err.value)
     w.close()
     os.close(fd)
+
+
+def test_no_readahead_on_the_buffered_fd_while_written_direct(
+        tmp_path, monkeypatch):
+    # a read back must not pull into the cache pages that an O_DIRECT
+    # write is about to fill (stale pages: not coherent)
+    advice = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, 'posix_fadvise',
+                        lambda fd, o, n, a: advice.append(a) or
+                        real(fd, o, n, a))
+    p = _direct_part(str(tmp_path / 'f'), 1 * MiB)
+    assert advice == [os.POSIX_FADV_RANDOM]
+    p.use_buffered()
+    assert advice == [os.POSIX_FADV_RANDOM, os.POSIX_FADV_NORMAL]
+    p.close()
+    q = partfile.PartFile(str(tmp_path / 'g'), durable=False)
+    q.open(fresh=True)
+    assert q.use_background() == 'queued'
+    assert advice == [os.POSIX_FADV_RANDOM, os.POSIX_FADV_NORMAL]
+    q.close()

@@ -612,3 +612,47 @@ def test_disk_full_in_the_writer_thread_keeps_what_landed(store, tmp_path,
         res = t.copy('mem://a', out, checksum=sha(payload))
     assert res.bytes_resumed == 5 * MiB
     assert (tmp_path / 'out').read_bytes() == payload
+
+
+def test_one_stream_behind_a_slow_hasher_reads_nothing_back(
+        store, tmp_path, monkeypatch):
+    """A chunk counts as written only once the hasher holds it.
+
+    With the hand-off full, the worker waits for room; had its chunk
+    counted as written already, the hasher could catch up meanwhile and
+    read it back from the ``.part`` (a read that, beside O_DIRECT writes,
+    the page cache does not keep coherent).
+    """
+    from oslo_transfer.engine import partfile
+    from oslo_transfer.engine import segments
+    payload = fakes.data(4 * MiB)
+    store.put('mem://a', payload)
+    monkeypatch.setattr(segments, 'HANDOFF_BYTES', 128 * 1024)
+
+    class SlowToWake(threading.Condition):
+        # a worker waiting for room wakes up late: the hasher empties the
+        # hand-off meanwhile
+        def wait(self, timeout=None):
+            woken = super().wait(timeout)
+            self.release()
+            time.sleep(0.01)
+            self.acquire()
+            return woken
+
+    init = segments.Fill.__init__
+
+    def fill_init(self, *a, **k):
+        init(self, *a, **k)
+        self.cond = SlowToWake()
+
+    monkeypatch.setattr(segments.Fill, '__init__', fill_init)
+    reads = []
+    real = partfile.PartFile.read
+    monkeypatch.setattr(partfile.PartFile, 'read',
+                        lambda self, o, n: reads.append(n) or
+                        real(self, o, n))
+    with make(store, segments=1) as t:
+        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    assert res.digest == hashlib.sha256(payload).hexdigest()
+    assert reads == []
+    assert (tmp_path / 'out').read_bytes() == payload

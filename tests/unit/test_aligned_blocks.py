@@ -416,3 +416,44 @@ def test_a_flush_while_the_writer_waits_for_room_covers_its_batch(
     assert _content(path) == data
     w.close()
     os.close(fd)
+
+
+def test_two_flushes_while_the_queue_is_full_both_wait_for_the_batch(
+        tmp_path, monkeypatch):
+    """The checkpoint thread and the hasher may flush at the same time.
+
+    Neither may return before the batch that waited for room is written:
+    a hasher that read the file back then would hash holes instead of the
+    stream's bytes.
+    """
+    path = str(tmp_path / 'f')
+    fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=2)
+    allowed = threading.Semaphore(0)
+    real = os.pwritev
+
+    def gated(f, bufs, off):
+        assert allowed.acquire(timeout=10)
+        return real(f, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', gated)
+    data = _data(96 * KiB)
+    for i, v in enumerate(_views(data)):
+        w.write(i * 16 * KiB, v)    # batch 1 queued, 2 views held back
+    flushes = [threading.Event(), threading.Event()]
+    threads = [threading.Thread(target=lambda e=e: (w.flush(), e.set()))
+               for e in flushes]
+    for t in threads:
+        t.start()
+        t.join(0.2)
+    allowed.release()               # batch 1 only
+    for t in threads:
+        t.join(0.3)
+    assert not any(e.is_set() for e in flushes)
+    for _ in range(8):
+        allowed.release()
+    for t in threads:
+        t.join(10)
+    assert all(e.is_set() for e in flushes)
+    assert _content(path) == data
+    w.close()
+    os.close(fd)

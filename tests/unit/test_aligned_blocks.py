@@ -32,6 +32,8 @@ from oslo_transfer import driver
 from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
+from tests.unit.test_direct_io import _content
+from tests.unit.test_direct_io import _writer
 
 KiB = 1024
 PAGE = 4096
@@ -111,16 +113,17 @@ def test_views_of_blocks_count_as_unchanging_chunks():
 
 # -- the O_DIRECT writer ------------------------------------------------------
 
-def _writer(path, buffer_bytes=64 * KiB, buffers=3):
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    w = direct.open_direct(path, fd, buffer_bytes, buffers)
-    assert w is not None, 'no O_DIRECT on %s' % path
-    return fd, w
+def _gate_pwritev(monkeypatch):
+    """Each ``os.pwritev`` waits for a release of the returned semaphore."""
+    allowed = threading.Semaphore(0)
+    real = os.pwritev
 
+    def gated(f, bufs, off):
+        assert allowed.acquire(timeout=10)
+        return real(f, bufs, off)
 
-def _content(path):
-    with open(path, 'rb') as f:
-        return f.read()
+    monkeypatch.setattr(os, 'pwritev', gated)
+    return allowed
 
 
 def _views(data, size=16 * KiB, limit=64):
@@ -375,14 +378,7 @@ def test_a_flush_while_the_writer_waits_for_room_covers_its_batch(
     """
     path = str(tmp_path / 'f')
     fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=2)
-    allowed = threading.Semaphore(0)
-    real = os.pwritev
-
-    def gated(f, bufs, off):
-        assert allowed.acquire(timeout=10)
-        return real(f, bufs, off)
-
-    monkeypatch.setattr(os, 'pwritev', gated)
+    allowed = _gate_pwritev(monkeypatch)
     data = _data(8 * 64 * KiB)
     views = _views(data)
     returned = []
@@ -428,14 +424,7 @@ def test_two_flushes_while_the_queue_is_full_both_wait_for_the_batch(
     """
     path = str(tmp_path / 'f')
     fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=2)
-    allowed = threading.Semaphore(0)
-    real = os.pwritev
-
-    def gated(f, bufs, off):
-        assert allowed.acquire(timeout=10)
-        return real(f, bufs, off)
-
-    monkeypatch.setattr(os, 'pwritev', gated)
+    allowed = _gate_pwritev(monkeypatch)
     data = _data(96 * KiB)
     for i, v in enumerate(_views(data)):
         w.write(i * 16 * KiB, v)    # batch 1 queued, 2 views held back

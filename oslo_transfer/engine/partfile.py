@@ -185,9 +185,8 @@ class PartFile:
                     # No readahead on the buffered fd: a read back (the
                     # hasher's, for a chunk it could not keep) must not
                     # pull into the page cache pages that an O_DIRECT
-                    # write is about to fill, which could leave stale
-                    # pages there (buffered reads and direct writes of
-                    # the same pages at once are not coherent).
+                    # write is about to fill (open(2) warns against
+                    # mixing buffered and direct I/O on the same bytes).
                     _fadvise(self.fd, 'POSIX_FADV_RANDOM')
             if self.writer is None:
                 self.writer = direct_mod.QueuedWriter(

@@ -614,6 +614,51 @@ def test_disk_full_in_the_writer_thread_keeps_what_landed(store, tmp_path,
     assert (tmp_path / 'out').read_bytes() == payload
 
 
+def test_disk_full_under_zero_copy_writes_keeps_what_landed(
+        store, tmp_path, monkeypatch):
+    # A durable stream of a driver's aligned blocks, written with one
+    # O_DIRECT pwritev per 4 MiB batch: the batch at 4 MiB fails with
+    # ENOSPC.  Only the final checkpoint runs (checkpoint_bytes is larger
+    # than the object); it must record the first batch, not lose it.
+    from oslo_transfer.engine import direct
+    payload = fakes.data(8 * MiB)
+    store.put('mem://a', payload)
+    store.aligned_blocks = True
+    out = str(tmp_path / 'out')
+    real = os.pwritev
+    batches = []
+
+    def pwritev(fd, bufs, off):
+        if os.readlink('/proc/self/fd/%d' % fd).endswith('out.part'):
+            batches.append((off, sum(len(b) for b in bufs)))
+            if off >= 4 * MiB:
+                raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(os, 'pwritev', pwritev)
+    seen = []
+    closed = direct.DirectWriter._closed
+    monkeypatch.setattr(direct.DirectWriter, '_closed', lambda self: (
+        seen.append(self.zero_copy_bytes), closed(self)))
+    with make(store, segments=1, retries=0,
+              checkpoint_bytes=64 * MiB) as t:
+        with pytest.raises(exceptions.DestinationError) as ei:
+            t.copy('mem://a', out, checksum=sha(payload))
+    assert str(ei.value) == 'no space left on the device of %s.part' % out
+    assert batches == [(0, 4 * MiB), (4 * MiB, 4 * MiB)]
+    assert seen == [4 * MiB]
+    assert not os.path.exists(out)
+    ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
+    assert ctl['ranges'] == [[0, 4 * MiB]]
+    with open(out + '.part', 'rb') as f:
+        assert f.read(4 * MiB) == payload[:4 * MiB]
+    monkeypatch.setattr(os, 'pwritev', real)     # room again
+    with make(store, segments=1) as t:
+        res = t.copy('mem://a', out, checksum=sha(payload))
+    assert res.bytes_resumed == 4 * MiB
+    assert (tmp_path / 'out').read_bytes() == payload
+
+
 def test_one_stream_behind_a_slow_hasher_reads_nothing_back(
         store, tmp_path, monkeypatch):
     """A chunk counts as written only once the hasher holds it.

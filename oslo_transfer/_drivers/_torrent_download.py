@@ -102,6 +102,10 @@ class TorrentDownload:
         self._done = False
         self._error = None
         self.peers = []
+        #: endpoints seen with the whole file while downloading: the seed
+        #: that follows starts from them (a complete peer may have left by
+        #: the time this host's seed is up)
+        self.seen_complete = set()
         self.fetcher = None
         now = time.monotonic()
         self._started = now
@@ -370,6 +374,11 @@ class TorrentDownload:
             self._checkpoint(now)
             with self._lock:
                 complete = len(self.have) >= n
+            if complete:
+                # Until the torrent leaves the session, look at the peers
+                # at every turn: one that completes now may stop seeding
+                # before this host's seed is up.
+                self._note_complete_peers()
             if complete and self.fetcher is not None:
                 # Nothing more to fetch: let its threads end during the
                 # final flush instead of after it.
@@ -386,6 +395,7 @@ class TorrentDownload:
             if self.peers and now - last_connect >= min(
                     3.0, 0.25 + (now - self._started) / 4):
                 last_connect = now
+                self._note_complete_peers()
                 connected = self.handle.status().num_peers
                 self.stats['max_peers'] = max(
                     self.stats.get('max_peers', 0), connected)
@@ -475,6 +485,7 @@ class TorrentDownload:
             # Usually idle at once: the loop returns once all is durable.
             if self.recorder.idle or now >= deadline:
                 return
+            self._note_complete_peers()
             try:
                 item = self.events.get(timeout=0.1)
                 if item is not _WAKE:
@@ -482,7 +493,17 @@ class TorrentDownload:
             except queue.Empty:
                 pass
 
+    def _note_complete_peers(self):
+        if not self.peers:
+            return
+        try:
+            infos = self.handle.get_peer_info()
+        except RuntimeError:
+            return
+        self.seen_complete.update(tuple(p.ip) for p in infos if p.seed)
+
     def _collect_stats(self):
+        self._note_complete_peers()
         try:
             st = self.handle.status()
             self.stats['peers'] = st.num_peers

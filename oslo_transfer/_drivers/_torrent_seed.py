@@ -38,7 +38,8 @@ _LINGER = 3.0
 
 class _Entry:
 
-    def __init__(self, meta, path, handle, until, ratio, peers):
+    def __init__(self, meta, path, handle, until, ratio, peers,
+                 seen_complete=()):
         self.meta = meta
         self.path = path
         self.handle = handle
@@ -48,8 +49,9 @@ class _Entry:
         st = os.stat(path)
         self.stamp = (st.st_size, st.st_mtime_ns)
         self.started = time.monotonic()
-        #: endpoints of peers seen with the whole file
-        self.complete = set()
+        #: endpoints of peers seen with the whole file (while seeding, or
+        #: by the download before it)
+        self.complete = set(seen_complete)
         self.all_complete_since = None
 
     def changed(self) -> bool:
@@ -75,7 +77,7 @@ class Seeds:
 
     def start(self, sess, meta, path: str, seconds: float | None,
               ratio: float = 0.0, peers=(), trackers=(),
-              verify: bool = False):
+              verify: bool = False, seen_complete=()):
         """Seed ``path`` (the data of ``meta``).
 
         :param seconds: how long; None seeds until :meth:`stop`.
@@ -83,6 +85,10 @@ class Seeds:
             size (0: no ratio limit).
         :param peers: ``[(ip, port)]`` to connect to; seeding also stops
             early once each of them is seen complete.
+        :param seen_complete: ``(ip, port)`` endpoints already seen with
+            the whole file (by the download that made ``path``): a peer
+            that stopped seeding while this host committed is not waited
+            for.
         :param verify: hash-check every piece before seeding (a file that
             did not come from a verified download); otherwise libtorrent's
             seed mode checks each piece the first time it is uploaded.
@@ -155,7 +161,8 @@ class Seeds:
                 handle.connect_peer((ip, port))
             except RuntimeError as exc:
                 LOG.debug('bittorrent: connect %s:%d: %s', ip, port, exc)
-        entry = _Entry(meta, path, handle, until, ratio, list(peers))
+        entry = _Entry(meta, path, handle, until, ratio, list(peers),
+                       seen_complete)
         with self._lock:
             self._entries[key] = entry
             self._sess = sess

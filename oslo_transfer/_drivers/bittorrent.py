@@ -207,6 +207,9 @@ class BitTorrentDriver(driver.Driver):
         #: statistics of the last download (pieces from peers and origin,
         #: hash failures, bytes), for diagnostics and tests
         self.last_stats = None
+        #: info-hash -> endpoints a finished download saw complete, for the
+        #: seed that ``after_commit`` starts
+        self._seen_complete = {}
 
     @classmethod
     def list_opts(cls):
@@ -397,12 +400,18 @@ class BitTorrentDriver(driver.Driver):
             job.run()
         finally:
             self.last_stats = job.stats
+        if self.options.seed_time > 0:
+            with self._lock:
+                self._seen_complete[meta.info_hash] = frozenset(
+                    job.seen_complete)
 
     def after_commit(self, location, path, ctx) -> None:
         seconds = self.options.seed_time
         if seconds <= 0:
             return
         meta = self._require_meta(location, ctx)
+        with self._lock:
+            seen = self._seen_complete.pop(meta.info_hash, ())
         sess = self._session()
         peers = origin_mod.my_share(
             origin_mod.resolve_peers(getattr(ctx.hints, 'peer_addresses',
@@ -413,7 +422,7 @@ class BitTorrentDriver(driver.Driver):
             trackers = self._allowed(meta.trackers, ctx, 'tracker')
         seed_mod.SEEDS.start(sess, meta, path, seconds,
                              ratio=self.options.seed_ratio, peers=peers,
-                             trackers=trackers)
+                             trackers=trackers, seen_complete=seen)
 
     def seed(self, path: str, meta, seconds: float | None = None,
              peers=(), verify: bool = True):

@@ -92,7 +92,12 @@ class Peer:
                 pass
 
     def wait(self, timeout=30.0) -> int:
-        return self.popen.wait(timeout)
+        """The exit status (fails the test, with the log, on timeout)."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail('%s still runs after %.0fs; log:\n%s'
+                        % (self.name, timeout, self.log_tail()))
 
     def stop(self, timeout=10.0):
         self.signal(signal.SIGTERM)
@@ -117,8 +122,13 @@ class Swarm:
         return peer
 
     def receiver(self, name, torrent, dest, port, urls=(), peers=(),
-                 peers_count=4, checksum=None, options=None) -> Peer:
-        """Start a receiver listening on ``127.0.0.1:port``."""
+                 peers_count=4, checksum=None, options=None,
+                 slow_final_flush=0.0) -> Peer:
+        """Start a receiver listening on ``127.0.0.1:port``.
+
+        :param slow_final_flush: seconds the download waits, complete and
+            still in the swarm, before its last flush (a slow disk).
+        """
         argv = [sys.executable, '-m', 'tests.functional.bittorrent.receiver',
                 '--dest', dest, '--torrent', torrent,
                 '--listen', '127.0.0.1:%d' % port,
@@ -130,6 +140,8 @@ class Swarm:
             argv += ['--peer', p]
         if checksum:
             argv += ['--checksum', checksum]
+        if slow_final_flush:
+            argv += ['--slow-final-flush', str(slow_final_flush)]
         opts = {'seed_time': 20, 'stall_timeout': 30, 'peer_wait': 3}
         opts.update(options or {})
         for key, value in opts.items():

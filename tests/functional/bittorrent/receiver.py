@@ -14,7 +14,10 @@
 
 ``python -m tests.functional.bittorrent.receiver --dest D --torrent T
 [--url URL] [--peer HOST:PORT]... [--peers N] [--listen IP:PORT]
-[--checksum ALGO:HEX] [--set GROUP.OPT=VALUE]...``
+[--checksum ALGO:HEX] [--set GROUP.OPT=VALUE]... [--slow-final-flush S]``
+
+``--slow-final-flush`` makes the complete download wait S seconds, still in
+the swarm, before its last flush: what a slow disk does.
 
 Prints one JSON line on stdout: ``{"ok": true, "result": {...}, "stats":
 {...}}`` (``stats`` are the bittorrent driver's counters: pieces from
@@ -27,10 +30,12 @@ import argparse
 import json
 import logging
 import sys
+import time
 
 from oslo_config import cfg
 
 import oslo_transfer
+from oslo_transfer._drivers import _torrent_download
 from oslo_transfer._drivers import bittorrent
 from oslo_transfer import transfer as transfer_mod
 
@@ -47,7 +52,10 @@ def main(argv=None):
     p.add_argument('--set', action='append', default=[],
                    help='GROUP.OPTION=VALUE override')
     p.add_argument('--state-path', required=True)
+    p.add_argument('--slow-final-flush', type=float, default=0.0)
     args = p.parse_args(argv)
+    if args.slow_final_flush:
+        _slow_final_flush(args.slow_final_flush)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='%(asctime)s %(process)d %(levelname)s '
                                '%(name)s: %(message)s')
@@ -79,6 +87,18 @@ def main(argv=None):
     print(json.dumps(out), flush=True)
     bittorrent.wait_for_seeding()
     return 0 if out['ok'] else 1
+
+
+def _slow_final_flush(seconds):
+    final_flush = _torrent_download.TorrentDownload._final_flush
+
+    def slow(job):
+        logging.getLogger(__name__).info(
+            'receiver: final flush waits %.1fs', seconds)
+        time.sleep(seconds)
+        return final_flush(job)
+
+    _torrent_download.TorrentDownload._final_flush = slow
 
 
 if __name__ == '__main__':

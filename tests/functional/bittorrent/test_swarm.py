@@ -69,6 +69,43 @@ def test_seeder_and_three_receivers(swarm, image, tmp_path):
         assert 'every named peer has the whole file' in r.log_tail()
 
 
+def test_last_receiver_with_a_slow_disk_stops_seeding(swarm, image,
+                                                      tmp_path):
+    """A seed does not wait for peers that left while it flushed.
+
+    The others see the last receiver complete and leave while it still
+    flushes; they are not coming back.
+    """
+    data = image(12 * MiB)
+    torrent = _torrent(tmp_path, data)
+    p_seed, *p_recv = ports(4)
+    everyone = ['127.0.0.1:%d' % p for p in [p_seed] + p_recv]
+    swarm.seeder('seeder', data.path, torrent, p_seed)
+    dests = _dests(tmp_path, 3)
+
+    def start(i, **kwargs):
+        return swarm.receiver('recv%d' % i, torrent, dests[i], p_recv[i],
+                              peers=everyone, checksum=data.checksum(),
+                              options={'seed_time': 600}, **kwargs)
+    early = [start(0), start(1)]
+    for r in early:
+        assert r.json_line(timeout=90)['ok']
+    # Both seed now, waiting for the last one: it completes, and they see
+    # it complete and leave during its 6 s "flush" (longer than the 3 s a
+    # seed lingers).
+    last = start(2, slow_final_flush=6)
+    res = last.json_line(timeout=90)
+    assert res['ok'], res
+    fconf.assert_only_dest(dests[2], data.data)
+    for r in early:
+        assert r.wait(60) == 0
+        assert 'every named peer has the whole file' in r.log_tail()
+    assert last.wait(60) == 0
+    log = last.log_tail(20000)
+    assert 'final flush waits 6.0s' in log
+    assert 'every named peer has the whole file' in log
+
+
 def test_web_seed_only_three_receivers(swarm, origin, image, tmp_path):
     """No seeder: nginx is the only source, and sends each byte ~once."""
     data = image(16 * MiB)

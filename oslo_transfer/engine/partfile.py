@@ -14,7 +14,6 @@
 and the final atomic rename."""
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -70,7 +69,8 @@ def is_zero(chunk) -> bool:
 def _c():
     global _libc
     if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True)
+        # The process's own libc: find_library('c') runs ``ldconfig -p``.
+        lib = ctypes.CDLL(None, use_errno=True)
         lib.fallocate.argtypes = [ctypes.c_int, ctypes.c_int,
                                   ctypes.c_longlong, ctypes.c_longlong]
         lib.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_longlong,

@@ -28,11 +28,14 @@ disk while it could be reading.
 """
 
 import collections
+import errno
 import logging
 import threading
 
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import direct as direct_mod
+from oslo_transfer.engine import journal as journal_mod
+from oslo_transfer.engine import partfile as partfile_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 
@@ -43,6 +46,13 @@ HASH_BLOCK = 4 * 1024 * 1024
 # handed to the hasher in memory, so that it need not read them back from
 # .part; at most this many bytes wait there, so memory stays bounded.
 HANDOFF_BYTES = 8 * 1024 * 1024
+
+#: After a failure on a full disk, the control file may find no block for
+#: its rewrite: this much of the end of the held data is punched out (then
+#: twice as much, at most ``_ROOM_TRIES`` times) to make room, so that a
+#: rerun resumes the rest instead of nothing.
+ROOM_BYTES = 1024 * 1024
+_ROOM_TRIES = 3
 
 
 class _StreamMode(Exception):
@@ -352,8 +362,13 @@ class Fill:
                 self._fail(exc)
                 return
 
-    def _checkpoint(self, force=False):
-        """fsync, then record the written ranges and the prefix digest."""
+    def _checkpoint(self, force=False, make_room=False):
+        """fsync, then record the written ranges and the prefix digest.
+
+        :param make_room: the transfer failed and every worker stopped: on a
+            full disk, give back the end of the held data (see
+            :data:`ROOM_BYTES`) rather than record nothing.
+        """
         with self.ckpt_lock:
             with self.cond:
                 snap = self.written.copy()
@@ -377,12 +392,46 @@ class Fill:
                 if mark[1] is not None and mark[0] <= held.prefix():
                     self.journal.prefix_len, self.journal.prefix_digest = \
                         mark
-                self.journal.save()
+                self._save_journal(make_room)
                 raise
             self.journal.ranges = snap
             if mark[1] is not None and mark[0] <= snap.prefix():
                 self.journal.prefix_len, self.journal.prefix_digest = mark
-            self.journal.save()
+            self._save_journal(make_room)
+
+    def _save_journal(self, make_room):
+        room = ROOM_BYTES
+        for _ in range(_ROOM_TRIES):
+            try:
+                self.journal.save()
+                return
+            except exceptions.DestinationError as exc:
+                if not make_room or not _no_space(exc) or \
+                        not self._give_back(room):
+                    raise
+            room *= 2
+        self.journal.save()
+
+    def _give_back(self, room) -> bool:
+        """Punch out the last ``room`` bytes held; False if it cannot."""
+        j = self.journal
+        ranges = j.ranges.to_list()
+        if not ranges or self.part.fd is None:
+            return False
+        start, end = ranges[-1]
+        cut = max(start, (end - room) // 4096 * 4096)
+        if not partfile_mod.punch_hole(self.part.fd, cut, end - cut):
+            return False
+        kept = journal_mod.RangeSet(ranges[:-1])
+        if cut > start:
+            kept.add(start, cut)
+        j.ranges = kept
+        if j.prefix_len > kept.prefix():
+            j.prefix_len, j.prefix_digest = 0, None
+        LOG.warning('%s: the disk is full: dropped [%d, %d) of the %d bytes '
+                    'held, so that the control file can record the rest',
+                    self.part.path, cut, end, kept.total() + end - cut)
+        return True
 
     # -- the hasher (calling thread) ---------------------------------------
 
@@ -420,7 +469,8 @@ class Fill:
             ckpt.join()
             self.job.user_cancel_unlink()
             try:
-                self._checkpoint(force=True)
+                self._checkpoint(force=True,
+                                 make_room=self.error is not None)
             except exceptions.TransferError as exc:
                 LOG.warning('could not record progress of %s: %s',
                             self.part.path, exc)
@@ -500,3 +550,9 @@ def rehash_prefix(part, algorithm_new, length, block=HASH_BLOCK):
         h.update(data)
         pos += len(data)
     return h, pos
+
+
+def _no_space(exc) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC,
+                                                          errno.EDQUOT)

@@ -108,6 +108,44 @@ def test_http_download_resumes_once_there_is_room(nginx, serve, small,
     fconf.assert_only_dest(dest2, src.data)
 
 
+def test_no_checkpoint_before_the_disk_filled_still_resumes(
+        nginx, serve, small, make_conf, tmp_path, caplog):
+    # No checkpoint is due before the disk is full (checkpoint_bytes is
+    # larger than the image), so the control file is first rewritten when
+    # there is no block left for it: the end of the held data is given back
+    # to make room, and the rest is resumed.
+    src = serve(16 * MiB)
+    dest = os.path.join(small, 'image.raw')
+    conf = make_conf(oslo_transfer={'retries': 0, 'segment_threshold': 0,
+                                    'checkpoint_bytes': 64 * MiB})
+    with oslo_transfer.Transfer(conf) as t:
+        with pytest.raises(exc.DestinationError) as ei:
+            t.copy(nginx.url(src.name), dest, checksum=src.checksum(),
+                   segments=1)
+    assert 'no space left' in str(ei.value)
+    assert 'the disk is full: dropped' in caplog.text
+    assert _state(dest) == ['image.raw.part', 'image.raw.part.ctl',
+                            'image.raw.part.lock']
+    with open(dest + '.part.ctl') as f:
+        ranges = json.load(f)['ranges']
+    held = sum(e - s for s, e in ranges)
+    assert 4 * MiB <= held < 8 * MiB, ranges
+    with open(dest + '.part', 'rb') as f:
+        for s, e in ranges:
+            f.seek(s)
+            assert f.read(e - s) == src.data[s:e]
+    big = tmp_path / 'big'
+    big.mkdir()
+    for name in ('image.raw.part', 'image.raw.part.ctl'):
+        shutil.move(os.path.join(small, name), big / name)
+    with oslo_transfer.Transfer(conf) as t:
+        res = t.copy(nginx.url(src.name), str(big / 'image.raw'),
+                     checksum=src.checksum())
+    assert res.bytes_resumed == held
+    assert res.bytes_transferred == src.size - held
+    fconf.assert_only_dest(str(big / 'image.raw'), src.data)
+
+
 def test_local_copy_to_a_full_disk(small, tmp_path):
     src = fconf.make_data_file(tmp_path, 'src.raw', 16 * MiB)
     dest = os.path.join(small, 'copy.raw')

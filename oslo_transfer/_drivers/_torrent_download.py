@@ -36,6 +36,7 @@ download early; what was verified is recorded first, so a rerun (or the
 engine's HTTP fallback) continues from there.
 """
 
+import hashlib
 import logging
 import os
 import queue
@@ -286,6 +287,9 @@ class TorrentDownload:
         elif kind == 'save_resume_data_failed_alert':
             self.recorder.flushed(False)
         elif kind in ('file_error_alert', 'torrent_error_alert'):
+            # Pieces verified around a failed write may not be in the file:
+            # from now on a flush checks them on disk before recording.
+            self.recorder.storage_failed = True
             self._error = exceptions.DestinationError(
                 'cannot write %s: %s' % (self.target.path, event.message))
         elif event.error:
@@ -534,6 +538,8 @@ class _Recorder:
         self.started = 0.0
         self.last = 0.0
         self.result = None
+        #: libtorrent reported a write error: check pieces before recording
+        self.storage_failed = False
 
     @property
     def idle(self) -> bool:
@@ -565,7 +571,10 @@ class _Recorder:
         except OSError as exc:
             raise exceptions.DestinationError(
                 'cannot fsync %s: %s' % (job.target.path, exc)) from exc
-        for i in self.flushing:
+        pieces = self.flushing
+        if self.storage_failed:
+            pieces = self._on_disk(pieces)
+        for i in pieces:
             job.target.record(*job.meta.piece_range(i))
         self.flushing = None
         self.result = None
@@ -581,6 +590,26 @@ class _Recorder:
         self.started = now
         self.job.handle.save_resume_data(
             self.job.lt.save_resume_flags_t.flush_disk_cache)
+
+    def _on_disk(self, pieces) -> list:
+        """The pieces whose bytes in the file pass their hash check."""
+        meta = self.job.meta
+        good = []
+        for i in pieces:
+            offset, length = meta.piece_range(i)
+            try:
+                data = os.pread(self.fd, length, offset)
+            except OSError:
+                continue
+            if len(data) == length and \
+                    hashlib.sha1(data).digest() == meta.piece_hash(i):
+                good.append(i)
+        if len(good) < len(pieces):
+            LOG.warning('bittorrent: %s: %d of %d verified pieces did not '
+                        'reach %s before the write error; they are not '
+                        'recorded', self.job.key, len(pieces) - len(good),
+                        len(pieces), self.job.target.path)
+        return good
 
     def _requeue(self):
         self.pending = self.flushing + self.pending

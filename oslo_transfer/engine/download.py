@@ -441,26 +441,28 @@ class Download:
                         self._saved = time.monotonic()
                         self.save()
 
-            def save(self):
+            def save(self, make_room=False):
                 # Held means durable: whatever the driver did, the ranges
                 # reach the control file only after the .part was synced
                 # (one fdatasync a second; the inode is shared).
                 job.part.sync()
-                job.journal.save()
+                seg_mod.save_journal(job.journal, job.part, make_room)
 
             def progress(self, nbytes):
                 job.count_wire(nbytes)
                 job.count_done(nbytes)
 
         target = _Target()
+        failed = True
         try:
             drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
+            failed = False
         finally:
             # What the driver recorded since the last save stays held,
             # also when it failed or was cancelled.
             with target._lock:
                 try:
-                    target.save()
+                    target.save(make_room=failed)
                 except exceptions.TransferError as exc:
                     # Do not hide the driver's own error behind this one.
                     LOG.warning('could not record progress of %s: %s',

@@ -400,38 +400,7 @@ class Fill:
             self._save_journal(make_room)
 
     def _save_journal(self, make_room):
-        room = ROOM_BYTES
-        for _ in range(_ROOM_TRIES):
-            try:
-                self.journal.save()
-                return
-            except exceptions.DestinationError as exc:
-                if not make_room or not _no_space(exc) or \
-                        not self._give_back(room):
-                    raise
-            room *= 2
-        self.journal.save()
-
-    def _give_back(self, room) -> bool:
-        """Punch out the last ``room`` bytes held; False if it cannot."""
-        j = self.journal
-        ranges = j.ranges.to_list()
-        if not ranges or self.part.fd is None:
-            return False
-        start, end = ranges[-1]
-        cut = max(start, (end - room) // 4096 * 4096)
-        if not partfile_mod.punch_hole(self.part.fd, cut, end - cut):
-            return False
-        kept = journal_mod.RangeSet(ranges[:-1])
-        if cut > start:
-            kept.add(start, cut)
-        j.ranges = kept
-        if j.prefix_len > kept.prefix():
-            j.prefix_len, j.prefix_digest = 0, None
-        LOG.warning('%s: the disk is full: dropped [%d, %d) of the %d bytes '
-                    'held, so that the control file can record the rest',
-                    self.part.path, cut, end, kept.total() + end - cut)
-        return True
+        save_journal(self.journal, self.part, make_room)
 
     # -- the hasher (calling thread) ---------------------------------------
 
@@ -550,6 +519,49 @@ def rehash_prefix(part, algorithm_new, length, block=HASH_BLOCK):
         h.update(data)
         pos += len(data)
     return h, pos
+
+
+def save_journal(journal, part, make_room=False):
+    """``journal.save()``; after a failure on a full disk, make room first.
+
+    :param make_room: the transfer failed and nothing writes ``part`` any
+        more: when the control file finds no free block, punch out the end
+        of the held data (:data:`ROOM_BYTES`, then twice as much, at most
+        ``_ROOM_TRIES`` times) and record the rest, rather than nothing.
+    :raises DestinationError: the control file could not be written.
+    """
+    room = ROOM_BYTES
+    for _ in range(_ROOM_TRIES):
+        try:
+            journal.save()
+            return
+        except exceptions.DestinationError as exc:
+            if not make_room or not _no_space(exc) or \
+                    not _give_back(journal, part, room):
+                raise
+        room *= 2
+    journal.save()
+
+
+def _give_back(journal, part, room) -> bool:
+    """Punch out the last ``room`` bytes held; False if it cannot."""
+    ranges = journal.ranges.to_list()
+    if not ranges or part.fd is None:
+        return False
+    start, end = ranges[-1]
+    cut = max(start, (end - room) // 4096 * 4096)
+    if not partfile_mod.punch_hole(part.fd, cut, end - cut):
+        return False
+    kept = journal_mod.RangeSet(ranges[:-1])
+    if cut > start:
+        kept.add(start, cut)
+    journal.ranges = kept
+    if journal.prefix_len > kept.prefix():
+        journal.prefix_len, journal.prefix_digest = 0, None
+    LOG.warning('%s: the disk is full: dropped [%d, %d) of the %d bytes '
+                'held, so that the control file can record the rest',
+                part.path, cut, end, kept.total() + end - cut)
+    return True
 
 
 def _no_space(exc) -> bool:

@@ -64,11 +64,8 @@ def part(tmp_path):
     os.close(fd)
 
 
-def _fill(journal, part):
-    fill = object.__new__(seg_mod.Fill)
-    fill.journal = journal
-    fill.part = part
-    return fill
+def _save(journal, part, make_room=True):
+    seg_mod.save_journal(journal, part, make_room=make_room)
 
 
 def _allocated(part) -> int:
@@ -78,7 +75,7 @@ def _allocated(part) -> int:
 def test_the_end_of_the_held_data_is_given_back(part, caplog):
     j = _Journal([(0, 8 * MiB)])
     before = _allocated(part)
-    _fill(j, part)._save_journal(make_room=True)
+    _save(j, part, make_room=True)
     assert j.saved == [[[0, 7 * MiB]]]
     assert before - _allocated(part) >= MiB
     with open(part.path, 'rb') as f:
@@ -91,26 +88,26 @@ def test_the_end_of_the_held_data_is_given_back(part, caplog):
 
 def test_each_try_gives_back_twice_as_much(part):
     j = _Journal([(0, 2 * MiB), (4 * MiB, 8 * MiB)], fail=2)
-    _fill(j, part)._save_journal(make_room=True)
+    _save(j, part, make_room=True)
     # 1 MiB, then 2, from the end of the last range.
     assert j.saved == [[[0, 2 * MiB], [4 * MiB, 5 * MiB]]]
 
 
 def test_a_range_shorter_than_the_room_goes_whole(part):
     j = _Journal([(0, 4 * MiB), (6 * MiB, 6 * MiB + 8192)])
-    _fill(j, part)._save_journal(make_room=True)
+    _save(j, part, make_room=True)
     assert j.saved == [[[0, 4 * MiB]]]
 
 
 def test_a_prefix_digest_beyond_what_is_kept_is_dropped(part):
     j = _Journal([(0, 8 * MiB)])
     j.prefix_len, j.prefix_digest = 8 * MiB, 'ab' * 32
-    _fill(j, part)._save_journal(make_room=True)
+    _save(j, part, make_room=True)
     assert (j.prefix_len, j.prefix_digest) == (0, None)
 
     j = _Journal([(0, 4 * MiB), (6 * MiB, 8 * MiB)])
     j.prefix_len, j.prefix_digest = 4 * MiB, 'cd' * 32
-    _fill(j, part)._save_journal(make_room=True)
+    _save(j, part, make_room=True)
     assert (j.prefix_len, j.prefix_digest) == (4 * MiB, 'cd' * 32)
 
 
@@ -122,7 +119,7 @@ def test_nothing_is_given_back_otherwise(part, make_room, err):
     j = _Journal([(0, 8 * MiB)], err=err)
     before = _allocated(part)
     with pytest.raises(exceptions.DestinationError):
-        _fill(j, part)._save_journal(make_room=make_room)
+        _save(j, part, make_room=make_room)
     assert j.ranges.to_list() == [[0, 8 * MiB]]
     assert _allocated(part) == before
 
@@ -131,14 +128,14 @@ def test_no_punch_support_records_nothing_new(part, monkeypatch):
     monkeypatch.setattr(partfile_mod, 'punch_hole', lambda fd, o, n: False)
     j = _Journal([(0, 8 * MiB)])
     with pytest.raises(exceptions.DestinationError):
-        _fill(j, part)._save_journal(make_room=True)
+        _save(j, part, make_room=True)
     assert j.ranges.to_list() == [[0, 8 * MiB]]
 
 
 def test_it_gives_up_after_a_few_tries(part):
     j = _Journal([(0, 8 * MiB)], fail=100)
     with pytest.raises(exceptions.DestinationError):
-        _fill(j, part)._save_journal(make_room=True)
+        _save(j, part, make_room=True)
     # 1 + 2 + 4 MiB given back over three tries, and one more save failed.
     assert j.ranges.to_list() == [[0, MiB]]
     assert j.saved == []

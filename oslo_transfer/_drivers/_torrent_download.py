@@ -36,6 +36,7 @@ download early; what was verified is recorded first, so a rerun (or the
 engine's HTTP fallback) continues from there.
 """
 
+import errno
 import hashlib
 import logging
 import os
@@ -289,9 +290,15 @@ class TorrentDownload:
         elif kind in ('file_error_alert', 'torrent_error_alert'):
             # Pieces verified around a failed write may not be in the file:
             # from now on a flush checks them on disk before recording.
-            self.recorder.storage_failed = True
+            if self.recorder is not None:
+                self.recorder.storage_failed = True
+            if any(os.strerror(e) in event.message
+                   for e in (errno.ENOSPC, errno.EDQUOT)):
+                text = 'no space left on the device of %s (libtorrent: %s)'
+            else:
+                text = 'cannot write %s: %s'
             self._error = exceptions.DestinationError(
-                'cannot write %s: %s' % (self.target.path, event.message))
+                text % (self.target.path, event.message))
         elif event.error:
             LOG.debug('bittorrent: %s', event.message)
 

@@ -393,6 +393,10 @@ class Fill:
                     self.journal.prefix_len, self.journal.prefix_digest = \
                         mark
                 self._save_journal(make_room)
+                if make_room:
+                    # The last checkpoint of a failed transfer: recorded,
+                    # and the failure is already the transfer's error.
+                    return
                 raise
             self.journal.ranges = snap
             if mark[1] is not None and mark[0] <= snap.prefix():

@@ -236,6 +236,91 @@ def assert_nothing_left(dest):
     assert not left, 'expected nothing left, found %s' % left
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size='8m', path=None)`` -> path of a mounted small tmpfs."""
+    from tests.functional.ftp import ftpservers
+    mounted = []
+
+    def make(size='8m', path=None):
+        fs = ftpservers.Tmpfs(path or tmp_path / 'small', size).mount()
+        mounted.append(fs)
+        return fs.path
+
+    yield make
+    for fs in mounted:
+        fs.umount()
+
+
+@pytest.fixture
+def small_ext4(tmp_path):
+    """``small_ext4(size='16m')`` -> path of a mounted small ext4.
+
+    A local disk file system: a durable download into it is written with
+    O_DIRECT (tmpfs is not).
+    """
+    from tests.functional.ftp import ftpservers
+    mounted = []
+
+    def make(size='16m'):
+        fs = ftpservers.SmallExt4(tmp_path / 'ext4', size).mount()
+        mounted.append(fs)
+        return fs.path
+
+    yield make
+    for fs in mounted:
+        fs.umount()
+
+
+def full_disk_then_resume(copy, small_dir, room_dir, data: bytes,
+                          name='image.raw'):
+    """``copy(dest)`` onto a full file system, then again with room.
+
+    Asserts what a download to a full disk must leave: a
+    ``DestinationError`` that names the ``.part`` and the lack of space, no
+    DEST, the resumable state (``.part``, control file, lock file) whose
+    held ranges are the source's bytes (some held: the last checkpoint
+    makes room for the control file); and that a rerun, with the state
+    moved to ``room_dir``, resumes exactly what was held.
+
+    :returns: ``(error, held_bytes, result_of_the_rerun)``.
+    """
+    import json
+    import shutil
+
+    from oslo_transfer import exceptions
+
+    dest = os.path.join(small_dir, name)
+    with pytest.raises(exceptions.DestinationError) as ei:
+        copy(dest)
+    assert 'no space left on the device of %s' % part_path(dest) in \
+        str(ei.value), str(ei.value)
+    assert not os.path.lexists(dest)
+    assert [n for n in files_beside(dest) if n != 'lost+found'] == sorted(
+        os.path.basename(p) for p in (part_path(dest), ctl_path(dest),
+                                      lock_path(dest)))
+    with open(ctl_path(dest)) as f:
+        ranges = json.load(f)['ranges']
+    held = sum(e - s for s, e in ranges)
+    assert 0 < held < len(data), ranges
+    with open(part_path(dest), 'rb') as f:
+        for s, e in ranges:
+            f.seek(s)
+            assert f.read(e - s) == data[s:e], 'held [%d, %d) differs' % (
+                s, e)
+    os.makedirs(room_dir, exist_ok=True)
+    again = os.path.join(room_dir, name)
+    os.unlink(lock_path(dest))
+    for path, to in ((part_path(dest), part_path(again)),
+                     (ctl_path(dest), ctl_path(again))):
+        shutil.move(path, to)
+    res = copy(again)
+    assert res.bytes_resumed == held
+    assert res.bytes_transferred == len(data) - held
+    assert_only_dest(again, data)
+    return ei.value, held, res
+
+
 def correct_bytes(path, data: bytes, block: int = 64 * 1024) -> int:
     """Bytes of ``path`` equal to ``data`` at the same offsets.
 

@@ -163,33 +163,3 @@ def dest(tmp_path):
     d = tmp_path / 'out'
     d.mkdir()
     return str(d / 'image.raw')
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """``tmpfs(size='8m', path=None)`` -> path of a mounted small tmpfs."""
-    mounted = []
-
-    def make(size='8m', path=None):
-        fs = ftpservers.Tmpfs(path or tmp_path / 'small', size).mount()
-        mounted.append(fs)
-        return fs.path
-
-    yield make
-    for fs in mounted:
-        fs.umount()
-
-
-@pytest.fixture
-def small_ext4(tmp_path):
-    """``small_ext4(size='16m')`` -> path of a mounted small ext4."""
-    mounted = []
-
-    def make(size='16m'):
-        fs = ftpservers.SmallExt4(tmp_path / 'ext4', size).mount()
-        mounted.append(fs)
-        return fs.path
-
-    yield make
-    for fs in mounted:
-        fs.umount()

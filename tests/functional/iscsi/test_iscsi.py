@@ -282,6 +282,30 @@ def test_copy_with_checksum_and_parallel_segments(make_lun, tmp_path,
     fconf.assert_only_dest(dest, data)
 
 
+def test_copy_to_a_full_disk_keeps_what_landed(make_lun, small_ext4,
+                                               tmp_path, direct_writes):
+    """24 MiB into a 16 MiB ext4, durable: zero-copy O_DIRECT batches.
+
+    DestinationError naming the ``.part``; the control file holds only
+    the LUN's bytes; a rerun with room resumes them.
+    """
+    data = rand(24 * MiB)
+    lun = make_lun(data)
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 0},
+                             drivers=[ISCSIDriver])
+
+    def copy(dest):
+        with oslo_transfer.Transfer(conf) as t:
+            return t.copy(lun.url, dest, checksum='sha256:%s'
+                          % hashlib.sha256(data).hexdigest(),
+                          hints=oslo_transfer.Hints(same_network=True))
+    err, held, res = fconf.full_disk_then_resume(
+        copy, small_ext4('16m'), str(tmp_path / 'room'), data)
+    assert res.driver == 'iscsi'
+    # the full disk was met by the O_DIRECT writer, on the driver's blocks
+    assert direct_writes[0]['zero_copy'] > 0
+
+
 def test_sparse_lun_copies_to_sparse_file(make_lun, tmp_path):
     size = 64 * MiB
     islands = {0: rand(64 * 1024), 20 * MiB: rand(MiB),

@@ -196,6 +196,28 @@ def test_one_stream_copy_writes_the_answers_without_a_second_copy(
     assert written['buffered'] == 100
 
 
+def test_copy_to_a_full_disk_keeps_what_landed(ganesha, put, small_ext4,
+                                               tmp_path, direct_writes):
+    """24 MiB into a 16 MiB ext4, durable: zero-copy O_DIRECT batches.
+
+    DestinationError naming the ``.part``; the control file holds only
+    the file's bytes; a rerun with room resumes them.
+    """
+    f = put(ganesha.export, 24 * MiB)
+    conf = testing.make_conf({('oslo_transfer', 'retries'): 0},
+                             drivers=[NFSDriver])
+
+    def copy(dest):
+        with oslo_transfer.Transfer(conf) as t:
+            return t.copy(ganesha.url(f.name), dest,
+                          checksum=f.checksum('sha256'),
+                          hints=oslo_transfer.Hints(same_network=True))
+    err, held, res = fconf.full_disk_then_resume(
+        copy, small_ext4('16m'), str(tmp_path / 'room'), f.data)
+    assert res.driver == 'nfs'
+    assert direct_writes[0]['zero_copy'] > 0
+
+
 def test_kept_aligned_views_stay_intact(ganesha, put, nfs_driver):
     f = put(ganesha.export, 40 * MiB)
     c = ctx()

@@ -144,18 +144,3 @@ def dest(tmp_path):
     d = tmp_path / 'out'
     d.mkdir()
     return str(d / 'disk')
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """``tmpfs(size='8m', path=None)`` -> path of a mounted small tmpfs."""
-    mounted = []
-
-    def make(size='8m', path=None):
-        fs = ftpservers.Tmpfs(path or tmp_path / 'small', size).mount()
-        mounted.append(fs)
-        return fs.path
-
-    yield make
-    for fs in mounted:
-        fs.umount()

@@ -20,15 +20,13 @@ complete peers it saw, and the seed starts from them.
 
 import types
 
-from oslo_config import cfg
 import pytest
 
 from oslo_transfer._drivers import _torrent_download
 from oslo_transfer._drivers import _torrent_seed as seed_mod
-from oslo_transfer._drivers import bittorrent
 from oslo_transfer import driver
 from oslo_transfer import locations
-from oslo_transfer import opts
+from tests.unit.test_bittorrent_driver import drv  # noqa: F401 (fixture)
 
 A = ('127.0.0.1', 6881)
 B = ('127.0.0.1', 6882)
@@ -146,16 +144,9 @@ def test_download_without_named_peers_does_not_ask():
     assert job.seen_complete == set()
 
 
-@pytest.fixture
-def drv():
-    conf = cfg.ConfigOpts()
-    conf([])
-    opts.register_opts(conf, [bittorrent.BitTorrentDriver])
-    return bittorrent.BitTorrentDriver(conf)
-
-
-def test_driver_hands_what_the_download_saw_to_the_seed(drv, monkeypatch,
-                                                        tmp_path):
+def test_driver_hands_what_the_download_saw_to_the_seed(
+        drv,  # noqa: F811 (the fixture imported above)
+        monkeypatch, tmp_path):
     meta = types.SimpleNamespace(info_hash='cd' * 20, single_file=True,
                                  total_size=10, trackers=[], web_seeds=[])
     monkeypatch.setattr(drv, '_require_meta', lambda loc, ctx: meta)

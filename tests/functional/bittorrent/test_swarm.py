@@ -43,17 +43,29 @@ def _dests(tmp_path, n):
     return out
 
 
-def test_seeder_and_three_receivers(swarm, image, tmp_path):
+def _seeded(swarm, image, tmp_path):
+    """A seeder of 12 MiB; ``start(i, **kw)`` starts receiver ``i`` of 3.
+
+    Every peer names all four; the receivers seed for up to 600 s.
+    :returns: ``(data, dests, start)``.
+    """
     data = image(12 * MiB)
     torrent = _torrent(tmp_path, data)
     p_seed, *p_recv = ports(4)
     everyone = ['127.0.0.1:%d' % p for p in [p_seed] + p_recv]
     swarm.seeder('seeder', data.path, torrent, p_seed)
     dests = _dests(tmp_path, 3)
-    recv = [swarm.receiver('recv%d' % i, torrent, dests[i], p_recv[i],
-                           peers=everyone, checksum=data.checksum(),
-                           options={'seed_time': 600})
-            for i in range(3)]
+
+    def start(i, **kwargs):
+        return swarm.receiver('recv%d' % i, torrent, dests[i], p_recv[i],
+                              peers=everyone, checksum=data.checksum(),
+                              options={'seed_time': 600}, **kwargs)
+    return data, dests, start
+
+
+def test_seeder_and_three_receivers(swarm, image, tmp_path):
+    data, dests, start = _seeded(swarm, image, tmp_path)
+    recv = [start(i) for i in range(3)]
     results = [r.json_line(timeout=90) for r in recv]
     for dest, res in zip(dests, results):
         assert res['ok'], res
@@ -76,17 +88,7 @@ def test_last_receiver_with_a_slow_disk_stops_seeding(swarm, image,
     The others see the last receiver complete and leave while it still
     flushes; they are not coming back.
     """
-    data = image(12 * MiB)
-    torrent = _torrent(tmp_path, data)
-    p_seed, *p_recv = ports(4)
-    everyone = ['127.0.0.1:%d' % p for p in [p_seed] + p_recv]
-    swarm.seeder('seeder', data.path, torrent, p_seed)
-    dests = _dests(tmp_path, 3)
-
-    def start(i, **kwargs):
-        return swarm.receiver('recv%d' % i, torrent, dests[i], p_recv[i],
-                              peers=everyone, checksum=data.checksum(),
-                              options={'seed_time': 600}, **kwargs)
+    data, dests, start = _seeded(swarm, image, tmp_path)
     early = [start(0), start(1)]
     for r in early:
         assert r.json_line(timeout=90)['ok']

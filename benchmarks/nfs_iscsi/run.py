@@ -41,7 +41,11 @@ FILE`` (the check a user of the bare tool would run; coreutils'
 ``sha256sum`` takes four times as long here).  ``oslo-transfer copy (no
 digest), fsync=false`` is the whole command doing what the bare tool
 does: no ``--checksum``, ``default_digest = none`` and ``fsync = false``
-(still through the engine: ``.part``, lock, control file, rename).  Targets of
+(still through the engine: ``.part``, lock, control file, rename).  The
+last row, ``dd oflag=direct conv=fdatasync (local disk)``, copies the
+source file (warm in the page cache) to DEST with ``O_DIRECT`` 4 MiB writes
+and an ``fdatasync``, no network and no hash: about the floor of any
+durable copy to this disk, for reading the durable rows.  Targets of
 issue 5: <= 1.0x the reference's time, <= 100 MiB peak RSS.
 
 Each tool runs ``--repeat`` times (default 3), alternating the order; the
@@ -74,6 +78,8 @@ from tests.functional.iscsi import tgt  # noqa: E402
 from tests.functional.nfs import ganesha as ganesha_mod  # noqa: E402
 
 _IN_NS = 'OSLO_TRANSFER_BENCH_NETNS'
+#: the local, durable write of the same bytes (no network, no hash)
+DISK_FLOOR = 'dd oflag=direct conv=fdatasync (local disk)'
 
 
 def main(argv=None) -> int:
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
                 'iSCSI', url, size, digest, args.repeat, out, ours,
                 {'qemu-img convert': [qemu_img, 'convert', '-O', 'raw',
                                       url, '{dest}']},
-                sync_bin)
+                sync_bin, src)
         if not args.skip_nfs:
             nfsd.start()
             if args.nfs_version == 4:
@@ -144,7 +150,7 @@ def main(argv=None) -> int:
                                            benchlib.human(size))] = run_one(
                 'NFSv%d' % args.nfs_version, url, size, digest, args.repeat,
                 out, ours, {'nfs-cp': [nfs_cp, ref_url, '{dest}']},
-                sync_bin)
+                sync_bin, src)
     finally:
         target.stop()
         nfsd.stop()
@@ -156,7 +162,7 @@ def main(argv=None) -> int:
 
 
 def run_one(title, url, size, digest, repeat, out, ours, reference,
-            sync_bin):
+            sync_bin, src):
     dest = os.path.join(out, 'copy.raw')
     (ref_name, ref_argv), = reference.items()
     ref_argv = [a.replace('{dest}', dest) for a in ref_argv]
@@ -179,6 +185,12 @@ def run_one(title, url, size, digest, repeat, out, ours, reference,
             'copy', url, dest, '--same-network', '--json', '--no-progress'],
         'driver read -> file': [sys.executable, os.path.abspath(__file__),
                                 '--driver-read', url, dest],
+        # No network: the source's bytes (in the page cache) written with
+        # O_DIRECT and synced, one 4 MiB write after the other: about the
+        # floor of any durable copy to this disk.
+        DISK_FLOOR: [benchlib.require('dd'), 'if=' + src, 'of=' + dest,
+                     'bs=4M', 'oflag=direct', 'conv=fdatasync',
+                     'status=none'],
     }
     print('\n%s: %s, %d runs each' % (title, benchlib.human(size), repeat))
     runs = benchlib.alternate(tools, repeat, http_bench._prepare(dest),

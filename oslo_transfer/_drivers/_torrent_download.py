@@ -26,7 +26,7 @@ The life of a download:
    as progress at once; about once a second libtorrent flushes its writes
    (``save_resume_data`` with ``flush_disk_cache``), the ``.part`` file is
    fsync'd, and only then are the pieces reported with ``target.record``
-   (:class:`_Recorder`) --
+   (:class:`~oslo_transfer._drivers._torrent_record.Recorder`) --
    so the journal never claims bytes that a crash could lose;
 4. when every piece is held: final flush, the torrent is removed from the
    session (the file is kept; the engine renames it), the call returns.
@@ -37,7 +37,6 @@ engine's HTTP fallback) continues from there.
 """
 
 import errno
-import hashlib
 import logging
 import os
 import queue
@@ -47,6 +46,7 @@ import time
 
 from oslo_transfer._drivers import _torrent_origin as origin_mod
 from oslo_transfer._drivers import _torrent_pieces as pieces_mod
+from oslo_transfer._drivers import _torrent_record as record_mod
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class TorrentDownload:
                     'into another file' % self.key)
             fd = os.open(self.target.path, os.O_RDWR)
             self.handle = self.sess.add(self._params(held))
-            self.recorder = _Recorder(self, fd)
+            self.recorder = record_mod.Recorder(self, fd)
             LOG.debug('bittorrent: %s added to the session', self.key)
             self._plan_share()
             self._connect_peers()
@@ -523,102 +523,3 @@ class TorrentDownload:
         except RuntimeError:
             pass
         self.stats['elapsed'] = round(time.monotonic() - self._started, 3)
-
-
-class _Recorder:
-    """Verified pieces -> libtorrent flush -> fsync -> ``target.record``.
-
-    Runs on the download's loop thread only.  A flush is a
-    ``save_resume_data(flush_disk_cache)`` request: its alert says that
-    libtorrent wrote every piece verified before the request; the ``.part``
-    file is then fsync'd and those pieces are recorded.
-    """
-
-    #: seconds between flushes while pieces arrive
-    interval = 1.0
-
-    def __init__(self, job, fd):
-        self.job = job
-        self.fd = fd
-        self.pending = []
-        self.flushing = None
-        self.started = 0.0
-        self.last = 0.0
-        self.result = None
-        #: libtorrent reported a write error: check pieces before recording
-        self.storage_failed = False
-
-    @property
-    def idle(self) -> bool:
-        return not self.pending and self.flushing is None
-
-    def add(self, piece):
-        self.pending.append(piece)
-
-    def flushed(self, ok: bool):
-        if self.flushing is not None:
-            self.result = ok
-
-    def collect(self, now):
-        """Record the pieces of a finished flush."""
-        if self.flushing is None:
-            return
-        job = self.job
-        if self.result is None:
-            if now - self.started > job.ctx.io_timeout:
-                LOG.warning('bittorrent: %s: libtorrent did not flush '
-                            'within %.0fs', job.key, job.ctx.io_timeout)
-                self._requeue()
-            return
-        if not self.result:
-            self._requeue()
-            return
-        try:
-            os.fsync(self.fd)
-        except OSError as exc:
-            raise exceptions.DestinationError(
-                'cannot fsync %s: %s' % (job.target.path, exc)) from exc
-        pieces = self.flushing
-        if self.storage_failed:
-            pieces = self._on_disk(pieces)
-        for i in pieces:
-            job.target.record(*job.meta.piece_range(i))
-        self.flushing = None
-        self.result = None
-        self.last = now
-
-    def maybe_flush(self, now, force=False):
-        if self.flushing is not None or not self.pending:
-            return
-        if not force and now - self.last < self.interval:
-            return
-        self.flushing, self.pending = self.pending, []
-        self.result = None
-        self.started = now
-        self.job.handle.save_resume_data(
-            self.job.lt.save_resume_flags_t.flush_disk_cache)
-
-    def _on_disk(self, pieces) -> list:
-        """The pieces whose bytes in the file pass their hash check."""
-        meta = self.job.meta
-        good = []
-        for i in pieces:
-            offset, length = meta.piece_range(i)
-            try:
-                data = os.pread(self.fd, length, offset)
-            except OSError:
-                continue
-            if len(data) == length and \
-                    hashlib.sha1(data).digest() == meta.piece_hash(i):
-                good.append(i)
-        if len(good) < len(pieces):
-            LOG.warning('bittorrent: %s: %d of %d verified pieces did not '
-                        'reach %s before the write error; they are not '
-                        'recorded', self.job.key, len(pieces) - len(good),
-                        len(pieces), self.job.target.path)
-        return good
-
-    def _requeue(self):
-        self.pending = self.flushing + self.pending
-        self.flushing = None
-        self.result = None

@@ -12,7 +12,9 @@
 
 """In-memory drivers for unit tests (never registered as entry points)."""
 
+import errno
 import hashlib
+import os
 import threading
 
 from oslo_transfer import driver
@@ -175,3 +177,26 @@ def make_transfer(drv, **overrides):
     o.update({('oslo_transfer', k): v for k, v in overrides.items()})
     conf = testing.make_conf(o, [drv])
     return transfer_mod.Transfer(conf, drivers=[drv])
+
+
+def fail_writes(monkeypatch, exc=None, fd=None, from_offset=0,
+                name='pwrite', path_suffix=None):
+    """Make ``os.pwrite`` (or ``os.pwritev``, ``name``) fail.
+
+    A call raises ``exc`` (default: ENOSPC) when its offset is at least
+    ``from_offset`` and its file is ``fd`` (any file if None) or, with
+    ``path_suffix``, a file whose path ends so; other calls go through.
+    :returns: the real function, to put back ("room again").
+    """
+    real = getattr(os, name)
+
+    def write(f, buf, off):
+        if off >= from_offset and (fd is None or f == fd) and (
+                path_suffix is None or os.readlink(
+                    '/proc/self/fd/%d' % f).endswith(path_suffix)):
+            raise exc if exc is not None else OSError(
+                errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(f, buf, off)
+
+    monkeypatch.setattr(os, name, write)
+    return real

@@ -32,6 +32,7 @@ from oslo_transfer import driver
 from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
+from tests.unit import fakes
 from tests.unit.test_direct_io import _content
 from tests.unit.test_direct_io import _writer
 
@@ -246,14 +247,7 @@ def test_a_full_disk_under_a_batch_is_raised_and_located(tmp_path,
                                                          monkeypatch):
     path = str(tmp_path / 'f')
     fd, w = _writer(path, buffer_bytes=64 * KiB)
-    real = os.pwritev
-
-    def full(f, bufs, off):
-        if off >= 128 * KiB:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(f, bufs, off)
-
-    monkeypatch.setattr(os, 'pwritev', full)
+    fakes.fail_writes(monkeypatch, from_offset=128 * KiB, name='pwritev')
     data = _data(256 * KiB)
     with pytest.raises(OSError) as err:
         for i, v in enumerate(_views(data)):
@@ -266,21 +260,20 @@ def test_a_full_disk_under_a_batch_is_raised_and_located(tmp_path,
     os.close(fd)
 
 
-def test_a_refused_direct_pwritev_falls_back_to_the_page_cache(
-        tmp_path, monkeypatch):
+@pytest.mark.parametrize('call', ['pwrite', 'pwritev'])
+def test_a_refused_direct_write_falls_back_to_the_page_cache(
+        tmp_path, monkeypatch, call):
+    # pwrite: a buffered chunk; pwritev: a batch of a driver's blocks.
     path = str(tmp_path / 'f')
     fd, w = _writer(path)
-    real = os.pwritev
-
-    def refuse(f, bufs, off):
-        if f == w.fd:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-        return real(f, bufs, off)
-
-    monkeypatch.setattr(os, 'pwritev', refuse)
-    data = _data(192 * KiB)
-    for i, v in enumerate(_views(data)):
-        w.write(i * 16 * KiB, v)
+    fakes.fail_writes(monkeypatch, OSError(errno.EINVAL, 'Invalid argument'),
+                      fd=w.fd, name=call)
+    data = _data(512 * KiB)
+    if call == 'pwrite':
+        w.write(0, data)
+    else:
+        for i, v in enumerate(_views(data)):
+            w.write(i * 16 * KiB, v)
     w.flush()
     assert _content(path) == data
     assert w.zero_copy_bytes == w.direct_bytes == 0

@@ -21,6 +21,7 @@ import pytest
 from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
+from tests.unit import fakes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -42,18 +43,6 @@ def _writer(path, buffer_bytes=64 * KiB, buffers=3):
 def _content(path):
     with open(path, 'rb') as f:
         return f.read()
-
-
-def _fail_direct_writes(monkeypatch, fd, exc, from_offset=0):
-    """Make ``os.pwrite`` on ``fd`` raise ``exc`` from ``from_offset`` on."""
-    real = os.pwrite
-
-    def pwrite(f, buf, off):
-        if f == fd and off >= from_offset:
-            raise exc
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
 
 
 def _direct_part(path, size):
@@ -120,29 +109,11 @@ def test_flush_makes_a_partly_filled_buffer_visible(tmp_path):
     os.close(fd)
 
 
-def test_a_refused_direct_write_falls_back_to_the_page_cache(
-        tmp_path, monkeypatch):
-    path = str(tmp_path / 'f')
-    fd, w = _writer(path)
-    _fail_direct_writes(monkeypatch, w.fd,
-                        OSError(errno.EINVAL, 'Invalid argument'))
-    data = _data(500 * KiB)
-    w.write(0, data)
-    w.flush()
-    assert not w.direct
-    assert w.direct_bytes == 0
-    assert _content(path) == data
-    w.close()
-    os.close(fd)
-
-
 def test_a_disk_error_is_raised_by_the_next_call_and_stops_writing(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'f')
     fd, w = _writer(path, buffer_bytes=64 * KiB, buffers=2)
-    _fail_direct_writes(monkeypatch, w.fd,
-                        OSError(errno.ENOSPC, 'No space left on device'),
-                        from_offset=128 * KiB)
+    fakes.fail_writes(monkeypatch, fd=w.fd, from_offset=128 * KiB)
     with pytest.raises(OSError) as err:
         for i in range(0, 4 * MiB, 64 * KiB):
             w.write(i, _data(64 * KiB, i))
@@ -212,8 +183,7 @@ def test_partfile_background_disk_full_is_a_destination_error(
     p.open(fresh=True)
     assert p.use_background() == kind
     # the writer thread writes through its own fd (direct) or the file's
-    _fail_direct_writes(monkeypatch, p.writer.fd,
-                        OSError(errno.ENOSPC, 'No space left on device'))
+    fakes.fail_writes(monkeypatch, fd=p.writer.fd)
     with pytest.raises(exceptions.DestinationError) as err:
         for off in range(0, 64 * MiB, MiB):
             p.write(off, _data(MiB, off))
@@ -284,7 +254,7 @@ def test_a_bug_in_the_writer_thread_fails_the_copy_instead_of_hanging(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'k')
     fd, w = _writer(path)
-    _fail_direct_writes(monkeypatch, w.fd, RuntimeError('boom'))
+    fakes.fail_writes(monkeypatch, RuntimeError('boom'), fd=w.fd)
     with pytest.raises(OSError) as err:
         for i in range(0, 1 * MiB, 64 * KiB):
             w.write(i, _data(64 * KiB, i))

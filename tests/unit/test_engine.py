@@ -588,30 +588,32 @@ def test_disk_full_in_the_writer_thread_keeps_what_landed(store, tmp_path,
     payload = fakes.data(8 * MiB)
     store.put('mem://a', payload)
     out = str(tmp_path / 'out')
-    real = os.pwrite
-
-    def pwrite(fd, buf, off):
-        if off >= 5 * MiB and os.readlink(
-                '/proc/self/fd/%d' % fd).endswith('out.part'):
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        return real(fd, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
+    real = fakes.fail_writes(monkeypatch, from_offset=5 * MiB,
+                             path_suffix='out.part')
     with make(store, segments=1, retries=0, fsync=False,
               checkpoint_bytes=64 * MiB) as t:
         with pytest.raises(exceptions.DestinationError) as ei:
             t.copy('mem://a', out, checksum=sha(payload))
     assert 'no space left on the device of %s.part' % out in str(ei.value)
-    assert not os.path.exists(out)
-    ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
-    assert ctl['ranges'] == [[0, 5 * MiB]]
-    with open(out + '.part', 'rb') as f:
-        assert f.read(5 * MiB) == payload[:5 * MiB]
     monkeypatch.setattr(os, 'pwrite', real)     # room again
-    with make(store, segments=1, fsync=False) as t:
+    _held_prefix_resumes(store, out, payload, 5 * MiB, fsync=False)
+
+
+def _held_prefix_resumes(store, out, payload, held, **options):
+    """After a failure: no DEST and ``[0, held)`` recorded and on disk.
+
+    A rerun (with ``options``) resumes exactly that.
+    """
+    assert not os.path.exists(out)
+    with open(out + '.part.ctl') as f:
+        assert json.load(f)['ranges'] == [[0, held]]
+    with open(out + '.part', 'rb') as f:
+        assert f.read(held) == payload[:held]
+    with make(store, segments=1, **options) as t:
         res = t.copy('mem://a', out, checksum=sha(payload))
-    assert res.bytes_resumed == 5 * MiB
-    assert (tmp_path / 'out').read_bytes() == payload
+    assert res.bytes_resumed == held
+    with open(out, 'rb') as f:
+        assert f.read() == payload
 
 
 def test_disk_full_under_zero_copy_writes_keeps_what_landed(
@@ -647,16 +649,8 @@ def test_disk_full_under_zero_copy_writes_keeps_what_landed(
     assert str(ei.value) == 'no space left on the device of %s.part' % out
     assert batches == [(0, 4 * MiB), (4 * MiB, 4 * MiB)]
     assert seen == [4 * MiB]
-    assert not os.path.exists(out)
-    ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
-    assert ctl['ranges'] == [[0, 4 * MiB]]
-    with open(out + '.part', 'rb') as f:
-        assert f.read(4 * MiB) == payload[:4 * MiB]
     monkeypatch.setattr(os, 'pwritev', real)     # room again
-    with make(store, segments=1) as t:
-        res = t.copy('mem://a', out, checksum=sha(payload))
-    assert res.bytes_resumed == 4 * MiB
-    assert (tmp_path / 'out').read_bytes() == payload
+    _held_prefix_resumes(store, out, payload, 4 * MiB)
 
 
 def test_one_stream_behind_a_slow_hasher_reads_nothing_back(

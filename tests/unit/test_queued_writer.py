@@ -21,6 +21,7 @@ import pytest
 
 from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
+from tests.unit import fakes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -165,14 +166,7 @@ def test_a_write_error_is_raised_by_the_next_write_and_flush(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'f')
     fd, w = _queued(path)
-    real = os.pwrite
-
-    def pwrite(f, buf, off):
-        if f == fd and off >= MiB:
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        return real(f, buf, off)
-
-    monkeypatch.setattr(os, 'pwrite', pwrite)
+    fakes.fail_writes(monkeypatch, fd=fd, from_offset=MiB)
     with pytest.raises(OSError) as err:
         for k in range(64):
             w.write(k * 256 * KiB, _data(256 * KiB, k))

@@ -56,6 +56,7 @@ import typing
 from oslo_config import cfg
 
 from oslo_transfer import exceptions
+from oslo_transfer import locations
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'CancelToken',
            'Context', 'PartTarget']
@@ -213,10 +214,14 @@ class Context:
     :ivar deadline: ``time.monotonic()`` value after which the transfer
         gives up, or None.
     :ivar hints: the caller's :class:`~oslo_transfer.selector.Hints`.
-    :ivar check_url: callable that raises
+    :ivar check_url: ``check_url(url) -> str``: raises
         :class:`~oslo_transfer.exceptions.URLNotAllowed` for a URL the
-        ``[oslo_transfer]`` policy refuses; drivers must call it on every
-        redirect, web seed and tracker URL they are about to contact.
+        ``[oslo_transfer]`` policy refuses (a malformed one included), and
+        returns the canonical URL otherwise.  Drivers must call it on every
+        redirect, web seed and tracker URL they are about to contact, and
+        hand the URL it returns, never the one they were given, to their
+        transport: the policy judged the host of that one parse
+        (:func:`~oslo_transfer.locations.parse_url`).
     :ivar torrent: BitTorrent metadata of the source, if any.
     :ivar expected_size: the size the caller announced, if any.
     :ivar aligned_views: the consumer of ``read()`` takes, besides
@@ -231,7 +236,7 @@ class Context:
     io_timeout: float = 60.0
     deadline: float | None = None
     hints: typing.Any = None
-    check_url: typing.Callable[[str], None] = lambda url: None
+    check_url: typing.Callable[[str], str] = locations.canonical_url
     torrent: typing.Any = None
     expected_size: int | None = None
     checksum: typing.Any = None

@@ -20,12 +20,16 @@ never in a message, a log line, the control file, a Plan or a Result.
 """
 
 import dataclasses
+import ipaddress
 import os
+import re
+import socket
 import urllib.parse
 
 from oslo_transfer import exceptions
 
-__all__ = ['Location', 'Source', 'Credentials', 'mask_url', 'is_secret_key',
+__all__ = ['Location', 'Source', 'Credentials', 'URLPolicy', 'parse_url',
+           'canonical_url', 'join_url', 'mask_url', 'is_secret_key',
            'as_location', 'is_local', 'local_path']
 
 _MASK = '***'
@@ -98,7 +102,8 @@ class Location:
         """The URL scheme, ``file`` for a plain path."""
         if is_local(self.url):
             return 'file'
-        return urllib.parse.urlsplit(self.url).scheme.lower()
+        scheme = self.url.partition(':')[0]
+        return scheme.lower() if _SCHEME.match(scheme) else ''
 
     @property
     def masked(self) -> str:
@@ -106,7 +111,11 @@ class Location:
         return mask_url(self.url)
 
     def parts(self) -> urllib.parse.SplitResult:
-        return urllib.parse.urlsplit(self.url)
+        """The URL split by :func:`parse_url` (strict; one parse for all).
+
+        :raises InvalidLocation: the URL is malformed.
+        """
+        return parse_url(self.url)
 
     def effective_credentials(self, username=None, password=None,
                               token=None, key_file=None) -> Credentials:
@@ -134,14 +143,7 @@ class Location:
         """The URL with user and password removed (for the wire)."""
         if is_local(self.url):
             return self.url
-        p = self.parts()
-        host = p.hostname or ''
-        if ':' in host:
-            host = '[%s]' % host
-        if p.port:
-            host = '%s:%d' % (host, p.port)
-        return urllib.parse.urlunsplit((p.scheme, host, p.path, p.query,
-                                        p.fragment))
+        return canonical_url(self.url, userinfo=False)
 
 
 def as_location(value) -> Location:
@@ -202,6 +204,225 @@ def local_path(url) -> str:
                 'file URL with a remote host: %s' % mask_url(url))
         return urllib.parse.unquote(p.path)
     return url
+
+
+#: characters no URL may hold anywhere: ASCII controls, space and the
+#: backslash.  WHATWG parsers read ``\`` as ``/`` and strip tabs, RFC 3986
+#: parsers keep both as data, so a URL holding one names one host to the URL
+#: policy and another to the library that connects.
+_FORBIDDEN = re.compile(r'[\x00-\x20\x7f\\]')
+_SCHEME = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*\Z')
+#: RFC 3986 userinfo: unreserved, sub-delims, ":" and %XX
+_USERINFO = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*\Z")
+#: host names: letters, digits, "-", ".", "_" and "~" (no %XX, no
+#: sub-delims, no non-ASCII: write an IDN in its xn-- form)
+_HOSTNAME = re.compile(r'[A-Za-z0-9._~-]+\Z')
+_PORT = re.compile(r'[0-9]{1,5}\Z')
+#: the longest URL parsed (presigned URLs run to a few KiB)
+MAX_URL_LENGTH = 65536
+
+
+def _malformed(url, why):
+    masked = mask_url(url)
+    return exceptions.InvalidLocation('malformed URL %s: %s' % (masked, why),
+                                      url=masked)
+
+
+def _split_hostport(url, hostport):
+    """``(host, port)`` of an authority without userinfo; strict."""
+    if hostport.startswith('['):
+        close = hostport.find(']')
+        literal = hostport[1:close] if close > 0 else ''
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise _malformed(url, 'the IPv6 literal %r is not valid'
+                             % hostport[:close + 1]) from None
+        if '%' in literal:
+            raise _malformed(url, 'IPv6 zone identifiers are refused')
+        host, rest = '[%s]' % literal.lower(), hostport[close + 1:]
+        if rest and not rest.startswith(':'):
+            raise _malformed(url, 'text after the IPv6 literal')
+        port = rest[1:]
+    else:
+        host, _, port = hostport.partition(':')
+        if host and not _HOSTNAME.match(host):
+            raise _malformed(url, 'the host %r holds characters a host name '
+                             'cannot hold' % host)
+        host = host.lower()
+    if port and not (_PORT.match(port) and 0 < int(port) < 65536):
+        raise _malformed(url, 'the port %r is not a number from 1 to 65535'
+                         % port)
+    return host, int(port) if port else None
+
+
+def parse_url(url) -> urllib.parse.SplitResult:
+    """Split ``url`` strictly: the one parse of a URL the library trusts.
+
+    The URL policy judges the host and port of this parse and the drivers
+    connect to them (:meth:`Location.parts`, :func:`canonical_url`).  So
+    that no other parser (urllib3, libtorrent, libnfs) can read another
+    host out of the same string, a URL is refused when it holds a control
+    character, a space or a backslash, more than one ``@`` in its
+    authority, a host with characters a host name cannot hold (``%``,
+    non-ASCII, sub-delimiters), an invalid IPv6 literal or a port outside
+    1-65535.  The result is :func:`urllib.parse.urlsplit` of the canonical
+    form (scheme and host in lower case, the port without leading zeros),
+    so ``hostname``, ``port``, ``username`` and ``password`` work as usual.
+
+    :raises InvalidLocation: the URL is malformed (the message says why).
+    """
+    return urllib.parse.urlsplit(_canonical(url))
+
+
+def _canonical(url, keep_userinfo=True) -> str:
+    url = os.fspath(url)
+    if not isinstance(url, str):
+        raise exceptions.InvalidLocation('a URL must be text, not %s'
+                                         % type(url).__name__)
+    if len(url) > MAX_URL_LENGTH:
+        raise exceptions.InvalidLocation(
+            'URL longer than %d characters' % MAX_URL_LENGTH)
+    bad = _FORBIDDEN.search(url)
+    if bad:
+        raise _malformed(url, 'it holds %r' % bad.group())
+    scheme, sep, rest = url.partition(':')
+    if not sep or not _SCHEME.match(scheme):
+        raise _malformed(url, 'no scheme')
+    if not rest.startswith('//'):
+        raise _malformed(url, 'expected %s://HOST/...' % scheme.lower())
+    rest = rest[2:]
+    end = len(rest)
+    for c in '/?#':
+        i = rest.find(c)
+        if 0 <= i < end:
+            end = i
+    authority, tail = rest[:end], rest[end:]
+    if authority.count('@') > 1:
+        raise _malformed(url, "more than one '@' (write an '@' in a user "
+                         "name or password as %40)")
+    userinfo, at, hostport = authority.rpartition('@')
+    if at and not _USERINFO.match(userinfo):
+        raise _malformed(url, 'the user name or password holds characters '
+                         'that must be %-encoded')
+    host, port = _split_hostport(url, hostport)
+    if not host and (at or port is not None):
+        raise _malformed(url, 'no host')
+    netloc = host if port is None else '%s:%d' % (host, port)
+    if at and keep_userinfo:
+        netloc = '%s@%s' % (userinfo, netloc)
+    return '%s://%s%s' % (scheme.lower(), netloc, tail)
+
+
+def canonical_url(url, userinfo: bool = True) -> str:
+    """The canonical form of ``url`` (see :func:`parse_url`).
+
+    A local path comes back as it is.  ``userinfo=False`` drops the user
+    name and password (for the wire, where credentials travel apart).
+
+    :raises InvalidLocation: the URL is malformed.
+    """
+    url = os.fspath(url)
+    if is_local(url):
+        return url
+    return _canonical(url, userinfo)
+
+
+def join_url(base: str, ref: str) -> str:
+    """``ref`` (a redirect's Location, say) resolved against ``base``.
+
+    :func:`urllib.parse.urljoin` silently drops tabs and line breaks; a
+    reference holding any character that :func:`parse_url` refuses is
+    refused here, before it can turn into a different URL.
+
+    :raises InvalidLocation: ``ref`` is malformed.
+    """
+    bad = _FORBIDDEN.search(ref)
+    if bad:
+        raise _malformed(ref, 'it holds %r' % bad.group())
+    return urllib.parse.urljoin(base, ref)
+
+
+# Schemes whose URL names no host to connect to: local paths, and
+# ``torrent:`` locations (the web seeds and trackers in their metadata are
+# checked one by one by the driver through ``Context.check_url``).
+_NO_HOST_SCHEMES = frozenset(('file', 'torrent'))
+
+
+class URLPolicy:
+    """``[oslo_transfer] allowed_schemes`` and ``denied_networks``.
+
+    Applied to every URL the library contacts: the caller's, redirects,
+    web seeds and trackers.  :meth:`check` parses a URL once, with
+    :func:`parse_url`, refuses it if malformed, resolves its host and
+    checks every address it resolves to, and returns the canonical URL: the
+    string a driver hands to its transport, so that the host judged is the
+    host contacted.
+    """
+
+    def __init__(self, allowed_schemes=(), denied_networks=()):
+        self.allowed = {s.strip().lower() for s in allowed_schemes
+                        if s.strip()}
+        try:
+            self.denied = [ipaddress.ip_network(n.strip(), strict=False)
+                           for n in denied_networks if n.strip()]
+        except ValueError as exc:
+            raise ValueError('[oslo_transfer] denied_networks: %s'
+                             % exc) from exc
+
+    @classmethod
+    def from_conf(cls, conf):
+        g = conf.oslo_transfer
+        return cls(g.allowed_schemes or (), g.denied_networks or ())
+
+    def check(self, url) -> str:
+        """The canonical form of ``url``, if the policy allows it.
+
+        :raises URLNotAllowed: ``url`` is malformed, or its scheme or one
+            of its host's addresses is refused.
+        :raises ConnectionFailed: a denied network is set and the host
+            does not resolve.
+        """
+        loc = as_location(url)
+        scheme = loc.scheme
+        if self.allowed and scheme not in self.allowed:
+            raise exceptions.URLNotAllowed(
+                'scheme %r is not in [oslo_transfer] allowed_schemes: %s'
+                % (scheme, loc.masked), url=loc.masked)
+        if is_local(loc.url):
+            return loc.url
+        try:
+            parts = parse_url(loc.url)
+        except exceptions.InvalidLocation as exc:
+            raise exceptions.URLNotAllowed('refused: %s' % exc,
+                                           url=exc.url) from exc
+        if self.denied and scheme not in _NO_HOST_SCHEMES and parts.hostname:
+            self._check_host(parts.hostname, loc.masked)
+        return canonical_url(loc.url)
+
+    def _check_host(self, host, masked):
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise exceptions.ConnectionFailed(
+                'cannot resolve %s: %s' % (host, exc), url=masked) from exc
+        for info in infos:
+            addr = ipaddress.ip_address(info[4][0].split('%')[0])
+            candidates = [addr]
+            if addr.version == 6 and addr.ipv4_mapped is not None:
+                # ::ffff:127.0.0.1 reaches 127.0.0.1
+                candidates.append(addr.ipv4_mapped)
+            if addr.is_unspecified:
+                # 0.0.0.0 and :: connect to this host
+                candidates += [ipaddress.ip_address('127.0.0.1'),
+                               ipaddress.ip_address('::1')]
+            for net in self.denied:
+                if any(a.version == net.version and a in net
+                       for a in candidates):
+                    raise exceptions.URLNotAllowed(
+                        '%s resolves to %s, inside a denied network (%s) '
+                        '([oslo_transfer] denied_networks)'
+                        % (masked, addr, net), url=masked)
 
 
 def mask_url(url) -> str:

@@ -26,7 +26,6 @@ from stevedore import extension
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import download
-from oslo_transfer.engine import policy as policy_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -113,7 +112,7 @@ class Transfer:
         self.drivers = self._load_drivers(drivers)
         g = conf.oslo_transfer
         self.selector = self._load_selector(g.selector)
-        self.policy = policy_mod.URLPolicy.from_conf(conf)
+        self.policy = locations.URLPolicy.from_conf(conf)
         # The standard library's executors: their idle workers stop at
         # once on shutdown, where futurist's poll once a second, which
         # added a second to every command-line copy.

@@ -352,12 +352,10 @@ class BitTorrentDriver(driver.Driver):
         ok = []
         for url in urls:
             try:
-                ctx.check_url(url)
+                ok.append(ctx.check_url(url))
             except exceptions.URLNotAllowed as exc:
                 LOG.warning('bittorrent: not using %s %s: %s', what,
                             locations.mask_url(url), exc)
-                continue
-            ok.append(url)
         return ok
 
     def _origins(self, location, meta, ctx):

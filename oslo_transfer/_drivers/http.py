@@ -33,13 +33,13 @@
 
 import logging
 import threading
-import urllib.parse
 
 from oslo_config import cfg
 
 from oslo_transfer._drivers import _http_mask
 from oslo_transfer import driver
 from oslo_transfer import exceptions
+from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class HTTPDriver(driver.Driver):
         url = loc.without_userinfo()
         hdrs = self._headers(loc, headers)
         auth = self._auth(loc)
-        origin = urllib.parse.urlsplit(url)
+        origin = locations.parse_url(url)
         for _hop in range(self.options.max_redirects + 1):
             ctx.cancel.check()
             timeout = ctx.timeout()
@@ -278,10 +278,13 @@ class HTTPDriver(driver.Driver):
                 raise _translate(exc, loc, url) from exc
             if not resp.is_redirect or data is not None:
                 return resp
-            target = urllib.parse.urljoin(url, resp.headers['location'])
             resp.close()
-            ctx.check_url(target)
-            parts = urllib.parse.urlsplit(target)
+            # The policy parses the target once and returns the URL to
+            # send: requests never sees the server's own spelling.
+            target = locations.canonical_url(
+                ctx.check_url(_redirect_target(url, resp, loc)),
+                userinfo=False)
+            parts = locations.parse_url(target)
             if (parts.netloc != origin.netloc or
                     (origin.scheme == 'https' and parts.scheme != 'https')):
                 # Never hand credentials to another host, nor send them
@@ -487,6 +490,26 @@ class HTTPDriver(driver.Driver):
             pool = self._pool
         if pool is not None:
             pool.close()
+
+
+def _redirect_target(url, resp, loc):
+    """The absolute URL a redirect names, before the policy sees it.
+
+    :raises URLNotAllowed: a malformed Location.
+    :raises ProtocolError: no Location at all.
+    """
+    value = resp.headers.get('location')
+    if not value:
+        raise exceptions.ProtocolError(
+            '%s: HTTP %d redirect without a Location'
+            % (loc.masked, resp.status_code), url=loc.masked,
+            retryable=False)
+    try:
+        return locations.join_url(url, value)
+    except ValueError as exc:
+        raise exceptions.URLNotAllowed(
+            'refused the redirect of %s: %s' % (loc.masked, exc),
+            url=loc.masked) from exc
 
 
 def _abort(resp):

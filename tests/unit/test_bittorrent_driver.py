@@ -53,6 +53,7 @@ def _ctx(torrent=None, refuse=()):
         for bad in refuse:
             if bad in url:
                 raise exceptions.URLNotAllowed('%s is refused' % url)
+        return url
     return driver.Context(torrent=torrent, check_url=check)
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from oslo_transfer import checksum
 from oslo_transfer.engine import journal
-from oslo_transfer.engine import policy
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
@@ -121,7 +120,7 @@ def test_rangeset():
 
 
 def test_policy_schemes_and_networks():
-    p = policy.URLPolicy(['https'], ['127.0.0.0/8'])
+    p = locations.URLPolicy(['https'], ['127.0.0.0/8'])
     with pytest.raises(exceptions.URLNotAllowed):
         p.check('http://example.invalid/x')
     with pytest.raises(exceptions.URLNotAllowed) as ei:
@@ -133,7 +132,7 @@ def test_policy_schemes_and_networks():
 @pytest.mark.parametrize('url', ['http://[::ffff:127.0.0.1]/x',
                                  'http://0.0.0.0/x', 'http://[::]/x'])
 def test_policy_mapped_and_unspecified_addresses(url):
-    p = policy.URLPolicy([], ['127.0.0.0/8', '::1/128'])
+    p = locations.URLPolicy([], ['127.0.0.0/8', '::1/128'])
     with pytest.raises(exceptions.URLNotAllowed):
         p.check(url)
 
@@ -149,8 +148,8 @@ def test_policy_does_not_resolve_torrent_pseudo_host(monkeypatch):
     def no_dns(*args, **kwargs):
         raise AssertionError('getaddrinfo called for %r' % (args,))
 
-    monkeypatch.setattr(policy.socket, 'getaddrinfo', no_dns)
-    p = policy.URLPolicy([], ['10.0.0.0/8'])
+    monkeypatch.setattr(locations.socket, 'getaddrinfo', no_dns)
+    p = locations.URLPolicy([], ['10.0.0.0/8'])
     p.check('torrent://metadata')
     p.check('/var/lib/glance/images/x')
     with pytest.raises(AssertionError):

@@ -304,6 +304,53 @@ def test_redirect_into_denied_network_never_reaches_it(badserver, dest,
     fconf.assert_nothing_left(dest)
 
 
+@pytest.mark.parametrize('spelling', [
+    # urllib3 reads "\\" as the end of the authority (host DENIED), the
+    # standard library's urlsplit as part of the userinfo (host ALLOWED)
+    'http://{denied}\\@{allowed}/img',
+    # a tab: urlsplit drops it, urllib3 keeps it in the host
+    'http://{denied}\t@{allowed}/img',
+    'http://x@{denied}@{allowed}/img',
+])
+def test_redirect_spelled_for_two_parsers_never_reaches_the_denied_host(
+        badserver, dest, make_conf, spelling):
+    from tests.functional.http import badserver as bad
+    target = _other_host_server()
+    try:
+        target.add('img', bad.Resource(os.urandom(1000)))
+        badserver.add('img', bad.Resource(os.urandom(1000)))
+        denied = '%s:%d' % (target.host, target.port)
+        allowed = '%s:%d' % (badserver.host, badserver.port)
+        badserver.add('go', bad.Resource(b'', redirect=spelling.format(
+            denied=denied, allowed=allowed)))
+        conf = make_conf(oslo_transfer={'retries': 0,
+                                        'denied_networks': '127.0.0.2/32'})
+        with pytest.raises(exc.URLNotAllowed) as ei:
+            oslo_transfer.copy(badserver.url('go'), dest, conf=conf)
+        assert 'malformed' in str(ei.value), str(ei.value)
+        assert target.log == [], 'a request reached the denied network'
+        assert badserver.requests_for('go'), 'the origin was never asked'
+        assert not badserver.requests_for('img'), 'the URL was guessed at'
+    finally:
+        target.stop()
+    fconf.assert_nothing_left(dest)
+
+
+def test_redirect_is_sent_as_the_policy_read_it(badserver, dest, make_conf):
+    # A well-formed but unusual spelling (upper-case host, a port with
+    # leading zeros) reaches the host and port the policy judged.
+    from tests.functional.http import badserver as bad
+    data = os.urandom(3000)
+    badserver.add('img', bad.Resource(data))
+    badserver.add('go', bad.Resource(b'', redirect='http://LOCALHOST:%05d/img'
+                                     % badserver.port))
+    conf = make_conf(oslo_transfer={'retries': 0,
+                                    'denied_networks': '127.0.0.2/32'})
+    oslo_transfer.copy(badserver.url('go'), dest, conf=conf)
+    fconf.assert_only_dest(dest, data)
+    assert badserver.requests_for('img', 'GET')
+
+
 def test_redirect_to_another_host_drops_credentials(badserver, dest):
     from tests.functional.http import badserver as bad
     data = os.urandom(5000)

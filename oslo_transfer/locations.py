@@ -489,3 +489,38 @@ def mask_text(text: str, secrets) -> str:
         if s:
             text = text.replace(s, _MASK)
     return text
+
+
+_QUERY_PARAM = re.compile(r'([?&;])([^=&;?\s"\']+)=([^&;\s"\']*)')
+
+
+def mask_query_text(text: str) -> str:
+    """``text`` with the values of secret query parameters masked.
+
+    For text that embeds a URL or a request line (``GET /x?sig=... HTTP/
+    1.1``) rather than being one.
+    """
+    def repl(m):
+        key = urllib.parse.unquote_plus(m.group(2))
+        if is_secret_key(key):
+            return '%s%s=***' % (m.group(1), m.group(2))
+        return m.group(0)
+    return _QUERY_PARAM.sub(repl, text)
+
+
+def query_secrets(url):
+    """Values of the query parameters of ``url`` that carry secrets."""
+    try:
+        query = urllib.parse.urlsplit(url).query
+    except ValueError:
+        return []
+    out = []
+    for part in re.split('[&;]', query):
+        key, sep, raw = part.partition('=')
+        if not sep or len(raw) < 4:
+            # Too short to be a secret, and replacing it everywhere would
+            # garble the message (a port, a status code).
+            continue
+        if is_secret_key(urllib.parse.unquote_plus(key)):
+            out += [raw, urllib.parse.unquote_plus(raw)]
+    return out

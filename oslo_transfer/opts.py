@@ -32,7 +32,9 @@ GROUP = 'oslo_transfer'
 
 MiB = 1024 * 1024
 
-#: In-tree driver modules whose options :func:`list_opts` reports.
+#: In-tree drivers whose options :func:`list_opts` reports: each is the
+#: module or package ``oslo_transfer._drivers.<name>`` that holds (or
+#: re-exports) the driver class of that name.
 IN_TREE_DRIVERS = ('http', 'file', 'ftp', 'sftp', 'nfs', 'iscsi',
                    'bittorrent')
 
@@ -185,21 +187,28 @@ _opts = [
 ]
 
 
-def _driver_modules():
+def _driver_classes():
+    """``(name, class)`` of each in-tree driver that imports here."""
     for name in IN_TREE_DRIVERS:
+        module = 'oslo_transfer._drivers.%s' % name
         try:
-            yield name, importlib.import_module(
-                'oslo_transfer._drivers.%s' % name)
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != 'oslo_transfer._drivers.%s' % name:
+            if exc.name != module:
                 raise
+            continue
+        for value in vars(mod).values():
+            if isinstance(value, type) and getattr(value, 'name', None) == \
+                    name and callable(getattr(value, 'list_opts', None)):
+                yield name, value
+                break
 
 
 def list_opts():
     """Return ``[(group, [opts])]`` for oslo-config-generator (deep copies)."""
     result = [(GROUP, copy.deepcopy(_opts))]
-    for name, mod in _driver_modules():
-        opts = getattr(mod, 'OPTS', [])
+    for name, cls in _driver_classes():
+        opts = cls.list_opts()
         if opts:
             result.append(('%s_%s' % (GROUP, name), copy.deepcopy(opts)))
     return result

@@ -36,7 +36,7 @@ import time
 def run_oslo(args, peers):
     from oslo_config import cfg
     import oslo_transfer
-    from oslo_transfer._drivers import bittorrent
+    from oslo_transfer._drivers.bittorrent import driver as bittorrent
     from oslo_transfer import transfer as transfer_mod
 
     conf = cfg.ConfigOpts()
@@ -59,15 +59,15 @@ def run_oslo(args, peers):
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     logging.getLogger('peer').info('copy starts')
     if args.lt:
-        from oslo_transfer._drivers import _torrent_session
-        sess = _torrent_session.get_session(tr.driver('bittorrent').options)
+        from oslo_transfer._drivers.bittorrent import session as session_mod
+        sess = session_mod.get_session(tr.driver('bittorrent').options)
         sess.session.apply_settings(lt_settings(args.lt))
     timeline = None
     if args.timeline:
-        from oslo_transfer._drivers import _torrent_session
+        from oslo_transfer._drivers.bittorrent import session as session_mod
 
         def handles():
-            sess = _torrent_session.current()
+            sess = session_mod.current()
             return sess.session.get_torrents() if sess else []
         timeline = Timeline(args.start_at, handles).start()
     res = tr.copy(src, args.dest, checksum=args.checksum, hints=hints)
@@ -85,7 +85,7 @@ def run_oslo(args, peers):
 
 def run_libtorrent(args, peers):
     import libtorrent as lt
-    from oslo_transfer._drivers import _torrent_meta as meta_mod
+    from oslo_transfer import torrent as meta_mod
 
     with open(args.torrent, 'rb') as f:
         meta = meta_mod.parse(f.read())

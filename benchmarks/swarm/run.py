@@ -276,7 +276,7 @@ class Bench:
             time.sleep(0.2)
 
     def prepare_data(self):
-        from oslo_transfer._drivers import bittorrent
+        from oslo_transfer._drivers.bittorrent import driver as bittorrent
         self.docroot = os.path.join(self.work, 'docroot')
         data = os.path.join(self.docroot, 'image.raw')
         benchlib.random_file(data, self.size)

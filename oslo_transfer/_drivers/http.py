@@ -26,17 +26,20 @@
   response is open: a session is never used by two requests at once, and
   the sockets kept open do not grow with the number of calling threads.
 * Query parameters that carry secrets (signatures, tokens) are masked in
-  every message and log line, like passwords.
+  every message and log line, like passwords: requests and urllib3 put the
+  URL being fetched, with its query, into their error text and their own
+  DEBUG lines, and presigned URLs (S3, Swift temp URLs, Azure SAS) carry
+  their signature there.
 * TLS verification is on; ``ca_file`` names a CA bundle, ``insecure``
   turns verification off (never in production).
 """
 
 import logging
 import threading
+import urllib.parse
 
 from oslo_config import cfg
 
-from oslo_transfer._drivers import _http_mask
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -53,7 +56,7 @@ def _requests():
     if requests is None:
         import requests.adapters  # noqa: F401 (binds the global)
         logging.getLogger('urllib3.connectionpool').addFilter(
-            _http_mask.QueryMaskFilter())
+            _QueryMaskFilter())
     return requests
 
 
@@ -81,6 +84,48 @@ OPTS = [
                     'ends, so the sockets kept open do not grow with the '
                     'number of calling threads.'),
 ]
+
+
+class _QueryMaskFilter(logging.Filter):
+    """Mask query secrets in urllib3's own DEBUG lines.
+
+    urllib3 logs every request line (``"GET /obj?X-Amz-Signature=..."``);
+    a service that logs at DEBUG would write presigned signatures and
+    temporary URL keys into its logs.  Only the arguments change.
+    """
+
+    def filter(self, record):
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(
+                locations.mask_query_text(a) if isinstance(a, str) else a
+                for a in args)
+        elif isinstance(record.msg, str) and not args:
+            record.msg = locations.mask_query_text(record.msg)
+        return True
+
+
+def _clean(exc, loc, url=None):
+    """``str(exc)`` without passwords, tokens and query secrets.
+
+    urllib3's messages carry the raw path and query of the request
+    (``url``: the URL that was being fetched, after redirects).
+    """
+    text = locations.mask_query_text(str(exc))
+    creds = loc.credentials
+    secrets = [loc.parts().password] if loc.parts().password else []
+    if creds:
+        secrets += [creds.password, creds.token]
+    secrets += locations.query_secrets(loc.url)
+    if url:
+        secrets += locations.query_secrets(url)
+    # Longest first: a secret that contains another is masked whole.
+    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(s, '***')
+        text = text.replace(urllib.parse.quote(s, safe=''), '***')
+        text = text.replace(urllib.parse.quote_plus(s, safe=''), '***')
+    return text
+
 
 _OK_PUT = (200, 201, 204)
 #: HEAD answers after which ``stat`` asks again by ``GET bytes=0-0``:
@@ -110,7 +155,7 @@ def _status_error(resp, loc, what='GET'):
 def _translate(exc, loc, fetched=None):
     """Our exception for a requests exception (``fetched``: its URL)."""
     url = loc.masked
-    text = _http_mask.clean(exc, loc, fetched)
+    text = _clean(exc, loc, fetched)
     _requests()
     if isinstance(exc, requests.exceptions.SSLError):
         return exceptions.AuthenticationFailed(
@@ -452,7 +497,7 @@ class HTTPDriver(driver.Driver):
                     raise exceptions.ProtocolError(
                         '%s: the connection broke after %d bytes: %s'
                         % (loc.masked, got,
-                           _http_mask.clean(exc, loc, resp.url)),
+                           _clean(exc, loc, resp.url)),
                         url=loc.masked) from exc
                 if not data:
                     break

@@ -239,7 +239,7 @@ def _seed_before_return(result):
     """
     if result.driver != 'bittorrent':
         return
-    from oslo_transfer._drivers import bittorrent
+    from oslo_transfer._drivers.bittorrent import driver as bittorrent
     seeds = bittorrent.seeding()
     if not seeds:
         return
@@ -253,7 +253,7 @@ def _seed_before_return(result):
 
 
 def _stop_seeding():
-    from oslo_transfer._drivers import bittorrent
+    from oslo_transfer._drivers.bittorrent import driver as bittorrent
     bittorrent.stop_seeding()
     bittorrent.wait_for_seeding(10.0)
     print('oslo-transfer: stopped seeding', file=sys.stderr)

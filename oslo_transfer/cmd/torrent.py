@@ -34,9 +34,9 @@ import threading
 
 from oslo_config import cfg
 
-from oslo_transfer._drivers import _torrent_meta as meta_mod
 from oslo_transfer.cmd import _args
 from oslo_transfer import exceptions
+from oslo_transfer import torrent as meta_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def register(sub) -> None:
 
 
 def _driver(conf):
-    from oslo_transfer._drivers import bittorrent
+    from oslo_transfer._drivers.bittorrent import driver as bittorrent
     from oslo_transfer import opts
     opts.register_opts(conf, [bittorrent.BitTorrentDriver])
     drv = bittorrent.BitTorrentDriver(conf)
@@ -100,7 +100,7 @@ def _driver(conf):
 def run_make(args) -> int:
     piece = args.piece_size
     if piece is None:
-        from oslo_transfer._drivers import bittorrent
+        from oslo_transfer._drivers.bittorrent import driver as bittorrent
         from oslo_transfer import opts
         opts.register_opts(args.conf, [bittorrent.BitTorrentDriver])
         piece = getattr(args.conf, GROUP).piece_size or None
@@ -153,7 +153,7 @@ def _ctx():
 def run_seed(args) -> int:
     conf = args.conf
     if args.listen:
-        from oslo_transfer._drivers import bittorrent
+        from oslo_transfer._drivers.bittorrent import driver as bittorrent
         from oslo_transfer import opts
         opts.register_opts(conf, [bittorrent.BitTorrentDriver])
         conf.set_override('listen_interfaces', [args.listen], GROUP)
@@ -166,7 +166,7 @@ def run_seed(args) -> int:
 
     old = {s: signal.signal(s, on_signal)
            for s in (signal.SIGTERM, signal.SIGINT)}
-    from oslo_transfer._drivers import bittorrent
+    from oslo_transfer._drivers.bittorrent import driver as bittorrent
     try:
         sess = drv.seed(path, meta, seconds=args.seed_time or None,
                         peers=args.peer, verify=not args.no_verify)

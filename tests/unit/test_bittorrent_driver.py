@@ -20,14 +20,14 @@ import sys
 from oslo_config import cfg
 import pytest
 
-from oslo_transfer._drivers import _torrent_meta as meta_mod
-from oslo_transfer._drivers import _torrent_session
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer.cmd import torrent as torrent_cmd
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import opts
+from oslo_transfer import torrent as meta_mod
 
 PIECE = 256 * 1024
 
@@ -96,11 +96,11 @@ def test_defaults(drv):
 
 
 def test_session_settings(drv):
-    lt = _torrent_session.import_libtorrent()
+    lt = session_mod.import_libtorrent()
     drv.conf.set_override('listen_interfaces', ['10.0.0.5:6881'],
                           drv.group)
     drv.conf.set_override('upload_rate_limit', 1000, drv.group)
-    s = _torrent_session.settings_from(drv.options, lt)
+    s = session_mod.settings_from(drv.options, lt)
     assert s['listen_interfaces'] == '10.0.0.5:6881'
     assert not (s['enable_dht'] or s['enable_upnp'] or s['enable_natpmp'] or
                 s['enable_lsd'])
@@ -108,7 +108,7 @@ def test_session_settings(drv):
     assert s['urlseed_max_request_bytes'] == 1024 * 1024
     assert s['upload_rate_limit'] == 1000
     drv.conf.set_override('local_peer_discovery', True, drv.group)
-    assert _torrent_session.settings_from(drv.options, lt)['enable_lsd']
+    assert session_mod.settings_from(drv.options, lt)['enable_lsd']
 
 
 @pytest.mark.parametrize('url,with_torrent,expected', [
@@ -201,7 +201,7 @@ class _Target:
 def no_session(monkeypatch):
     def refuse(opts):
         raise AssertionError('the session must not be used')
-    monkeypatch.setattr(_torrent_session, 'get_session', refuse)
+    monkeypatch.setattr(session_mod, 'get_session', refuse)
 
 
 def test_multi_file_torrent_cannot_be_copied(drv, tmp_path, no_session):

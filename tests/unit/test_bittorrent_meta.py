@@ -17,8 +17,8 @@ import os
 
 import pytest
 
-from oslo_transfer._drivers import _torrent_meta as meta
 from oslo_transfer import exceptions
+from oslo_transfer import torrent as meta
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -16,8 +16,8 @@ import socket
 
 import pytest
 
-from oslo_transfer._drivers import _torrent_origin as origin
-from oslo_transfer._drivers import _torrent_pieces as pieces
+from oslo_transfer._drivers.bittorrent import origin
+from oslo_transfer._drivers.bittorrent import pieces
 from oslo_transfer import exceptions
 
 

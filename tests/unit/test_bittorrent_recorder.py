@@ -23,7 +23,7 @@ import hashlib
 import os
 import types
 
-from oslo_transfer._drivers import _torrent_record
+from oslo_transfer._drivers.bittorrent import record as record_mod
 
 PIECE = 64 * 1024
 
@@ -65,7 +65,7 @@ def _recorder(tmp_path, storage_failed):
     job = types.SimpleNamespace(meta=_Meta(data), target=_Target(),
                                 key='ab' * 20,
                                 ctx=types.SimpleNamespace(io_timeout=60))
-    rec = _torrent_record.Recorder(job, fd)
+    rec = record_mod.Recorder(job, fd)
     rec.storage_failed = storage_failed
     rec.flushing = [0, 1, 2, 3]
     rec.result = True

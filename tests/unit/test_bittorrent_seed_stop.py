@@ -22,8 +22,8 @@ import types
 
 import pytest
 
-from oslo_transfer._drivers import _torrent_download
-from oslo_transfer._drivers import _torrent_seed as seed_mod
+from oslo_transfer._drivers.bittorrent import download as download_mod
+from oslo_transfer._drivers.bittorrent import seed as seed_mod
 from oslo_transfer import driver
 from oslo_transfer import locations
 from tests.unit.test_bittorrent_driver import drv  # noqa: F401 (fixture)
@@ -115,7 +115,7 @@ def test_one_peer_seen_by_the_download_and_one_by_the_seed(tmp_path, clock):
 
 def _job(peers, handle):
     meta = types.SimpleNamespace(info_hash='ab' * 20, num_pieces=4)
-    job = _torrent_download.TorrentDownload(
+    job = download_mod.TorrentDownload(
         types.SimpleNamespace(lt=None), meta, target=None,
         ctx=driver.Context(), opts=None)
     job.peers = list(peers)
@@ -160,7 +160,7 @@ def test_driver_hands_what_the_download_saw_to_the_seed(
 
         def run(self):
             self.seen_complete.add(A)
-    monkeypatch.setattr(_torrent_download, 'TorrentDownload', Job)
+    monkeypatch.setattr(download_mod, 'TorrentDownload', Job)
     started = []
     monkeypatch.setattr(seed_mod.SEEDS, 'start',
                         lambda *a, **kw: started.append(kw))

@@ -18,8 +18,8 @@ import ssl
 
 import pytest
 
-from oslo_transfer._drivers import ftp
-from oslo_transfer._drivers import ftp_client
+from oslo_transfer._drivers.ftp import driver as ftp
+from oslo_transfer._drivers.ftp import session as ftp_session
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -35,14 +35,14 @@ LOC = locations.Location('ftp://alice:S3cret%21@192.0.2.5:2121/dir/f.img')
     ('ftp://h/a%20b', 'a b'),
 ])
 def test_remote_path(url, path):
-    assert ftp_client.remote_path(locations.Location(url)) == path
+    assert ftp_session.remote_path(locations.Location(url)) == path
 
 
 @pytest.mark.parametrize('url', ['ftp://h/', 'ftp://h', 'ftp://h/dir/',
                                  'ftp://h/a%0D%0ADELE%20x'])
 def test_remote_path_refused(url):
     with pytest.raises(exceptions.InvalidLocation):
-        ftp_client.remote_path(locations.Location(url))
+        ftp_session.remote_path(locations.Location(url))
 
 
 def test_parse_mdtm():
@@ -51,7 +51,7 @@ def test_parse_mdtm():
     assert ftp._parse_mdtm('213 yesterday') is None
 
 
-class FakeControl(ftp_client._PassiveMixin):
+class FakeControl(ftp_session._PassiveMixin):
     """What makepasv needs: the peer of the control socket and replies."""
 
     def __init__(self, replies):
@@ -124,47 +124,47 @@ def _err(cls, text):
      exceptions.AuthenticationFailed),
 ])
 def test_translate(exc, writing, expected):
-    err = ftp_client.translate(exc, LOC, 'RETR', writing=writing)
+    err = ftp_session.translate(exc, LOC, 'RETR', writing=writing)
     assert type(err) is expected
     assert err.url == 'ftp://alice:***@192.0.2.5:2121/dir/f.img'
     assert 'S3cret' not in str(err)
 
 
 def test_retryable_flags():
-    assert ftp_client.translate(ftplib.error_temp('450 busy'), LOC,
-                                'RETR').retryable
-    assert not ftp_client.translate(ftplib.error_perm('501 no'), LOC,
-                                    'RETR').retryable
-    assert ftp_client.translate(OSError('x'), LOC, 'RETR').retryable
+    assert ftp_session.translate(ftplib.error_temp('450 busy'), LOC,
+                                 'RETR').retryable
+    assert not ftp_session.translate(ftplib.error_perm('501 no'), LOC,
+                                     'RETR').retryable
+    assert ftp_session.translate(OSError('x'), LOC, 'RETR').retryable
 
 
 def test_secrets_are_masked_in_server_text():
     """A server that echoes the password back does not leak it."""
     exc = ftplib.error_perm('530 password S3cret! is wrong')
-    err = ftp_client.translate(exc, LOC, 'login',
-                               extra_secrets=['conf-secret'])
+    err = ftp_session.translate(exc, LOC, 'login',
+                                extra_secrets=['conf-secret'])
     assert 'S3cret!' not in str(err)
     exc = ftplib.error_perm('530 conf-secret is wrong')
-    err = ftp_client.translate(exc, LOC, 'login',
-                               extra_secrets=['conf-secret'])
+    err = ftp_session.translate(exc, LOC, 'login',
+                                extra_secrets=['conf-secret'])
     assert 'conf-secret' not in str(err)
 
 
 def test_certificate_message_names_the_option():
-    err = ftp_client.translate(ssl.SSLCertVerificationError('bad'), LOC,
-                               'login')
+    err = ftp_session.translate(ssl.SSLCertVerificationError('bad'), LOC,
+                                'login')
     assert '[oslo_transfer_ftp] ca_file' in str(err)
 
 
 def test_cancelled_wins():
     token = driver_mod.CancelToken()
     token.cancel('stop')
-    err = ftp_client.translate(OSError('Bad file descriptor'), LOC, 'RETR',
-                               cancel=token)
+    err = ftp_session.translate(OSError('Bad file descriptor'), LOC, 'RETR',
+                                cancel=token)
     assert isinstance(err, exceptions.Cancelled)
 
 
 def test_tls_context_verifies():
-    ctx = ftp_client.tls_context(None)
+    ctx = ftp_session.tls_context(None)
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.check_hostname

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from oslo_transfer._drivers import ftp_pool
+from oslo_transfer._drivers import _common
 
 
 class Session:
@@ -36,8 +36,8 @@ def _pool(**kw):
         s.closed = True
         closed.append(s)
 
-    pool = ftp_pool.SessionPool(close=close,
-                                is_alive=lambda s: s.alive, **kw)
+    pool = _common.SessionPool(close=close,
+                               is_alive=lambda s: s.alive, **kw)
     return pool, closed
 
 

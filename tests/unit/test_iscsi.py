@@ -21,9 +21,9 @@ import sys
 
 import pytest
 
-from oslo_transfer._drivers import _libiscsi
 from oslo_transfer._drivers import _recycle
-from oslo_transfer._drivers import iscsi
+from oslo_transfer._drivers.iscsi import driver as iscsi
+from oslo_transfer._drivers.iscsi import libiscsi
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
 from oslo_transfer import locations
@@ -60,7 +60,7 @@ def test_missing_library_names_the_debian_package():
 
 def test_missing_symbol_names_the_debian_package():
     with pytest.raises(exc.MissingDependency, match='libiscsi7'):
-        _libiscsi.load('libc.so.6')
+        libiscsi.load('libc.so.6')
 
 
 def test_importing_the_driver_loads_no_c_library():
@@ -151,7 +151,7 @@ def login(message, user='chapuser', password='pa55-word-xyz', **kw):
         'iscsi://h/%s/2' % IQN
     loc = locations.Location(url)
     t = iscsi._Target(loc, make_driver().options)
-    return iscsi._login_error(_libiscsi.ISCSIError(message, **kw), loc, t,
+    return iscsi._login_error(libiscsi.ISCSIError(message, **kw), loc, t,
                               'iqn.me')
 
 
@@ -175,9 +175,9 @@ def test_login_errors():
     assert type(e) is exc.SourceNotFound and 'has no LUN 2' in str(e)
     e = login('Connection refused (reconnect)')
     assert type(e) is exc.ConnectionFailed and e.retryable
-    e = login('x', status=_libiscsi.SCSI_STATUS_TIMEOUT)
+    e = login('x', status=libiscsi.SCSI_STATUS_TIMEOUT)
     assert type(e) is exc.TransferTimeout
-    assert type(iscsi._login_error(_libiscsi.ISCSITimeout('slow'),
+    assert type(iscsi._login_error(libiscsi.ISCSITimeout('slow'),
                                    locations.Location('iscsi://h/i/1'),
                                    target('iscsi://h/i/1'), 'me')) is \
         exc.TransferTimeout
@@ -193,18 +193,18 @@ def test_secrets_never_reach_messages():
 def test_command_errors():
     loc = locations.Location('iscsi://h/%s/1' % IQN)
     t = target(loc.url)
-    e = iscsi._translate(_libiscsi.ISCSIError(
-        'check condition', 2, _libiscsi.DATA_PROTECT, 0x2700), loc, t,
+    e = iscsi._translate(libiscsi.ISCSIError(
+        'check condition', 2, libiscsi.DATA_PROTECT, 0x2700), loc, t,
         'write')
     assert type(e) is exc.PermissionDenied and 'write protected' in str(e)
-    e = iscsi._translate(_libiscsi.ISCSIError(
-        'LBA out of range', 2, _libiscsi.ILLEGAL_REQUEST, 0x2100), loc, t,
+    e = iscsi._translate(libiscsi.ISCSIError(
+        'LBA out of range', 2, libiscsi.ILLEGAL_REQUEST, 0x2100), loc, t,
         'read')
     assert type(e) is exc.ProtocolError and not e.retryable
-    e = iscsi._translate(_libiscsi.ISCSIError(
-        'timed out', _libiscsi.SCSI_STATUS_TIMEOUT), loc, t, 'read')
+    e = iscsi._translate(libiscsi.ISCSIError(
+        'timed out', libiscsi.SCSI_STATUS_TIMEOUT), loc, t, 'read')
     assert type(e) is exc.TransferTimeout
-    e = iscsi._translate(_libiscsi.ISCSIError('POLLHUP'), loc, t, 'read')
+    e = iscsi._translate(libiscsi.ISCSIError('POLLHUP'), loc, t, 'read')
     assert type(e) is exc.ConnectionFailed and e.retryable
 
 
@@ -331,13 +331,13 @@ def test_written_size_is_unknown_on_a_lun():
 
 def test_struct_layouts_match_the_headers():
     import ctypes
-    assert ctypes.sizeof(_libiscsi._Sense) == 16
-    assert _libiscsi._Sense.key.offset == 4
-    assert _libiscsi._Sense.ascq.offset == 8
-    assert ctypes.sizeof(_libiscsi._Capacity16) == 24
-    assert _libiscsi._Capacity16.block_length.offset == 8
-    assert _libiscsi._Capacity16.lbpme.offset == 16
-    assert ctypes.sizeof(_libiscsi._IOVec) == 16
+    assert ctypes.sizeof(libiscsi._Sense) == 16
+    assert libiscsi._Sense.key.offset == 4
+    assert libiscsi._Sense.ascq.offset == 8
+    assert ctypes.sizeof(libiscsi._Capacity16) == 24
+    assert libiscsi._Capacity16.block_length.offset == 8
+    assert libiscsi._Capacity16.lbpme.offset == 16
+    assert ctypes.sizeof(libiscsi._IOVec) == 16
 
 
 # -- READ buffers ------------------------------------------------------------
@@ -353,7 +353,7 @@ def filled(rec, byte, n=8192):
 def test_recycle_layout_is_found_on_cpython():
     # the interpreter we support: a missing layout is a failure, not a skip
     assert _recycle.LAYOUT is not None
-    assert _libiscsi._BYTES_API is not None
+    assert libiscsi._BYTES_API is not None
 
 
 def test_read_buffer_is_reused_once_nobody_holds_it():

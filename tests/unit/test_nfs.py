@@ -23,9 +23,9 @@ import sys
 
 import pytest
 
-from oslo_transfer._drivers import _libnfs
 from oslo_transfer._drivers import _recycle
-from oslo_transfer._drivers import nfs
+from oslo_transfer._drivers.nfs import driver as nfs
+from oslo_transfer._drivers.nfs import libnfs
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
 from oslo_transfer import locations
@@ -62,7 +62,7 @@ def test_missing_library_names_the_debian_package():
 def test_missing_symbol_names_the_debian_package():
     # libc is there but has no nfs_* functions: a wrong or old library
     with pytest.raises(exc.MissingDependency, match='libnfs13'):
-        _libnfs.load('libc.so.6')
+        libnfs.load('libc.so.6')
 
 
 def test_importing_the_driver_loads_no_c_library():
@@ -169,7 +169,7 @@ LOC = locations.Location('nfs://h/e/f')
     (errno.EXDEV, 'something else', exc.ProtocolError),
 ])
 def test_translate(err, msg, cls):
-    e = nfs._translate(_libnfs.NFSError(err, msg), LOC, 'read')
+    e = nfs._translate(libnfs.NFSError(err, msg), LOC, 'read')
     assert type(e) is cls
     assert msg in str(e) or cls is exc.SourceNotFound
     assert LOC.masked in str(e)
@@ -177,17 +177,17 @@ def test_translate(err, msg, cls):
 
 
 def test_translate_retryable():
-    assert nfs._translate(_libnfs.NFSError(errno.ECONNRESET, 'x'), LOC,
+    assert nfs._translate(libnfs.NFSError(errno.ECONNRESET, 'x'), LOC,
                           'read').retryable
-    assert nfs._translate(_libnfs.NFSTimeout('x'), LOC, 'read').retryable
-    assert not nfs._translate(_libnfs.NFSError(errno.EXDEV, 'x'), LOC,
+    assert nfs._translate(libnfs.NFSTimeout('x'), LOC, 'read').retryable
+    assert not nfs._translate(libnfs.NFSError(errno.EXDEV, 'x'), LOC,
                               'read').retryable
-    assert not nfs._translate(_libnfs.NFSError(errno.ENOENT, 'x'), LOC,
+    assert not nfs._translate(libnfs.NFSError(errno.ENOENT, 'x'), LOC,
                               'read').retryable
 
 
 def test_v4_write_limit_error_says_what_to_do():
-    e = nfs._translate(_libnfs.NFSError(
+    e = nfs._translate(libnfs.NFSError(
         errno.EIO, 'ZDR error: Failed to encode COMPOUND4args'), LOC,
         'write')
     assert 'version=3' in str(e)
@@ -248,7 +248,7 @@ def test_a_lease_dropped_unreleased_destroys_its_context():
 
 def test_read_callback_copies_the_data():
     buf = ctypes.create_string_buffer(b'hello world')
-    op = _libnfs._Op('read', 0, 11)
+    op = libnfs._Op('read', 0, 11)
     op.owner = set()
     op.complete(11, ctypes.addressof(buf))
     assert op.done and op.result() == b'hello world'
@@ -278,7 +278,7 @@ def c_buffer(fill, n=8192):
 
 def test_read_callback_fills_through_the_recycler():
     rec = _recycle.Recycler(4)
-    op = _libnfs._Op('read', 0, 8192, into=rec)
+    op = libnfs._Op('read', 0, 8192, into=rec)
     op.complete(8192, c_buffer(b'a'))
     assert op.result() == b'a' * 8192
 
@@ -332,34 +332,34 @@ def test_recycler_copies_short_and_odd_answers():
 
 def test_error_callback_carries_errno_and_text():
     text = ctypes.create_string_buffer(b'NFS3ERR_NOENT')
-    op = _libnfs._Op('read')
+    op = libnfs._Op('read')
     op.complete(-errno.ENOENT, ctypes.addressof(text))
-    with pytest.raises(_libnfs.NFSError) as ei:
+    with pytest.raises(libnfs.NFSError) as ei:
         op.result()
     assert ei.value.errno == errno.ENOENT
     assert ei.value.message == 'NFS3ERR_NOENT'
 
 
 def test_stat_callback_copies_the_struct():
-    st = _libnfs.Stat64(size=12345, ino=7, mtime=99, mtime_nsec=5)
-    op = _libnfs._Op('stat')
+    st = libnfs.Stat64(size=12345, ino=7, mtime=99, mtime_nsec=5)
+    op = libnfs._Op('stat')
     op.complete(0, ctypes.addressof(st))
     got = op.result()
     st.size = 0  # the library frees its struct after the callback
     assert (got.size, got.ino, got.mtime, got.mtime_nsec) == \
         (12345, 7, 99, 5)
-    assert ctypes.sizeof(_libnfs.Stat64) == 136
+    assert ctypes.sizeof(libnfs.Stat64) == 136
 
 
 def test_dispatch_survives_a_broken_callback():
-    class Broken(_libnfs._Op):
+    class Broken(libnfs._Op):
         def complete(self, status, data):
             raise ValueError('cannot decode')
 
     op = Broken('stat')
     op.owner = {424242}
-    _libnfs._OPS[424242] = op
-    _libnfs._dispatch(0, None, None, 424242)  # must not raise into C
+    libnfs._OPS[424242] = op
+    libnfs._dispatch(0, None, None, 424242)  # must not raise into C
     assert op.done and not op.owner
-    with pytest.raises(_libnfs.NFSError, match='cannot decode'):
+    with pytest.raises(libnfs.NFSError, match='cannot decode'):
         op.result()

@@ -17,8 +17,8 @@ import struct
 
 import pytest
 
-from oslo_transfer._drivers import sftp_pipeline as pipe
-from oslo_transfer._drivers import sftp_session
+from oslo_transfer._drivers.sftp import pipeline as pipe
+from oslo_transfer._drivers.sftp import session as sftp_session
 
 HANDLE = b'h-1'
 

@@ -20,8 +20,8 @@ import time
 import paramiko
 import pytest
 
-from oslo_transfer._drivers import sftp_pipeline
-from oslo_transfer._drivers import sftp_session
+from oslo_transfer._drivers.sftp import pipeline as sftp_pipeline
+from oslo_transfer._drivers.sftp import session as sftp_session
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 

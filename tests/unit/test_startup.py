@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from oslo_transfer._drivers import _torrent_session
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import exceptions
 
 _CHILD = r'''
@@ -47,18 +47,18 @@ def test_local_copy_loads_no_protocol_library(tmp_path):
 
 
 def test_find_libtorrent_names_the_extra(monkeypatch):
-    monkeypatch.setattr(_torrent_session, '_lt', None)
+    monkeypatch.setattr(session_mod, '_lt', None)
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None)
     with pytest.raises(exceptions.MissingDependency) as err:
-        _torrent_session.find_libtorrent()
+        session_mod.find_libtorrent()
     assert 'oslo.transfer[bittorrent]' in str(err.value)
     assert 'pip install libtorrent' in str(err.value)
 
 
 def test_find_libtorrent_does_not_import(monkeypatch):
-    monkeypatch.setattr(_torrent_session, '_lt', None)
+    monkeypatch.setattr(session_mod, '_lt', None)
     monkeypatch.delitem(sys.modules, 'libtorrent', raising=False)
-    _torrent_session.find_libtorrent()
+    session_mod.find_libtorrent()
     assert 'libtorrent' not in sys.modules
 
 

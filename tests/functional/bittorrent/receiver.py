@@ -35,8 +35,8 @@ import time
 from oslo_config import cfg
 
 import oslo_transfer
-from oslo_transfer._drivers import _torrent_download
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import download as download_mod
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
 from oslo_transfer import transfer as transfer_mod
 
 
@@ -90,7 +90,7 @@ def main(argv=None):
 
 
 def _slow_final_flush(seconds):
-    final_flush = _torrent_download.TorrentDownload._final_flush
+    final_flush = download_mod.TorrentDownload._final_flush
 
     def slow(job):
         logging.getLogger(__name__).info(
@@ -98,7 +98,7 @@ def _slow_final_flush(seconds):
         time.sleep(seconds)
         return final_flush(job)
 
-    _torrent_download.TorrentDownload._final_flush = slow
+    download_mod.TorrentDownload._final_flush = slow
 
 
 if __name__ == '__main__':

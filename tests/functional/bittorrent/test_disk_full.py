@@ -22,7 +22,7 @@ a rerun with room resumes it.
 import pytest
 
 import oslo_transfer
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
 from tests.functional import conftest as fconf
 
 MiB = 1024 * 1024

@@ -18,8 +18,8 @@ import time
 import pytest
 
 import oslo_transfer
-from oslo_transfer._drivers import _torrent_session
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import exceptions
 from tests.functional.bittorrent.conftest import ports
 from tests.functional.bittorrent import webseed
@@ -60,7 +60,7 @@ def test_no_peer_and_no_web_seed_fails_retryable(make_transfer, image,
     assert ei.value.retryable
     assert 'no piece arrived for 2s (0 of 8 pieces held' in str(ei.value)
     fconf.assert_nothing_left(dest)
-    sess = _torrent_session.current()
+    sess = session_mod.current()
     assert sess.find(bittorrent.parse_torrent(raw).info_hash) is None
 
 
@@ -116,7 +116,7 @@ def test_cancel_keeps_resumable_state(make_transfer, image, dest):
     finally:
         slow.stop()
     fconf.assert_resumable(dest, size=data.size)
-    sess = _torrent_session.current()
+    sess = session_mod.current()
     assert sess.find(bittorrent.parse_torrent(raw).info_hash) is None
 
 

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
 from tests.functional.bittorrent.conftest import ports
 from tests.functional.bittorrent.conftest import REPO
 from tests.functional import conftest as fconf

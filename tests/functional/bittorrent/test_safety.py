@@ -18,11 +18,11 @@ import os
 import pytest
 
 import oslo_transfer
-from oslo_transfer._drivers import _torrent_meta as meta_mod
-from oslo_transfer._drivers import _torrent_origin as origin_mod
-from oslo_transfer._drivers import _torrent_session
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
+from oslo_transfer._drivers.bittorrent import origin as origin_mod
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import exceptions
+from oslo_transfer import torrent as meta_mod
 from tests.functional.bittorrent.conftest import ports
 from tests.functional.bittorrent import webseed
 from tests.functional import conftest as fconf
@@ -138,7 +138,7 @@ def test_path_escape_refused(make_transfer, tmp_path, name, files):
     assert 'escape' in str(ei.value) or 'refused' in str(ei.value)
     assert set(os.listdir(tmp_path)) == before
     assert os.listdir(os.path.dirname(dest)) == []
-    sess = _torrent_session.current()
+    sess = session_mod.current()
     if sess is not None:
         assert sess.session.get_torrents() == []
 

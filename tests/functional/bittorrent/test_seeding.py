@@ -20,8 +20,8 @@ import sys
 import pytest
 
 import oslo_transfer
-from oslo_transfer._drivers import _torrent_session
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from tests.functional.bittorrent.conftest import ports
 from tests.functional.bittorrent.conftest import REPO
 from tests.functional import conftest as fconf
@@ -53,7 +53,7 @@ def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
     fconf.assert_only_dest(dest, data.data)
     assert [p for _, p in bittorrent.seeding()] == [dest]
     assert not bittorrent.wait_for_seeding(timeout=0.2)
-    us = _torrent_session.current().listen_port()
+    us = session_mod.current().listen_port()
     later = str(tmp_path / 'later' / 'image.raw')
     os.makedirs(os.path.dirname(later))
     recv = swarm.receiver('later', str(torrent), later, ports(1)[0],

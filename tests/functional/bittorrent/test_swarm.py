@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from oslo_transfer._drivers import bittorrent
+from oslo_transfer._drivers.bittorrent import driver as bittorrent
 from tests.functional.bittorrent.conftest import ports
 from tests.functional.bittorrent import webseed
 from tests.functional import conftest as fconf

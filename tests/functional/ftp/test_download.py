@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from oslo_transfer._drivers import ftp
+from oslo_transfer._drivers.ftp import driver as ftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations

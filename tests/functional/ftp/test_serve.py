@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from oslo_transfer._drivers import ftp
+from oslo_transfer._drivers.ftp import driver as ftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations

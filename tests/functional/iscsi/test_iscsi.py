@@ -143,13 +143,13 @@ def test_chunks_kept_by_the_reader_stay_intact(make_lun, iscsi_driver,
     copied out of recycled buffers.  Either way a chunk held by the
     caller never changes under it while later READs arrive.
     """
-    from oslo_transfer._drivers import _libiscsi
+    from oslo_transfer._drivers.iscsi import libiscsi
     if not in_place:
-        monkeypatch.setattr(_libiscsi, '_BYTES_API', None)
+        monkeypatch.setattr(libiscsi, '_BYTES_API', None)
     else:
         # CPython, the interpreter we support, always has it: its absence
         # is a failure, never a skip.
-        assert _libiscsi._BYTES_API is not None, 'no CPython bytes C API'
+        assert libiscsi._BYTES_API is not None, 'no CPython bytes C API'
     data = rand(8 * MiB)
     lun = make_lun(data)
     chunks = list(iscsi_driver.read(locations.Location(lun.url), 0, None,

@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from oslo_transfer._drivers import sftp
+from oslo_transfer._drivers.sftp import driver as sftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import locations
 from oslo_transfer import opts

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from oslo_transfer._drivers import sftp
+from oslo_transfer._drivers.sftp import driver as sftp
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import locations

@@ -103,8 +103,8 @@ _INITIATOR_FILE = '/etc/iscsi/initiatorname.iscsi'
 
 
 def _lib():
-    from oslo_transfer._drivers import _libiscsi
-    return _libiscsi
+    from oslo_transfer._drivers.iscsi import libiscsi
+    return libiscsi
 
 
 def default_initiator() -> str:
@@ -154,7 +154,7 @@ class _Target:
 
 
 def _translate(exc, loc, target, what):
-    """An :class:`_libiscsi.ISCSIError` as an oslo_transfer exception."""
+    """An :class:`libiscsi.ISCSIError` as an oslo_transfer exception."""
     lib = _lib()
     masked = loc.masked
     text = target.mask(exc.message)

@@ -86,7 +86,7 @@ class _Channel:
         self.pending = collections.deque()
         # The channel's buffer, if it can wait for a number of bytes and
         # hand out what it holds without joining it
-        # (sftp_session._ChunkPipe): fewer wake-ups and copies per answer.
+        # (session._ChunkPipe): fewer wake-ups and copies per answer.
         pipe = getattr(chan, 'in_buffer', None)
         self.pipe = pipe if hasattr(pipe, 'want') else None
 

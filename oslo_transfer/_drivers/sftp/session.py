@@ -12,7 +12,7 @@
 
 """SSH sessions for the ``sftp`` driver: host keys, login, errors.
 
-This module imports paramiko; :mod:`.sftp` imports it only when the driver
+This module imports paramiko; :mod:`.driver` imports it only when the driver
 is first used.
 
 * **Host keys are always checked** against ``known_hosts_file``, as
@@ -42,15 +42,13 @@ import paramiko
 from paramiko import buffered_pipe
 from paramiko import sftp as sftp_proto
 
-from oslo_transfer._drivers.sftp_pipeline import PipelineError
-from oslo_transfer._drivers.sftp_pipeline import ShortFile
-from oslo_transfer._drivers.sftp_pipeline import StatusError
+from oslo_transfer._drivers.sftp import pipeline
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Session', 'connect', 'translate', 'StatusError',
+__all__ = ['Session', 'connect', 'translate',
            'host_key_name']
 
 # Key types negotiated for a key of each type found in known_hosts.
@@ -245,7 +243,7 @@ class Session:
     :ivar sftp: the ``paramiko.SFTPClient``.
     :ivar parked: a read that stopped at the end of its range with
         requests still in flight for the next one (see
-        :class:`~oslo_transfer._drivers.sftp_pipeline.Reader`), or None.
+        :class:`~oslo_transfer._drivers.sftp.pipeline.Reader`), or None.
         The driver drains it before the session serves anything else.
     """
 
@@ -485,8 +483,8 @@ def translate(exc, location, what, writing=False, cancel=None,
                                _secrets(location, extra_secrets))
     msg = '%s: %s failed: %s' % (url, what, text)
     if connection_lost and not isinstance(
-            exc, (paramiko.AuthenticationException, StatusError,
-                  ShortFile)):
+            exc, (paramiko.AuthenticationException, pipeline.StatusError,
+                  pipeline.ShortFile)):
         return exceptions.ConnectionFailed(
             '%s: the connection was lost during %s: %s' % (url, what, text),
             url=url)
@@ -495,11 +493,11 @@ def translate(exc, location, what, writing=False, cancel=None,
             '%s: the host key has CHANGED: %s' % (url, text), url=url)
     if isinstance(exc, paramiko.AuthenticationException):
         return exceptions.AuthenticationFailed(msg, url=url)
-    if isinstance(exc, StatusError):
+    if isinstance(exc, pipeline.StatusError):
         return _status(exc.code, msg, url, writing)
-    if isinstance(exc, PipelineError):
+    if isinstance(exc, pipeline.PipelineError):
         return exceptions.ProtocolError(msg, url=url, retryable=False)
-    if isinstance(exc, ShortFile):
+    if isinstance(exc, pipeline.ShortFile):
         return exceptions.ProtocolError(
             '%s: %s (did the file shrink?)' % (url, text), url=url,
             retryable=False)

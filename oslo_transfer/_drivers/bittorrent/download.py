@@ -21,12 +21,12 @@ The life of a download:
    resume data, is the record of what is on disk);
 2. the torrent is added to the process-wide session with its single file
    renamed to the ``.part`` file, the hinted peers are connected and the
-   origin fetcher (``_torrent_origin``) starts on this host's share;
+   origin fetcher (``origin``) starts on this host's share;
 3. every piece that passes its hash check (``piece_finished_alert``) counts
    as progress at once; about once a second libtorrent flushes its writes
    (``save_resume_data`` with ``flush_disk_cache``), the ``.part`` file is
    fsync'd, and only then are the pieces reported with ``target.record``
-   (:class:`~oslo_transfer._drivers._torrent_record.Recorder`) --
+   (:class:`~oslo_transfer._drivers.bittorrent.record.Recorder`) --
    so the journal never claims bytes that a crash could lose;
 4. when every piece is held: final flush, the torrent is removed from the
    session (the file is kept; the engine renames it), the call returns.
@@ -44,9 +44,9 @@ import shutil
 import threading
 import time
 
-from oslo_transfer._drivers import _torrent_origin as origin_mod
-from oslo_transfer._drivers import _torrent_pieces as pieces_mod
-from oslo_transfer._drivers import _torrent_record as record_mod
+from oslo_transfer._drivers.bittorrent import origin as origin_mod
+from oslo_transfer._drivers.bittorrent import pieces as pieces_mod
+from oslo_transfer._drivers.bittorrent import record as record_mod
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ _ADD_PIECE_TIMEOUT = 30.0
 class TorrentDownload:
     """Fill ``target`` with the single file of ``meta``.
 
-    :param sess: the :class:`~._torrent_session.Session`.
-    :param meta: the :class:`~._torrent_meta.TorrentMeta` (single file).
+    :param sess: the :class:`~.session.Session`.
+    :param meta: the :class:`~oslo_transfer.torrent.TorrentMeta` (single file).
     :param target: the engine's ``PartTarget``.
     :param ctx: the transfer's ``Context``.
     :param opts: the ``[oslo_transfer_bittorrent]`` options.

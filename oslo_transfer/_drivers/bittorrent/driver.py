@@ -21,14 +21,14 @@ other hosts, so the origin sends each byte about once.
   (``Context.torrent``: a path, a URL or the bytes of a ``.torrent``) or,
   with ``lookup_torrent_next_to_origin``, when ``URL.torrent`` exists.
 * ``copy_to_path()`` fills the engine's ``.part`` file and reports each
-  verified piece (:mod:`._torrent_download`); the origin's pieces are
-  fetched by :mod:`._torrent_origin`.
+  verified piece (:mod:`.download`); the origin's pieces are fetched by
+  :mod:`.origin`.
 * ``after_commit()`` seeds the renamed file for ``seed_time`` seconds from
-  the process's one session (:mod:`._torrent_seed`,
-  :mod:`._torrent_session`); :func:`wait_for_seeding` lets a script wait.
-* Metadata is made and parsed by :mod:`._torrent_meta` (pure Python): file
-  names that would escape the destination folder are refused before
-  libtorrent sees them.
+  the process's one session (:mod:`.seed`, :mod:`.session`);
+  :func:`wait_for_seeding` lets a script wait.
+* Metadata is made and parsed by :mod:`oslo_transfer.torrent` (pure
+  Python): file names that would escape the destination folder are refused
+  before libtorrent sees them.
 
 ``read()`` is not implemented: a torrent has no cheap ordered stream, so
 ``open()`` uses the HTTP origin instead.  Only single-file torrents can be
@@ -43,12 +43,12 @@ import time
 
 from oslo_config import cfg
 
-from oslo_transfer._drivers import _torrent_meta as meta_mod
-from oslo_transfer._drivers import _torrent_origin as origin_mod
-from oslo_transfer._drivers import _torrent_seed as seed_mod
+from oslo_transfer._drivers.bittorrent import origin as origin_mod
+from oslo_transfer._drivers.bittorrent import seed as seed_mod
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
+from oslo_transfer import torrent as meta_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -216,8 +216,8 @@ class BitTorrentDriver(driver.Driver):
         return OPTS
 
     def check_available(self):
-        from oslo_transfer._drivers import _torrent_session
-        _torrent_session.find_libtorrent()
+        from oslo_transfer._drivers.bittorrent import session as session_mod
+        session_mod.find_libtorrent()
 
     # -- metadata -------------------------------------------------------------
 
@@ -370,11 +370,11 @@ class BitTorrentDriver(driver.Driver):
         return origins
 
     def _session(self):
-        from oslo_transfer._drivers import _torrent_session
-        return _torrent_session.get_session(self.options)
+        from oslo_transfer._drivers.bittorrent import session as session_mod
+        return session_mod.get_session(self.options)
 
     def copy_to_path(self, location, target, ctx, progress=None) -> None:
-        from oslo_transfer._drivers import _torrent_download
+        from oslo_transfer._drivers.bittorrent import download as download_mod
         meta = self._require_meta(location, ctx)
         if not meta.single_file:
             raise exceptions.InvalidLocation(
@@ -390,7 +390,7 @@ class BitTorrentDriver(driver.Driver):
         trackers = []
         if self.options.use_metadata_trackers:
             trackers = self._allowed(meta.trackers, ctx, 'tracker')
-        job = _torrent_download.TorrentDownload(
+        job = download_mod.TorrentDownload(
             sess, meta, target, ctx, self.options, origins=origins,
             trackers=trackers, http=self._http_driver() if origins else None,
             progress=progress or target.progress, seeds=seed_mod.SEEDS)

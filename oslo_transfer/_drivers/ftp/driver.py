@@ -16,7 +16,7 @@
 * ``read``: ``REST offset`` + ``RETR``; a ranged read stops after ``length``
   bytes, closes the data connection and reads the server's final reply, so
   the control connection stays usable.  Control connections are pooled per
-  login (:mod:`.ftp_pool`); parallel segments each lease their own.
+  login (:mod:`.._common`); parallel segments each lease their own.
   ``stat`` caps the segments at ``max_segments`` (1 by default: one FTP
   stream is as fast as the server goes, each extra segment costs a login).
 * ``write``: ``STOR`` into ``NAME.part`` and ``RNFR``/``RNTO`` onto
@@ -27,7 +27,7 @@
 * Paths are relative to the login directory as in RFC 1738:
   ``ftp://host/dir/f`` is ``dir/f``; ``ftp://host/%2Fsrv/f`` is ``/srv/f``.
 * Passive mode only; the data connection always goes to the control
-  connection's peer (see :mod:`.ftp_client`).
+  connection's peer (see :mod:`.session`).
 """
 
 import calendar
@@ -40,8 +40,8 @@ import time
 
 from oslo_config import cfg
 
-from oslo_transfer._drivers import ftp_client
-from oslo_transfer._drivers import ftp_pool
+from oslo_transfer._drivers import _common
+from oslo_transfer._drivers.ftp import session as ftp_session
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -140,7 +140,7 @@ class FTPDriver(driver.Driver):
         opts = self.options
         if not opts.stage_uploads:
             self.capabilities = type(self).capabilities & ~Cap.ATOMIC_COMMIT
-        self._pool = ftp_pool.SessionPool(
+        self._pool = _common.SessionPool(
             close=lambda s: s.close(), is_alive=lambda s: s.is_alive(),
             max_idle=opts.pool_size, max_idle_seconds=opts.idle_timeout)
 
@@ -162,9 +162,9 @@ class FTPDriver(driver.Driver):
         return (location.scheme, p.hostname, p.port or 21, user, digest)
 
     def _translate(self, exc, location, what, ctx, writing=False):
-        return ftp_client.translate(exc, location, what, writing=writing,
-                                    cancel=ctx.cancel,
-                                    extra_secrets=[self.options.password])
+        return ftp_session.translate(exc, location, what, writing=writing,
+                                     cancel=ctx.cancel,
+                                     extra_secrets=[self.options.password])
 
     def _acquire(self, location, ctx):
         """Lease a logged-in session; returns ``(key, session)``."""
@@ -173,8 +173,8 @@ class FTPDriver(driver.Driver):
         timeout = ctx.timeout()
 
         def factory():
-            return ftp_client.connect(location, user, password, timeout,
-                                      self.options.ca_file)
+            return ftp_session.connect(location, user, password, timeout,
+                                       self.options.ca_file)
 
         ctx.cancel.check()
         try:
@@ -189,8 +189,8 @@ class FTPDriver(driver.Driver):
     def _missing_or_denied(self, session, location, path, exc, what, ctx):
         """Tell "not found" from "permission denied" after a 550."""
         err = self._translate(exc, location, what, ctx)
-        text = ftp_client.clean(exc, location)
-        if ftp_client.classify_550(text, writing=False) is not None:
+        text = ftp_session.clean(exc, location)
+        if ftp_session.classify_550(text, writing=False) is not None:
             return err
         if self._exists(session, path):
             return exceptions.PermissionDenied(
@@ -216,7 +216,7 @@ class FTPDriver(driver.Driver):
     # -- stat ---------------------------------------------------------------
 
     def stat(self, location, ctx):
-        path = ftp_client.remote_path(location)
+        path = ftp_session.remote_path(location)
         key, session = self._acquire(location, ctx)
         try:
             size = self._size(session, location, path, ctx)
@@ -225,7 +225,7 @@ class FTPDriver(driver.Driver):
                 mdtm = session.ftp.sendcmd('MDTM ' + path)
                 mtime = _parse_mdtm(mdtm)
             except ftplib.error_perm as exc:
-                if ftp_client.reply_code(exc) == 550:
+                if ftp_session.reply_code(exc) == 550:
                     raise self._missing_or_denied(session, location, path,
                                                   exc, 'MDTM', ctx) from exc
         except exceptions.TransferError:
@@ -249,7 +249,7 @@ class FTPDriver(driver.Driver):
         try:
             resp = session.ftp.sendcmd('SIZE ' + path)
         except ftplib.error_perm as exc:
-            code = ftp_client.reply_code(exc)
+            code = ftp_session.reply_code(exc)
             if code == 550:
                 raise self._missing_or_denied(session, location, path, exc,
                                               'SIZE', ctx) from exc
@@ -267,7 +267,7 @@ class FTPDriver(driver.Driver):
     # -- read ---------------------------------------------------------------
 
     def read(self, location, offset, length, ctx):
-        path = ftp_client.remote_path(location)
+        path = ftp_session.remote_path(location)
         if length == 0:
             return iter(())
         return self._read(location, path, offset, length, ctx)
@@ -288,14 +288,14 @@ class FTPDriver(driver.Driver):
             try:
                 conn, _size = ftp.ntransfercmd('RETR ' + path,
                                                offset or None)
-            except ftp_client.RestRefused as exc:
+            except ftp_session.RestRefused as exc:
                 clean = True
                 raise exceptions.RangeNotSupported(
                     '%s: the server refused REST %d: %s'
                     % (location.masked, offset, exc),
                     url=location.masked) from exc
             except ftplib.error_perm as exc:
-                if ftp_client.reply_code(exc) == 550:
+                if ftp_session.reply_code(exc) == 550:
                     clean = True
                     raise self._missing_or_denied(
                         session, location, path, exc, 'RETR', ctx) from exc
@@ -381,13 +381,13 @@ class FTPDriver(driver.Driver):
         return path + PART_SUFFIX if self.options.stage_uploads else path
 
     def written_size(self, location, ctx):
-        path = ftp_client.remote_path(location)
+        path = ftp_session.remote_path(location)
         target = self._target(path)
         with self._lease(location, ctx, 'SIZE', writing=True) as session:
             try:
                 resp = session.ftp.sendcmd('SIZE ' + target)
             except ftplib.error_perm as exc:
-                if ftp_client.reply_code(exc) == 550:
+                if ftp_session.reply_code(exc) == 550:
                     return 0
                 raise
         try:
@@ -417,7 +417,7 @@ class FTPDriver(driver.Driver):
         return _Lease()
 
     def write(self, location, chunks, ctx, offset=0, size=None):
-        path = ftp_client.remote_path(location)
+        path = ftp_session.remote_path(location)
         target = self._target(path)
         key, session = self._acquire(location, ctx)
         ftp = session.ftp
@@ -492,7 +492,7 @@ class FTPDriver(driver.Driver):
             raise exceptions.ProtocolError(
                 '%s: cannot resume the upload at %d: %s'
                 % (location.masked, offset,
-                   ftp_client.clean(exc, location)),
+                   ftp_session.clean(exc, location)),
                 url=location.masked, retryable=False) from exc
         if have < offset:
             raise exceptions.ProtocolError(
@@ -501,7 +501,7 @@ class FTPDriver(driver.Driver):
                 url=location.masked, retryable=False)
         try:
             return ftp.ntransfercmd('STOR ' + target, offset)[0]
-        except ftp_client.RestRefused:
+        except ftp_session.RestRefused:
             if have != offset:
                 raise exceptions.ProtocolError(
                     '%s: the server refuses REST for uploads and holds %d '
@@ -533,7 +533,7 @@ class FTPDriver(driver.Driver):
         except (ftplib.Error, OSError, EOFError) as exc:
             LOG.warning('%s: could not remove the aborted upload %s: %s',
                         location.masked, target,
-                        ftp_client.clean(exc, location))
+                        ftp_session.clean(exc, location))
             return False
 
     def _remove_quietly(self, location, target, ctx):
@@ -573,7 +573,7 @@ class _FTPWriter(driver.Writer):
                 s.ftp.rename(self._target, self._path)
             except ftplib.error_perm as exc:
                 # Some servers refuse to rename onto an existing name.
-                if ftp_client.reply_code(exc) not in (550, 553):
+                if ftp_session.reply_code(exc) not in (550, 553):
                     raise
                 LOG.debug('%s: rename refused (%s); replacing the old '
                           'object', loc.masked, exc)

@@ -31,7 +31,7 @@ Settings (see the driver's options for the user-facing names):
   hosts of a boot storm cooperate, tit-for-tat only slows them down;
 * ``urlseed_max_request_bytes`` of one piece (the default, 16 MiB, makes
   every peer pull the whole file from a web seed).  oslo.transfer fetches
-  web-seed pieces itself (see ``_torrent_origin``); the setting guards any
+  web-seed pieces itself (see ``origin``); the setting guards any
   web seed that libtorrent would contact on its own.
 """
 
@@ -343,8 +343,8 @@ def current() -> Session | None:
 
 def _close():
     global _session
-    from oslo_transfer._drivers import _torrent_seed
-    _torrent_seed.SEEDS.shutdown()
+    from oslo_transfer._drivers.bittorrent import seed as seed_mod
+    seed_mod.SEEDS.shutdown()
     with _session_lock:
         s, _session = _session, None
     if s is not None:

@@ -13,7 +13,7 @@
 """Which piece this host asks the origin (web seed) for next.
 
 The pieces are cut into ``count`` contiguous slices, one per receiver
-(``_torrent_origin.my_share``).  A receiver asks the origin for:
+(``origin.my_share``).  A receiver asks the origin for:
 
 1. its own slice, front to back, leaving out the pieces that a connected
    peer already has (a receiver that helped this slice fetched them, and
@@ -43,7 +43,7 @@ The pieces are cut into ``count`` contiguous slices, one per receiver
 import collections
 import math
 
-from oslo_transfer._drivers import _torrent_origin as origin_mod
+from oslo_transfer._drivers.bittorrent import origin as origin_mod
 
 __all__ = ['PiecePlan']
 

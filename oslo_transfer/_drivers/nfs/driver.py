@@ -93,12 +93,12 @@ OPTS = [
 
 
 def _lib():
-    from oslo_transfer._drivers import _libnfs
-    return _libnfs
+    from oslo_transfer._drivers.nfs import libnfs
+    return libnfs
 
 
 def _translate(exc, loc, what):
-    """An :class:`_libnfs.NFSError` as an :mod:`oslo_transfer` exception."""
+    """An :class:`libnfs.NFSError` as an :mod:`oslo_transfer` exception."""
     lib = _lib()
     msg = '%s: %s failed: %s' % (loc.masked, what, exc.message)
     err = exc.errno

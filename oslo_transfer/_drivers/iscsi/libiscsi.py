@@ -12,11 +12,11 @@
 
 """A ctypes binding of libiscsi 1.19 (Debian ``libiscsi7``), loaded lazily.
 
-Like :mod:`._libnfs`, only the asynchronous API is used: SCSI tasks are
-queued on a session and :meth:`Session.wait` runs the event loop (``poll``
-on the session's socket, then ``iscsi_service``) in the calling thread,
-with our own inactivity timeout and a cancel check every :data:`TICK`
-seconds.  ctypes releases the GIL in every C call.  Several READ(16)s are
+Like :mod:`oslo_transfer._drivers.nfs.libnfs`, only the asynchronous API
+is used: SCSI tasks are queued on a session and :meth:`Session.wait` runs
+the event loop (``poll`` on the session's socket, then ``iscsi_service``)
+in the calling thread, with our own inactivity timeout and a cancel check
+every :data:`TICK` seconds.  ctypes releases the GIL in every C call.  Several READ(16)s are
 outstanding at once on one session (:meth:`Session.read_iter`); data lands
 directly in the ``bytes`` object that the read yields
 (``iscsi_read16_iov_task`` into a ``bytes`` that nobody else holds yet, as

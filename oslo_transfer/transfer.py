@@ -20,7 +20,7 @@ import threading
 import time
 
 from oslo_config import cfg
-from stevedore import driver as sv_driver
+from stevedore import driver as stevedore_driver
 from stevedore import extension
 
 from oslo_transfer import checksum as checksum_mod
@@ -180,9 +180,9 @@ class Transfer:
 
     def _load_selector(self, name):
         try:
-            mgr = sv_driver.DriverManager(SELECTOR_NAMESPACE, name,
-                                          invoke_on_load=True,
-                                          invoke_args=(self.conf,))
+            mgr = stevedore_driver.DriverManager(
+                SELECTOR_NAMESPACE, name, invoke_on_load=True,
+                invoke_args=(self.conf,))
         except Exception as exc:
             raise exceptions.NoDriverFound(
                 'cannot load selector %r ([oslo_transfer] selector): %s'

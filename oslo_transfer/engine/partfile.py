@@ -19,7 +19,7 @@ import logging
 import os
 import stat as stat_mod
 
-from oslo_transfer.engine import direct as direct_mod
+from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def is_zero(chunk) -> bool:
     return _zeros(memoryview(chunk).nbytes).startswith(chunk)
 
 
-def _c():
+def _libc_calls():
+    """The process's libc, with fallocate and sync_file_range typed."""
     global _libc
     if _libc is None:
         # The process's own libc: find_library('c') runs ``ldconfig -p``.
@@ -81,7 +82,7 @@ def _c():
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a range back (does not wait)."""
-    _c().sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+    _libc_calls().sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def punch_hole(fd: int, offset: int, length: int) -> bool:
@@ -89,7 +90,7 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     if length <= 0:
         return True
     flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-    rc = _c().fallocate(fd, flags, offset, length)
+    rc = _libc_calls().fallocate(fd, flags, offset, length)
     return rc == 0
 
 
@@ -153,7 +154,7 @@ class PartFile:
     :param durable: make the data durable (``fdatasync``) before it is
         recorded as held and before the rename.
     :param direct_io: let :meth:`use_background` write a durable stream
-        with ``O_DIRECT`` (see :mod:`oslo_transfer.engine.direct`).
+        with ``O_DIRECT`` (see :mod:`oslo_transfer.engine.writers`).
     """
 
     def __init__(self, path: str, sparse: bool = True, durable: bool = True,
@@ -171,7 +172,7 @@ class PartFile:
 
         The engine calls this when one worker writes the file in order, so
         that the worker goes on receiving while the chunks are written (see
-        :mod:`oslo_transfer.engine.direct`).  A durable file on a local
+        :mod:`oslo_transfer.engine.writers`).  A durable file on a local
         disk, unless ``direct_io`` is off, is written with ``O_DIRECT``
         (``'direct'``); any other through the page cache (``'queued'``).
         Parallel segments read their bytes back to hash them, which the
@@ -180,7 +181,7 @@ class PartFile:
         """
         if self.writer is None and self.fd is not None:
             if self.direct_io:
-                self.writer = direct_mod.open_direct(self.path, self.fd)
+                self.writer = writers.open_direct(self.path, self.fd)
                 if self.writer is not None:
                     # No readahead on the buffered fd: a read back (the
                     # hasher's, for a chunk it could not keep) must not
@@ -189,11 +190,11 @@ class PartFile:
                     # mixing buffered and direct I/O on the same bytes).
                     _fadvise(self.fd, 'POSIX_FADV_RANDOM')
             if self.writer is None:
-                self.writer = direct_mod.QueuedWriter(
+                self.writer = writers.QueuedWriter(
                     self.fd, self._after_write if self.durable else None)
         if self.writer is None:
             return None
-        return ('direct' if isinstance(self.writer, direct_mod.DirectWriter)
+        return ('direct' if isinstance(self.writer, writers.DirectWriter)
                 else 'queued')
 
     def use_buffered(self):
@@ -202,7 +203,7 @@ class PartFile:
             try:
                 self.flush()
             finally:
-                if isinstance(self.writer, direct_mod.DirectWriter):
+                if isinstance(self.writer, writers.DirectWriter):
                     _fadvise(self.fd, 'POSIX_FADV_NORMAL')
                 self.writer.close()
                 self.writer = None
@@ -322,7 +323,7 @@ class PartFile:
         """The offset below which every write landed, after a failed one.
 
         None if the writer thread did not fail (or there is none).  See
-        :meth:`oslo_transfer.engine.direct._Background.written_below`.
+        :meth:`oslo_transfer.engine.writers._Background.written_below`.
         """
         if self.writer is None:
             return None

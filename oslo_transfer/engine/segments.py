@@ -33,10 +33,10 @@ import logging
 import threading
 
 from oslo_transfer import driver as driver_mod
-from oslo_transfer.engine import direct as direct_mod
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile as partfile_mod
 from oslo_transfer.engine import throttle
+from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ class Fill:
         on receiving meanwhile.  Returns False when the chunk is not the
         next one for the digest (it then goes through :meth:`_offer`).
         """
-        if not self.inline or not direct_mod.immutable(chunk):
+        if not self.inline or not writers.immutable(chunk):
             return False
         with self.hash_lock:
             if pos != self.hashed:
@@ -295,7 +295,7 @@ class Fill:
         bytearray once the engine has written it.  Called with
         ``self.cond`` held.
         """
-        if (self.hasher is None or not direct_mod.immutable(chunk) or
+        if (self.hasher is None or not writers.immutable(chunk) or
                 pos < self.hashed or n > HANDOFF_BYTES):
             return
         if self.segments == 1:

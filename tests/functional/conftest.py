@@ -348,11 +348,11 @@ def direct_writes(monkeypatch):
     """What each ``O_DIRECT`` writer of the test wrote, counted at close.
 
     A list of ``{'direct': .., 'zero_copy': .., 'buffered': ..}`` byte
-    counts, one per :class:`~oslo_transfer.engine.direct.DirectWriter`.
+    counts, one per :class:`~oslo_transfer.engine.writers.DirectWriter`.
     """
-    from oslo_transfer.engine import direct
+    from oslo_transfer.engine import writers
     seen = []
-    closed = direct.DirectWriter._closed
+    closed = writers.DirectWriter._closed
 
     def spy(self):
         seen.append({'direct': self.direct_bytes,
@@ -360,5 +360,5 @@ def direct_writes(monkeypatch):
                      'buffered': self.buffered_bytes})
         closed(self)
 
-    monkeypatch.setattr(direct.DirectWriter, '_closed', spy)
+    monkeypatch.setattr(writers.DirectWriter, '_closed', spy)
     return seen

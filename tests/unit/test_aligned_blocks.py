@@ -13,7 +13,7 @@
 """Zero-copy reads: a driver's aligned blocks written by the O_DIRECT writer.
 
 ``_recycle.BlockPool`` hands out views of page-aligned blocks and refills
-one only when no view of it is left; ``direct.DirectWriter`` writes such
+one only when no view of it is left; ``writers.DirectWriter`` writes such
 views with ``pwritev`` from the driver's memory instead of copying them
 into its own buffers.
 """
@@ -29,8 +29,8 @@ import pytest
 
 from oslo_transfer._drivers import _recycle
 from oslo_transfer import driver
-from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
+from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 from tests.unit import fakes
 from tests.unit.test_direct_io import _content
@@ -108,8 +108,8 @@ def test_a_consumer_that_takes_no_views_gets_the_bytes_recycler():
 
 def test_views_of_blocks_count_as_unchanging_chunks():
     view = _fill(_pool(), b'q' * 8192)
-    assert direct.immutable(view) and direct.immutable(view[100:])
-    assert not direct.immutable(memoryview(bytearray(8192)))
+    assert writers.immutable(view) and writers.immutable(view[100:])
+    assert not writers.immutable(memoryview(bytearray(8192)))
 
 
 # -- the O_DIRECT writer ------------------------------------------------------
@@ -343,7 +343,7 @@ def test_a_batch_never_holds_more_views_than_one_pwritev_takes(
         tmp_path, monkeypatch):
     path = str(tmp_path / 'f')
     fd, w = _writer(path, buffer_bytes=256 * KiB)
-    monkeypatch.setattr(direct, 'IOV_MAX', 8)
+    monkeypatch.setattr(writers, 'IOV_MAX', 8)
     real, calls = os.pwritev, []
 
     def counted(f, bufs, off):

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""O_DIRECT writes of a durable stream (engine/direct.py, PartFile)."""
+"""O_DIRECT writes of a durable stream (engine/writers.py, PartFile)."""
 
 import errno
 import os
@@ -18,8 +18,8 @@ import random
 
 import pytest
 
-from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
+from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 from tests.unit import fakes
 
@@ -33,7 +33,7 @@ def _data(n, seed=1):
 
 def _writer(path, buffer_bytes=64 * KiB, buffers=3):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    w = direct.open_direct(path, fd, buffer_bytes, buffers)
+    w = writers.open_direct(path, fd, buffer_bytes, buffers)
     # /tmp is ext4 here and in CI: a writer that silently fell back would
     # make every test below pass without testing O_DIRECT.
     assert w is not None, 'no O_DIRECT on %s' % path
@@ -215,17 +215,17 @@ def test_only_local_disk_file_systems_are_written_direct(tmp_path,
     path = str(tmp_path / 'g')
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        assert direct.fs_type(fd) in direct.LOCAL_DISK_FS  # /tmp: ext4
+        assert writers.fs_type(fd) in writers.LOCAL_DISK_FS  # /tmp: ext4
         if os.path.ismount('/dev/shm'):
             shm = os.open('/dev/shm', os.O_RDONLY)
             try:
-                assert direct.fs_type(shm) == 0x01021994     # tmpfs
+                assert writers.fs_type(shm) == 0x01021994     # tmpfs
             finally:
                 os.close(shm)
         # NFS, SMB, CephFS, FUSE...: through the page cache
         for kind in (0x6969, 0xFF534D42, 0x00C36400, 0x65735546, None):
-            monkeypatch.setattr(direct, 'fs_type', lambda _fd, k=kind: k)
-            assert direct.open_direct(path, fd) is None
+            monkeypatch.setattr(writers, 'fs_type', lambda _fd, k=kind: k)
+            assert writers.open_direct(path, fd) is None
     finally:
         os.close(fd)
 

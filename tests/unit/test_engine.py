@@ -622,7 +622,7 @@ def test_disk_full_under_zero_copy_writes_keeps_what_landed(
     # O_DIRECT pwritev per 4 MiB batch: the batch at 4 MiB fails with
     # ENOSPC.  Only the final checkpoint runs (checkpoint_bytes is larger
     # than the object); it must record the first batch, not lose it.
-    from oslo_transfer.engine import direct
+    from oslo_transfer.engine import writers
     payload = fakes.data(8 * MiB)
     store.put('mem://a', payload)
     store.aligned_blocks = True
@@ -639,8 +639,8 @@ def test_disk_full_under_zero_copy_writes_keeps_what_landed(
 
     monkeypatch.setattr(os, 'pwritev', pwritev)
     seen = []
-    closed = direct.DirectWriter._closed
-    monkeypatch.setattr(direct.DirectWriter, '_closed', lambda self: (
+    closed = writers.DirectWriter._closed
+    monkeypatch.setattr(writers.DirectWriter, '_closed', lambda self: (
         seen.append(self.zero_copy_bytes), closed(self)))
     with make(store, segments=1, retries=0,
               checkpoint_bytes=64 * MiB) as t:

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Page-cache writes of one stream from a thread (engine/direct.py)."""
+"""Page-cache writes of one stream from a thread (engine/writers.py)."""
 
 import errno
 import os
@@ -19,8 +19,8 @@ import threading
 
 import pytest
 
-from oslo_transfer.engine import direct
 from oslo_transfer.engine import partfile
+from oslo_transfer.engine import writers
 from tests.unit import fakes
 
 KiB = 1024
@@ -59,7 +59,7 @@ class _Gate:
 
 def _queued(path, **kwargs):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    return fd, direct.QueuedWriter(fd, **kwargs)
+    return fd, writers.QueuedWriter(fd, **kwargs)
 
 
 def test_chunks_land_where_written_once_flushed(tmp_path):

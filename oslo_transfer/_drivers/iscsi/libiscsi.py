@@ -12,18 +12,19 @@
 
 """A ctypes binding of libiscsi 1.19 (Debian ``libiscsi7``), loaded lazily.
 
-Like :mod:`oslo_transfer._drivers.nfs.libnfs`, only the asynchronous API
-is used: SCSI tasks are queued on a session and :meth:`Session.wait` runs
-the event loop (``poll`` on the session's socket, then ``iscsi_service``)
-in the calling thread, with our own inactivity timeout and a cancel check
-every :data:`TICK` seconds.  ctypes releases the GIL in every C call.  Several READ(16)s are
-outstanding at once on one session (:meth:`Session.read_iter`); data lands
-directly in the ``bytes`` object that the read yields
-(``iscsi_read16_iov_task`` into a ``bytes`` that nobody else holds yet, as
-``os.read`` fills one): no copy between a C buffer and Python bytes.  The
-read takes those ``bytes`` from a :class:`._recycle.Recycler`: one that
-the reader and the engine dropped is filled again instead of a new one
-(fresh memory per READ cost a page fault per 4 KiB).
+Like :mod:`oslo_transfer._drivers.nfs.libnfs`, only the asynchronous API is
+used: SCSI tasks are queued on a session and :meth:`Session.wait` runs the
+event loop (``poll`` on the session's socket, then ``iscsi_service``) in
+the calling thread, with our own inactivity timeout and a cancel check
+every :data:`TICK` seconds. ctypes releases the GIL in every C call.
+Several READ(16)s are outstanding at once on one session
+(:meth:`Session.read_iter`); data lands directly in the ``bytes`` object
+that the read yields (``iscsi_read16_iov_task`` into a ``bytes`` that
+nobody else holds yet, as ``os.read`` fills one): no copy between a C
+buffer and Python bytes. The read takes those ``bytes`` from a
+:class:`._recycle.Recycler`: one that the reader and the engine dropped is
+filled again instead of a new one (fresh memory per READ cost a page fault
+per 4 KiB).
 
 A session is not thread-safe (the driver pools them).  After any failure a
 session is ``broken`` and must be destroyed.  Automatic reconnection is

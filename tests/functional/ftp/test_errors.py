@@ -204,24 +204,24 @@ def test_local_disk_full_on_a_direct_io_download(vsftpd, put, small_ext4,
     # A 16 MiB ext4 (a local disk: the stream is written with O_DIRECT by
     # the engine's writer thread): the writer's ENOSPC reaches the caller
     # as DestinationError; no DEST, and the .part holds only what fitted.
-    from oslo_transfer.engine import direct
-    writers = _record(monkeypatch, direct, 'open_direct')
+    from oslo_transfer.engine import writers
+    made = _record(monkeypatch, writers, 'open_direct')
     _full_small_disk(vsftpd, put, small_ext4, conf)
     # it was the O_DIRECT writer that ran out of space
-    assert writers and writers[0] is not None
-    assert writers[0].direct_bytes > 0 and writers[0].error is not None
+    assert made and made[0] is not None
+    assert made[0].direct_bytes > 0 and made[0].error is not None
 
 
 def test_local_disk_full_on_a_queued_download(vsftpd, put, small_ext4,
                                               conf, monkeypatch):
     # fsync=false: the stream is written through the page cache by the
     # engine's writer thread; its ENOSPC reaches the caller the same way.
-    from oslo_transfer.engine import direct
-    writers = _record(monkeypatch, direct, 'QueuedWriter')
+    from oslo_transfer.engine import writers
+    made = _record(monkeypatch, writers, 'QueuedWriter')
     _full_small_disk(vsftpd, put, small_ext4, conf, fsync=False)
-    assert writers and writers[0].error is not None
-    assert writers[0].error.errno == errno.ENOSPC
-    assert writers[0].buffered_bytes > 0
+    assert made and made[0].error is not None
+    assert made[0].error.errno == errno.ENOSPC
+    assert made[0].buffered_bytes > 0
 
 
 def test_local_disk_full_on_download(server, put, tmpfs, conf):

@@ -35,6 +35,7 @@ import time
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
+from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -82,8 +83,7 @@ class Download:
         self.segment_threshold = g.segment_threshold
         self.segment_size = g.segment_size
         self.checkpoint_bytes = g.checkpoint_bytes
-        self.retries = g.retries
-        self.retry_backoff = g.retry_backoff
+        self.retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
         self.on_source_change = g.on_source_change
         self.default_digest = g.default_digest
         self.lock_timeout = g.lock_timeout
@@ -130,9 +130,6 @@ class Download:
         p = loc.parts() if loc.scheme != 'file' else None
         return '%s://%s' % (loc.scheme, p.netloc.rpartition('@')[2]
                             if p else 'local')
-
-    def backoff(self, attempt):
-        return min(30.0, self.retry_backoff * (2 ** (attempt - 1)))
 
     def throttle(self, n, token):
         self.bucket.consume(n, token)
@@ -268,22 +265,22 @@ class Download:
             self.journal.remove()
 
     def _stat(self, drv, loc):
-        attempt = 0
+        retried = 0
         while True:
             try:
                 return drv.stat(loc, self.ctx)
             except exceptions.TransferError as exc:
-                if (not exc.retryable or attempt >= self.retries or
-                        isinstance(exc, exceptions.TransferTimeout) or
-                        (self.ctx.remaining() or 1) <= 0):
-                    # A stat that timed out means a host that does not
-                    # answer: the next candidate is a better bet than
-                    # retries * io_timeout of waiting.
+                # A stat that timed out means a host that does not answer:
+                # the next candidate is a better bet than retries *
+                # io_timeout of waiting.
+                delay = None if isinstance(
+                    exc, exceptions.TransferTimeout) else \
+                    self.retry.next_delay(exc, retried, self.ctx)
+                if delay is None:
                     raise
-                attempt += 1
-                delay = self.backoff(attempt)
+                retried += 1
                 LOG.warning('%s: %s; retry %d/%d in %.1fs', loc.masked, exc,
-                            attempt, self.retries, delay)
+                            retried, self.retry.retries, delay)
                 if self.ctx.cancel.wait(delay):
                     self.ctx.cancel.check()
 

@@ -153,18 +153,15 @@ class Fill:
                 with self.cond:
                     if end is None or pos < end:
                         self.pieces.appendleft((pos, end))
-                if (not exc.retryable or self.token.cancelled or
-                        attempts >= self.job.retries or self.ctx.expired()):
+                delay = self.job.retry.next_delay(exc, attempts, self.ctx,
+                                                  self.token)
+                if delay is None:
                     self._fail(exc)
                     continue
                 attempts += 1
-                delay = self.job.backoff(attempts)
-                left = self.ctx.remaining()
-                if left is not None:
-                    delay = min(delay, left)
                 LOG.warning('%s: %s; retry %d/%d in %.1fs at offset %d',
-                            self.loc.masked, exc, attempts, self.job.retries,
-                            delay, pos)
+                            self.loc.masked, exc, attempts,
+                            self.job.retry.retries, delay, pos)
                 self.job.retried += 1
                 self._checkpoint(force=True)
                 if self.token.wait(delay):

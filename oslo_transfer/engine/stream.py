@@ -19,6 +19,7 @@ import os
 import time
 
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -46,8 +47,7 @@ class Reader(io.RawIOBase):
         self._length = length
         self._checksum = checksum
         g = transfer.conf.oslo_transfer
-        self._retries = g.retries
-        self._backoff = g.retry_backoff
+        self._retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
         self._bucket = throttle.TokenBucket(g.rate_limit)
         self.owner = None
         self._pos = 0
@@ -124,10 +124,10 @@ class Reader(io.RawIOBase):
             except exceptions.TransferError as exc:
                 self._close_it()
                 drv = self._cand.driver_obj
-                if (exc.retryable and attempts < self._retries and
-                        Cap.RANGED_READ in drv.capabilities):
+                delay = self._retry.next_delay(exc, attempts, self._ctx)
+                if delay is not None and \
+                        Cap.RANGED_READ in drv.capabilities:
                     attempts += 1
-                    delay = min(30.0, self._backoff * 2 ** (attempts - 1))
                     LOG.warning('%s: %s; resuming at %d in %.1fs',
                                 self._cand.url, exc,
                                 self._offset + self._pos, delay)
@@ -404,6 +404,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
     if size is None:
         size = src.size()
     g = transfer.conf.oslo_transfer
+    policy = retry_mod.RetryPolicy.from_conf(transfer.conf)
     bucket = throttle.TokenBucket(g.rate_limit)
     last = None
     attempts = []
@@ -453,9 +454,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                 if isinstance(exc, exceptions.Cancelled):
                     raise
                 last = exc
-                if exc.retryable and src.rewindable and tries < g.retries:
+                delay = policy.next_delay(exc, tries, ctx)
+                if delay is not None and src.rewindable:
                     tries += 1
-                    delay = min(30.0, g.retry_backoff * 2 ** (tries - 1))
                     LOG.warning('upload to %s: %s; retry %d in %.1fs',
                                 cand.url, exc, tries, delay)
                     if ctx.cancel.wait(delay):

@@ -1,0 +1,90 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The engine's one retry policy: what is retried, how often, how long.
+
+Every place that retries (a download's ``stat`` and its segments, an
+``open()`` reader that resumes by range, an upload) asks one
+:class:`RetryPolicy` whether to try again and how long to wait first; the
+call site only waits (on its own cancel token) and logs what it does.  The
+rules, in one place:
+
+* only a :class:`~oslo_transfer.exceptions.TransferError` whose
+  ``retryable`` is true is retried;
+* at most ``[oslo_transfer] retries`` retries after the first attempt;
+* the wait doubles from ``[oslo_transfer] retry_backoff``, at most
+  :data:`MAX_DELAY` seconds, and never past the transfer's deadline
+  (``total_timeout``);
+* nothing is retried once the transfer is cancelled or out of time.
+"""
+
+import dataclasses
+
+from oslo_transfer import exceptions
+
+__all__ = ['RetryPolicy', 'MAX_DELAY']
+
+#: the longest wait between two attempts, in seconds
+MAX_DELAY = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """When to retry a failed operation, and after how long.
+
+    :param retries: retries allowed after the first attempt.
+    :param backoff: seconds before the first retry; doubles each time.
+    :param max_delay: the longest wait.
+    """
+
+    retries: int = 5
+    backoff: float = 1.0
+    max_delay: float = MAX_DELAY
+
+    @classmethod
+    def from_conf(cls, conf) -> 'RetryPolicy':
+        """The policy of ``[oslo_transfer] retries`` and ``retry_backoff``."""
+        g = conf.oslo_transfer
+        return cls(retries=g.retries, backoff=g.retry_backoff)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (from 1)."""
+        return min(self.max_delay, self.backoff * 2 ** (attempt - 1))
+
+    def next_delay(self, exc: BaseException, retried: int,
+                   ctx=None, cancel=None) -> float | None:
+        """The wait before the next attempt, or None to give up.
+
+        :param exc: what the last attempt raised.
+        :param retried: retries already made for this operation.
+        :param ctx: the transfer's
+            :class:`~oslo_transfer.driver.Context` (its deadline and cancel
+            token), if any.
+        :param cancel: a :class:`~oslo_transfer.driver.CancelToken` of the
+            operation itself (a segment's), checked besides ``ctx``'s.
+        :returns: seconds to wait (capped at what is left of the
+            deadline), or None when ``exc`` is not retryable, the retries
+            are used up, or the transfer was cancelled or ran out of time.
+        """
+        if not isinstance(exc, exceptions.TransferError) or \
+                not exc.retryable or retried >= self.retries:
+            return None
+        for token in (cancel, ctx and ctx.cancel):
+            if token is not None and token.cancelled:
+                return None
+        delay = self.delay(retried + 1)
+        left = ctx.remaining() if ctx is not None else None
+        if left is not None:
+            if left <= 0:
+                return None
+            delay = min(delay, left)
+        return delay

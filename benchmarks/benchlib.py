@@ -164,8 +164,39 @@ def sync():
     os.sync()
 
 
+#: environment variable naming another source tree of oslo.transfer (an
+#: older commit's worktree): every ``oslo-transfer`` row then runs a second
+#: time against that tree, in the same alternation, as ``NAME [baseline]``
+BASELINE_ENV = 'OSLO_TRANSFER_BENCH_BASELINE'
+BASELINE_SUFFIX = ' [baseline]'
+
+
+def _with_baseline(tools: dict) -> tuple:
+    """``(tools, envs)`` with the baseline rows of :data:`BASELINE_ENV`."""
+    tree = os.environ.get(BASELINE_ENV)
+    envs = {}
+    if not tree:
+        return tools, envs
+    if not os.path.isdir(os.path.join(tree, 'oslo_transfer')):
+        sys.exit('%s=%s: no oslo_transfer package there' % (BASELINE_ENV,
+                                                            tree))
+    import compileall
+    compileall.compile_dir(os.path.join(tree, 'oslo_transfer'), quiet=1)
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    out = {}
+    for name, argv in tools.items():
+        out[name] = argv
+        if name.startswith('oslo-transfer'):
+            out[name + BASELINE_SUFFIX] = argv
+            envs[name + BASELINE_SUFFIX] = env
+    return out, envs
+
+
 def alternate(tools: dict, repeats: int, before=None, check=None) -> dict:
     """Run each tool ``repeats`` times, alternating the order.
+
+    With :data:`BASELINE_ENV` set, each ``oslo-transfer`` row also runs
+    against that tree (a before/after comparison in one run).
 
     :param tools: ``{name: argv}``.
     :param before: ``before(name)`` runs untimed before each run (remove
@@ -173,6 +204,7 @@ def alternate(tools: dict, repeats: int, before=None, check=None) -> dict:
     :param check: ``check(name, run)`` raises if the run's output is wrong.
     :returns: ``{name: [Run, ...]}``.
     """
+    tools, envs = _with_baseline(tools)
     names = list(tools)
     runs = {n: [] for n in names}
     for i in range(repeats):
@@ -180,7 +212,7 @@ def alternate(tools: dict, repeats: int, before=None, check=None) -> dict:
         for name in order:
             if before:
                 before(name)
-            run = measure(name, tools[name])
+            run = measure(name, tools[name], env=envs.get(name))
             if run.returncode != 0:
                 sys.exit('%s failed (%d): %s %s' % (name, run.returncode,
                                                     run.stdout[-2000:],

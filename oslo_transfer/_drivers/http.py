@@ -35,6 +35,7 @@
 """
 
 import logging
+import re
 import threading
 import urllib.parse
 
@@ -105,17 +106,35 @@ class _QueryMaskFilter(logging.Filter):
         return True
 
 
+#: request headers whose values are secrets even when their name does not
+#: say so (see :func:`oslo_transfer.locations.is_secret_key`)
+_SECRET_HEADERS = ('authorization', 'proxy-authorization', 'cookie')
+
+
 def _clean(exc, loc, url=None):
     """``str(exc)`` without passwords, tokens and query secrets.
 
     urllib3's messages carry the raw path and query of the request
     (``url``: the URL that was being fetched, after redirects).
     """
-    text = locations.mask_query_text(str(exc))
+    return _mask(str(exc), loc, url)
+
+
+def _mask(text, loc, url=None):
+    """``text`` (a server's words, say) without the location's secrets.
+
+    A server may echo what it was sent: the password, the token header,
+    the query's signature.
+    """
+    text = locations.mask_query_text(text)
     creds = loc.credentials
-    secrets = [loc.parts().password] if loc.parts().password else []
+    password = urllib.parse.urlsplit(loc.url).password
+    secrets = [urllib.parse.unquote(password)] if password else []
     if creds:
         secrets += [creds.password, creds.token]
+    for name, value in (loc.headers or {}).items():
+        if locations.is_secret_key(name) or name.lower() in _SECRET_HEADERS:
+            secrets.append(value)
     secrets += locations.query_secrets(loc.url)
     if url:
         secrets += locations.query_secrets(url)
@@ -125,6 +144,63 @@ def _clean(exc, loc, url=None):
         text = text.replace(urllib.parse.quote(s, safe=''), '***')
         text = text.replace(urllib.parse.quote_plus(s, safe=''), '***')
     return text
+
+
+#: the largest size or offset a header may give: a file's size on Linux is
+#: an off_t (2**63 - 1)
+MAX_SIZE = 2 ** 63 - 1
+_DIGITS = re.compile(r'[0-9]{1,19}\Z')
+_CONTENT_RANGE = re.compile(
+    r'bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\Z')
+
+
+def _uint(text, what, loc):
+    """A header's non-negative integer: ASCII digits only, at most 2**63-1.
+
+    ``str.isdigit()`` also takes superscripts and other scripts' digits,
+    which ``int()`` then refuses or reads as another number.
+    """
+    if not _DIGITS.match(text) or int(text) > MAX_SIZE:
+        raise exceptions.ProtocolError(
+            '%s sent an invalid %s: %r' % (loc.masked, what, text[:64]),
+            url=loc.masked, retryable=False)
+    return int(text)
+
+
+def content_length(headers, loc) -> int | None:
+    """The ``Content-Length`` of ``headers``, None when absent.
+
+    A repeated header (``"5, 5"`` once urllib3 joined them) counts only
+    when every value agrees (RFC 9110, 8.6).
+
+    :raises ProtocolError: a malformed or contradictory value.
+    """
+    value = headers.get('content-length')
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(',')}
+    if len(values) != 1:
+        raise exceptions.ProtocolError(
+            '%s sent contradictory Content-Length values: %r'
+            % (loc.masked, value[:64]), url=loc.masked, retryable=False)
+    return _uint(values.pop(), 'Content-Length', loc)
+
+
+def content_range(value) -> tuple | None:
+    """``(first, last, total_or_None)`` of ``bytes F-L/T``; None if not that.
+
+    A range whose last byte comes before its first, or lies past the
+    total, is not a range either.
+    """
+    m = _CONTENT_RANGE.match(value.strip()) if value else None
+    if m is None:
+        return None
+    first, last = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == '*' else int(m.group(3))
+    if last < first or max(first, last, total or 0) > MAX_SIZE or (
+            total is not None and last >= total):
+        return None
+    return first, last, total
 
 
 _OK_PUT = (200, 201, 204)
@@ -139,7 +215,8 @@ _HOSTS_PER_SESSION = 4
 def _status_error(resp, loc, what='GET'):
     code = resp.status_code
     url = loc.masked
-    msg = '%s %s: HTTP %d %s' % (what, url, code, resp.reason or '')
+    msg = '%s %s: HTTP %d %s' % (what, url, code,
+                                 _mask(resp.reason or '', loc, resp.url))
     if code in (404, 410):
         return exceptions.SourceNotFound(msg, url=url)
     if code == 401:
@@ -169,6 +246,12 @@ def _translate(exc, loc, fetched=None):
     if isinstance(exc, requests.exceptions.ConnectionError):
         return exceptions.ConnectionFailed('cannot reach %s: %s'
                                            % (url, text), url=url)
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        # A malformed or contradictory header (two Content-Length values):
+        # the same request gets the same answer.
+        return exceptions.ProtocolError('%s: invalid answer: %s'
+                                        % (url, text), url=url,
+                                        retryable=False)
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ContentDecodingError)):
         return exceptions.ProtocolError('%s: the body was cut short: %s'
@@ -356,8 +439,7 @@ class HTTPDriver(driver.Driver):
             if resp.status_code != 200:
                 raise _status_error(resp, location, 'HEAD')
             h = resp.headers
-            size = h.get('content-length')
-            size = int(size) if size is not None and size.isdigit() else None
+            size = content_length(h, location)
             ranges = h.get('accept-ranges', '').lower() == 'bytes'
             return driver.Stat(size=size, validator=self._validator(h, size),
                                ranges=ranges)
@@ -368,14 +450,13 @@ class HTTPDriver(driver.Driver):
         try:
             h = resp.headers
             if resp.status_code == 206:
-                total = h.get('content-range', '').rpartition('/')[2]
-                size = int(total) if total.isdigit() else None
+                span = content_range(h.get('content-range'))
+                size = span[2] if span else None
                 return driver.Stat(size=size,
                                    validator=self._validator(h, size),
                                    ranges=True)
             if resp.status_code == 200:
-                size = h.get('content-length')
-                size = int(size) if size and size.isdigit() else None
+                size = content_length(h, location)
                 return driver.Stat(size=size,
                                    validator=self._validator(h, size),
                                    ranges=False)
@@ -442,8 +523,8 @@ class HTTPDriver(driver.Driver):
             if offset == 0:
                 # A full body where a prefix was asked: fine if it is
                 # exactly that size.
-                cl = resp.headers.get('content-length')
-                if length is None or (cl and int(cl) == length):
+                if length is None or \
+                        content_length(resp.headers, loc) == length:
                     return
             raise exceptions.RangeNotSupported(
                 '%s answered 200 to a ranged request' % loc.masked,
@@ -454,20 +535,13 @@ class HTTPDriver(driver.Driver):
                     '%s sent a partial answer to a full request'
                     % loc.masked, url=loc.masked, retryable=False)
             cr = resp.headers.get('content-range', '')
-            try:
-                unit, _, spec = cr.partition(' ')
-                span, _, _total = spec.partition('/')
-                first, _, last = span.partition('-')
-                first, last = int(first), int(last)
-            except ValueError:
-                first = last = -1
-                unit = ''
+            span = content_range(cr)
             want_last = None if length is None else offset + length - 1
-            if (unit != 'bytes' or first != offset or
-                    (want_last is not None and last != want_last)):
+            if (span is None or span[0] != offset or
+                    (want_last is not None and span[1] != want_last)):
                 raise exceptions.RangeNotSupported(
                     '%s answered Content-Range %r to a request for bytes '
-                    '%d-%s' % (loc.masked, cr, offset,
+                    '%d-%s' % (loc.masked, cr[:64], offset,
                                '' if want_last is None else want_last),
                     url=loc.masked)
             return

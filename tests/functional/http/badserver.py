@@ -86,6 +86,9 @@ class Replace:
 class Status:
     code: int
     sticky: bool = False
+    #: reason phrase that repeats the value of this request header (a
+    #: server that echoes what it was sent)
+    echo: str | None = None
 
 
 @dataclasses.dataclass
@@ -101,6 +104,9 @@ class Resource:
     head_status: int | None = None
     #: answer every request with ``302 Location: redirect``
     redirect: str | None = None
+    #: headers sent as they are (replacing ours of the same name), on
+    #: HEAD and GET: a hostile server's Content-Length, say
+    raw_headers: dict | None = None
 
     def replace(self, data: bytes, etag: str):
         self.data = data
@@ -168,11 +174,13 @@ class _Handler(socketserver.StreamRequestHandler):
         except (ConnectionError, BrokenPipeError, socket.timeout):
             pass
 
-    def send_head(self, req, status, headers, body_len):
+    def send_head(self, req, status, headers, body_len, reason=None):
         req.status = status
-        lines = ['HTTP/1.1 %d %s' % (status, _REASONS.get(status, 'X'))]
+        lines = ['HTTP/1.1 %d %s' % (status,
+                                     reason or _REASONS.get(status, 'X'))]
         headers = dict(headers)
-        headers.setdefault('Content-Length', str(body_len))
+        if not any(k.lower() == 'content-length' for k in headers):
+            headers['Content-Length'] = str(body_len)
         headers['Connection'] = 'close'
         headers['Date'] = email.utils.formatdate(usegmt=True)
         lines += ['%s: %s' % kv for kv in headers.items()]
@@ -271,8 +279,12 @@ class BadServer:
             fault = None
         if isinstance(fault, Status):
             body = b'<html>error %d</html>\n' % fault.code
+            reason = None
+            if fault.echo:
+                reason = 'bad %s: %s' % (fault.echo,
+                                         req.headers.get(fault.echo.lower()))
             h.send_head(req, fault.code, {'Content-Type': 'text/html'},
-                        len(body))
+                        len(body), reason)
             h.send_body(req, body)
             return
         data = res.data
@@ -313,6 +325,7 @@ class BadServer:
         if status == 206:
             head['Content-Range'] = 'bytes %d-%d/%d' % (start, end - 1,
                                                         size)
+        head.update(res.raw_headers or {})
         h.send_head(req, status, head, end - start)
         if req.method == 'HEAD':
             return

@@ -278,6 +278,52 @@ def test_signed_url_masked_in_state_plan_and_result(own_nginx, dest,
         _assert_not_logged(caplog, secret)
 
 
+def test_a_reason_phrase_that_echoes_the_token_is_masked(badserver, dest,
+                                                         make_conf, caplog):
+    from tests.functional.http import badserver as bad
+    res = badserver.add('img', bad.Resource(os.urandom(1000)))
+    res.faults.append(bad.Status(401, sticky=True, echo='X-Auth-Token'))
+    secret_header = 'hdr-secret-5f1c0e'
+    loc = oslo_transfer.Location(
+        badserver.url('img', userinfo='me:pw-4e2a9b'),
+        credentials={'token': TOKEN},
+        headers={'Authorization': 'Bearer ' + secret_header})
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(exc.AuthenticationFailed) as ei:
+        oslo_transfer.copy(loc, dest, conf=make_conf(
+            oslo_transfer={'retries': 0}))
+    got = [r for r in badserver.requests_for('img', 'GET')]
+    assert got and got[-1].headers.get('x-auth-token') == TOKEN
+    assert 'HTTP 401 bad X-Auth-Token: ***' in str(ei.value), str(ei.value)
+    for secret in (TOKEN, secret_header, 'pw-4e2a9b'):
+        assert secret not in str(ei.value)
+        _assert_not_logged(caplog, secret)
+    fconf.assert_nothing_left(dest)
+
+
+@pytest.mark.parametrize('value,why', [
+    ('5, 6', 'multiple unmatching values'),        # urllib3 refuses it
+    ('1000, 1000, 7', 'multiple unmatching'),
+    ('\u00b2', 'invalid Content-Length'),          # isdigit() says yes
+    ('-1', 'invalid Content-Length'),
+    ('9' * 23, 'invalid Content-Length'),           # past 2**63
+])
+def test_a_hostile_content_length_is_a_clear_error(badserver, dest,
+                                                   make_conf, value, why):
+    from tests.functional.http import badserver as bad
+    res = badserver.add('img', bad.Resource(os.urandom(1000)))
+    res.raw_headers = {'Content-Length': value}
+    with pytest.raises(exc.ProtocolError) as ei:
+        oslo_transfer.copy(badserver.url('img', userinfo='u:pw-91ac'), dest,
+                           conf=make_conf(oslo_transfer={'retries': 3}))
+    assert why in str(ei.value), str(ei.value)
+    assert not ei.value.retryable
+    assert 'pw-91ac' not in str(ei.value)
+    # not retried: the same request gets the same answer
+    assert len(badserver.requests_for('img', 'HEAD')) == 1
+    fconf.assert_nothing_left(dest)
+
+
 # -- redirects ----------------------------------------------------------------
 
 def _other_host_server():

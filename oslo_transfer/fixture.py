@@ -480,7 +480,13 @@ class MemoryDriver(driver.Driver):
                                                        cut - sent)
                 allowed, error = self.store._pass('read', location, n)
                 if allowed:
-                    yield chunk if allowed == len(chunk) else chunk[:allowed]
+                    piece = chunk if allowed == len(chunk) else \
+                        chunk[:allowed]
+                    # Hold no reference across the yield: a subclass may
+                    # reuse its buffer once the consumer lets go of it.
+                    del chunk
+                    yield piece
+                    del piece
                     sent += allowed
                 if error is not None:
                     raise error

@@ -68,7 +68,7 @@ Cap = driver.Capability
 MEMORY_SCHEME = 'memory'
 
 #: the operations a fault may be injected into
-OPERATIONS = ('stat', 'read', 'write', 'commit')
+_OPERATIONS = ('stat', 'read', 'write', 'commit')
 
 
 def _key(url) -> str:
@@ -216,7 +216,7 @@ class MemoryStore:
             engine retries (``[oslo_transfer] retries``).
         :param url: only calls about this URL (default: any).
         """
-        self._arm(_Fault(op, times, exc, self._url(url)), OPERATIONS)
+        self._arm(_Fault(op, times, exc, self._url(url)), _OPERATIONS)
 
     def fail_after(self, op: str, nbytes: int, times: int = 1, exc=None,
                    url: str | None = None) -> None:
@@ -504,7 +504,7 @@ class MemoryDriver(driver.Driver):
             buf += chunk[:allowed]
             if error is not None:
                 raise error
-        return _MemoryWriter(self.store, location, buf)
+        return _MemoryWriter(self.store, location, buf, len(buf) - offset)
 
     def written_size(self, location, ctx):
         return self.store._staged_size(location)
@@ -513,11 +513,11 @@ class MemoryDriver(driver.Driver):
 class _MemoryWriter(driver.Writer):
     """Commits a staged object to the store, or drops it."""
 
-    def __init__(self, store, location, buf):
+    def __init__(self, store, location, buf, written):
         self._store = store
         self._location = location
         self._buf = buf
-        self.bytes_written = len(buf)
+        self.bytes_written = written
 
     def commit(self, ctx=None):
         self._store._called('commit', self._location)
@@ -593,6 +593,7 @@ class TransferFixture(fixtures.Fixture):
     :ivar transfer: the :class:`~oslo_transfer.transfer.Transfer`.
     :ivar store: the :class:`MemoryStore`.
     :ivar conf: the private ``ConfigOpts``.
+    :ivar memory_driver: the memory driver's class, bound to ``store``.
     """
 
     def __init__(self, store: MemoryStore | None = None,

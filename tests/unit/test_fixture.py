@@ -245,6 +245,24 @@ def test_upload_commits_an_object(fix):
     assert fix.store.calls['write'] == fix.store.calls['commit'] == 1
 
 
+def test_resumable_write_through_the_driver(fix):
+    drv = fix.transfer.driver('memory')
+    ctx = driver.Context()
+    loc = oslo_transfer.Location('memory://swift/obj')
+    fix.store.fail_after('write', 10)
+    with pytest.raises(exceptions.ConnectionFailed):
+        drv.write(loc, iter([b'a' * 30]), ctx)
+    assert drv.written_size(loc, ctx) == 10
+    writer = drv.write(loc, iter([b'b' * 5]), ctx, offset=10)
+    assert writer.bytes_written == 5
+    assert 'memory://swift/obj' not in fix.store, 'visible before commit'
+    writer.commit()
+    assert fix.store.get('memory://swift/obj') == b'a' * 10 + b'b' * 5
+    assert drv.written_size(loc, ctx) == 0
+    with pytest.raises(exceptions.ProtocolError):
+        drv.write(loc, iter([b'c']), ctx, offset=3)
+
+
 def test_a_write_aborted_by_a_mismatch_leaves_no_object(fix):
     with pytest.raises(exceptions.ChecksumMismatch):
         fix.transfer.upload(iter([PAYLOAD]), 'memory://swift/bad',

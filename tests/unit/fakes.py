@@ -10,17 +10,34 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""In-memory drivers for unit tests (never registered as entry points)."""
+"""Test helpers of this project only.
 
+The in-memory driver and the ``Transfer`` fixture are public, for the
+services' tests too: :mod:`oslo_transfer.fixture`.  What stays here is
+what only these tests need: deterministic data, the engine tests'
+``Transfer`` settings, a driver that yields page-aligned blocks, and fakes
+of failing disk writes.
+"""
+
+import contextlib
 import errno
 import hashlib
 import os
-import threading
 
 from oslo_transfer import driver
-from oslo_transfer import exceptions
+from oslo_transfer import fixture
 
 Cap = driver.Capability
+
+MiB = 1024 * 1024
+
+#: what the engine tests' memory driver declares: an HTTP-like server
+#: (ranged reads, writes that neither resume nor stage)
+ENGINE_CAPS = Cap.READ | Cap.WRITE | Cap.RANGED_READ
+
+#: the engine tests' options: small segments and checkpoints
+ENGINE_OPTIONS = {'segment_threshold': 0, 'segment_size': MiB,
+                  'checkpoint_bytes': MiB}
 
 
 def data(size, seed=b'unit'):
@@ -32,151 +49,51 @@ def data(size, seed=b'unit'):
     return bytes(out[:size])
 
 
-class MemoryStore:
-    """Objects by URL path, with knobs to misbehave."""
-
-    def __init__(self):
-        self.objects = {}
-        self.versions = {}
-        self.ignore_ranges = False
-        self.fail_after = None      # raise ConnectionFailed after N bytes
-        self.fail_times = 0
-        self.truncate_to = None     # silently end a read early
-        self.wrong_start = False
-        self.served = 0
-        self.requests = []
-        self.lock = threading.Lock()
-        self.block = None           # threading.Event a read waits on
-        # yield views of page-aligned blocks when the engine takes them
-        # (ctx.aligned_views), as the iscsi, nfs and file drivers do
-        self.aligned_blocks = False
-
-    def put(self, url, payload):
-        self.objects[url] = payload
-        self.versions[url] = self.versions.get(url, 0) + 1
-
-
-class MemoryDriver(driver.Driver):
-    """``mem://`` objects in a :class:`MemoryStore` (class attribute)."""
-
-    name = 'mem'
-    schemes = ('mem',)
-    capabilities = Cap.READ | Cap.WRITE | Cap.RANGED_READ
-    store = None
-    chunk_size = 64 * 1024
-
-    def _obj(self, location):
-        key = location.url
-        if key not in self.store.objects:
-            raise exceptions.SourceNotFound('%s not found' % location.masked,
-                                            url=location.masked)
-        return self.store.objects[key]
-
-    def stat(self, location, ctx):
-        obj = self._obj(location)
-        return driver.Stat(size=len(obj), validator='v%d' %
-                           self.store.versions[location.url],
-                           ranges=not self.store.ignore_ranges)
-
-    def read(self, location, offset, length, ctx):
-        obj = self._obj(location)
-        st = self.store
-        with st.lock:
-            st.requests.append((offset, length))
-        if st.ignore_ranges and (offset or length is not None):
-            if offset or (length is not None and length != len(obj)):
-                raise exceptions.RangeNotSupported('ignored Range')
-        end = len(obj) if length is None else offset + length
-        if st.wrong_start and offset:
-            offset -= 1
-        return self._gen(obj, offset, end, ctx)
-
-    def _gen(self, obj, pos, end, ctx):
-        st = self.store
-        sent = 0
-        blocks = None
-        if st.aligned_blocks and ctx.aligned_views:
-            from oslo_transfer._drivers import _recycle
-            blocks = _recycle.BlockPool(
-                _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
-                None)
-        while pos < end:
-            ctx.cancel.check()
-            if st.block is not None:
-                while not st.block.wait(0.05):
-                    ctx.cancel.check()
-            n = min(self.chunk_size, end - pos)
-            with st.lock:
-                if st.fail_after is not None and st.fail_times > 0 and \
-                        st.served + n > st.fail_after:
-                    st.fail_times -= 1
-                    raise exceptions.ConnectionFailed('connection reset '
-                                                      '(test)')
-                if st.truncate_to is not None and pos + n > st.truncate_to:
-                    return
-                st.served += n
-            block = blocks.take(n) if blocks is not None else None
-            if block is not None:
-                view = block[0]
-                view[:] = obj[pos:pos + n]
-                del block
-                yield view
-                del view
-            else:
-                yield obj[pos:pos + n]
-            pos += n
-            sent += n
-
-    def write(self, location, chunks, ctx, offset=0, size=None):
-        buf = bytearray()
-        for c in chunks:
-            buf += c
-        store = self.store
-
-        class W(driver.Writer):
-            bytes_written = len(buf)
-
-            def commit(self_inner):
-                store.put(location.url, bytes(buf))
-
-            def abort(self_inner):
-                pass
-
-        return W()
-
-
-def make_driver_class(name='mem', caps=None, schemes=None, store=None,
-                      accepts=None):
-    attrs = {'name': name, 'store': store or MemoryStore()}
-    if caps is not None:
-        attrs['capabilities'] = caps
-    if schemes is not None:
-        attrs['schemes'] = schemes
-    if accepts is not None:
-        attrs['accepts'] = accepts
-    return type('%sDriver' % name.title(), (MemoryDriver,), attrs)
-
-
 def sha(payload):
     """``"sha256:HEX"`` of ``payload``."""
     return 'sha256:' + hashlib.sha256(payload).hexdigest()
 
 
-def make_transfer(drv, **overrides):
-    """A Transfer with only ``drv``, small segments and no back-off.
+@contextlib.contextmanager
+def make_transfer(store, driver_class=fixture.MemoryDriver, **options):
+    """The fixture's Transfer over ``store``, with the engine tests' options.
 
-    :param overrides: ``[oslo_transfer]`` options.
+    :param driver_class: ``fixture.MemoryDriver`` or a subclass.
+    :param options: ``[oslo_transfer]`` options over
+        :data:`ENGINE_OPTIONS` (no back-off is the fixture's default).
     """
-    from oslo_transfer import testing
-    from oslo_transfer import transfer as transfer_mod
-    mib = 1024 * 1024
-    o = {('oslo_transfer', 'retry_backoff'): 0.0,
-         ('oslo_transfer', 'segment_threshold'): 0,
-         ('oslo_transfer', 'segment_size'): mib,
-         ('oslo_transfer', 'checkpoint_bytes'): mib}
-    o.update({('oslo_transfer', k): v for k, v in overrides.items()})
-    conf = testing.make_conf(o, [drv])
-    return transfer_mod.Transfer(conf, drivers=[drv])
+    with fixture.TransferFixture(
+            store=store, driver_class=driver_class,
+            capabilities=ENGINE_CAPS,
+            **dict(ENGINE_OPTIONS, **options)) as fix:
+        yield fix.transfer
+
+
+class AlignedBlocksDriver(fixture.MemoryDriver):
+    """Yields views of page-aligned blocks when the engine takes them.
+
+    (``ctx.aligned_views``), as the iscsi, nfs and file drivers do.
+    """
+
+    def chunks(self, data, start, end, ctx):
+        if not ctx.aligned_views:
+            yield from super().chunks(data, start, end, ctx)
+            return
+        from oslo_transfer._drivers import _recycle
+        blocks = _recycle.BlockPool(
+            _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
+            None)
+        for pos in range(start, end, self.chunk_size):
+            n = min(self.chunk_size, end - pos)
+            block = blocks.take(n)
+            if block is None:       # every block held: plain bytes
+                yield data[pos:pos + n]
+                continue
+            view = block[0]
+            view[:] = data[pos:pos + n]
+            del block
+            yield view
+            del view
 
 
 def fail_writes(monkeypatch, exc=None, fd=None, from_offset=0,

@@ -20,6 +20,7 @@ from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer import exceptions
+from oslo_transfer import fixture
 from tests.unit import fakes
 
 MiB = 1024 * 1024
@@ -46,12 +47,12 @@ def read_back(monkeypatch):
 @pytest.mark.parametrize('segments', [1, 4])
 def test_hasher_takes_written_chunks_from_memory(tmp_path, read_back,
                                                  segments):
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
+    store = fixture.MemoryStore()
     payload = fakes.data(8 * MiB + 5)
-    store.put('mem://a', payload)
-    with make(drv, segments=segments) as t:
-        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    store.put('memory://a', payload)
+    with make(store, segments=segments) as t:
+        res = t.copy('memory://a', str(tmp_path / 'out'),
+                     checksum=sha(payload))
     assert res.digest == hashlib.sha256(payload).hexdigest()
     assert (tmp_path / 'out').read_bytes() == payload
     # One stream is hashed from memory as it arrives (the worker waits for
@@ -61,46 +62,50 @@ def test_hasher_takes_written_chunks_from_memory(tmp_path, read_back,
         assert read_back['bytes'] == 0
 
 
-class _ReusingDriver(fakes.MemoryDriver):
+class _ReusingDriver(fixture.MemoryDriver):
     """Yields one buffer, overwritten after each chunk (C drivers do)."""
 
-    def _gen(self, obj, pos, end, ctx):
+    def chunks(self, data, pos, end, ctx):
         buf = bytearray(self.chunk_size)
         while pos < end:
             n = min(self.chunk_size, end - pos)
             view = memoryview(buf)[:n]
-            view[:] = obj[pos:pos + n]
+            view[:] = data[pos:pos + n]
             yield view
             view[:] = b'\xff' * n
             pos += n
 
 
-def _copy_one_stream(tmp_path, drv, store, size):
+def _copy_one_stream(tmp_path, driver_class, store, size):
     """Copy ``size`` bytes as one verified stream; return the payload."""
     payload = fakes.data(size)
-    store.put('mem://a', payload)
-    with make(drv, segments=1) as t:
-        res = t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    store.put('memory://a', payload)
+    with make(store, driver_class=driver_class, segments=1) as t:
+        res = t.copy('memory://a', str(tmp_path / 'out'),
+                     checksum=sha(payload))
     assert res.digest == hashlib.sha256(payload).hexdigest()
     assert (tmp_path / 'out').read_bytes() == payload
     return payload
 
 
 def test_reused_driver_buffers_are_not_hashed_late(tmp_path):
-    store = fakes.MemoryStore()
-    drv = type('MemDriver', (_ReusingDriver,), {'store': store})
-    _copy_one_stream(tmp_path, drv, store, 3 * MiB + 11)
+    store = fixture.MemoryStore()
+    _copy_one_stream(tmp_path, _ReusingDriver, store, 3 * MiB + 11)
 
 
-def _capped_driver(store, cap):
-    base = fakes.make_driver_class(store=store)
+class _CappedDriver(fixture.MemoryDriver):
+    """Says in ``stat()`` how many segments are worth opening."""
+
+    cap = None
 
     def stat(self, location, ctx):
-        st = base.stat(self, location, ctx)
+        st = super().stat(location, ctx)
         return driver_mod.Stat(size=st.size, validator=st.validator,
-                               ranges=st.ranges, max_segments=cap)
+                               ranges=st.ranges, max_segments=self.cap)
 
-    return type('CappedDriver', (base,), {'stat': stat})
+
+def _capped_driver(cap):
+    return type('CappedDriver', (_CappedDriver,), {'cap': cap})
 
 
 @pytest.mark.parametrize('cap, expected', [(None, 4), (1, 1), (2, 2),
@@ -116,11 +121,11 @@ def test_stat_max_segments_caps_the_workers(tmp_path, monkeypatch, cap,
         real(self, job, drv, loc, size, ranged, segments, *a)
 
     monkeypatch.setattr(seg_mod.Fill, '__init__', init)
-    store = fakes.MemoryStore()
+    store = fixture.MemoryStore()
     payload = fakes.data(6 * MiB)
-    store.put('mem://a', payload)
-    with make(_capped_driver(store, cap), segments=4) as t:
-        t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    store.put('memory://a', payload)
+    with make(store, driver_class=_capped_driver(cap), segments=4) as t:
+        t.copy('memory://a', str(tmp_path / 'out'), checksum=sha(payload))
     assert seen == [expected]
     assert (tmp_path / 'out').read_bytes() == payload
 
@@ -128,22 +133,19 @@ def test_stat_max_segments_caps_the_workers(tmp_path, monkeypatch, cap,
 def test_corrupt_part_under_a_resumed_prefix_is_caught(tmp_path):
     # The in-memory hand-off must not hide bytes that differ on disk from
     # what a resumed prefix recorded: the prefix is re-hashed from .part.
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
+    store = fixture.MemoryStore()
     payload = fakes.data(12 * MiB)
-    store.put('mem://a', payload)
-    store.fail_after = 9 * MiB
-    store.fail_times = 1
+    store.put('memory://a', payload)
+    store.fail_after('read', 9 * MiB)
     out = tmp_path / 'out'
-    with make(drv, segments=1, retries=0) as t:
+    with make(store, segments=1, retries=0) as t:
         with pytest.raises(exceptions.ConnectionFailed):
-            t.copy('mem://a', str(out), checksum=sha(payload))
+            t.copy('memory://a', str(out), checksum=sha(payload))
         # Held: at least the 8 MiB whose digest the control file records.
         with open(str(out) + '.part', 'r+b') as f:
             f.seek(100)
             f.write(b'\0corrupt')
-        store.served = 0
-        res = t.copy('mem://a', str(out), checksum=sha(payload))
+        res = t.copy('memory://a', str(out), checksum=sha(payload))
     assert out.read_bytes() == payload
     assert res.bytes_resumed == 0
 
@@ -157,12 +159,11 @@ def test_fsync_option_covers_data_and_control_file(tmp_path, monkeypatch,
         real = getattr(os, name)
         monkeypatch.setattr(os, name, lambda fd, _r=real, _n=name:
                             calls.append(_n) or _r(fd))
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
+    store = fixture.MemoryStore()
     payload = fakes.data(4 * MiB)
-    store.put('mem://a', payload)
-    with make(drv, segments=2, fsync=durable) as t:
-        t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+    store.put('memory://a', payload)
+    with make(store, segments=2, fsync=durable) as t:
+        t.copy('memory://a', str(tmp_path / 'out'), checksum=sha(payload))
     assert (tmp_path / 'out').read_bytes() == payload
     if durable:
         # Data checkpoints, control-file rewrites, the file and its
@@ -173,22 +174,20 @@ def test_fsync_option_covers_data_and_control_file(tmp_path, monkeypatch,
 
 
 def test_one_stream_reads_each_hole_with_one_request(tmp_path):
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
+    store = fixture.MemoryStore()
     payload = fakes.data(5 * MiB + 3)
-    store.put('mem://a', payload)
-    store.fail_after = 2 * MiB
-    store.fail_times = 1
+    store.put('memory://a', payload)
+    store.fail_after('read', 2 * MiB)
     out = str(tmp_path / 'out')
-    with make(drv, segments=1, retries=0) as t:
+    with make(store, segments=1, retries=0) as t:
         with pytest.raises(exceptions.ConnectionFailed):
-            t.copy('mem://a', out, checksum=sha(payload))
-        assert store.requests == [(0, len(payload))]
-        del store.requests[:]
-        res = t.copy('mem://a', out, checksum=sha(payload))
+            t.copy('memory://a', out, checksum=sha(payload))
+        assert store.reads == [('memory://a', 0, len(payload))]
+        del store.reads[:]
+        res = t.copy('memory://a', out, checksum=sha(payload))
     # The rest in one ranged read from where the held bytes end.
-    assert len(store.requests) == 1
-    start, length = store.requests[0]
+    assert len(store.reads) == 1
+    _url, start, length = store.reads[0]
     assert start == res.bytes_resumed and start + length == len(payload)
     assert open(out, 'rb').read() == payload
 
@@ -208,17 +207,17 @@ def inline_hits(monkeypatch):
     return counted
 
 
-def _background(store):
-    base = fakes.make_driver_class(store=store)
-    return type('BackgroundDriver', (base,), {'background_reads': True})
+class _BackgroundDriver(fixture.MemoryDriver):
+    """Its chunks arrive on a thread of its own (``background_reads``)."""
+
+    background_reads = True
 
 
 @pytest.mark.parametrize('background', [False, True])
 def test_background_reads_hash_one_stream_in_the_reading_thread(
         tmp_path, read_back, inline_hits, background):
-    store = fakes.MemoryStore()
-    drv = (_background(store) if background
-           else fakes.make_driver_class(store=store))
+    store = fixture.MemoryStore()
+    drv = _BackgroundDriver if background else fixture.MemoryDriver
     payload = _copy_one_stream(tmp_path, drv, store, 9 * MiB + 7)
     assert read_back['bytes'] == 0
     chunks = -(-len(payload) // drv.chunk_size)
@@ -233,19 +232,18 @@ def test_background_reads_resume_around_held_ranges(tmp_path, inline_hits):
     # between them.  One stream then fills the holes; chunks that follow
     # the digest are hashed by the worker, the held ranges by the hash
     # loop (read back), and the digest is that of the whole object.
-    store = fakes.MemoryStore()
-    drv = _background(store)
+    store = fixture.MemoryStore()
+    drv = _BackgroundDriver
     payload = fakes.data(8 * MiB + 3)
-    store.put('mem://a', payload)
+    store.put('memory://a', payload)
     out = str(tmp_path / 'out')
-    store.fail_after = 5 * MiB
-    store.fail_times = 4
-    with make(drv, segments=4, retries=0) as t:
+    store.fail_after('read', 5 * MiB, times=4)
+    with make(store, driver_class=drv, segments=4, retries=0) as t:
         with pytest.raises(exceptions.ConnectionFailed):
-            t.copy('mem://a', out, checksum=sha(payload))
-    store.fail_after = None
-    with make(drv, segments=1) as t:
-        res = t.copy('mem://a', out, checksum=sha(payload))
+            t.copy('memory://a', out, checksum=sha(payload))
+    store.clear_faults()
+    with make(store, driver_class=drv, segments=1) as t:
+        res = t.copy('memory://a', out, checksum=sha(payload))
     assert res.bytes_resumed > 0
     assert res.digest == hashlib.sha256(payload).hexdigest()
     assert open(out, 'rb').read() == payload
@@ -253,14 +251,13 @@ def test_background_reads_resume_around_held_ranges(tmp_path, inline_hits):
 
 
 def test_background_reads_still_catch_a_wrong_checksum(tmp_path):
-    store = fakes.MemoryStore()
-    drv = _background(store)
+    store = fixture.MemoryStore()
     payload = fakes.data(3 * MiB)
-    store.put('mem://a', payload)
+    store.put('memory://a', payload)
     out = tmp_path / 'out'
-    with make(drv, segments=1) as t:
+    with make(store, driver_class=_BackgroundDriver, segments=1) as t:
         with pytest.raises(exceptions.ChecksumMismatch) as err:
-            t.copy('mem://a', str(out), checksum=sha(payload + b'x'))
+            t.copy('memory://a', str(out), checksum=sha(payload + b'x'))
     assert err.value.actual == hashlib.sha256(payload).hexdigest()
     assert err.value.actual in str(err.value)
     # Known bad bytes: nothing is kept to resume from.

@@ -20,6 +20,7 @@ import pytest
 
 from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
+from oslo_transfer import fixture
 from tests.unit import fakes
 
 MiB = 1024 * 1024
@@ -28,11 +29,11 @@ sha = fakes.sha
 make = fakes.make_transfer
 
 
-class _SlowDriver(fakes.MemoryDriver):
+class _SlowDriver(fixture.MemoryDriver):
     """64 KiB every 10 ms: a slow but live server (about 6 MiB/s)."""
 
-    def _gen(self, obj, pos, end, ctx):
-        for chunk in super()._gen(obj, pos, end, ctx):
+    def chunks(self, data, start, end, ctx):
+        for chunk in super().chunks(data, start, end, ctx):
             time.sleep(0.01)
             yield chunk
 
@@ -40,20 +41,19 @@ class _SlowDriver(fakes.MemoryDriver):
 @pytest.mark.parametrize('segments', [1, 4])
 def test_total_timeout_stops_a_live_stream_without_retries(tmp_path,
                                                            segments):
-    store = fakes.MemoryStore()
-    drv = type('MemDriver', (_SlowDriver,), {'store': store})
+    store = fixture.MemoryStore()
     payload = fakes.data(64 * MiB)
-    store.put('mem://a', payload)
+    store.put('memory://a', payload)
     out = str(tmp_path / 'out')
-    with make(drv, segments=segments, retries=5, retry_backoff=1.0,
-              total_timeout=0.5) as t:
+    with make(store, driver_class=_SlowDriver, segments=segments,
+              retries=5, retry_backoff=1.0, total_timeout=0.5) as t:
         with pytest.raises(exceptions.TransferTimeout) as ei:
-            t.copy('mem://a', out, checksum=sha(payload))
+            t.copy('memory://a', out, checksum=sha(payload))
     assert 'total_timeout' in str(ei.value)
     assert not ei.value.retryable
     # It stopped long before the end, and did not retry a piece ...
-    assert store.served < len(payload) // 2
-    offsets = [off for off, _ in store.requests]
+    assert store.bytes_served < len(payload) // 2
+    offsets = [off for _url, off, _n in store.reads]
     assert len(offsets) == len(set(offsets)), offsets
     # ... and left resumable state, never a destination.
     assert not os.path.exists(out)
@@ -63,53 +63,49 @@ def test_total_timeout_stops_a_live_stream_without_retries(tmp_path,
 
 @pytest.mark.parametrize('bad', [0, -1, 2.5])
 def test_bad_segments_are_refused_before_any_io(tmp_path, bad):
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
-    store.put('mem://a', b'x' * 10)
-    with make(drv) as t:
+    store = fixture.MemoryStore()
+    store.put('memory://a', b'x' * 10)
+    with make(store) as t:
         with pytest.raises(ValueError) as ei:
-            t.copy('mem://a', str(tmp_path / 'out'), segments=bad)
+            t.copy('memory://a', str(tmp_path / 'out'), segments=bad)
     assert 'segments' in str(ei.value)
-    assert store.requests == []
+    assert store.reads == []
     assert os.listdir(tmp_path) == []
 
 
 def test_negative_rate_is_refused(tmp_path):
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
-    store.put('mem://a', b'x' * 10)
-    with make(drv) as t:
+    store = fixture.MemoryStore()
+    store.put('memory://a', b'x' * 10)
+    with make(store) as t:
         with pytest.raises(ValueError):
-            t.copy('mem://a', str(tmp_path / 'out'), rate=-5)
+            t.copy('memory://a', str(tmp_path / 'out'), rate=-5)
 
 
 def test_changed_version_is_not_spliced_even_with_a_checksum(tmp_path):
     # A checksum would catch the mix at the end, but only after moving
     # the rest: a changed validator restarts (or raises) at once.
-    store = fakes.MemoryStore()
-    drv = fakes.make_driver_class(store=store)
+    store = fixture.MemoryStore()
     old = fakes.data(4 * MiB, b'old')
     new = fakes.data(4 * MiB, b'new')
-    store.put('mem://a', old)
-    store.fail_after = 2 * MiB
-    store.fail_times = 1
+    store.put('memory://a', old)
+    store.fail_after('read', 2 * MiB)
     out = str(tmp_path / 'out')
-    with make(drv, segments=1, retries=0) as t:
+    with make(store, segments=1, retries=0) as t:
         with pytest.raises(exceptions.ConnectionFailed):
-            t.copy('mem://a', out, checksum=sha(new))
+            t.copy('memory://a', out, checksum=sha(new))
     held = sum(e - s for s, e in json.loads(
         open(out + '.part.ctl').read())['ranges'])
     assert held > 0
-    store.put('mem://a', new)
-    with make(drv, on_source_change='error') as t:
+    store.put('memory://a', new)
+    with make(store, on_source_change='error') as t:
         with pytest.raises(exceptions.SourceChanged):
-            t.copy('mem://a', out, checksum=sha(new))
+            t.copy('memory://a', out, checksum=sha(new))
     assert os.path.exists(out + '.part')
-    store.served = 0
-    with make(drv) as t:
-        res = t.copy('mem://a', out, checksum=sha(new))
+    served = store.bytes_served
+    with make(store) as t:
+        res = t.copy('memory://a', out, checksum=sha(new))
     assert res.bytes_resumed == 0
-    assert store.served == len(new)
+    assert store.bytes_served - served == len(new)
     assert open(out, 'rb').read() == new
 
 
@@ -122,12 +118,11 @@ def test_commit_reads_the_umask_without_changing_it(tmp_path, monkeypatch):
     try:
         monkeypatch.setattr(os, 'umask', no_umask)
         assert partfile._umask() == 0o027
-        store = fakes.MemoryStore()
-        drv = fakes.make_driver_class(store=store)
+        store = fixture.MemoryStore()
         payload = fakes.data(MiB)
-        store.put('mem://a', payload)
-        with make(drv) as t:
-            t.copy('mem://a', str(tmp_path / 'out'), checksum=sha(payload))
+        store.put('memory://a', payload)
+        with make(store) as t:
+            t.copy('memory://a', str(tmp_path / 'out'), checksum=sha(payload))
     finally:
         monkeypatch.undo()
         os.umask(old)

@@ -25,6 +25,7 @@ import io
 import pytest
 
 from oslo_transfer import exceptions
+from oslo_transfer import fixture
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
 from tests.unit import fakes
@@ -40,7 +41,8 @@ class _Recorder:
 
 
 def _recording_driver(recorder):
-    base = fakes.make_driver_class(name='rec', schemes=('rec',))
+    base = fixture.make_driver_class(name='rec', schemes=('rec',),
+                                     capabilities=fakes.ENGINE_CAPS)
 
     class RecordingDriver(base):
         """Records each chunk as it is handed over, like a PUT sends it."""

@@ -17,20 +17,20 @@ import pytest
 
 from oslo_transfer import driver
 from oslo_transfer import exceptions
+from oslo_transfer import fixture
 from oslo_transfer import locations
 from oslo_transfer import selector
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
-from tests.unit import fakes
 
 Cap = driver.Capability
 
-HTTP = fakes.make_driver_class(
-    'web', schemes=('http', 'https'),
-    caps=Cap.READ | Cap.WRITE | Cap.RANGED_READ)
-NFS = fakes.make_driver_class(
-    'nfsish', schemes=('nfs',),
-    caps=Cap.READ | Cap.RANGED_READ | Cap.BLOCK_ACCESS |
+HTTP = fixture.make_driver_class(
+    name='web', schemes=('http', 'https'),
+    capabilities=Cap.READ | Cap.WRITE | Cap.RANGED_READ)
+NFS = fixture.make_driver_class(
+    name='nfsish', schemes=('nfs',),
+    capabilities=Cap.READ | Cap.RANGED_READ | Cap.BLOCK_ACCESS |
     Cap.SAME_NETWORK_ONLY)
 
 
@@ -38,9 +38,9 @@ def _p2p_accepts(self, loc, ctx):
     return loc.scheme in ('http', 'https') and ctx.torrent is not None
 
 
-P2P = fakes.make_driver_class(
-    'swarm', schemes=('torrent',), caps=Cap.READ | Cap.PEER_TO_PEER |
-    Cap.COPY_TO_PATH, accepts=_p2p_accepts)
+P2P = fixture.make_driver_class(
+    name='swarm', schemes=('torrent',), capabilities=Cap.READ |
+    Cap.PEER_TO_PEER | Cap.COPY_TO_PATH, accepts=_p2p_accepts)
 
 
 def plan(urls, hints=None, torrent=None, drivers=(HTTP, NFS, P2P), **over):

@@ -17,31 +17,30 @@ import itertools
 import pytest
 
 from oslo_transfer import driver
+from oslo_transfer import fixture
 from oslo_transfer import testing
-from tests.unit import fakes
 
 _n = itertools.count()
 
 
 class _MemoryConformance(testing.DriverConformance):
-    """The mixin against an in-memory driver (a fresh store per test)."""
+    """The mixin against the memory driver (a fresh store per test)."""
 
     def setup_store(self, base, scratch):
-        self.store = fakes.MemoryStore()
-        self.driver_class = type(base.__name__ + 'UnderTest', (base,),
-                                 {'store': self.store})
+        self.store = fixture.MemoryStore()
+        self.driver_class = fixture.make_driver_class(self.store, base=base)
         self._scratch = scratch
 
     def make_object(self, data):
-        url = 'mem://store/obj-%d' % next(_n)
+        url = 'memory://store/obj-%d' % next(_n)
         self.store.put(url, data)
         return url
 
     def new_url(self):
-        return 'mem://store/new-%d' % next(_n)
+        return 'memory://store/new-%d' % next(_n)
 
     def read_back(self, url):
-        return self.store.objects[url]
+        return self.store.get(url)
 
 
 class TestMemoryDriverConforms(_MemoryConformance):
@@ -49,7 +48,7 @@ class TestMemoryDriverConforms(_MemoryConformance):
 
     @pytest.fixture(autouse=True)
     def _store(self, tmp_path):
-        self.setup_store(fakes.MemoryDriver, str(tmp_path))
+        self.setup_store(fixture.MemoryDriver, str(tmp_path))
 
 
 def _suite(base, tmp_path):
@@ -58,15 +57,15 @@ def _suite(base, tmp_path):
     return suite
 
 
-class _IgnoresCancel(fakes.MemoryDriver):
+class _IgnoresCancel(fixture.MemoryDriver):
     def read(self, location, offset, length, ctx):
-        obj = self._obj(location)
+        obj = self.store.get(location.url)
         end = len(obj) if length is None else offset + length
         return (obj[p:min(p + self.chunk_size, end)]
                 for p in range(offset, end, self.chunk_size))
 
 
-class _ConstantValidator(fakes.MemoryDriver):
+class _ConstantValidator(fixture.MemoryDriver):
     def stat(self, location, ctx):
         st = super().stat(location, ctx)
         return driver.Stat(size=st.size, validator='always-the-same',
@@ -100,6 +99,6 @@ def test_mixin_fails_a_constant_validator(tmp_path):
 def test_mixin_passes_the_good_driver_on_these_tests(tmp_path):
     # The same two checks on the unbroken driver: the failures above come
     # from the breakage, not from the harness.
-    suite = _suite(fakes.MemoryDriver, tmp_path)
+    suite = _suite(fixture.MemoryDriver, tmp_path)
     suite.test_cancel_stops_read()
     suite.test_validator_changes_with_content()

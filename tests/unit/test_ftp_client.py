@@ -18,7 +18,6 @@ import ssl
 
 import pytest
 
-from oslo_transfer._drivers.ftp import driver as ftp
 from oslo_transfer._drivers.ftp import session as ftp_session
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
@@ -45,13 +44,7 @@ def test_remote_path_refused(url):
         ftp_session.remote_path(locations.Location(url))
 
 
-def test_parse_mdtm():
-    assert ftp._parse_mdtm('213 20240102030405') == 1704164645.0
-    assert ftp._parse_mdtm('213 20240102030405.250') == 1704164645.25
-    assert ftp._parse_mdtm('213 yesterday') is None
-
-
-class FakeControl(ftp_session._PassiveMixin):
+class FakeControl(ftp_session._ClientMixin):
     """What makepasv needs: the peer of the control socket and replies."""
 
     def __init__(self, replies):

@@ -30,17 +30,16 @@
   connection's peer (see :mod:`.session`).
 """
 
-import calendar
 import ftplib
 import hashlib
 import logging
 import socket
 import ssl
-import time
 
 from oslo_config import cfg
 
 from oslo_transfer._drivers import _common
+from oslo_transfer._drivers.ftp import replies
 from oslo_transfer._drivers.ftp import session as ftp_session
 from oslo_transfer import driver
 from oslo_transfer import exceptions
@@ -85,20 +84,6 @@ OPTS = [
 ]
 
 PART_SUFFIX = '.part'
-
-
-def _parse_mdtm(text: str) -> float | None:
-    """``213 20240102030405[.123]`` -> seconds since the epoch (UTC)."""
-    value = text[4:].strip() if text[:3] == '213' else text.strip()
-    stamp, _, frac = value.partition('.')
-    try:
-        tm = time.strptime(stamp, '%Y%m%d%H%M%S')
-    except ValueError:
-        return None
-    seconds = float(calendar.timegm(tm))
-    if frac.isdigit():
-        seconds += float('0.' + frac)
-    return seconds
 
 
 def _close_quietly(conn):
@@ -220,14 +205,18 @@ class FTPDriver(driver.Driver):
         key, session = self._acquire(location, ctx)
         try:
             size = self._size(session, location, path, ctx)
-            mtime = mdtm = None
+            mtime = stamp = None
             try:
-                mdtm = session.ftp.sendcmd('MDTM ' + path)
-                mtime = _parse_mdtm(mdtm)
+                mtime, stamp = replies.mdtm(
+                    session.ftp.sendcmd('MDTM ' + path))
             except ftplib.error_perm as exc:
                 if ftp_session.reply_code(exc) == 550:
                     raise self._missing_or_denied(session, location, path,
                                                   exc, 'MDTM', ctx) from exc
+            except replies.ReplyError as exc:
+                # MDTM is optional; the size still validates.
+                LOG.debug('%s: %s; no modification time', location.masked,
+                          exc)
         except exceptions.TransferError:
             self._pool.release(key, session)
             raise
@@ -236,9 +225,8 @@ class FTPDriver(driver.Driver):
             raise self._translate(exc, location, 'stat', ctx) from exc
         self._pool.release(key, session)
         validator = None
-        if size is not None or mdtm is not None:
-            validator = 'size=%s;mdtm=%s' % (
-                size, mdtm[4:].strip() if mdtm else None)
+        if size is not None or stamp is not None:
+            validator = 'size=%s;mdtm=%s' % (size, stamp)
         return driver.Stat(size=size, validator=validator,
                            ranges=session.supports_rest and size is not None,
                            mtime=mtime,
@@ -256,13 +244,7 @@ class FTPDriver(driver.Driver):
             if code in (500, 501, 502, 504):
                 return None
             raise
-        try:
-            return int(resp[3:].strip())
-        except ValueError:
-            raise exceptions.ProtocolError(
-                '%s: unexpected SIZE reply %r' % (location.masked,
-                                                  resp[:80]),
-                url=location.masked, retryable=False) from None
+        return replies.size(resp)
 
     # -- read ---------------------------------------------------------------
 
@@ -390,10 +372,7 @@ class FTPDriver(driver.Driver):
                 if ftp_session.reply_code(exc) == 550:
                     return 0
                 raise
-        try:
-            return int(resp[3:].strip())
-        except ValueError:
-            return 0
+            return replies.size(resp)
 
     def _lease(self, location, ctx, what, writing=False):
         """Context manager: a session; errors translated, session dropped."""
@@ -487,8 +466,8 @@ class FTPDriver(driver.Driver):
         if not offset:
             return ftp.ntransfercmd('STOR ' + target)[0]
         try:
-            have = int(ftp.sendcmd('SIZE ' + target)[3:].strip())
-        except (ftplib.error_perm, ValueError) as exc:
+            have = replies.size(ftp.sendcmd('SIZE ' + target))
+        except (ftplib.error_perm, replies.ReplyError) as exc:
             raise exceptions.ProtocolError(
                 '%s: cannot resume the upload at %d: %s'
                 % (location.masked, offset,

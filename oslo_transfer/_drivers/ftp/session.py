@@ -32,6 +32,7 @@ import socket
 import ssl
 import urllib.parse
 
+from oslo_transfer._drivers.ftp import replies
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
@@ -82,15 +83,46 @@ class RestRefused(Exception):
     """The server refused ``REST`` (no ranged reads or resumed writes)."""
 
 
-class _PassiveMixin:
-    """Passive data connections only, to the control connection's peer.
+class _ClientMixin:
+    """What our FTP clients change in ftplib's.
 
-    ``EPSV`` first; ``PASV`` only with the control connection's peer
-    address, whatever the 227 reply announces.
+    * Passive data connections only, to the control connection's peer:
+      ``EPSV`` first; ``PASV`` only with the control connection's peer
+      address, whatever the 227 reply announces.
+    * Replies are read as UTF-8 with undecodable bytes replaced (a
+      Latin-1 banner raised ``UnicodeDecodeError`` in ftplib), and a
+      multi-line reply is bounded (:class:`.replies.Lines`).
+    * Numbers in replies are parsed by :mod:`.replies`.
     """
 
     #: set False after the server refused EPSV once
     epsv_ok = True
+
+    def connect(self, host: str, port: int, timeout: float) -> str:
+        """Connect and read the banner (as ftplib's, but tolerant text)."""
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock = socket.create_connection((host, port), timeout)
+        self.af = self.sock.family
+        self._text_replies()
+        self.welcome = self.getresp()
+        return self.welcome
+
+    def _text_replies(self):
+        # ftplib reads replies through a text file of the socket, decoding
+        # strictly; commands still go out as UTF-8 (self.encoding).
+        self.file = self.sock.makefile('r', encoding=self.encoding,
+                                       errors='replace')
+
+    def getmultiline(self):
+        first = self.getline()
+        if first[3:4] != '-':
+            return first
+        reply = replies.Lines(first)
+        while True:
+            line = self.getline()
+            reply.add(line)
+            if line[:3] == first[:3] and line[3:4] != '-':
+                return reply.text()
 
     def makepasv(self):
         peer = self.sock.getpeername()
@@ -101,9 +133,8 @@ class _PassiveMixin:
                 LOG.debug('EPSV refused (%s); using PASV', exc)
                 self.epsv_ok = False
             else:
-                _host, port = ftplib.parse229(resp, peer)
-                return peer[0], port
-        announced, port = ftplib.parse227(self.sendcmd('PASV'))
+                return peer[0], replies.epsv_port(resp)
+        announced, port = replies.pasv(self.sendcmd('PASV'))
         if announced != peer[0]:
             LOG.debug('the server announced %s in its PASV reply; '
                       'connecting to its control address %s instead',
@@ -133,21 +164,23 @@ class _PassiveMixin:
         except BaseException:
             conn.close()
             raise
-        size = None
-        if resp[:3] == '150':
-            size = ftplib.parse150(resp)
-        return conn, size
+        return conn, replies.size_150(resp)
 
     def _wrap_data(self, conn):
         return conn
 
 
-class _FTP(_PassiveMixin, ftplib.FTP):
+class _FTP(_ClientMixin, ftplib.FTP):
     tls = False
 
 
-class _FTPTLS(_PassiveMixin, ftplib.FTP_TLS):
+class _FTPTLS(_ClientMixin, ftplib.FTP_TLS):
     tls = True
+
+    def auth(self):
+        resp = super().auth()
+        self._text_replies()    # ftplib made a strict one for the TLS socket
+        return resp
 
     def _wrap_data(self, conn):
         # The data connection resumes the control connection's TLS
@@ -246,18 +279,12 @@ def _features(ftp) -> set:
         resp = ftp.sendcmd('FEAT')
     except ftplib.error_perm:
         return set()
-    feats = set()
-    for line in resp.splitlines()[1:]:
-        line = line.strip()
-        if line and not line.startswith('211'):
-            feats.add(line.upper())
-    return feats
+    return replies.features(resp)
 
 
 def reply_code(exc) -> int | None:
     """The 3-digit reply code of an ftplib error, if any."""
-    text = str(exc)[:3]
-    return int(text) if text.isdigit() else None
+    return replies.code(str(exc))
 
 
 def _secrets(location):
@@ -304,6 +331,8 @@ def translate(exc, location, what: str, writing: bool = False,
     if isinstance(exc, exceptions.TransferError):
         return exc
     msg = '%s: %s failed: %s' % (url, what, text)
+    if isinstance(exc, replies.ReplyError):
+        return exceptions.ProtocolError(msg, url=url, retryable=False)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return exceptions.AuthenticationFailed(
             '%s: TLS certificate verification failed (set '

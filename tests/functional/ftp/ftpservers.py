@@ -20,6 +20,9 @@ the sftp suite shares: a local user, process trees, a small tmpfs).
   command users run, as a subprocess.
 * :func:`spoofing_pyftpd`: an in-process pyftpdlib server that refuses EPSV
   and announces another loopback address in PASV.
+* :class:`HostileFTP`: an in-process control connection that answers each
+  command with the raw bytes a test gives (a Latin-1 banner, a SIZE in
+  another script's digits, an endless FEAT), counting what it sent.
 * :class:`LocalUser`: a unique system user (useradd + chpasswd), removed at
   the end; vsftpd logs local users in with PAM, and the sftp suite uses it
   for permission tests.
@@ -32,6 +35,7 @@ import os
 import secrets
 import shutil
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -323,6 +327,65 @@ class spoofing_pyftpd:
 
     def url(self, name):
         return 'ftp://%s:%d/%s' % (LOOPBACK, self.port, name)
+
+
+class HostileFTP:
+    """A scripted FTP control connection on 127.0.0.1 (no data channel).
+
+    :param replies: ``{COMMAND: bytes}``: the raw reply to each command
+        verb (``b"213 ..."``, CRLF added); a callable ``reply(send)`` may
+        instead write as much as it likes through ``send(bytes)`` and
+        returns when done.  Unknown commands get ``502``.
+    :param banner: the raw greeting.
+    """
+
+    def __init__(self, replies, banner=b'220 hostile'):
+        self.replies = dict(replies)
+        self.banner = banner
+        self.sent = 0
+        self.commands = []
+        owner = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.send(owner.banner + b'\r\n')
+                while True:
+                    line = self.rfile.readline(4096)
+                    if not line:
+                        return
+                    verb = line.split(b' ', 1)[0].strip().upper().decode()
+                    owner.commands.append(verb)
+                    reply = owner.replies.get(verb, b'502 not here')
+                    try:
+                        if callable(reply):
+                            reply(self.send)
+                        else:
+                            self.send(reply + b'\r\n')
+                    except OSError:
+                        return
+
+            def send(self, data):
+                self.wfile.write(data)
+                owner.sent += len(data)
+
+        self.server = socketserver.ThreadingTCPServer((LOOPBACK, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={'poll_interval': 0.05},
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    def url(self, name, userinfo='u:pw-5e0b'):
+        return 'ftp://%s@%s:%d/%s' % (userinfo, LOOPBACK, self.port, name)
 
 
 class Tmpfs:

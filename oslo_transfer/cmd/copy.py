@@ -177,19 +177,19 @@ def run_copy(args):
         finally:
             if bar is not None:
                 bar.close()
-        if result.driver == 'bittorrent':
-            # Before the result is printed: a caller that reads it may send
-            # SIGTERM at once, and the seeding must then stop cleanly.
-            old = signal.signal(signal.SIGTERM, _on_sigterm)
-            try:
-                _print_result(args, result)
-                _seed_before_return(result)
-            except _Terminated:
-                _stop_seeding()
-            finally:
-                signal.signal(signal.SIGTERM, old)
-        else:
+        if result.seeding is None:
             _print_result(args, result)
+            return 0
+        # Before the result is printed: a caller that reads it may send
+        # SIGTERM at once, and the seeding must then stop cleanly.
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            _print_result(args, result)
+            _seed_before_return(result.seeding)
+        except _Terminated:
+            _stop_seeding(result.seeding)
+        finally:
+            signal.signal(signal.SIGTERM, old)
     return 0
 
 
@@ -228,34 +228,27 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def _seed_before_return(result):
-    """Block while this process seeds what the copy fetched by BitTorrent.
+def _seed_before_return(seeding):
+    """Block while this process seeds what the copy fetched.
 
     The destination is already complete and renamed (and the result
-    printed); seeding ends after ``seed_time``, at ``seed_ratio``, once
-    every ``--peer`` is complete, or on Ctrl-C / SIGTERM (exit status 0:
-    the copy itself succeeded; the caller installed the SIGTERM handler
-    before printing the result).
+    printed); seeding ends when the driver's rules say so (BitTorrent:
+    after ``seed_time``, at ``seed_ratio``, once every ``--peer`` is
+    complete), or on Ctrl-C / SIGTERM (exit status 0: the copy itself
+    succeeded; the caller installed the SIGTERM handler before printing
+    the result).
     """
-    if result.driver != 'bittorrent':
-        return
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
-    seeds = bittorrent.seeding()
-    if not seeds:
-        return
-    print('oslo-transfer: seeding %s for the other hosts (up to '
-          '[oslo_transfer_bittorrent] seed_time; Ctrl-C stops)'
-          % ', '.join(path for _, path in seeds), file=sys.stderr)
+    print('oslo-transfer: seeding %s for the other hosts (Ctrl-C stops)'
+          % seeding.path, file=sys.stderr)
     try:
-        bittorrent.wait_for_seeding()
+        seeding.wait()
     except KeyboardInterrupt:
-        _stop_seeding()
+        _stop_seeding(seeding)
 
 
-def _stop_seeding():
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
-    bittorrent.stop_seeding()
-    bittorrent.wait_for_seeding(10.0)
+def _stop_seeding(seeding):
+    seeding.stop()
+    seeding.wait(10.0)
     print('oslo-transfer: stopped seeding', file=sys.stderr)
 
 

@@ -23,6 +23,7 @@ from oslo_config import cfg
 
 from oslo_transfer.cmd import _args
 from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import selector
 
@@ -117,7 +118,7 @@ def register(sub):
     p = sub.add_parser('drivers', help='list installed drivers and what '
                                        'they can do')
     p.add_argument('--json', action='store_true')
-    p.set_defaults(func=run_drivers)
+    p.set_defaults(func=run_driver_list)
 
 
 class ProgressBar:
@@ -272,18 +273,30 @@ def _cap_names(caps):
             if c.name and c.name != 'NONE' and c in caps]
 
 
-def run_drivers(args):
+def _row(name, status, drv=None):
+    return {'name': name, 'schemes': list(drv.schemes) if drv else [],
+            'capabilities': _cap_names(drv.capabilities) if drv else [],
+            'status': status}
+
+
+def _driver_rows(t):
+    """Usable drivers first, then those that are not, and why."""
+    usable, unusable = [], []
+    for drv in t.drivers:
+        try:
+            drv.check_available()
+        except exceptions.MissingDependency as exc:
+            unusable.append(_row(drv.name, 'unavailable: %s' % exc))
+        else:
+            usable.append(_row(drv.name, 'ok', drv))
+    failed = [_row(name, 'failed to load: %s' % exc)
+              for name, exc in sorted(t.load_failures.items())]
+    return usable + sorted(unusable, key=lambda r: r['name']) + failed
+
+
+def run_driver_list(args):
     with args.make_transfer() as t:
-        t.check_drivers()
-        rows = [{'name': d.name, 'schemes': list(d.schemes),
-                 'capabilities': _cap_names(d.capabilities),
-                 'status': 'ok'} for d in t.drivers]
-        for name, why in sorted(t.unavailable.items()):
-            rows.append({'name': name, 'schemes': [], 'capabilities': [],
-                         'status': 'unavailable: %s' % why})
-        for name, exc in sorted(t.load_failures.items()):
-            rows.append({'name': name, 'schemes': [], 'capabilities': [],
-                         'status': 'failed to load: %s' % exc})
+        rows = _driver_rows(t)
     if args.json:
         print(json.dumps(rows, sort_keys=True))
         return 0

@@ -55,7 +55,7 @@ import importlib.util
 import sys
 import types
 
-__all__ = ['DEFERRED', 'DeferredModule', 'install']
+__all__ = ['DEFERRED', 'DeferredModule', 'defer', 'install']
 
 #: the modules the command defers
 DEFERRED = ('rfc3986', 'netaddr')

@@ -34,6 +34,7 @@ _EXPORTS = {
     'Location': 'oslo_transfer.locations',
     'Source': 'oslo_transfer.locations',
     'Result': 'oslo_transfer.result',
+    'Seeding': 'oslo_transfer.driver',
     'Hints': 'oslo_transfer.selector',
     'Plan': 'oslo_transfer.selector',
     'Transfer': 'oslo_transfer.transfer',
@@ -41,8 +42,8 @@ _EXPORTS = {
 }
 
 __all__ = ['copy', 'open', 'upload', 'plan', 'Transfer', 'TransferHandle',
-           'Hints', 'Plan', 'Result', 'Source', 'Location', 'Credentials',
-           'Checksum', 'CancelToken', 'exceptions']
+           'Hints', 'Plan', 'Result', 'Seeding', 'Source', 'Location',
+           'Credentials', 'Checksum', 'CancelToken', 'exceptions']
 
 
 def __getattr__(name):

@@ -58,8 +58,8 @@ from oslo_config import cfg
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
-__all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'CancelToken',
-           'Context', 'PartTarget']
+__all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'Seeding',
+           'CancelToken', 'Context', 'PartTarget']
 
 
 class Capability(enum.Flag):
@@ -77,6 +77,7 @@ class Capability(enum.Flag):
     #: ``copy_to_path()`` moves the bytes without user-space copies.
     ZERO_COPY = enum.auto()
     #: Peers share the bytes (BitTorrent); the origin sends each byte ~once.
+    #: ``seed()`` works, and ``after_commit()`` may keep sharing a copy.
     PEER_TO_PEER = enum.auto()
     #: Only usable when the hosts share a network (NFS, iSCSI).
     SAME_NETWORK_ONLY = enum.auto()
@@ -315,6 +316,58 @@ class Writer(abc.ABC):
         """Give up: remove staged data where the protocol allows."""
 
 
+class Seeding(abc.ABC):
+    """Local data that this process shares with peers, in the background.
+
+    A peer-to-peer driver returns one from :meth:`Driver.seed`, and from
+    :meth:`Driver.after_commit` when it goes on sharing the file it just
+    delivered; the engine puts the latter on
+    :attr:`Result.seeding <oslo_transfer.result.Result.seeding>`.  Seeding
+    ends when the driver's own rules say so (its time is up, the peers have
+    the data, the file changed), on :meth:`stop`, or when the process exits:
+    a script that wants its host to keep sharing calls :meth:`wait` before
+    it exits.  The methods are thread-safe.
+
+    :ivar info_hash: what peers know the data by (a BitTorrent info-hash).
+    :ivar path: the absolute local path being shared.
+    :ivar size: bytes shared.
+    :ivar listen_port: the TCP port peers connect to (0 if unknown).
+    """
+
+    def __init__(self, info_hash: str, path: str, size: int,
+                 listen_port: int = 0):
+        self.info_hash = info_hash
+        self.path = path
+        self.size = size
+        self.listen_port = listen_port
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until seeding ended and the driver let go of the file.
+
+        :param timeout: seconds to wait at most; None waits as long as it
+            takes.
+        :returns: True once seeding ended, False if ``timeout`` ran out
+            first.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop seeding now; :meth:`wait` then returns soon.
+
+        Stopping twice, or after seeding ended, does nothing.
+        """
+
+    @property
+    @abc.abstractmethod
+    def reason(self) -> str | None:
+        """Why seeding ended (``"seed time is up"``, ...); None until then."""
+
+    def __repr__(self):
+        return '<%s %s %s>' % (type(self).__name__, self.info_hash,
+                               self.path)
+
+
 class PartTarget(typing.Protocol):
     """The engine's ``.part`` file, as handed to :meth:`Driver.copy_to_path`.
 
@@ -466,12 +519,39 @@ class Driver(abc.ABC):
         """
         return True
 
-    def after_commit(self, location, path: str, ctx: Context) -> None:
+    def after_commit(self, location, path: str,
+                     ctx: Context) -> Seeding | None:
         """Called after the engine renamed a completed destination.
 
-        ``path`` is the final local path.  The BitTorrent driver starts
-        seeding it here; most drivers do nothing.
+        ``path`` is the final local path.  A peer-to-peer driver may start
+        sharing it here and return the :class:`Seeding` (the engine puts it
+        on the ``Result``); most drivers do nothing and return None.  The
+        copy has succeeded whatever this method does: an exception is
+        logged, not raised.
         """
+
+    def seed(self, path: str, torrent, ctx: Context,
+             seconds: float | None = None,
+             peers: typing.Sequence[str] = (),
+             verify: bool = True) -> Seeding:
+        """Share the complete local data at ``path`` with peers now.
+
+        Only for drivers with ``PEER_TO_PEER``, which must implement it
+        (:meth:`Transfer.seed <oslo_transfer.transfer.Transfer.seed>` finds
+        the driver by that capability).
+
+        :param torrent: the data's metadata, in any form the driver
+            accepts as ``Source(torrent=...)`` (a path, a URL, bytes, a
+            :class:`~oslo_transfer.torrent.TorrentMeta`), or None: the
+            driver makes metadata for ``path`` itself.  URLs must pass
+            ``ctx.check_url``.
+        :param seconds: how long; None seeds until :meth:`Seeding.stop`.
+        :param peers: ``"HOST:PORT"`` of peers to connect to.
+        :param verify: check the data against the metadata first (False
+            trusts it, for data this host just verified).
+        :raises DestinationError: the data does not match the metadata.
+        """
+        raise NotImplementedError
 
     def close(self):
         """Release pooled connections and sessions."""

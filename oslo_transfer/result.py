@@ -37,6 +37,10 @@ class Result:
     :ivar dest: the destination (path or masked URL).
     :ivar attempts: failed attempts before the successful one, as
         ``(masked url, driver, error)`` triples.
+    :ivar seeding: a :class:`~oslo_transfer.driver.Seeding` when the driver
+        goes on sharing the destination with peers after the copy (the
+        ``bittorrent`` driver for ``seed_time`` seconds), else None.  It
+        is not part of :meth:`to_dict`.
     """
 
     bytes_transferred: int = 0
@@ -50,6 +54,7 @@ class Result:
     plan: object = None
     dest: str | None = None
     attempts: list = dataclasses.field(default_factory=list)
+    seeding: object = None
 
     @property
     def throughput(self) -> float:

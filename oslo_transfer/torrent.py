@@ -10,20 +10,27 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""BitTorrent metadata: bencoding, ``.torrent`` files made and parsed.
+"""BitTorrent metadata: make ``.torrent`` files and read them.
 
-Pure Python (no libtorrent), so that ``oslo-transfer make-torrent`` and the
-checks below run on hosts without the ``bittorrent`` extra.
+Public: what ``oslo-transfer make-torrent`` does, and what a caller handles
+when it publishes metadata next to an image or hands it to
+:class:`~oslo_transfer.locations.Source` (``torrent=``).  Pure Python (no
+libtorrent), so it works on hosts without the ``bittorrent`` driver.
 
 * :func:`make_torrent` writes BitTorrent v1 metadata (readable by every
   client) for a file or a directory, with HTTP web seeds (BEP 19) and
-  trackers.
-* :func:`parse` reads metadata and refuses, with
+  trackers; :func:`choose_piece_size` is the piece size it picks.
+* :func:`parse` (bytes) and :func:`parse_file` (a path) read metadata into a
+  :class:`TorrentMeta` and refuse, with
   :class:`~oslo_transfer.exceptions.InvalidLocation`, anything that could
-  make a client write outside its destination folder (absolute paths, ``..``,
-  empty components, separators inside a component), before the metadata
-  reaches libtorrent.  The info-hash is computed over the exact bytes of the
-  ``info`` dictionary as found in the file.
+  make a client write outside its destination folder (absolute paths,
+  ``..``, empty components, separators inside a component), before the
+  metadata reaches libtorrent.  The info-hash is computed over the exact
+  bytes of the ``info`` dictionary as found in the file.
+* :func:`bencode` and :func:`bdecode` read and write the encoding itself,
+  for fields this module does not interpret.
+
+Everything else here is an implementation detail.
 """
 
 import concurrent.futures
@@ -40,20 +47,22 @@ from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['bencode', 'bdecode', 'TorrentMeta', 'parse', 'make_torrent',
-           'choose_piece_size', 'MIN_PIECE', 'MAX_PIECE']
+__all__ = ['TorrentMeta', 'TorrentFile', 'make_torrent', 'parse',
+           'parse_file', 'choose_piece_size', 'bencode', 'bdecode',
+           'MIN_PIECE', 'MAX_PIECE', 'MAX_METADATA']
 
-KiB = 1024
-MiB = 1024 * KiB
+_KIB = 1024
+_MIB = 1024 * _KIB
 
-#: the piece sizes that :func:`choose_piece_size` picks from
-MIN_PIECE = 256 * KiB
-MAX_PIECE = 4 * MiB
+#: the smallest piece size that :func:`choose_piece_size` picks
+MIN_PIECE = 256 * _KIB
+#: the largest piece size that :func:`choose_piece_size` picks
+MAX_PIECE = 4 * _MIB
 #: pieces aimed at by :func:`choose_piece_size` (before clamping)
-TARGET_PIECES = 1024
+_TARGET_PIECES = 1024
 #: refuse metadata larger than this (a 1 TiB image at 256 KiB pieces has
 #: 80 MiB of hashes: such an image gets bigger pieces)
-MAX_METADATA = 64 * MiB
+MAX_METADATA = 64 * _MIB
 _MAX_DEPTH = 32
 
 
@@ -179,7 +188,13 @@ def bdecode(data: bytes):
 
 @dataclasses.dataclass(frozen=True)
 class TorrentFile:
-    """One file of a torrent: path components under the torrent's name."""
+    """One file of a torrent.
+
+    :ivar path: path components under the torrent's name (checked: none
+        leaves the folder); ``()`` for a single-file torrent.
+    :ivar length: bytes.
+    :ivar offset: where the file starts in the torrent's data.
+    """
 
     path: tuple
     length: int
@@ -200,6 +215,7 @@ class TorrentMeta:
     :ivar web_seeds: BEP 19 ``url-list`` entries (http and https only).
     :ivar trackers: announce URLs, tiers flattened, in order.
     :ivar raw_info: the exact bytes of the ``info`` dictionary.
+    :ivar private: the ``private`` flag (BEP 27): peers from trackers only.
     """
 
     info_hash: str
@@ -215,10 +231,12 @@ class TorrentMeta:
 
     @property
     def num_pieces(self) -> int:
+        """How many pieces the data has."""
         return len(self.pieces) // 20
 
     @property
     def single_file(self) -> bool:
+        """True for a single file (not a folder)."""
         return len(self.files) == 1 and self.files[0].path == ()
 
     @property
@@ -232,6 +250,7 @@ class TorrentMeta:
         return start, min(self.piece_length, self.total_size - start)
 
     def piece_hash(self, index: int) -> bytes:
+        """The 20-byte SHA-1 of piece ``index``."""
         return self.pieces[index * 20:index * 20 + 20]
 
     def pieces_within(self, ranges) -> list:
@@ -273,7 +292,7 @@ def _text(value, what) -> str:
             'invalid torrent metadata: %s is not UTF-8' % what) from exc
 
 
-def check_component(name: str, what: str = 'file name') -> str:
+def _check_component(name: str, what: str = 'file name') -> str:
     """Refuse a path component that could leave the destination folder.
 
     :raises InvalidLocation: empty, ``.``, ``..``, a separator or a NUL.
@@ -336,10 +355,11 @@ def parse(data: bytes) -> TorrentMeta:
         raise exceptions.InvalidLocation(
             'a BitTorrent v2-only torrent (no v1 piece hashes) is not '
             'supported; make hybrid or v1 metadata')
-    name = check_component(_text(info.get(b'name.utf-8', info.get(b'name')),
-                                 'the name'), 'the name')
+    name = _check_component(
+        _text(info.get(b'name.utf-8', info.get(b'name')), 'the name'),
+        'the name')
     piece_length = _int(info.get(b'piece length'), 'piece length', 1)
-    if piece_length % (16 * KiB):
+    if piece_length % (16 * _KIB):
         raise exceptions.InvalidLocation(
             'invalid torrent metadata: piece length %d is not a multiple '
             'of 16 KiB' % piece_length)
@@ -365,7 +385,7 @@ def parse(data: bytes) -> TorrentMeta:
                 raise exceptions.InvalidLocation(
                     'torrent metadata has a file with an empty path; '
                     'refused')
-            path = tuple(check_component(_text(c, 'a path component'))
+            path = tuple(_check_component(_text(c, 'a path component'))
                          for c in comps)
             if path in seen:
                 raise exceptions.InvalidLocation(
@@ -398,12 +418,27 @@ def parse(data: bytes) -> TorrentMeta:
                        private=info.get(b'private') == 1)
 
 
+def parse_file(path: str) -> TorrentMeta:
+    """Read and check the ``.torrent`` file at ``path``.
+
+    :raises InvalidLocation: the file cannot be read, is larger than
+        :data:`MAX_METADATA`, or holds metadata that :func:`parse` refuses.
+    """
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(MAX_METADATA + 1)
+    except OSError as exc:
+        raise exceptions.InvalidLocation(
+            'cannot read torrent metadata %s: %s' % (path, exc)) from exc
+    return parse(data)
+
+
 # -- making ------------------------------------------------------------------
 
 def choose_piece_size(size: int) -> int:
     """A power of two between 256 KiB and 4 MiB, ~1024 pieces for ``size``."""
     piece = MIN_PIECE
-    while piece < MAX_PIECE and size > piece * TARGET_PIECES:
+    while piece < MAX_PIECE and size > piece * _TARGET_PIECES:
         piece *= 2
     return piece
 
@@ -488,8 +523,8 @@ def make_torrent(path: str, web_seeds: typing.Sequence[str] = (),
         ``piece_size`` is not a multiple of 16 KiB.
     """
     path = os.path.abspath(path)
-    name = check_component(name or os.path.basename(path.rstrip('/')),
-                           'the name')
+    name = _check_component(name or os.path.basename(path.rstrip('/')),
+                            'the name')
     if os.path.isdir(path):
         files = _walk(path)
     elif os.path.isfile(path):
@@ -499,7 +534,7 @@ def make_torrent(path: str, web_seeds: typing.Sequence[str] = (),
                                          'directory' % path)
     total = sum(f[2] for f in files)
     piece_size = piece_size or choose_piece_size(total)
-    if piece_size <= 0 or piece_size % (16 * KiB):
+    if piece_size <= 0 or piece_size % (16 * _KIB):
         raise exceptions.InvalidLocation('piece size %d is not a positive '
                                          'multiple of 16 KiB' % piece_size)
     for url in web_seeds:

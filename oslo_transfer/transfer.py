@@ -417,6 +417,54 @@ class Transfer:
         holder['h'] = h
         return h
 
+    def seed(self, path, torrent=None, seconds: float | None = None,
+             peers=(), verify: bool = True,
+             cancel: driver_mod.CancelToken | None = None
+             ) -> driver_mod.Seeding:
+        """Share the complete local data at ``path`` with peers.
+
+        What ``oslo-transfer seed`` does: the first installed driver with
+        ``PEER_TO_PEER`` (``bittorrent``) seeds ``path`` in the background
+        of this process, from the same session as the copies it makes.
+
+        :param path: a file, or a directory for metadata that lists
+            several files.
+        :param torrent: the metadata of ``path``: a path or an http(s) URL
+            of a ``.torrent`` file, its bytes, or a
+            :class:`~oslo_transfer.torrent.TorrentMeta`.  None: the driver
+            makes it now (no web seed; ``[oslo_transfer_bittorrent]
+            piece_size``).
+        :param seconds: how long; None seeds until
+            :meth:`Seeding.stop() <oslo_transfer.driver.Seeding.stop>`.
+        :param peers: ``"HOST:PORT"`` of peers to connect to; seeding also
+            ends early once each of them has the whole data.
+        :param verify: check the data against the metadata first (refused
+            with ``DestinationError`` when it does not match); False trusts
+            it.
+        :param cancel: a :class:`~oslo_transfer.driver.CancelToken` for
+            fetching the metadata.
+        :returns: the :class:`~oslo_transfer.driver.Seeding`.
+        :raises NoDriverFound: no peer-to-peer driver is available.
+        """
+        drv = self._seeding_driver()
+        ctx = self._context(None, cancel)
+        return drv.seed(os.fspath(path), torrent, ctx, seconds=seconds,
+                        peers=tuple(peers), verify=verify)
+
+    def _seeding_driver(self) -> driver_mod.Driver:
+        """The first available driver with ``PEER_TO_PEER``."""
+        p2p = [d for d in self.drivers
+               if driver_mod.Capability.PEER_TO_PEER in d.capabilities]
+        self.check_drivers(p2p)
+        for d in p2p:
+            if d in self.drivers:
+                return d
+        why = '; '.join('%s unavailable: %s' % item
+                        for item in sorted(self.unavailable.items()))
+        raise exceptions.NoDriverFound(
+            'no installed peer-to-peer driver can seed%s'
+            % (' (%s)' % why if why else ''))
+
     def close(self):
         """Shut the executors down and release the drivers' connections."""
         if self._closed:

@@ -36,7 +36,6 @@ import time
 def run_oslo(args, peers):
     from oslo_config import cfg
     import oslo_transfer
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
     from oslo_transfer import transfer as transfer_mod
 
     conf = cfg.ConfigOpts()
@@ -80,7 +79,7 @@ def run_oslo(args, peers):
            'timeline': timeline.stop() if timeline else None,
            'plan': [c.driver for c in plan.candidates],
            'stats': tr.driver('bittorrent').last_stats}
-    return out, lambda: bittorrent.wait_for_seeding()
+    return out, lambda: res.seeding.wait() if res.seeding else True
 
 
 def run_libtorrent(args, peers):

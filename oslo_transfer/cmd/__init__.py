@@ -12,57 +12,28 @@
 
 """The ``oslo-transfer`` command.
 
-Importing this package defers the imports of ``rfc3986`` and
-``netaddr``: oslo.config imports them for its URI and IP address option
-types, which neither the command nor the drivers use.  Building
-rfc3986's regular expressions took 45-50 ms of every run of the command
-(a third of its imports), netaddr another 10-14 ms.  A stand-in module
-takes its place in ``sys.modules`` and imports the real one the first
-time anything asks it for an attribute.  (``importlib.util.LazyLoader``
-does not help: a plain ``import`` of a lazily loaded module reads its
-``__spec__`` and so loads it.)  The library itself never does this: a
-service's imports are its own business.
+Importing this package prepares the command's start-up, before anything
+imports oslo.config:
+
+* it defers the imports of ``rfc3986`` and ``netaddr``, which oslo.config
+  makes for option types that neither the command nor the drivers use
+  (:mod:`oslo_transfer.cmd._deferred_imports`: the trick, its measured
+  reason and its limits);
+* when the process is the ``oslo-transfer`` script, it keeps the garbage
+  collector off until :func:`start_collecting` (the imports made dozens of
+  collections that freed nothing).
+
+The library itself never does either: a service's imports and collector
+are its own business.
 """
 
 import gc
-import importlib
-import importlib.util
 import os
 import sys
-import types
 
-_DEFERRED = ('rfc3986', 'netaddr')
+from oslo_transfer.cmd import _deferred_imports
 
-
-class _Deferred(types.ModuleType):
-    """Stands in for a module until one of its attributes is wanted."""
-
-    def __getattr__(self, attr):
-        # Only called for what the stand-in does not have (its __spec__,
-        # __name__ and so on it has, so that ``import`` leaves it alone).
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        real = importlib.import_module(self.__name__)
-        self.__dict__.update(real.__dict__)
-        return getattr(real, attr)
-
-
-def _defer(name):
-    if name in sys.modules:
-        return
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return
-    if spec is None:
-        return
-    module = _Deferred(name)
-    module.__spec__ = spec
-    sys.modules[name] = module
-
-
-for _name in _DEFERRED:
-    _defer(_name)
+_deferred_imports.install()
 
 
 def _is_the_command():

@@ -23,6 +23,7 @@ from oslo_config import cfg
 
 from oslo_transfer.cmd import _args
 from oslo_transfer import driver as driver_mod
+from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import selector
 
@@ -117,7 +118,7 @@ def register(sub):
     p = sub.add_parser('drivers', help='list installed drivers and what '
                                        'they can do')
     p.add_argument('--json', action='store_true')
-    p.set_defaults(func=run_drivers)
+    p.set_defaults(func=run_driver_list)
 
 
 class ProgressBar:
@@ -177,19 +178,19 @@ def run_copy(args):
         finally:
             if bar is not None:
                 bar.close()
-        if result.driver == 'bittorrent':
-            # Before the result is printed: a caller that reads it may send
-            # SIGTERM at once, and the seeding must then stop cleanly.
-            old = signal.signal(signal.SIGTERM, _on_sigterm)
-            try:
-                _print_result(args, result)
-                _seed_before_return(result)
-            except _Terminated:
-                _stop_seeding()
-            finally:
-                signal.signal(signal.SIGTERM, old)
-        else:
+        if result.seeding is None:
             _print_result(args, result)
+            return 0
+        # Before the result is printed: a caller that reads it may send
+        # SIGTERM at once, and the seeding must then stop cleanly.
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            _print_result(args, result)
+            _seed_before_return(result.seeding)
+        except _Terminated:
+            _stop_seeding(result.seeding)
+        finally:
+            signal.signal(signal.SIGTERM, old)
     return 0
 
 
@@ -228,34 +229,27 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def _seed_before_return(result):
-    """Block while this process seeds what the copy fetched by BitTorrent.
+def _seed_before_return(seeding):
+    """Block while this process seeds what the copy fetched.
 
     The destination is already complete and renamed (and the result
-    printed); seeding ends after ``seed_time``, at ``seed_ratio``, once
-    every ``--peer`` is complete, or on Ctrl-C / SIGTERM (exit status 0:
-    the copy itself succeeded; the caller installed the SIGTERM handler
-    before printing the result).
+    printed); seeding ends when the driver's rules say so (BitTorrent:
+    after ``seed_time``, at ``seed_ratio``, once every ``--peer`` is
+    complete), or on Ctrl-C / SIGTERM (exit status 0: the copy itself
+    succeeded; the caller installed the SIGTERM handler before printing
+    the result).
     """
-    if result.driver != 'bittorrent':
-        return
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
-    seeds = bittorrent.seeding()
-    if not seeds:
-        return
-    print('oslo-transfer: seeding %s for the other hosts (up to '
-          '[oslo_transfer_bittorrent] seed_time; Ctrl-C stops)'
-          % ', '.join(path for _, path in seeds), file=sys.stderr)
+    print('oslo-transfer: seeding %s for the other hosts (Ctrl-C stops)'
+          % seeding.path, file=sys.stderr)
     try:
-        bittorrent.wait_for_seeding()
+        seeding.wait()
     except KeyboardInterrupt:
-        _stop_seeding()
+        _stop_seeding(seeding)
 
 
-def _stop_seeding():
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
-    bittorrent.stop_seeding()
-    bittorrent.wait_for_seeding(10.0)
+def _stop_seeding(seeding):
+    seeding.stop()
+    seeding.wait(10.0)
     print('oslo-transfer: stopped seeding', file=sys.stderr)
 
 
@@ -279,18 +273,30 @@ def _cap_names(caps):
             if c.name and c.name != 'NONE' and c in caps]
 
 
-def run_drivers(args):
+def _row(name, status, drv=None):
+    return {'name': name, 'schemes': list(drv.schemes) if drv else [],
+            'capabilities': _cap_names(drv.capabilities) if drv else [],
+            'status': status}
+
+
+def _driver_rows(t):
+    """Usable drivers first, then those that are not, and why."""
+    usable, unusable = [], []
+    for drv in t.drivers:
+        try:
+            drv.check_available()
+        except exceptions.MissingDependency as exc:
+            unusable.append(_row(drv.name, 'unavailable: %s' % exc))
+        else:
+            usable.append(_row(drv.name, 'ok', drv))
+    failed = [_row(name, 'failed to load: %s' % exc)
+              for name, exc in sorted(t.load_failures.items())]
+    return usable + sorted(unusable, key=lambda r: r['name']) + failed
+
+
+def run_driver_list(args):
     with args.make_transfer() as t:
-        t.check_drivers()
-        rows = [{'name': d.name, 'schemes': list(d.schemes),
-                 'capabilities': _cap_names(d.capabilities),
-                 'status': 'ok'} for d in t.drivers]
-        for name, why in sorted(t.unavailable.items()):
-            rows.append({'name': name, 'schemes': [], 'capabilities': [],
-                         'status': 'unavailable: %s' % why})
-        for name, exc in sorted(t.load_failures.items()):
-            rows.append({'name': name, 'schemes': [], 'capabilities': [],
-                         'status': 'failed to load: %s' % exc})
+        rows = _driver_rows(t)
     if args.json:
         print(json.dumps(rows, sort_keys=True))
         return 0

@@ -10,12 +10,16 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``oslo-transfer`` command.
+"""The ``oslo-transfer`` command: its one parser and logging set-up.
 
 Each sub-command lives in a module of :data:`COMMAND_MODULES` that defines
 ``register(subparsers)``; the parser's ``func(args) -> int`` runs it.
 ``args.conf`` is the ConfigOpts (``--config-file``), ``args.make_transfer()``
-builds a :class:`~oslo_transfer.Transfer` on it.
+builds a :class:`~oslo_transfer.Transfer` on it, which registers every
+option.  A sub-command uses the public API only, and so gets its options
+and drivers as a service would.  The ``python -m`` entry points of
+``oslo_transfer.cmd.torrent`` and ``oslo_transfer.cmd.serve`` (which the
+tests and benchmarks start peers with) call :func:`main` too.
 """
 
 import argparse
@@ -132,16 +136,24 @@ def _make_conf(files):
     return conf
 
 
+def setup_logging(verbose: int) -> None:
+    """Log to stderr: warnings, ``-v`` progress, ``-vv`` details."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format='%(levelname)s %(name)s: %(message)s')
+
+
 def main(argv=None) -> int:
+    """Run ``oslo-transfer`` with ``argv`` (default: ``sys.argv[1:]``).
+
+    :returns: the exit code (see the CLI guide).
+    """
     parser = build_parser()
     try:
         args = _merge_global_args(parser.parse_args(argv))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    level = {0: logging.WARNING,
-             1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format='%(levelname)s %(name)s: %(message)s')
+    setup_logging(args.verbose)
     try:
         args.conf = _make_conf(args.config_file)
     except cfg.Error as exc:

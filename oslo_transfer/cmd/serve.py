@@ -27,7 +27,7 @@ storage with it.  Safe by default:
   range and announced address for NAT;
 * SIGTERM or SIGINT closes every connection and exits with status 0.
 
-Also runnable as ``python -m oslo_transfer.cmd.serve --ftp DIR ...``.
+``python -m oslo_transfer.cmd.serve ARGS`` is ``oslo-transfer serve ARGS``.
 """
 
 import argparse
@@ -230,17 +230,11 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog='python -m oslo_transfer.cmd.serve',
-        description='Share a directory by FTP (oslo-transfer serve).')
-    parser.add_argument('-v', '--verbose', action='count', default=0)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    level = logging.WARNING if not args.verbose else (
-        logging.INFO if args.verbose == 1 else logging.DEBUG)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format='%(levelname)s %(name)s: %(message)s')
-    return run(args)
+    """``python -m oslo_transfer.cmd.serve ARGS``: ``oslo-transfer serve``."""
+    from oslo_transfer.cmd import main as main_mod
+    if argv is None:
+        argv = sys.argv[1:]
+    return main_mod.main(['serve'] + list(argv))
 
 
 if __name__ == '__main__':

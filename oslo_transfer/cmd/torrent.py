@@ -13,18 +13,19 @@
 """``oslo-transfer make-torrent`` and ``oslo-transfer seed``.
 
 ``make-torrent FILE --web-seed URL -o OUT.torrent`` writes BitTorrent v1
-metadata with the HTTP origin as web seed.
+metadata with the HTTP origin as web seed (:mod:`oslo_transfer.torrent`).
 
-``seed FILE|TORRENT`` shares local data until its time is up or SIGTERM /
-SIGINT (a clean stop: the torrent leaves the session, exit status 0).  Once
-the data is verified and the session listens, one JSON line goes to stdout:
-``{"event": "seeding", "info_hash": ..., "listen_port": ..., "path": ...}``.
+``seed FILE|TORRENT`` shares local data (:meth:`Transfer.seed
+<oslo_transfer.transfer.Transfer.seed>`) until its time is up or SIGTERM /
+SIGINT (a clean stop, exit status 0).  Once the data is verified and the
+session listens, one JSON line goes to stdout: ``{"event": "seeding",
+"info_hash": ..., "listen_port": ..., "path": ..., "size": ...}``; when it
+ends, another: ``{"event": "stopped", "info_hash": ..., "reason": ...}``.
 
-Also runnable as ``python -m oslo_transfer.cmd.torrent`` (the tests start
-peers that way).
+``python -m oslo_transfer.cmd.torrent ARGS`` is ``oslo-transfer ARGS`` (the
+tests start peers that way).
 """
 
-import argparse
 import json
 import logging
 import os
@@ -35,12 +36,12 @@ import threading
 from oslo_config import cfg
 
 from oslo_transfer.cmd import _args
-from oslo_transfer import exceptions
-from oslo_transfer import torrent as meta_mod
+from oslo_transfer import torrent as torrent_mod
 
 LOG = logging.getLogger(__name__)
 
-GROUP = 'oslo_transfer_bittorrent'
+#: the option group of ``piece_size``, the default of both commands
+_GROUP = 'oslo_transfer_bittorrent'
 
 
 def register(sub) -> None:
@@ -88,26 +89,23 @@ def register(sub) -> None:
     p.set_defaults(func=run_seed)
 
 
-def _driver(conf):
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
-    from oslo_transfer import opts
-    opts.register_opts(conf, [bittorrent.BitTorrentDriver])
-    drv = bittorrent.BitTorrentDriver(conf)
-    drv.check_available()
-    return drv
+def _piece_size(conf) -> int | None:
+    """``[oslo_transfer_bittorrent] piece_size``; None: chosen by size."""
+    try:
+        return getattr(conf, _GROUP).piece_size or None
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return None         # no bittorrent driver installed: the default
 
 
 def run_make(args) -> int:
     piece = args.piece_size
     if piece is None:
-        from oslo_transfer._drivers.bittorrent import driver as bittorrent
-        from oslo_transfer import opts
-        opts.register_opts(args.conf, [bittorrent.BitTorrentDriver])
-        piece = getattr(args.conf, GROUP).piece_size or None
-    data = meta_mod.make_torrent(args.path, web_seeds=args.web_seed,
-                                 piece_size=piece, trackers=args.tracker,
-                                 name=args.name)
-    meta = meta_mod.parse(data)
+        with args.make_transfer() as t:
+            piece = _piece_size(t.conf)
+    data = torrent_mod.make_torrent(args.path, web_seeds=args.web_seed,
+                                    piece_size=piece, trackers=args.tracker,
+                                    name=args.name)
+    meta = torrent_mod.parse(data)
     if args.output == '-':
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -126,92 +124,79 @@ def _write(path, data):
     os.replace(tmp, path)
 
 
-def _metadata(args, drv):
-    """``(meta, data_path)`` from the command line."""
+def _metadata(args, conf):
+    """``(torrent, data_path)`` from the command line.
+
+    ``torrent`` is what :meth:`Transfer.seed` takes: parsed metadata, the
+    ``--torrent`` path or URL, metadata made now, or None (the driver
+    makes it).
+    """
     first = args.path
     if args.torrent is None and first.endswith('.torrent') and \
             os.path.isfile(first):
-        meta = drv.load_metadata(first, _ctx())
+        meta = torrent_mod.parse_file(first)
         data = args.data or os.path.join(os.path.dirname(
             os.path.abspath(first)), meta.name)
         return meta, data
     if args.torrent is not None:
-        return drv.load_metadata(args.torrent, _ctx()), first
-    piece = drv.options.piece_size or None
-    raw = meta_mod.make_torrent(first, web_seeds=args.web_seed,
-                                piece_size=piece)
+        return args.torrent, first
+    if not (args.web_seed or args.save_torrent):
+        return None, first
+    raw = torrent_mod.make_torrent(first, web_seeds=args.web_seed,
+                                   piece_size=_piece_size(conf))
     if args.save_torrent:
         _write(args.save_torrent, raw)
-    return meta_mod.parse(raw), first
-
-
-def _ctx():
-    from oslo_transfer import driver
-    return driver.Context()
+    return raw, first
 
 
 def run_seed(args) -> int:
-    conf = args.conf
-    if args.listen:
-        from oslo_transfer._drivers.bittorrent import driver as bittorrent
-        from oslo_transfer import opts
-        opts.register_opts(conf, [bittorrent.BitTorrentDriver])
-        conf.set_override('listen_interfaces', [args.listen], GROUP)
-    drv = _driver(conf)
-    meta, path = _metadata(args, drv)
-    stop = threading.Event()
+    with args.make_transfer() as t:
+        if args.listen:
+            _override(t.conf, 'listen_interfaces', [args.listen])
+        torrent, path = _metadata(args, t.conf)
+        stop = threading.Event()
 
-    def on_signal(signum, frame):
-        stop.set()
+        def on_signal(signum, frame):
+            stop.set()
 
-    old = {s: signal.signal(s, on_signal)
-           for s in (signal.SIGTERM, signal.SIGINT)}
-    from oslo_transfer._drivers.bittorrent import driver as bittorrent
-    try:
-        sess = drv.seed(path, meta, seconds=args.seed_time or None,
-                        peers=args.peer, verify=not args.no_verify)
-        print(json.dumps({'event': 'seeding', 'info_hash': meta.info_hash,
-                          'listen_port': sess.listen_port(),
-                          'path': os.path.abspath(path),
-                          'size': meta.total_size}), flush=True)
-        while not stop.is_set():
-            if bittorrent.wait_for_seeding(0.5):
-                break
-    finally:
-        bittorrent.stop_seeding()
-        for s, h in old.items():
-            signal.signal(s, h)
-    status = 'stopped by signal' if stop.is_set() else 'seed time is up'
-    print(json.dumps({'event': 'stopped', 'info_hash': meta.info_hash,
-                      'reason': status}), flush=True)
+        old = {s: signal.signal(s, on_signal)
+               for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            seeding = t.seed(path, torrent, seconds=args.seed_time or None,
+                             peers=args.peer, verify=not args.no_verify)
+            try:
+                _announce(seeding)
+                while not stop.is_set() and not seeding.wait(0.5):
+                    pass
+            finally:
+                seeding.stop()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    reason = 'stopped by signal' if stop.is_set() else seeding.reason
+    print(json.dumps({'event': 'stopped', 'info_hash': seeding.info_hash,
+                      'reason': reason}), flush=True)
     return 0
 
 
-def main(argv=None) -> int:
-    """``python -m oslo_transfer.cmd.torrent make-torrent|seed ...``."""
-    from oslo_transfer.cmd import main as main_mod
-    parser = argparse.ArgumentParser(prog='oslo-transfer')
-    parser.add_argument('--config-file', action='append', default=[],
-                        metavar='PATH')
-    parser.add_argument('-v', '--verbose', action='count', default=0)
-    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level={0: logging.WARNING, 1: logging.INFO}.get(args.verbose,
-                                                        logging.DEBUG),
-        stream=sys.stderr, format='%(levelname)s %(name)s: %(message)s')
+def _override(conf, name, value):
     try:
-        args.conf = cfg.ConfigOpts()
-        args.conf([], project='oslo_transfer',
-                  default_config_files=args.config_file,
-                  default_config_dirs=[])
-        return args.func(args)
-    except (exceptions.TransferError, ValueError) as exc:
-        print('oslo-transfer: %s: %s' % (type(exc).__name__, exc),
-              file=sys.stderr)
-        return main_mod.exit_code(exc)
+        conf.set_override(name, value, _GROUP)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        pass                # no bittorrent driver: Transfer.seed says so
+
+
+def _announce(seeding):
+    print(json.dumps({'event': 'seeding', 'info_hash': seeding.info_hash,
+                      'listen_port': seeding.listen_port,
+                      'path': seeding.path, 'size': seeding.size}),
+          flush=True)
+
+
+def main(argv=None) -> int:
+    """``python -m oslo_transfer.cmd.torrent ARGS``: ``oslo-transfer ARGS``."""
+    from oslo_transfer.cmd import main as main_mod
+    return main_mod.main(argv)
 
 
 if __name__ == '__main__':

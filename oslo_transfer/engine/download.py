@@ -495,12 +495,24 @@ class Download:
         self.done = size
         self.total = size
         self._report()
-        try:
-            cand.driver_obj.after_commit(cand.location, self.dest, self.ctx)
-        except Exception:  # noqa: seeding is best effort
-            LOG.exception('after_commit of %s failed', cand.driver)
+        seeding = self._after_commit(cand)
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
             size=size, elapsed=time.monotonic() - self._started,
-            plan=self.plan, dest=self.dest)
+            plan=self.plan, dest=self.dest, seeding=seeding)
+
+    def _after_commit(self, cand):
+        """The driver's ``after_commit()``: its Seeding, or None."""
+        try:
+            seeding = cand.driver_obj.after_commit(cand.location, self.dest,
+                                                   self.ctx)
+        except Exception:  # noqa: the copy succeeded; seeding is extra
+            LOG.exception('after_commit of %s failed', cand.driver)
+            return None
+        if seeding is not None and not isinstance(seeding,
+                                                  driver_mod.Seeding):
+            LOG.warning('after_commit of %s returned %r, not a Seeding; '
+                        'ignored', cand.driver, seeding)
+            return None
+        return seeding

@@ -256,3 +256,45 @@ def test_metadata_size_limit():
     with pytest.raises(exceptions.InvalidLocation) as ei:
         meta.parse(b'x' * (meta.MAX_METADATA + 1))
     assert 'larger than' in str(ei.value)
+
+
+# -- the public module -------------------------------------------------------
+
+def test_public_names():
+    # what make-torrent and callers use; the helpers stay private
+    assert sorted(meta.__all__) == sorted([
+        'TorrentMeta', 'TorrentFile', 'make_torrent', 'parse', 'parse_file',
+        'choose_piece_size', 'bencode', 'bdecode', 'MIN_PIECE', 'MAX_PIECE',
+        'MAX_METADATA'])
+    for name in meta.__all__:
+        value = getattr(meta, name)
+        assert isinstance(value, int) or value.__doc__, name
+    # anything else the module defines is underscored
+    defined = {n for n, v in vars(meta).items() if not n.startswith('_') and
+               (isinstance(v, int) or
+                getattr(v, '__module__', None) == meta.__name__)}
+    assert defined == set(meta.__all__)
+
+
+def test_parse_file(tmp_path):
+    data = _write(tmp_path / 'image.raw', os.urandom(PIECE + 3))
+    raw = meta.make_torrent(data, web_seeds=['http://o/image.raw'])
+    path = _write(tmp_path / 'image.torrent', raw)
+    m = meta.parse_file(path)
+    assert m == meta.parse(raw)
+    assert (m.name, m.total_size, m.num_pieces) == ('image.raw',
+                                                    PIECE + 3, 2)
+    assert m.files == (meta.TorrentFile(path=(), length=PIECE + 3,
+                                        offset=0),)
+
+
+def test_parse_file_refuses_what_it_cannot_read(tmp_path):
+    with pytest.raises(exceptions.InvalidLocation) as ei:
+        meta.parse_file(str(tmp_path / 'missing.torrent'))
+    assert 'cannot read torrent metadata' in str(ei.value)
+    big = tmp_path / 'big.torrent'
+    with open(big, 'wb') as f:
+        f.truncate(meta.MAX_METADATA + 1)
+    with pytest.raises(exceptions.InvalidLocation) as ei:
+        meta.parse_file(str(big))
+    assert 'larger than' in str(ei.value)

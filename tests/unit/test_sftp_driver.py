@@ -186,8 +186,10 @@ def test_paramiko_is_imported_without_invoke():
     """invoke stays unloaded, and importable by whoever wants it later."""
     code = ('import sys\n'
             'from oslo_transfer._drivers.sftp import driver as sftp\n'
-            'paramiko = sftp._import_paramiko()\n'
+            'paramiko = sftp._import_paramiko_without_invoke()\n'
             'assert paramiko.Transport\n'
+            'import paramiko.config\n'
+            'assert paramiko.config.invoke is None\n'
             'print("invoke" in sys.modules)\n'
             'try:\n'
             '    import invoke  # noqa\n'
@@ -199,3 +201,17 @@ def test_paramiko_is_imported_without_invoke():
                          capture_output=True, text=True).stdout.split()
     assert out[0] == 'False'
     assert out[1] in ('importable', 'absent')
+
+
+def test_paramiko_import_leaves_a_loaded_invoke_alone():
+    pytest.importorskip('invoke')
+    code = ('import sys\n'
+            'import invoke\n'
+            'from oslo_transfer._drivers.sftp import driver as sftp\n'
+            'paramiko = sftp._import_paramiko_without_invoke()\n'
+            'import paramiko.config\n'
+            'print(sys.modules["invoke"] is invoke,\n'
+            '      paramiko.config.invoke is invoke)\n')
+    out = subprocess.run([sys.executable, '-c', code], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ['True', 'True']

@@ -24,8 +24,9 @@ other hosts, so the origin sends each byte about once.
   verified piece (:mod:`.download`); the origin's pieces are fetched by
   :mod:`.origin`.
 * ``after_commit()`` seeds the renamed file for ``seed_time`` seconds from
-  the process's one session (:mod:`.seed`, :mod:`.session`);
-  :func:`wait_for_seeding` lets a script wait.
+  the process's one session (:mod:`.seed`, :mod:`.session`) and returns
+  the handle (``Result.seeding``); ``seed()`` shares local data on demand
+  (``Transfer.seed``).
 * Metadata is made and parsed by :mod:`oslo_transfer.torrent` (pure
   Python): file names that would escape the destination folder are refused
   before libtorrent sees them.
@@ -52,8 +53,7 @@ from oslo_transfer import torrent as meta_mod
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['BitTorrentDriver', 'OPTS', 'make_torrent', 'parse_torrent',
-           'wait_for_seeding', 'stop_seeding', 'seeding']
+__all__ = ['BitTorrentDriver', 'OPTS', 'make_torrent', 'parse_torrent']
 
 make_torrent = meta_mod.make_torrent
 parse_torrent = meta_mod.parse
@@ -167,28 +167,6 @@ class _MetaCache:
 
 
 _CACHE = _MetaCache()
-
-
-def wait_for_seeding(timeout: float | None = None) -> bool:
-    """Block until this process seeds nothing any more.
-
-    A script calls it before it exits, so that its host seeds for
-    ``seed_time`` like a service's (``oslo-transfer copy`` is meant to call
-    it before it returns).
-
-    :returns: False if ``timeout`` ran out first.
-    """
-    return seed_mod.SEEDS.wait(timeout)
-
-
-def stop_seeding():
-    """Stop every seed of this process now."""
-    seed_mod.SEEDS.stop(reason='stopped by the caller')
-
-
-def seeding() -> list:
-    """``[(info_hash, path)]`` seeded by this process."""
-    return seed_mod.SEEDS.active()
 
 
 class BitTorrentDriver(driver.Driver):
@@ -403,44 +381,54 @@ class BitTorrentDriver(driver.Driver):
                 self._seen_complete[meta.info_hash] = frozenset(
                     job.seen_complete)
 
-    def after_commit(self, location, path, ctx) -> None:
+    def after_commit(self, location, path, ctx) -> seed_mod.Handle | None:
         seconds = self.options.seed_time
         if seconds <= 0:
-            return
+            return None
         meta = self._require_meta(location, ctx)
         with self._lock:
             seen = self._seen_complete.pop(meta.info_hash, ())
         sess = self._session()
+        port = sess.listen_port()
         peers = origin_mod.my_share(
             origin_mod.resolve_peers(getattr(ctx.hints, 'peer_addresses',
-                                             ())),
-            sess.listen_port())[2]
+                                             ())), port)[2]
         trackers = []
         if self.options.use_metadata_trackers:
             trackers = self._allowed(meta.trackers, ctx, 'tracker')
-        seed_mod.SEEDS.start(sess, meta, path, seconds,
-                             ratio=self.options.seed_ratio, peers=peers,
-                             trackers=trackers, seen_complete=seen)
+        entry = seed_mod.SEEDS.start(sess, meta, path, seconds,
+                                     ratio=self.options.seed_ratio,
+                                     peers=peers, trackers=trackers,
+                                     seen_complete=seen)
+        return seed_mod.Handle(seed_mod.SEEDS, entry, port) if entry else None
 
-    def seed(self, path: str, meta, seconds: float | None = None,
-             peers=(), verify: bool = True):
-        """Seed ``path`` now (the ``seed`` command).
+    def seed(self, path, torrent, ctx, seconds=None, peers=(),
+             verify=True) -> seed_mod.Handle:
+        """Seed ``path`` now (``Transfer.seed``, the ``seed`` command).
 
-        :param seconds: None seeds until :func:`stop_seeding`.
-        :param peers: ``"HOST:PORT"`` strings to connect to.
-        :param verify: hash-check the file first.
-        :returns: the session (for its listen port).
+        :raises DestinationError: ``path`` does not match ``torrent``, or
+            this process downloads that torrent right now.
         """
+        if torrent is None:
+            torrent = meta_mod.make_torrent(
+                path, piece_size=self.options.piece_size or None)
+        meta = self.load_metadata(torrent, ctx)
         sess = self._session()
+        port = sess.listen_port()
         others = origin_mod.my_share(origin_mod.resolve_peers(peers),
-                                     sess.listen_port())[2]
+                                     port)[2]
         trackers = []
         if self.options.use_metadata_trackers:
-            trackers = list(meta.trackers)
-        seed_mod.SEEDS.start(sess, meta, os.path.abspath(path), seconds,
-                             ratio=self.options.seed_ratio, peers=others,
-                             trackers=trackers, verify=verify)
-        return sess
+            trackers = self._allowed(meta.trackers, ctx, 'tracker')
+        entry = seed_mod.SEEDS.start(sess, meta, os.path.abspath(path),
+                                     seconds, ratio=self.options.seed_ratio,
+                                     peers=others, trackers=trackers,
+                                     verify=verify)
+        if entry is None:
+            raise exceptions.DestinationError(
+                'cannot seed %s: torrent %s is being downloaded by this '
+                'process' % (path, meta.info_hash))
+        return seed_mod.Handle(seed_mod.SEEDS, entry, port)
 
     def close(self):
         with self._lock:

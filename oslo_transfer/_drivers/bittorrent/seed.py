@@ -13,7 +13,9 @@
 """Seeding complete files from the process's session.
 
 A file is seeded after the engine renamed it into place
-(``Driver.after_commit``), or on demand (``oslo-transfer seed``).  Each seed
+(``Driver.after_commit``), or on demand (``Driver.seed``, for
+``Transfer.seed`` and ``oslo-transfer seed``); both hand the caller a
+:class:`Handle` (the contract's ``Seeding``).  Each seed
 ends when its time is up, when it reached its upload ratio, when every peer
 that the hints named is seen complete, or when the file changed (size or
 mtime differ from when seeding started; libtorrent's hash check on first
@@ -26,11 +28,12 @@ import os
 import threading
 import time
 
+from oslo_transfer import driver
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['Seeds', 'SEEDS']
+__all__ = ['Seeds', 'SEEDS', 'Handle']
 
 #: seconds a seed stays after it saw every named peer complete
 _LINGER = 3.0
@@ -53,6 +56,10 @@ class _Entry:
         #: by the download before it)
         self.complete = set(seen_complete)
         self.all_complete_since = None
+        #: why the seed ended, once it did
+        self.reason = None
+        #: the thread that takes the torrent out of the session
+        self.removal = None
 
     def changed(self) -> bool:
         try:
@@ -207,6 +214,33 @@ class Seeds:
 
     # -- stopping -------------------------------------------------------------
 
+    def wait_for(self, entry, timeout: float | None = None) -> bool:
+        """Block until ``entry`` ended and left the session.
+
+        :returns: False if ``timeout`` ran out first.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        key = entry.meta.info_hash
+        with self._lock:
+            while self._entries.get(key) is entry:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._lock.wait(left if left is not None else 1.0)
+            removal = entry.removal
+        if removal is not None:
+            removal.join(None if end is None
+                         else max(0.0, end - time.monotonic()))
+            return not removal.is_alive()
+        return True
+
+    def stop_entry(self, entry, reason: str):
+        """Stop ``entry`` if it is still the seed of its info-hash."""
+        key = entry.meta.info_hash
+        with self._lock:
+            if self._entries.get(key) is entry:
+                self._stop_locked(key, reason)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until nothing is seeded; False if ``timeout`` ran out."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -233,6 +267,7 @@ class Seeds:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        entry.reason = reason
         LOG.info('bittorrent: stopped seeding %s: %s', entry.path, reason)
         sess = self._sess
         if sess is not None and not self._closed:
@@ -240,6 +275,7 @@ class Seeds:
             t = threading.Thread(target=self._remove,
                                  args=(sess, entry.handle, key),
                                  name='oslo-transfer-unseed', daemon=True)
+            entry.removal = t
             self._removals.append(t)
             t.start()
         self._lock.notify_all()
@@ -316,6 +352,26 @@ class Seeds:
                 elif now - entry.all_complete_since >= _LINGER:
                     return 'every named peer has the whole file'
         return None
+
+
+class Handle(driver.Seeding):
+    """One seed of :data:`SEEDS`, as the caller sees it."""
+
+    def __init__(self, seeds: Seeds, entry: _Entry, listen_port: int):
+        super().__init__(entry.meta.info_hash, entry.path,
+                         entry.meta.total_size, listen_port)
+        self._seeds = seeds
+        self._entry = entry
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._seeds.wait_for(self._entry, timeout)
+
+    def stop(self) -> None:
+        self._seeds.stop_entry(self._entry, 'stopped by the caller')
+
+    @property
+    def reason(self) -> str | None:
+        return self._entry.reason
 
 
 def _size(path, meta) -> int:

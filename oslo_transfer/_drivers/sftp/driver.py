@@ -154,16 +154,23 @@ def remote_path(location) -> str:
     return path
 
 
-def _import_paramiko():
-    """``import paramiko``, without the ``invoke`` package if we can.
+def _import_paramiko_without_invoke():
+    """``import paramiko``, hiding the ``invoke`` package if we can.
 
     ``paramiko.config`` imports ``invoke`` (with asyncio, unittest.mock and
     a YAML parser: about half of paramiko's import time) only to run
     ``Match exec`` lines of an ssh_config file, which this driver never
-    reads.  When neither is imported yet, ``invoke`` is hidden while
-    paramiko loads; paramiko then records it as missing, exactly as on a
-    host without it.  A process that already imported either is left as
-    it is.
+    reads.  When neither is imported yet, ``sys.modules['invoke']`` is
+    None while paramiko loads, so that ``import invoke`` raises
+    ImportError; paramiko then records it as missing, exactly as on a host
+    without it, and the entry goes again.  A process that already imported
+    either is left as it is, and ``invoke`` stays importable for later.
+
+    Measured on the CI's 2-core VM (2026-12-07; hyperfine, 20 alternated
+    rounds of 10 runs; medians), ``oslo-transfer copy`` of a 4 KiB file
+    from a local OpenSSH sshd took 0.425 s with this and 0.506 s without
+    it (16 %; CPU 0.29 against 0.37 s); of a 256 MiB file 1.64 s either
+    way.  The bar for a trick like this is 10 % of wall time.
     """
     if 'paramiko' in sys.modules or 'invoke' in sys.modules:
         import paramiko
@@ -226,7 +233,7 @@ class SFTPDriver(driver.Driver):
     def _libs(self):
         if self._lib is None:
             try:
-                paramiko = _import_paramiko()
+                paramiko = _import_paramiko_without_invoke()
             except ImportError as exc:
                 raise exceptions.MissingDependency(
                     'the sftp driver needs paramiko: pip install '

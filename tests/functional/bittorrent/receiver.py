@@ -23,7 +23,7 @@ Prints one JSON line on stdout: ``{"ok": true, "result": {...}, "stats":
 {...}}`` (``stats`` are the bittorrent driver's counters: pieces from
 peers and from the web seed, bytes, hash failures) or ``{"ok": false,
 "error": CLASS, "message": TEXT, "stats": {...}}``; then seeds for the
-configured ``seed_time`` (``wait_for_seeding``) and exits.
+configured ``seed_time`` (``Result.seeding.wait()``) and exits.
 """
 
 import argparse
@@ -36,7 +36,6 @@ from oslo_config import cfg
 
 import oslo_transfer
 from oslo_transfer._drivers.bittorrent import download as download_mod
-from oslo_transfer._drivers.bittorrent import driver as bittorrent
 from oslo_transfer import transfer as transfer_mod
 
 
@@ -75,8 +74,10 @@ def main(argv=None):
     hints = oslo_transfer.Hints(peers=args.peers,
                                 peer_addresses=tuple(args.peer))
     drv = tr.driver('bittorrent')
+    seeding = None
     try:
         res = tr.copy(src, args.dest, checksum=args.checksum, hints=hints)
+        seeding = res.seeding
         out = {'ok': True, 'result': {
             'driver': res.driver, 'bytes_transferred': res.bytes_transferred,
             'bytes_resumed': res.bytes_resumed, 'digest': res.digest,
@@ -85,7 +86,8 @@ def main(argv=None):
         out = {'ok': False, 'error': type(exc).__name__, 'message': str(exc)}
     out['stats'] = drv.last_stats
     print(json.dumps(out), flush=True)
-    bittorrent.wait_for_seeding()
+    if seeding is not None:
+        seeding.wait()
     return 0 if out['ok'] else 1
 
 

@@ -10,7 +10,8 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Seeding after a copy, metadata found next to the origin, the seed CLI."""
+"""Seeding after a copy (``Result.seeding``) and on demand
+(``Transfer.seed``), metadata found next to the origin, the seed CLI."""
 
 import os
 import signal
@@ -20,8 +21,10 @@ import sys
 import pytest
 
 import oslo_transfer
-from oslo_transfer._drivers.bittorrent import driver as bittorrent
+from oslo_transfer._drivers.bittorrent import seed as seed_mod
 from oslo_transfer._drivers.bittorrent import session as session_mod
+from oslo_transfer import exceptions
+from oslo_transfer import torrent as torrent_mod
 from tests.functional.bittorrent.conftest import ports
 from tests.functional.bittorrent.conftest import REPO
 from tests.functional import conftest as fconf
@@ -32,7 +35,7 @@ MiB = 1024 * 1024
 @pytest.fixture(autouse=True)
 def _no_seeds_left():
     yield
-    bittorrent.stop_seeding()
+    seed_mod.SEEDS.stop()
 
 
 def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
@@ -43,7 +46,7 @@ def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
     """
     data = image(6 * MiB)
     torrent = tmp_path / 'x.torrent'
-    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    torrent.write_bytes(torrent_mod.make_torrent(data.path))
     tr = make_transfer(seed_time=120)
     res = tr.copy(oslo_transfer.Source(urls=[origin.url(data.name)],
                                        torrent=str(torrent)),
@@ -51,9 +54,14 @@ def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
                   hints=oslo_transfer.Hints(peers=4))
     assert res.driver == 'bittorrent'
     fconf.assert_only_dest(dest, data.data)
-    assert [p for _, p in bittorrent.seeding()] == [dest]
-    assert not bittorrent.wait_for_seeding(timeout=0.2)
-    us = session_mod.current().listen_port()
+    seeding = res.seeding
+    info_hash = torrent_mod.parse_file(str(torrent)).info_hash
+    assert (seeding.info_hash, seeding.path, seeding.size) == (
+        info_hash, dest, data.size)
+    assert not seeding.wait(timeout=0.2)
+    assert seeding.reason is None
+    us = seeding.listen_port
+    assert us == session_mod.current().listen_port()
     later = str(tmp_path / 'later' / 'image.raw')
     os.makedirs(os.path.dirname(later))
     recv = swarm.receiver('later', str(torrent), later, ports(1)[0],
@@ -64,31 +72,78 @@ def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
     assert out['ok'], out
     assert out['stats']['peer_pieces'] == out['stats']['pieces']
     fconf.assert_only_dest(later, data.data)
-    assert bittorrent.seeding() == [(bittorrent.parse_torrent(
-        torrent.read_bytes()).info_hash, dest)]
+    # ... and seeds on (no peer was named, so none ends it early).
+    assert not seeding.wait(timeout=0)
+    assert seed_mod.SEEDS.active() == [(info_hash, dest)]
+    seeding.stop()
+    assert seeding.wait(timeout=10)
+    assert seeding.reason == 'stopped by the caller'
+    assert seed_mod.SEEDS.active() == []
 
 
 def test_seeding_stops_when_the_file_changes(make_transfer, origin, image,
                                              dest):
     data = image(1 * MiB)
-    raw = bittorrent.make_torrent(data.path)
+    raw = torrent_mod.make_torrent(data.path)
     tr = make_transfer(seed_time=600)
-    tr.copy(oslo_transfer.Source(urls=[origin.url(data.name)], torrent=raw),
-            dest, hints=oslo_transfer.Hints(peers=4))
-    assert [p for _, p in bittorrent.seeding()] == [dest]
+    res = tr.copy(oslo_transfer.Source(urls=[origin.url(data.name)],
+                                       torrent=raw),
+                  dest, hints=oslo_transfer.Hints(peers=4))
+    assert res.seeding.path == dest
     with open(dest, 'r+b') as f:
         f.write(b'changed')
-    assert bittorrent.wait_for_seeding(timeout=30)
-    assert bittorrent.seeding() == []
+    assert res.seeding.wait(timeout=30)
+    assert res.seeding.reason == 'the file changed or disappeared'
+    assert seed_mod.SEEDS.active() == []
 
 
 def test_seed_time_zero_does_not_seed(make_transfer, origin, image, dest):
     data = image(1 * MiB)
-    raw = bittorrent.make_torrent(data.path)
+    raw = torrent_mod.make_torrent(data.path)
     tr = make_transfer(seed_time=0)
-    tr.copy(oslo_transfer.Source(urls=[origin.url(data.name)], torrent=raw),
-            dest, hints=oslo_transfer.Hints(peers=4))
-    assert bittorrent.seeding() == []
+    res = tr.copy(oslo_transfer.Source(urls=[origin.url(data.name)],
+                                       torrent=raw),
+                  dest, hints=oslo_transfer.Hints(peers=4))
+    assert res.driver == 'bittorrent'
+    assert res.seeding is None
+    assert seed_mod.SEEDS.active() == []
+
+
+def test_transfer_seed_serves_a_later_receiver(make_transfer, swarm, image,
+                                               tmp_path):
+    """``Transfer.seed``: no origin at all, every piece comes from us."""
+    data = image(4 * MiB)
+    torrent = tmp_path / 'x.torrent'
+    torrent.write_bytes(torrent_mod.make_torrent(data.path))
+    tr = make_transfer()        # seed_time = 0: seed() has its own time
+    seeding = tr.seed(data.path, str(torrent), seconds=600)
+    assert (seeding.path, seeding.size) == (data.path, data.size)
+    assert seeding.info_hash == torrent_mod.parse_file(
+        str(torrent)).info_hash
+    later = str(tmp_path / 'later' / 'image.raw')
+    os.makedirs(os.path.dirname(later))
+    recv = swarm.receiver('later', str(torrent), later, ports(1)[0],
+                          peers=['127.0.0.1:%d' % seeding.listen_port],
+                          checksum=data.checksum(),
+                          options={'seed_time': 0})
+    out = recv.json_line(timeout=60)
+    assert out['ok'], out
+    assert out['stats']['peer_pieces'] == out['stats']['pieces']
+    fconf.assert_only_dest(later, data.data)
+    assert not seeding.wait(timeout=0)
+    seeding.stop()
+    assert seeding.wait(timeout=10)
+    assert seeding.reason == 'stopped by the caller'
+
+
+def test_transfer_seed_refuses_other_data(make_transfer, image, tmp_path):
+    data = image(1 * MiB)
+    other = fconf.make_data_file(tmp_path, 'other.raw', data.size)
+    tr = make_transfer()
+    with pytest.raises(exceptions.DestinationError) as err:
+        tr.seed(other.path, torrent_mod.make_torrent(data.path))
+    assert 'does not match torrent' in str(err.value)
+    assert seed_mod.SEEDS.active() == []
 
 
 @pytest.mark.parametrize('lookup', [True, False])
@@ -96,7 +151,7 @@ def test_torrent_next_to_origin(make_transfer, origin, image, dest, lookup):
     data = image(2 * MiB)
     url = origin.url(data.name)
     with open(data.path + '.torrent', 'wb') as f:
-        f.write(bittorrent.make_torrent(data.path, web_seeds=[url]))
+        f.write(torrent_mod.make_torrent(data.path, web_seeds=[url]))
     tr = make_transfer(lookup_torrent_next_to_origin=lookup)
     hints = oslo_transfer.Hints(peers=4)
     plan = tr.plan(url, dest, hints=hints)
@@ -120,7 +175,7 @@ def test_seed_command_refuses_other_data(image, tmp_path):
     data = image(2 * MiB)
     other = fconf.make_data_file(tmp_path, 'other.raw', data.size)
     torrent = tmp_path / 'x.torrent'
-    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    torrent.write_bytes(torrent_mod.make_torrent(data.path))
     proc = subprocess.run(
         [sys.executable, '-m', 'oslo_transfer.cmd.torrent', 'seed',
          other.path, '--torrent', str(torrent),
@@ -159,7 +214,7 @@ def test_cli_copy_seeds_before_it_returns(swarm, origin, image, tmp_path):
     """
     data = image(6 * MiB)
     torrent = tmp_path / 'x.torrent'
-    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    torrent.write_bytes(torrent_mod.make_torrent(data.path))
     cli_port, later_port = ports(2)
     dest = str(tmp_path / 'cli' / 'image.raw')
     os.makedirs(os.path.dirname(dest))
@@ -194,7 +249,7 @@ def test_cli_copy_seeds_before_it_returns(swarm, origin, image, tmp_path):
 def test_cli_copy_sigterm_while_seeding(swarm, origin, image, tmp_path):
     data = image(2 * MiB)
     torrent = tmp_path / 'x.torrent'
-    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    torrent.write_bytes(torrent_mod.make_torrent(data.path))
     (cli_port,) = ports(1)
     dest = str(tmp_path / 'cli' / 'image.raw')
     os.makedirs(os.path.dirname(dest))
@@ -215,7 +270,7 @@ def test_cli_copy_seed_time_zero_returns_at_once(swarm, origin, image,
                                                  tmp_path):
     data = image(2 * MiB)
     torrent = tmp_path / 'x.torrent'
-    torrent.write_bytes(bittorrent.make_torrent(data.path))
+    torrent.write_bytes(torrent_mod.make_torrent(data.path))
     (cli_port,) = ports(1)
     dest = str(tmp_path / 'cli' / 'image.raw')
     os.makedirs(os.path.dirname(dest))

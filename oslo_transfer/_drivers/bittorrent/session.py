@@ -51,8 +51,8 @@ __all__ = ['find_libtorrent', 'import_libtorrent', 'get_session',
 
 _lt = None
 
-_MISSING = ('the bittorrent driver needs libtorrent 2.x: install the extra '
-            '"oslo.transfer[bittorrent]" (pip install libtorrent)')
+_MISSING = ('the bittorrent driver needs libtorrent 2.x, a requirement of '
+            'oslo.transfer that is missing here: pip install libtorrent')
 
 
 def find_libtorrent():

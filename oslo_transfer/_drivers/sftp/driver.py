@@ -236,9 +236,9 @@ class SFTPDriver(driver.Driver):
                 paramiko = _import_paramiko_without_invoke()
             except ImportError as exc:
                 raise exceptions.MissingDependency(
-                    'the sftp driver needs paramiko: pip install '
-                    '"oslo.transfer[sftp]" (Debian: python3-paramiko)'
-                ) from exc
+                    'the sftp driver needs paramiko, a requirement of '
+                    'oslo.transfer that is missing here: pip install '
+                    'paramiko (Debian: python3-paramiko)') from exc
             from oslo_transfer._drivers.sftp import pipeline as sftp_pipeline
             from oslo_transfer._drivers.sftp import session as sftp_session
             LOG.debug('sftp driver uses paramiko %s', paramiko.__version__)

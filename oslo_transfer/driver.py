@@ -45,18 +45,17 @@ Rules every driver must follow:
 """
 
 import abc
-import ctypes
 import dataclasses
 import enum
-import mmap
+import logging
 import threading
 import time
 import typing
 
-from oslo_config import cfg
-
 from oslo_transfer import exceptions
 from oslo_transfer import locations
+
+LOG = logging.getLogger(__name__)
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'CancelToken',
            'Context', 'PartTarget']
@@ -112,37 +111,6 @@ class Stat:
     ranges: bool = False
     mtime: float | None = None
     max_segments: int | None = None
-
-
-class AlignedBlock(mmap.mmap):
-    """Page-aligned memory whose views ``read()`` may yield.
-
-    Only when :attr:`Context.aligned_views` is set, and only if the driver
-    never changes a block while anyone holds a ``memoryview`` of it (every
-    view and slice of a block holds a reference to it, so a block whose
-    only reference is the driver's own is free again).  The engine hashes
-    and keeps such a chunk without copying it, and writes it to the
-    destination with ``O_DIRECT`` as it is.  ``AlignedBlock(-1, size)``
-    maps ``size`` bytes (a multiple of :data:`mmap.PAGESIZE`).
-    """
-
-
-def is_aligned_view(data) -> bool:
-    """True for a ``memoryview`` of an :class:`AlignedBlock`."""
-    return type(data) is memoryview and type(data.obj) is AlignedBlock
-
-
-def buffer_address(buf) -> int:
-    """The C address of the first byte of a writable buffer.
-
-    For a C call that fills an :class:`AlignedBlock` (or a view of one) in
-    place; the engine checks with it that a view is aligned.
-    """
-    probe = ctypes.c_char.from_buffer(buf)
-    try:
-        return ctypes.addressof(probe)
-    finally:
-        del probe               # (releases the export at once)
 
 
 class CancelToken:
@@ -228,6 +196,8 @@ class Context:
         ``bytes``, a ``memoryview`` of page-aligned memory that the driver
         will not change while anyone holds a view of it (the download
         engine, which writes such chunks with ``O_DIRECT`` as they are).
+        :class:`oslo_transfer._utils.AlignedBlock` is that memory, and
+        :func:`oslo_transfer._utils.is_aligned_view` tells such a chunk.
         False by default: yield ``bytes`` (or a buffer you may reuse once
         the consumer's next call returns).
     """
@@ -271,27 +241,6 @@ class Context:
                 'total_timeout)')
             exc.retryable = False
             raise exc
-
-
-def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
-    """The ``max_segments`` option of a driver whose ``stat()`` caps segments.
-
-    Return ``Stat(max_segments=self.options.max_segments or None)``.
-
-    :param why: what one segment costs and why one is the default.
-    :param unit: what one segment is, for the "Possible values" list
-        ("stream", "connection", "session").
-    :param related: the driver's other options worth reading with it.
-    """
-    lines = ['* %s' % r
-             for r in ('[oslo_transfer] segments',) + tuple(related)]
-    return cfg.IntOpt(
-        'max_segments', default=1, min=0, max=64,
-        help='%s\n\nPossible values:\n\n* 1 (default): one %s per object\n'
-             '* N > 1: at most N segments, and never more than '
-             '[oslo_transfer] segments\n* 0: no cap of its own; '
-             '[oslo_transfer] segments decides\n\nRelated options:\n\n%s'
-             % (why, unit, '\n'.join(lines)))
 
 
 class Writer(abc.ABC):

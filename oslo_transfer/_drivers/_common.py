@@ -10,19 +10,24 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A small thread-safe pool of logged-in sessions, for FTP and SFTP.
+"""Helpers that several drivers share, and nothing else needs.
 
-Logging in costs several round trips (and a key exchange for SSH), and the
-engine reads parallel segments from several threads at once.  Each call of
-a driver *leases* a session for its own use; a session is never shared by
-two threads at the same time.  When the call ends cleanly the session goes
-back to the pool, keyed by everything that identifies the login (scheme,
-host, port, user and a digest of the secret); after an error it is closed,
-because its protocol state is unknown.
+* :class:`SessionPool`: logged-in sessions for FTP and SFTP;
+* :func:`max_segments_opt`: the option of a driver that caps its segments.
 
-Idle sessions older than ``max_idle_seconds`` are closed instead of
-reused (servers drop idle control connections), and a session is checked
-with ``is_alive`` before it is handed out again.
+The engine never imports this module (what the engine and the drivers both
+need lives in :mod:`oslo_transfer._utils`).
+
+**Sessions.**  Logging in costs several round trips (and a key exchange
+for SSH), and the engine reads parallel segments from several threads at
+once.  Each call of a driver *leases* a session for its own use; a session
+is never shared by two threads at the same time.  When the call ends
+cleanly the session goes back to the pool, keyed by everything that
+identifies the login (scheme, host, port, user and a digest of the
+secret); after an error it is closed, because its protocol state is
+unknown.  Idle sessions older than ``max_idle_seconds`` are closed instead
+of reused (servers drop idle control connections), and a session is
+checked with ``is_alive`` before it is handed out again.
 """
 
 import collections
@@ -32,9 +37,11 @@ import threading
 import time
 import typing
 
+from oslo_config import cfg
+
 LOG = logging.getLogger(__name__)
 
-__all__ = ['SessionPool']
+__all__ = ['SessionPool', 'max_segments_opt']
 
 
 class SessionPool:
@@ -137,3 +144,24 @@ class SessionPool:
             if key is not None:
                 return len(self._idle.get(key, []))
             return sum(len(v) for v in self._idle.values())
+
+
+def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
+    """The ``max_segments`` option of a driver whose ``stat()`` caps segments.
+
+    Return ``Stat(max_segments=self.options.max_segments or None)``.
+
+    :param why: what one segment costs and why one is the default.
+    :param unit: what one segment is, for the "Possible values" list
+        ("stream", "connection", "session").
+    :param related: the driver's other options worth reading with it.
+    """
+    lines = ['* %s' % r
+             for r in ('[oslo_transfer] segments',) + tuple(related)]
+    return cfg.IntOpt(
+        'max_segments', default=1, min=0, max=64,
+        help='%s\n\nPossible values:\n\n* 1 (default): one %s per object\n'
+             '* N > 1: at most N segments, and never more than '
+             '[oslo_transfer] segments\n* 0: no cap of its own; '
+             '[oslo_transfer] segments decides\n\nRelated options:\n\n%s'
+             % (why, unit, '\n'.join(lines)))

@@ -33,7 +33,7 @@ import mmap
 import sys
 import sysconfig
 
-from oslo_transfer import driver
+from oslo_transfer import _utils
 
 #: answers shorter than this are not worth keeping
 MIN_SIZE = 4096
@@ -240,9 +240,9 @@ class BlockPool:
                 return memoryview(blocks[i])[:n], self._addresses[i]
         if k >= self.limit:
             return None
-        block = driver.AlignedBlock(-1, self.size)
+        block = _utils.AlignedBlock(-1, self.size)
         blocks.append(block)
-        self._addresses.append(driver.buffer_address(block))
+        self._addresses.append(_utils.buffer_address(block))
         self.made += 1
         self._next = 0
         return memoryview(block)[:n], self._addresses[-1]

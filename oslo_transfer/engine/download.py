@@ -32,6 +32,7 @@ import os
 import threading
 import time
 
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
@@ -354,7 +355,7 @@ class Download:
                     self._source_changed(loc, st.validator, st2.validator)
                     return self._attempt(cand)
                 # Bytes after the verified prefix are fetched again.
-                j.ranges = journal_mod.RangeSet(
+                j.ranges = _utils.RangeSet(
                     [(0, j.ranges.prefix())] if j.ranges.prefix() else [])
                 fill = seg_mod.Fill(self, drv, loc, size, False, 1,
                                     fill.hasher, fill.hashed)

@@ -32,8 +32,8 @@ import errno
 import logging
 import threading
 
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
-from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile as partfile_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer.engine import writers
@@ -556,7 +556,7 @@ def _give_back(journal, part, room) -> bool:
     cut = max(start, (end - room) // 4096 * 4096)
     if not partfile_mod.punch_hole(part.fd, cut, end - cut):
         return False
-    kept = journal_mod.RangeSet(ranges[:-1])
+    kept = _utils.RangeSet(ranges[:-1])
     if cut > start:
         kept.add(start, cut)
     journal.ranges = kept

@@ -28,7 +28,7 @@ import threading
 import pytest
 
 from oslo_transfer._drivers import _recycle
-from oslo_transfer import driver
+from oslo_transfer import _utils
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
@@ -58,7 +58,7 @@ def _fill(pool, payload):
 def test_a_dropped_view_gives_its_block_back():
     pool = _pool()
     first = _fill(pool, b'a' * 8192)
-    assert driver.is_aligned_view(first)
+    assert _utils.is_aligned_view(first)
     block = id(first.obj)
     del first
     second = _fill(pool, b'b' * 8192)
@@ -94,7 +94,7 @@ def test_blocks_are_page_aligned_and_sized_up_to_pages():
     assert pool.size == 8192
     for v in views:
         assert len(v) == 5000
-        assert driver.buffer_address(v) % PAGE == 0
+        assert _utils.buffer_address(v) % PAGE == 0
 
 
 def test_a_consumer_that_takes_no_views_gets_the_bytes_recycler():
@@ -169,7 +169,7 @@ def test_views_that_are_not_aligned_are_copied(tmp_path):
         pos += len(v)
     shifted = _views(b'\0' * 100 + data[pos:pos + 32 * KiB],
                      size=32 * KiB + 100)[0][100:]
-    assert driver.buffer_address(shifted) % PAGE
+    assert _utils.buffer_address(shifted) % PAGE
     w.write(pos, shifted)
     pos += len(shifted)
     w.flush()
@@ -331,12 +331,12 @@ def test_zero_detection_of_every_kind_of_chunk(kind):
         return _views(raw, size=len(raw))[0]
 
     n = 64 * KiB
-    assert partfile.is_zero(make(bytes(n)))
+    assert _utils.is_zero(make(bytes(n)))
     for at in (0, n // 2, n - 1):
         raw = bytearray(n)
         raw[at] = 1
-        assert not partfile.is_zero(make(bytes(raw))), at
-    assert partfile.is_zero(make(bytes(n))[4096:8192])
+        assert not _utils.is_zero(make(bytes(raw))), at
+    assert _utils.is_zero(make(bytes(n))[4096:8192])
 
 
 def test_a_batch_never_holds_more_views_than_one_pwritev_takes(

@@ -43,6 +43,7 @@ import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer._drivers import _common
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -75,7 +76,7 @@ OPTS = [
                     'target as busy as several sessions would, without '
                     'their logins.\n\nRelated options:\n\n'
                     '* request_size\n* max_segments'),
-    driver.max_segments_opt(
+    _common.max_segments_opt(
         'Most parallel ranged segments for one read of a LUN; each '
         'segment is a session of its own (a TCP connection and a login).  '
         'One session with outstanding_requests commands in flight keeps '

@@ -42,6 +42,12 @@ Rules every driver must follow:
   :class:`~oslo_transfer.exceptions.MissingDependency` naming the package.
 * ``list_opts()`` must not import optional dependencies: the sample config
   generator calls it on hosts that do not have them.
+* A driver imports the contract (this module, :mod:`~oslo_transfer.
+  exceptions`, :mod:`~oslo_transfer.locations`, the helpers of
+  :mod:`oslo_transfer._utils`) and public modules, never the engine and
+  never another driver: it reaches another protocol's driver through
+  :attr:`Context.driver_for`, the scheduler and the URL policy through
+  its :class:`Context` too.
 """
 
 import abc
@@ -173,6 +179,14 @@ class CancelToken:
             self._callbacks.pop(key, None)
 
 
+def _no_driver_for(location):
+    """The default of :attr:`Context.driver_for`: no driver to give."""
+    raise exceptions.NoDriverFound(
+        'no driver for %s: this context was not made by a Transfer, so it '
+        'reaches no other driver (Context.driver_for)'
+        % locations.as_location(location).masked)
+
+
 @dataclasses.dataclass
 class Context:
     """Per-transfer state handed to every driver call.
@@ -200,6 +214,19 @@ class Context:
         :func:`oslo_transfer._utils.is_aligned_view` tells such a chunk.
         False by default: yield ``bytes`` (or a buffer you may reuse once
         the consumer's next call returns).
+    :ivar driver_for: ``driver_for(location) -> Driver``: the driver that
+        the :class:`~oslo_transfer.transfer.Transfer` running this call
+        loaded for ``location`` (a URL or a
+        :class:`~oslo_transfer.locations.Location`), available and ready
+        to use.  A driver that needs another protocol on the way (the
+        BitTorrent driver fetches metadata and web-seed pieces over HTTP)
+        must use it, never import or build another driver: the one it
+        gets has the caller's options, TLS settings and connection pools.
+        Call it with a Context of your own that carries ``check_url`` and
+        ``driver_for``, and check the URL first as for any URL you
+        contact.  Raises :class:`~oslo_transfer.exceptions.NoDriverFound`
+        when no loaded driver serves the scheme; the default (a Context
+        that no Transfer made) always does.
     """
 
     cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
@@ -214,6 +241,8 @@ class Context:
     #: should make the server check it (HTTP ``If-Range``)
     validator: str | None = None
     aligned_views: bool = False
+    driver_for: typing.Callable[[typing.Any], 'Driver'] = dataclasses.field(
+        default=_no_driver_for, repr=False)
 
     def remaining(self) -> float | None:
         if self.deadline is None:

@@ -131,12 +131,12 @@ def _metadata(args, drv):
     first = args.path
     if args.torrent is None and first.endswith('.torrent') and \
             os.path.isfile(first):
-        meta = drv.load_metadata(first, _ctx())
+        meta = drv.load_metadata(first, _ctx(args.conf))
         data = args.data or os.path.join(os.path.dirname(
             os.path.abspath(first)), meta.name)
         return meta, data
     if args.torrent is not None:
-        return drv.load_metadata(args.torrent, _ctx()), first
+        return drv.load_metadata(args.torrent, _ctx(args.conf)), first
     piece = drv.options.piece_size or None
     raw = meta_mod.make_torrent(first, web_seeds=args.web_seed,
                                 piece_size=piece)
@@ -145,9 +145,19 @@ def _metadata(args, drv):
     return meta_mod.parse(raw), first
 
 
-def _ctx():
+def _ctx(conf):
+    """A context whose ``driver_for`` reaches the http driver.
+
+    For ``--torrent URL``: the bittorrent driver reads the metadata with
+    the http driver of a Transfer, built only then.
+    """
     from oslo_transfer import driver
-    return driver.Context()
+
+    def driver_for(location):
+        from oslo_transfer import transfer
+        return transfer.Transfer(conf, drivers=['http']).driver_for(location)
+
+    return driver.Context(driver_for=driver_for)
 
 
 def run_seed(args) -> int:

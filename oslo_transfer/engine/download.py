@@ -26,6 +26,7 @@ A failure leaves ``DEST.part`` and its control file for the next attempt,
 except a checksum mismatch, which removes them: those bytes are known bad.
 """
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -111,12 +112,8 @@ class Download:
     # -- helpers used by Fill ---------------------------------------------
 
     def child_context(self, token):
-        c = self.ctx
-        return driver_mod.Context(cancel=token, io_timeout=c.io_timeout,
-                                  deadline=c.deadline, hints=c.hints,
-                                  check_url=c.check_url, torrent=c.torrent,
-                                  expected_size=c.expected_size,
-                                  checksum=c.checksum, validator=c.validator)
+        """The transfer's context (every field) with its own cancel token."""
+        return dataclasses.replace(self.ctx, cancel=token)
 
     def user_cancel_link(self, token):
         self._cancel_key = self.ctx.cancel.on_cancel(

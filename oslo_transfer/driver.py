@@ -214,6 +214,14 @@ class Context:
         :func:`oslo_transfer._utils.is_aligned_view` tells such a chunk.
         False by default: yield ``bytes`` (or a buffer you may reuse once
         the consumer's next call returns).
+    :ivar held_bytes: with ``aligned_views``, how many bytes of one read's
+        chunks the consumer may still hold besides the chunks the driver
+        has in flight (waiting for the hasher or for the writer).  A
+        driver that reuses a block once no view of it is left keeps about
+        ``held_bytes // chunk size`` blocks more than its reads in flight,
+        so that it rarely runs out; the engine sets it with
+        ``aligned_views``, from its own buffer sizes.  0 (the default):
+        the consumer drops a chunk before it asks for the next.
     :ivar driver_for: ``driver_for(location) -> Driver``: the driver that
         the :class:`~oslo_transfer.transfer.Transfer` running this call
         loaded for ``location`` (a URL or a
@@ -241,6 +249,7 @@ class Context:
     #: should make the server check it (HTTP ``If-Range``)
     validator: str | None = None
     aligned_views: bool = False
+    held_bytes: int = 0
     driver_for: typing.Callable[[typing.Any], 'Driver'] = dataclasses.field(
         default=_no_driver_for, repr=False)
 

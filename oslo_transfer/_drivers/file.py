@@ -29,7 +29,7 @@ import struct
 
 from oslo_config import cfg
 
-from oslo_transfer._drivers import _recycle
+from oslo_transfer._drivers import _common
 from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
@@ -181,12 +181,8 @@ class FileDriver(driver.Driver):
 
     def _read(self, fd, path, offset, length, ctx):
         # For the download engine: read into page-aligned blocks that its
-        # O_DIRECT writer writes as they are (see _recycle.BlockPool).
-        blocks = None
-        if ctx.aligned_views:
-            blocks = _recycle.BlockPool(
-                _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
-                None)
+        # O_DIRECT writer writes as they are (see _common.BlockPool).
+        blocks = _common.block_pool(ctx, 0, self.chunk_size)
         try:
             pos = offset
             end = None if length is None else offset + length

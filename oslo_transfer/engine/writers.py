@@ -90,6 +90,10 @@ if IOV_MAX <= 0:
 #: Bytes a :class:`QueuedWriter` holds at most (the engine keeps as much
 #: for its hasher, mostly the same chunks).
 QUEUE_BYTES = 8 * 1024 * 1024
+#: Bytes of a stream's chunks that a writer may hold at most: a
+#: :class:`DirectWriter`'s batches of a driver's views (one being gathered,
+#: two queued), or a :class:`QueuedWriter`'s queue.
+HELD_BYTES = max(BUFFERS * BUFFER_BYTES, QUEUE_BYTES)
 
 
 #: ``statfs.f_type`` of the file systems written with ``O_DIRECT``: local

@@ -95,11 +95,9 @@ class MemoryDriver(driver.Driver):
         st = self.store
         sent = 0
         blocks = None
-        if st.aligned_blocks and ctx.aligned_views:
-            from oslo_transfer._drivers import _recycle
-            blocks = _recycle.BlockPool(
-                _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
-                None)
+        if st.aligned_blocks:
+            from oslo_transfer._drivers import _common
+            blocks = _common.block_pool(ctx, 0, self.chunk_size)
         while pos < end:
             ctx.cancel.check()
             if st.block is not None:

@@ -13,12 +13,15 @@
 """What the engine tells a driver through its Context.
 
 ``driver_for``: a driver reaches the Transfer's own driver of another
-scheme (never builds one).
+scheme (never builds one); ``held_bytes``: how much of a read the consumer
+holds besides the driver's reads in flight.
 """
 
 import pytest
 
 from oslo_transfer import driver
+from oslo_transfer.engine import segments
+from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 from tests.unit import fakes
 
@@ -101,3 +104,35 @@ def test_disabled_drivers_still_serve_other_drivers():
     mem = fakes.make_driver_class(store=store)
     with fakes.make_transfer(mem, disabled_drivers=['mem']) as t:
         assert t._context(None).driver_for('mem://x') is t.driver('mem')
+
+
+# -- held_bytes ---------------------------------------------------------------
+
+def test_the_download_engine_says_what_it_holds_besides_the_reads(tmp_path):
+    """``held_bytes``: the hasher's hand-off and the writer's batches."""
+    store = fakes.MemoryStore()
+    payload = fakes.data(256 * KiB)
+    store.put('mem://x', payload)
+    mem = fakes.make_driver_class(store=store)
+    seen = _seen_by_reads(mem)
+    with fakes.make_transfer(mem) as t:
+        t.copy('mem://x', str(tmp_path / 'x'), checksum=fakes.sha(payload))
+    assert seen
+    assert {(c.aligned_views, c.held_bytes) for c in seen} == {
+        (True, segments.HELD_BYTES)}
+    assert segments.HELD_BYTES == segments.HANDOFF_BYTES + max(
+        writers.BUFFERS * writers.BUFFER_BYTES, writers.QUEUE_BYTES)
+    assert segments.HELD_BYTES == 20 * 1024 * KiB
+
+
+def test_a_reader_of_open_takes_bytes_and_holds_nothing():
+    store = fakes.MemoryStore()
+    store.put('mem://x', fakes.data(128 * KiB))
+    mem = fakes.make_driver_class(store=store)
+    seen = _seen_by_reads(mem)
+    with fakes.make_transfer(mem) as t:
+        with t.open('mem://x') as reader:
+            assert reader.read(-1) == store.objects['mem://x']
+    assert seen
+    assert {(c.aligned_views, c.held_bytes) for c in seen} == {(False, 0)}
+    assert driver.Context().held_bytes == 0

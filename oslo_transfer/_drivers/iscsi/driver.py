@@ -385,9 +385,9 @@ class ISCSIDriver(driver.Driver):
         skip = offset - first * bs
         nblocks = -(-(offset + length) // bs) - first
         per = max(1, self.options.request_size // bs)
-        reads = s.read_iter(first, nblocks, per,
-                            self.options.outstanding_requests, ctx.cancel,
-                            aligned=ctx.aligned_views)
+        window = self.options.outstanding_requests
+        reads = s.read_iter(first, nblocks, per, window, ctx.cancel,
+                            blocks=_common.block_pool(ctx, window, per * bs))
         left = length
         try:
             for data in reads:

@@ -373,9 +373,9 @@ class NFSDriver(driver.Driver):
     def _read(self, location, lease, fh, offset, length, request, ctx):
         lib = _lib()
         c = lease.ctx
-        reads = c.pread_iter(fh, offset, length, request,
-                             self.options.outstanding_requests, ctx.cancel,
-                             aligned=ctx.aligned_views)
+        window = self.options.outstanding_requests
+        reads = c.pread_iter(fh, offset, length, request, window, ctx.cancel,
+                             blocks=_common.block_pool(ctx, window, request))
         pos = offset
         try:
             for data in reads:

@@ -18,11 +18,11 @@ contract rather than in it:
 
 * page-aligned memory that a driver fills and the engine writes with
   ``O_DIRECT`` as it is (:class:`AlignedBlock`, :func:`is_aligned_view`,
-  :func:`buffer_address`; see :attr:`oslo_transfer.driver.Context.
-  aligned_views`);
+  :func:`buffer_address`; see
+  :attr:`oslo_transfer.driver.Context.aligned_views`);
 * byte ranges (:class:`RangeSet`): the engine's journal of held bytes, and
-  a whole-file driver's view of what :meth:`PartTarget.held
-  <oslo_transfer.driver.PartTarget.held>` returned;
+  a whole-file driver's view of what
+  :meth:`oslo_transfer.driver.PartTarget.held` returned;
 * :func:`is_zero`, for sparse writes.
 
 Driver authors may import this module; it imports nothing of

@@ -42,12 +42,12 @@ Rules every driver must follow:
   :class:`~oslo_transfer.exceptions.MissingDependency` naming the package.
 * ``list_opts()`` must not import optional dependencies: the sample config
   generator calls it on hosts that do not have them.
-* A driver imports the contract (this module, :mod:`~oslo_transfer.
-  exceptions`, :mod:`~oslo_transfer.locations`, the helpers of
-  :mod:`oslo_transfer._utils`) and public modules, never the engine and
-  never another driver: it reaches another protocol's driver through
-  :attr:`Context.driver_for`, the scheduler and the URL policy through
-  its :class:`Context` too.
+* A driver imports the contract (this module,
+  :mod:`~oslo_transfer.exceptions`, :mod:`~oslo_transfer.locations`, the
+  helpers of :mod:`oslo_transfer._utils`) and public modules, never the
+  engine and never another driver: it reaches another protocol's driver
+  through :attr:`Context.driver_for`, and the URL policy through its
+  :class:`Context` too.
 """
 
 import abc

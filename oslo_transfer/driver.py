@@ -42,21 +42,26 @@ Rules every driver must follow:
   :class:`~oslo_transfer.exceptions.MissingDependency` naming the package.
 * ``list_opts()`` must not import optional dependencies: the sample config
   generator calls it on hosts that do not have them.
+* A driver imports the contract (this module,
+  :mod:`~oslo_transfer.exceptions`, :mod:`~oslo_transfer.locations`, the
+  helpers of :mod:`oslo_transfer._utils`) and public modules, never the
+  engine and never another driver: it reaches another protocol's driver
+  through :attr:`Context.driver_for`, and the URL policy through its
+  :class:`Context` too.
 """
 
 import abc
-import ctypes
 import dataclasses
 import enum
-import mmap
+import logging
 import threading
 import time
 import typing
 
-from oslo_config import cfg
-
 from oslo_transfer import exceptions
 from oslo_transfer import locations
+
+LOG = logging.getLogger(__name__)
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'Seeding',
            'CancelToken', 'Context', 'PartTarget']
@@ -113,37 +118,6 @@ class Stat:
     ranges: bool = False
     mtime: float | None = None
     max_segments: int | None = None
-
-
-class AlignedBlock(mmap.mmap):
-    """Page-aligned memory whose views ``read()`` may yield.
-
-    Only when :attr:`Context.aligned_views` is set, and only if the driver
-    never changes a block while anyone holds a ``memoryview`` of it (every
-    view and slice of a block holds a reference to it, so a block whose
-    only reference is the driver's own is free again).  The engine hashes
-    and keeps such a chunk without copying it, and writes it to the
-    destination with ``O_DIRECT`` as it is.  ``AlignedBlock(-1, size)``
-    maps ``size`` bytes (a multiple of :data:`mmap.PAGESIZE`).
-    """
-
-
-def is_aligned_view(data) -> bool:
-    """True for a ``memoryview`` of an :class:`AlignedBlock`."""
-    return type(data) is memoryview and type(data.obj) is AlignedBlock
-
-
-def buffer_address(buf) -> int:
-    """The C address of the first byte of a writable buffer.
-
-    For a C call that fills an :class:`AlignedBlock` (or a view of one) in
-    place; the engine checks with it that a view is aligned.
-    """
-    probe = ctypes.c_char.from_buffer(buf)
-    try:
-        return ctypes.addressof(probe)
-    finally:
-        del probe               # (releases the export at once)
 
 
 class CancelToken:
@@ -206,6 +180,14 @@ class CancelToken:
             self._callbacks.pop(key, None)
 
 
+def _no_driver_for(location):
+    """The default of :attr:`Context.driver_for`: no driver to give."""
+    raise exceptions.NoDriverFound(
+        'no driver for %s: this context was not made by a Transfer, so it '
+        'reaches no other driver (Context.driver_for)'
+        % locations.as_location(location).masked)
+
+
 @dataclasses.dataclass
 class Context:
     """Per-transfer state handed to every driver call.
@@ -229,8 +211,31 @@ class Context:
         ``bytes``, a ``memoryview`` of page-aligned memory that the driver
         will not change while anyone holds a view of it (the download
         engine, which writes such chunks with ``O_DIRECT`` as they are).
+        :class:`oslo_transfer._utils.AlignedBlock` is that memory, and
+        :func:`oslo_transfer._utils.is_aligned_view` tells such a chunk.
         False by default: yield ``bytes`` (or a buffer you may reuse once
         the consumer's next call returns).
+    :ivar held_bytes: with ``aligned_views``, how many bytes of one read's
+        chunks the consumer may still hold besides the chunks the driver
+        has in flight (waiting for the hasher or for the writer).  A
+        driver that reuses a block once no view of it is left keeps about
+        ``held_bytes // chunk size`` blocks more than its reads in flight,
+        so that it rarely runs out; the engine sets it with
+        ``aligned_views``, from its own buffer sizes.  0 (the default):
+        the consumer drops a chunk before it asks for the next.
+    :ivar driver_for: ``driver_for(location) -> Driver``: the driver that
+        the :class:`~oslo_transfer.transfer.Transfer` running this call
+        loaded for ``location`` (a URL or a
+        :class:`~oslo_transfer.locations.Location`), available and ready
+        to use.  A driver that needs another protocol on the way (the
+        BitTorrent driver fetches metadata and web-seed pieces over HTTP)
+        must use it, never import or build another driver: the one it
+        gets has the caller's options, TLS settings and connection pools.
+        Call it with a Context of your own that carries ``check_url`` and
+        ``driver_for``, and check the URL first as for any URL you
+        contact.  Raises :class:`~oslo_transfer.exceptions.NoDriverFound`
+        when no loaded driver serves the scheme; the default (a Context
+        that no Transfer made) always does.
     """
 
     cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
@@ -245,6 +250,9 @@ class Context:
     #: should make the server check it (HTTP ``If-Range``)
     validator: str | None = None
     aligned_views: bool = False
+    held_bytes: int = 0
+    driver_for: typing.Callable[[typing.Any], 'Driver'] = dataclasses.field(
+        default=_no_driver_for, repr=False)
 
     def remaining(self) -> float | None:
         if self.deadline is None:
@@ -272,27 +280,6 @@ class Context:
                 'total_timeout)')
             exc.retryable = False
             raise exc
-
-
-def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
-    """The ``max_segments`` option of a driver whose ``stat()`` caps segments.
-
-    Return ``Stat(max_segments=self.options.max_segments or None)``.
-
-    :param why: what one segment costs and why one is the default.
-    :param unit: what one segment is, for the "Possible values" list
-        ("stream", "connection", "session").
-    :param related: the driver's other options worth reading with it.
-    """
-    lines = ['* %s' % r
-             for r in ('[oslo_transfer] segments',) + tuple(related)]
-    return cfg.IntOpt(
-        'max_segments', default=1, min=0, max=64,
-        help='%s\n\nPossible values:\n\n* 1 (default): one %s per object\n'
-             '* N > 1: at most N segments, and never more than '
-             '[oslo_transfer] segments\n* 0: no cap of its own; '
-             '[oslo_transfer] segments decides\n\nRelated options:\n\n%s'
-             % (why, unit, '\n'.join(lines)))
 
 
 class Writer(abc.ABC):

@@ -109,6 +109,7 @@ class Transfer:
         self.load_failures = {}
         self.unavailable = {}
         self._checked = set()
+        self._check_lock = threading.Lock()
         self.drivers = self._load_drivers(drivers)
         g = conf.oslo_transfer
         self.selector = self._load_selector(g.selector)
@@ -167,16 +168,19 @@ class Transfer:
         Checks are lazy (a driver's library is imported when a plan first
         considers it) so that building a Transfer stays cheap.
         """
-        for drv in list(drivers if drivers is not None else self.drivers):
-            if drv.name in self._checked:
-                continue
-            self._checked.add(drv.name)
-            try:
-                drv.check_available()
-            except exceptions.MissingDependency as exc:
-                self.unavailable[drv.name] = str(exc)
-                LOG.info('transfer driver %s unavailable: %s', drv.name, exc)
-                self.drivers.remove(drv)
+        with self._check_lock:
+            for drv in list(drivers if drivers is not None
+                            else self.drivers):
+                if drv.name in self._checked:
+                    continue
+                self._checked.add(drv.name)
+                try:
+                    drv.check_available()
+                except exceptions.MissingDependency as exc:
+                    self.unavailable[drv.name] = str(exc)
+                    LOG.info('transfer driver %s unavailable: %s', drv.name,
+                             exc)
+                    self.drivers.remove(drv)
 
     def _load_selector(self, name):
         try:
@@ -195,6 +199,35 @@ class Transfer:
                 return d
         raise exceptions.NoDriverFound('no driver named %r' % name)
 
+    def driver_for(self, location) -> driver_mod.Driver:
+        """The loaded, available driver that serves ``location``'s scheme.
+
+        What :attr:`oslo_transfer.driver.Context.driver_for` gives a
+        driver that needs another protocol on the way (the BitTorrent
+        driver fetches metadata and web-seed pieces with the ``http``
+        driver).  The first driver in load order whose ``schemes`` hold
+        the scheme wins.  ``[oslo_transfer] disabled_drivers`` does not
+        apply here: it tells the selector what not to choose for a
+        transfer, not what another driver may use on its way.
+
+        :param location: a URL, a path or a
+            :class:`~oslo_transfer.locations.Location`.
+        :raises NoDriverFound: no loaded driver serves the scheme, or the
+            one that does is unavailable here (its library is missing).
+        """
+        loc = locations.as_location(location)
+        serving = [d for d in self.drivers if loc.scheme in d.schemes]
+        self.check_drivers(serving)
+        for d in serving:
+            if d in self.drivers:
+                return d
+        why = '; '.join('%s: %s' % (d.name, self.unavailable[d.name])
+                        for d in serving if d.name in self.unavailable)
+        raise exceptions.NoDriverFound(
+            'no loaded driver serves %s (scheme %r)%s' % (
+                loc.masked, loc.scheme, (': %s' % why) if why else ''),
+            url=loc.masked)
+
     # -- helpers ------------------------------------------------------------
 
     def _context(self, hints, token=None, source=None, checksum=None):
@@ -209,7 +242,7 @@ class Transfer:
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
             expected_size=getattr(source, 'size', None),
-            checksum=checksum)
+            checksum=checksum, driver_for=self.driver_for)
 
     @staticmethod
     def _source(source) -> locations.Source:

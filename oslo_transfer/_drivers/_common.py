@@ -10,31 +10,57 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A small thread-safe pool of logged-in sessions, for FTP and SFTP.
+"""Helpers that several drivers share, and nothing else needs.
 
-Logging in costs several round trips (and a key exchange for SSH), and the
-engine reads parallel segments from several threads at once.  Each call of
-a driver *leases* a session for its own use; a session is never shared by
-two threads at the same time.  When the call ends cleanly the session goes
-back to the pool, keyed by everything that identifies the login (scheme,
-host, port, user and a digest of the secret); after an error it is closed,
-because its protocol state is unknown.
+* :class:`SessionPool`: logged-in sessions for FTP and SFTP;
+* :class:`BlockPool` and :func:`block_pool`: page-aligned read buffers for
+  the drivers that fill memory from C (nfs, iscsi) or ``preadv`` (file);
+* :func:`max_segments_opt`: the option of a driver that caps its segments.
 
-Idle sessions older than ``max_idle_seconds`` are closed instead of
-reused (servers drop idle control connections), and a session is checked
-with ``is_alive`` before it is handed out again.
+The engine never imports this module (what the engine and the drivers both
+need lives in :mod:`oslo_transfer._utils`).
+
+**Sessions.**  Logging in costs several round trips (and a key exchange
+for SSH), and the engine reads parallel segments from several threads at
+once.  Each call of a driver *leases* a session for its own use; a session
+is never shared by two threads at the same time.  When the call ends
+cleanly the session goes back to the pool, keyed by everything that
+identifies the login (scheme, host, port, user and a digest of the
+secret); after an error it is closed, because its protocol state is
+unknown.  Idle sessions older than ``max_idle_seconds`` are closed instead
+of reused (servers drop idle control connections), and a session is
+checked with ``is_alive`` before it is handed out again.
+
+**Blocks.**  When the consumer of a read takes views of page-aligned
+memory (:attr:`oslo_transfer.driver.Context.aligned_views`: the download
+engine, which writes them with ``O_DIRECT`` as they are), a driver reads
+into :class:`~oslo_transfer._utils.AlignedBlock` objects from a
+:class:`BlockPool` and yields views of them.  A block is ordinary mutable
+memory, filled again only once no view of it is left; when every block is
+held the driver yields ``bytes`` instead, so a read never waits for
+memory.  Fresh memory per answer would cost a page fault per 4 KiB.
 """
 
 import collections
 import contextlib
+import ctypes
 import logging
+import mmap
+import sys
 import threading
 import time
 import typing
 
+from oslo_config import cfg
+
+from oslo_transfer import _utils
+
 LOG = logging.getLogger(__name__)
 
-__all__ = ['SessionPool']
+__all__ = ['SessionPool', 'BlockPool', 'block_pool', 'max_segments_opt']
+
+#: answers shorter than this are copied into ``bytes``, not into a block
+MIN_BLOCK_BYTES = 4096
 
 
 class SessionPool:
@@ -137,3 +163,114 @@ class SessionPool:
             if key is not None:
                 return len(self._idle.get(key, []))
             return sum(len(v) for v in self._idle.values())
+
+
+def _refs(items, i):
+    """``sys.getrefcount`` of ``items[i]``, measured as the pool does."""
+    return sys.getrefcount(items[i])
+
+
+#: the count :func:`_refs` gives for an object that only its list holds
+_ALONE = _refs([object()], 0)
+
+
+class BlockPool:
+    """Page-aligned blocks for the answers of one read, reused once unused.
+
+    A block is free once nobody holds a view of it: every ``memoryview``
+    of a block (and every slice of one) keeps a reference to it, so the
+    pool's own reference being the only one means that no view is left.
+    Not thread-safe: one read uses it, from the thread that reads.
+
+    :param limit: blocks made at most; when all are held (a slow writer,
+        a consumer that keeps chunks) :meth:`take` returns None and the
+        caller reads into ``bytes`` of its own.
+    :param size: bytes per block (rounded up to the page size); an answer
+        larger than that gets no block either.
+    """
+
+    def __init__(self, limit: int, size: int):
+        self.limit = limit
+        self.size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._blocks = []
+        self._addresses = []
+        self._next = 0
+        #: blocks made
+        self.made = 0
+
+    def take(self, n: int):
+        """``(view, address)`` of ``n`` bytes of a free block, or None.
+
+        None when every block is held (or ``n`` is larger than a block).
+        The view's content is undefined until filled; ``address`` is where
+        a C call fills it.
+        """
+        if n > self.size:
+            return None
+        blocks = self._blocks
+        k = len(blocks)
+        for j in range(k):
+            i = (self._next + j) % k
+            if _refs(blocks, i) == _ALONE:
+                self._next = i + 1
+                return memoryview(blocks[i])[:n], self._addresses[i]
+        if k >= self.limit:
+            return None
+        block = _utils.AlignedBlock(-1, self.size)
+        blocks.append(block)
+        self._addresses.append(_utils.buffer_address(block))
+        self.made += 1
+        self._next = 0
+        return memoryview(block)[:n], self._addresses[-1]
+
+    def fill(self, data: int, n: int):
+        """``n`` bytes copied from the C address ``data``.
+
+        A view of a free block, or ``bytes`` when none is free (or the
+        answer is shorter than :data:`MIN_BLOCK_BYTES`).
+        """
+        if n >= MIN_BLOCK_BYTES:
+            got = self.take(n)
+            if got is not None:
+                ctypes.memmove(got[1], data, n)
+                return got[0]
+        return ctypes.string_at(data, n)
+
+
+def block_pool(ctx, in_flight: int, size: int) -> BlockPool | None:
+    """The :class:`BlockPool` of one read, or None to read into ``bytes``.
+
+    None unless the consumer takes views of aligned blocks
+    (:attr:`~oslo_transfer.driver.Context.aligned_views`).  The pool has
+    room for the answers in flight, for what the consumer may hold
+    besides (:attr:`~oslo_transfer.driver.Context.held_bytes`) and for a
+    few more (the chunk the reader holds, one being passed on).
+
+    :param ctx: the read's :class:`~oslo_transfer.driver.Context`.
+    :param in_flight: answers the driver has outstanding at once.
+    :param size: bytes per answer.
+    """
+    if not ctx.aligned_views:
+        return None
+    return BlockPool(in_flight + ctx.held_bytes // max(size, 1) + 4, size)
+
+
+def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
+    """The ``max_segments`` option of a driver whose ``stat()`` caps segments.
+
+    Return ``Stat(max_segments=self.options.max_segments or None)``.
+
+    :param why: what one segment costs and why one is the default.
+    :param unit: what one segment is, for the "Possible values" list
+        ("stream", "connection", "session").
+    :param related: the driver's other options worth reading with it.
+    """
+    lines = ['* %s' % r
+             for r in ('[oslo_transfer] segments',) + tuple(related)]
+    return cfg.IntOpt(
+        'max_segments', default=1, min=0, max=64,
+        help='%s\n\nPossible values:\n\n* 1 (default): one %s per object\n'
+             '* N > 1: at most N segments, and never more than '
+             '[oslo_transfer] segments\n* 0: no cap of its own; '
+             '[oslo_transfer] segments decides\n\nRelated options:\n\n%s'
+             % (why, unit, '\n'.join(lines)))

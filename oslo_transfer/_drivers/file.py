@@ -29,9 +29,9 @@ import struct
 
 from oslo_config import cfg
 
-from oslo_transfer._drivers import _recycle
+from oslo_transfer._drivers import _common
+from oslo_transfer import _utils
 from oslo_transfer import driver
-from oslo_transfer.engine import partfile
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
@@ -181,12 +181,8 @@ class FileDriver(driver.Driver):
 
     def _read(self, fd, path, offset, length, ctx):
         # For the download engine: read into page-aligned blocks that its
-        # O_DIRECT writer writes as they are (see _recycle.BlockPool).
-        blocks = None
-        if ctx.aligned_views:
-            blocks = _recycle.BlockPool(
-                _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
-                None)
+        # O_DIRECT writer writes as they are (see _common.BlockPool).
+        blocks = _common.block_pool(ctx, 0, self.chunk_size)
         try:
             pos = offset
             end = None if length is None else offset + length
@@ -282,8 +278,7 @@ class FileDriver(driver.Driver):
 
     def _copy_extents(self, sfd, dfd, size, held, target, ctx, progress,
                       src):
-        from oslo_transfer.engine import journal
-        have = journal.RangeSet(held)
+        have = _utils.RangeSet(held)
         zero_copy = self.options.zero_copy
         for start, end in self._extents(sfd, size):
             for s, e in have.holes(end) if have else [(start, end)]:
@@ -314,8 +309,7 @@ class FileDriver(driver.Driver):
                     pos += done
 
     def _copy_loop(self, sfd, dfd, size, held, target, ctx, progress, src):
-        from oslo_transfer.engine import journal
-        have = journal.RangeSet(held)
+        have = _utils.RangeSet(held)
         pos = 0
         while size is None or pos < size:
             ctx.cancel.check()
@@ -327,7 +321,7 @@ class FileDriver(driver.Driver):
             data = os.pread(sfd, n, pos)
             if not data:
                 break
-            if not partfile.is_zero(data):
+            if not _utils.is_zero(data):
                 os.pwrite(dfd, data, pos)
             target.record(pos, len(data))
             if progress:
@@ -352,7 +346,7 @@ class FileDriver(driver.Driver):
             pos = 0
             for chunk in chunks:
                 ctx.cancel.check()
-                if partfile.is_zero(chunk):
+                if _utils.is_zero(chunk):
                     pos += len(chunk)
                     continue
                 os.pwrite(fd, chunk, pos)

@@ -26,12 +26,14 @@ A failure leaves ``DEST.part`` and its control file for the next attempt,
 except a checksum mismatch, which removes them: those bytes are known bad.
 """
 
+import dataclasses
 import hashlib
 import logging
 import os
 import threading
 import time
 
+from oslo_transfer import _utils
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import journal as journal_mod
@@ -125,12 +127,8 @@ class Download:
     # -- helpers used by Fill ---------------------------------------------
 
     def child_context(self, token):
-        c = self.ctx
-        return driver_mod.Context(cancel=token, io_timeout=c.io_timeout,
-                                  deadline=c.deadline, hints=c.hints,
-                                  check_url=c.check_url, torrent=c.torrent,
-                                  expected_size=c.expected_size,
-                                  checksum=c.checksum, validator=c.validator)
+        """The transfer's context (every field) with its own cancel token."""
+        return dataclasses.replace(self.ctx, cancel=token)
 
     def user_cancel_link(self, token):
         self._cancel_key = self.ctx.cancel.on_cancel(
@@ -366,7 +364,7 @@ class Download:
                     self._source_changed(loc, st.validator, st2.validator)
                     return self._attempt(cand)
                 # Bytes after the verified prefix are fetched again.
-                j.ranges = journal_mod.RangeSet(
+                j.ranges = _utils.RangeSet(
                     [(0, j.ranges.prefix())] if j.ranges.prefix() else [])
                 fill = seg_mod.Fill(self, drv, loc, size, False, 1,
                                     fill.hasher, fill.hashed)

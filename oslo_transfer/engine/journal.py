@@ -30,7 +30,6 @@ The control file never holds credentials.  A future on-demand reader
 (copy-on-read) keeps the same map of present ranges.
 """
 
-import bisect
 import errno
 import fcntl
 import glob
@@ -39,76 +38,12 @@ import logging
 import os
 import time
 
+from oslo_transfer import _utils
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
 VERSION = 1
-
-
-class RangeSet:
-    """A set of half-open byte ranges ``[start, end)``, kept merged."""
-
-    def __init__(self, ranges=()):
-        self._starts = []
-        self._ends = []
-        for s, e in ranges:
-            self.add(s, e)
-
-    def add(self, start: int, end: int):
-        if end <= start:
-            return
-        i = bisect.bisect_left(self._ends, start)
-        j = i
-        while j < len(self._starts) and self._starts[j] <= end:
-            start = min(start, self._starts[j])
-            end = max(end, self._ends[j])
-            j += 1
-        self._starts[i:j] = [start]
-        self._ends[i:j] = [end]
-
-    def __iter__(self):
-        return iter(zip(self._starts, self._ends))
-
-    def __len__(self):
-        return len(self._starts)
-
-    def total(self) -> int:
-        return sum(e - s for s, e in self)
-
-    def prefix(self) -> int:
-        """End of the contiguous range that starts at 0 (0 if none)."""
-        if self._starts and self._starts[0] == 0:
-            return self._ends[0]
-        return 0
-
-    def covers(self, start: int, end: int) -> bool:
-        i = bisect.bisect_right(self._starts, start) - 1
-        return i >= 0 and self._ends[i] >= end
-
-    def holes(self, size: int) -> list:
-        """The ranges of ``[0, size)`` not in the set."""
-        out = []
-        pos = 0
-        for s, e in self:
-            if s > pos:
-                out.append((pos, min(s, size)))
-            pos = max(pos, e)
-            if pos >= size:
-                break
-        if pos < size:
-            out.append((pos, size))
-        return [(s, e) for s, e in out if e > s]
-
-    def to_list(self) -> list:
-        return [[s, e] for s, e in self]
-
-    def copy(self):
-        return RangeSet(list(self))
-
-    def below(self, limit: int):
-        """The part of the set below ``limit``, as a new set."""
-        return RangeSet((s, min(e, limit)) for s, e in self if s < limit)
 
 
 class Journal:
@@ -117,7 +52,7 @@ class Journal:
     :ivar source: URL of the source, credentials removed.
     :ivar validator: the source's validator when the bytes were received.
     :ivar size: the source's size, if known.
-    :ivar ranges: a :class:`RangeSet` of durable bytes.
+    :ivar ranges: a :class:`~oslo_transfer._utils.RangeSet` of durable bytes.
     :ivar prefix_len: bytes of the prefix covered by ``prefix_digest``.
     :ivar prefix_digest: hex digest (``algorithm``) of ``[0, prefix_len)``.
     """
@@ -131,7 +66,7 @@ class Journal:
         self.validator = None
         self.size = None
         self.checksum = None
-        self.ranges = RangeSet()
+        self.ranges = _utils.RangeSet()
         self.algorithm = None
         self.prefix_len = 0
         self.prefix_digest = None
@@ -154,14 +89,15 @@ class Journal:
             self.validator = data.get('validator')
             self.size = data.get('size')
             self.checksum = data.get('checksum')
-            self.ranges = RangeSet(tuple(r) for r in data.get('ranges', ()))
+            self.ranges = _utils.RangeSet(
+                tuple(r) for r in data.get('ranges', ()))
             self.algorithm = data.get('algorithm')
             self.prefix_len = int(data.get('prefix_len') or 0)
             self.prefix_digest = data.get('prefix_digest')
         except (ValueError, KeyError, TypeError) as exc:
             LOG.warning('ignoring damaged control file %s: %s', self.path,
                         exc)
-            self.ranges = RangeSet()
+            self.ranges = _utils.RangeSet()
             return False
         return True
 
@@ -213,7 +149,7 @@ class Journal:
 
     def reset(self):
         self.validator = None
-        self.ranges = RangeSet()
+        self.ranges = _utils.RangeSet()
         self.prefix_len = 0
         self.prefix_digest = None
 

@@ -32,8 +32,8 @@ import errno
 import logging
 import threading
 
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
-from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile as partfile_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer.engine import writers
@@ -46,6 +46,11 @@ HASH_BLOCK = 4 * 1024 * 1024
 # handed to the hasher in memory, so that it need not read them back from
 # .part; at most this many bytes wait there, so memory stays bounded.
 HANDOFF_BYTES = 8 * 1024 * 1024
+#: Bytes of one stream's chunks that the engine may hold besides the reads
+#: a driver has in flight: those waiting for the hasher and for the
+#: writer.  Told to drivers as ``Context.held_bytes``, so that a driver
+#: that reuses its aligned blocks keeps enough of them.
+HELD_BYTES = HANDOFF_BYTES + writers.HELD_BYTES
 
 #: After a failure on a full disk, the control file may find no block for
 #: its rewrite: this much of the end of the held data is punched out (then
@@ -94,6 +99,7 @@ class Fill:
         # Chunks go to the .part (and the hasher) only: views of a driver's
         # aligned blocks are welcome, and are written without a copy.
         self.ctx.aligned_views = True
+        self.ctx.held_bytes = HELD_BYTES
         self.ckpt_lock = threading.Lock()
         self.mark = (hashed, hasher.copy().hexdigest() if hasher else None)
         self.interval = job.checkpoint_bytes
@@ -553,7 +559,7 @@ def _give_back(journal, part, room) -> bool:
     cut = max(start, (end - room) // 4096 * 4096)
     if not partfile_mod.punch_hole(part.fd, cut, end - cut):
         return False
-    kept = journal_mod.RangeSet(ranges[:-1])
+    kept = _utils.RangeSet(ranges[:-1])
     if cut > start:
         kept.add(start, cut)
     journal.ranges = kept

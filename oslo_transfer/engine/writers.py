@@ -64,7 +64,7 @@ import mmap
 import os
 import threading
 
-from oslo_transfer import driver as driver_mod
+from oslo_transfer import _utils
 
 LOG = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ if IOV_MAX <= 0:
 #: Bytes a :class:`QueuedWriter` holds at most (the engine keeps as much
 #: for its hasher, mostly the same chunks).
 QUEUE_BYTES = 8 * 1024 * 1024
+#: Bytes of a stream's chunks that a writer may hold at most: a
+#: :class:`DirectWriter`'s batches of a driver's views (one being gathered,
+#: two queued), or a :class:`QueuedWriter`'s queue.
+HELD_BYTES = max(BUFFERS * BUFFER_BYTES, QUEUE_BYTES)
 
 
 #: ``statfs.f_type`` of the file systems written with ``O_DIRECT``: local
@@ -150,12 +154,12 @@ def immutable(data) -> bool:
     """True for chunks that nobody changes while they are held.
 
     ``bytes``, views of ``bytes``, and views of a driver's
-    :class:`~oslo_transfer.driver.AlignedBlock` (which the driver refills
+    :class:`~oslo_transfer._utils.AlignedBlock` (which the driver refills
     only once no view of it is left).
     """
     return type(data) is bytes or (type(data) is memoryview and (
         type(data.obj) is bytes or
-        type(data.obj) is driver_mod.AlignedBlock))
+        type(data.obj) is _utils.AlignedBlock))
 
 
 class _Background:
@@ -337,7 +341,7 @@ class DirectWriter(_Background):
         """Take a driver's aligned view as it is, for one ``pwritev``.
 
         A chunk that is a view of an
-        :class:`~oslo_transfer.driver.AlignedBlock` at an aligned address
+        :class:`~oslo_transfer._utils.AlignedBlock` at an aligned address
         and file offset needs no copy into a buffer of ours: the views are
         gathered into batches of ``self.size`` bytes, each written by the
         thread with one ``pwritev`` from the driver's memory.  The block
@@ -346,9 +350,9 @@ class DirectWriter(_Background):
         when ``data`` is not such a chunk (lock held).
         """
         if (not self.direct or offset % ALIGN or
-                not driver_mod.is_aligned_view(data) or
+                not _utils.is_aligned_view(data) or
                 len(data) < ALIGN or
-                driver_mod.buffer_address(data) % ALIGN):
+                _utils.buffer_address(data) % ALIGN):
             return False
         n = len(data)
         aligned = n // ALIGN * ALIGN

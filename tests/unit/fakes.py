@@ -79,10 +79,8 @@ class AlignedBlocksDriver(fixture.MemoryDriver):
         if not ctx.aligned_views:
             yield from super().chunks(data, start, end, ctx)
             return
-        from oslo_transfer._drivers import _recycle
-        blocks = _recycle.BlockPool(
-            _recycle.HELD_BYTES // self.chunk_size + 4, self.chunk_size,
-            None)
+        from oslo_transfer._drivers import _common
+        blocks = _common.block_pool(ctx, 0, self.chunk_size)
         for pos in range(start, end, self.chunk_size):
             n = min(self.chunk_size, end - pos)
             block = blocks.take(n)

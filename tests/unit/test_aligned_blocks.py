@@ -12,7 +12,7 @@
 
 """Zero-copy reads: a driver's aligned blocks written by the O_DIRECT writer.
 
-``_recycle.BlockPool`` hands out views of page-aligned blocks and refills
+``_common.BlockPool`` hands out views of page-aligned blocks and refills
 one only when no view of it is left; ``writers.DirectWriter`` writes such
 views with ``pwritev`` from the driver's memory instead of copying them
 into its own buffers.
@@ -27,7 +27,8 @@ import threading
 
 import pytest
 
-from oslo_transfer._drivers import _recycle
+from oslo_transfer._drivers import _common
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import writers
@@ -45,7 +46,7 @@ def _data(n, seed=3):
 
 
 def _pool(limit=4, size=16 * KiB):
-    return _recycle.BlockPool(limit, size, _recycle.Recycler(4))
+    return _common.BlockPool(limit, size)
 
 
 def _fill(pool, payload):
@@ -58,7 +59,7 @@ def _fill(pool, payload):
 def test_a_dropped_view_gives_its_block_back():
     pool = _pool()
     first = _fill(pool, b'a' * 8192)
-    assert driver.is_aligned_view(first)
+    assert _utils.is_aligned_view(first)
     block = id(first.obj)
     del first
     second = _fill(pool, b'b' * 8192)
@@ -90,20 +91,44 @@ def test_all_blocks_held_gives_bytes_and_never_waits():
 
 def test_blocks_are_page_aligned_and_sized_up_to_pages():
     pool = _pool(limit=3, size=5000)
-    views = [pool.place(5000)[0] for _ in range(3)]
+    views = [pool.take(5000)[0] for _ in range(3)]
     assert pool.size == 8192
     for v in views:
         assert len(v) == 5000
-        assert driver.buffer_address(v) % PAGE == 0
+        assert _utils.buffer_address(v) % PAGE == 0
 
 
-def test_a_consumer_that_takes_no_views_gets_the_bytes_recycler():
-    rec = _recycle.Recycler(4)
-    assert _recycle.pool(rec, 16, 512 * KiB, aligned=False) is rec
-    pool = _recycle.pool(rec, 16, 512 * KiB, aligned=True)
-    assert isinstance(pool, _recycle.BlockPool) and pool.fallback is rec
-    # the READs in flight and what the engine holds, with a few to spare
-    assert pool.limit == 16 + _recycle.HELD_BYTES // (512 * KiB) + 4
+def test_take_hands_out_free_blocks_and_none_when_all_are_held():
+    pool = _pool(limit=2, size=8192)
+    first, at = pool.take(8192)
+    assert _utils.buffer_address(first) == at
+    first[:] = b'1' * 8192
+    second = pool.take(4096)[0]
+    assert pool.take(4096) is None              # both held: no third
+    assert pool.take(8193) is None              # larger than a block
+    del second
+    again = pool.take(8192)[0]                  # the second, free again
+    assert again.obj is not first.obj and pool.made == 2
+    assert bytes(first) == b'1' * 8192
+
+
+def test_short_answers_are_copied_into_bytes():
+    pool = _pool()
+    short = _fill(pool, b's' * (_common.MIN_BLOCK_BYTES - 1))
+    assert type(short) is bytes and short == b's' * 4095
+    assert pool.made == 0
+
+
+def test_a_consumer_that_takes_no_views_gets_no_pool():
+    ctx = driver.Context()
+    assert _common.block_pool(ctx, 16, 512 * KiB) is None
+    ctx.aligned_views = True
+    pool = _common.block_pool(ctx, 16, 512 * KiB)
+    # what the consumer holds unknown (0): the READs in flight and a few
+    assert isinstance(pool, _common.BlockPool) and pool.limit == 16 + 4
+    ctx.held_bytes = 20 * 1024 * KiB
+    assert _common.block_pool(ctx, 16, 512 * KiB).limit == 16 + 40 + 4
+    assert _common.block_pool(ctx, 0, 1024 * KiB).limit == 20 + 4
 
 
 def test_views_of_blocks_count_as_unchanging_chunks():
@@ -169,7 +194,7 @@ def test_views_that_are_not_aligned_are_copied(tmp_path):
         pos += len(v)
     shifted = _views(b'\0' * 100 + data[pos:pos + 32 * KiB],
                      size=32 * KiB + 100)[0][100:]
-    assert driver.buffer_address(shifted) % PAGE
+    assert _utils.buffer_address(shifted) % PAGE
     w.write(pos, shifted)
     pos += len(shifted)
     w.flush()
@@ -331,12 +356,12 @@ def test_zero_detection_of_every_kind_of_chunk(kind):
         return _views(raw, size=len(raw))[0]
 
     n = 64 * KiB
-    assert partfile.is_zero(make(bytes(n)))
+    assert _utils.is_zero(make(bytes(n)))
     for at in (0, n // 2, n - 1):
         raw = bytearray(n)
         raw[at] = 1
-        assert not partfile.is_zero(make(bytes(raw))), at
-    assert partfile.is_zero(make(bytes(n))[4096:8192])
+        assert not _utils.is_zero(make(bytes(raw))), at
+    assert _utils.is_zero(make(bytes(n))[4096:8192])
 
 
 def test_a_batch_never_holds_more_views_than_one_pwritev_takes(

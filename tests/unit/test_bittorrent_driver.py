@@ -20,7 +20,10 @@ import sys
 from oslo_config import cfg
 import pytest
 
+import oslo_transfer
+
 from oslo_transfer._drivers.bittorrent import driver as bittorrent
+from oslo_transfer._drivers.bittorrent import origin as origin_mod
 from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer.cmd import torrent as torrent_cmd
 from oslo_transfer import driver
@@ -250,6 +253,98 @@ def test_origins_and_policy(drv, torrent):
     drv.conf.set_override('use_metadata_web_seeds', False, drv.group)
     assert len(drv._origins(locations.Location('torrent://metadata'), m,
                             _ctx(torrent))) == 0
+
+
+class _Reader:
+    """A driver that ``ctx.driver_for`` hands out: records its reads."""
+
+    def __init__(self, payload):
+        self.payload = payload
+        self.reads = []
+
+    def read(self, location, offset, length, ctx):
+        self.reads.append((location, offset, length, ctx))
+        end = len(self.payload) if length is None else offset + length
+        yield self.payload[offset:end]
+
+
+def test_metadata_is_read_by_the_transfers_driver_at_the_checked_url(
+        drv, torrent):
+    reader = _Reader(torrent)
+    asked = []
+
+    def driver_for(loc):
+        asked.append(loc.url)
+        return reader
+
+    def check(url):
+        return url.replace('://ORIGIN', '://origin')   # the canonical URL
+
+    ctx = driver.Context(check_url=check, driver_for=driver_for)
+    url = 'http://ORIGIN/meta-%d.torrent' % id(drv)
+    loc = locations.Location(url, credentials=('u', 'p'),
+                             headers={'X-Auth-Token': 't'})
+    meta = drv.load_metadata(loc, ctx)
+    assert meta.info_hash == meta_mod.parse(torrent).info_hash
+    canonical = url.replace('ORIGIN', 'origin')
+    assert asked == [canonical]
+    (got, offset, length, sub), = reader.reads
+    assert (got.url, offset, length) == (canonical, 0, None)
+    assert got.credentials == loc.credentials and got.headers == loc.headers
+    # the reader's own context: the transfer's cancel, policy and drivers
+    assert sub.cancel is ctx.cancel and sub.check_url is check
+    assert sub.driver_for is driver_for
+
+
+def test_metadata_url_without_a_driver_is_no_driver_found(drv):
+    ctx = driver.Context()      # no Transfer: no other driver
+    with pytest.raises(exceptions.NoDriverFound):
+        drv.load_metadata('http://origin/none-%d.torrent' % id(drv), ctx)
+
+
+def test_web_seeds_are_read_by_the_transfers_driver(torrent):
+    reader = _Reader(torrent)
+
+    def driver_for(loc):
+        if loc.scheme != 'http':
+            raise exceptions.NoDriverFound('no driver for %s' % loc.url)
+        return reader
+
+    ctx = driver.Context(driver_for=driver_for)
+    seeds = [locations.Location('http://origin/image.raw'),
+             locations.Location('ftp://elsewhere/image.raw')]
+    fetcher = origin_mod.OriginFetcher(None, seeds, ctx)
+    try:
+        assert fetcher.readers == {'http://origin/image.raw': reader}
+        # an origin that no loaded driver reads is dead from the start
+        assert fetcher.dead == {'ftp://elsewhere/image.raw'}
+        assert isinstance(fetcher.errors['ftp://elsewhere/image.raw'],
+                          exceptions.NoDriverFound)
+        assert fetcher.ctx.driver_for is driver_for
+        assert fetcher._fetch(seeds[0], 16, 100) == torrent[16:116]
+        (_loc, offset, length, sub), = reader.reads
+        assert (offset, length, sub) == (16, 100, fetcher.ctx)
+    finally:
+        fetcher.stop()
+
+
+def test_seed_reads_metadata_urls_with_the_transfers_http_driver(
+        tmp_path, monkeypatch):
+    # "oslo-transfer seed --torrent URL": Transfer.seed hands the driver a
+    # context whose driver_for reaches the Transfer's own http driver.
+    seen = {}
+
+    def seed(self, path, torrent, ctx, **kwargs):
+        seen['reader'] = ctx.driver_for(locations.Location(torrent))
+        seen['http'] = transfer.driver('http')
+        return None
+
+    monkeypatch.setattr(bittorrent.BitTorrentDriver, 'seed', seed)
+    monkeypatch.setattr(bittorrent.BitTorrentDriver, 'check_available',
+                        lambda self: None)
+    with oslo_transfer.Transfer(drivers=['http', 'bittorrent']) as transfer:
+        transfer.seed(tmp_path, 'https://origin/x.torrent')
+    assert seen['reader'] is seen['http']
 
 
 def test_make_torrent_command(tmp_path):

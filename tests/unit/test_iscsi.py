@@ -16,14 +16,16 @@ URL and credential handling, error translation, block alignment of reads
 and writes (against an in-memory LUN) and a missing libiscsi.
 """
 
+import ctypes
 import subprocess
 import sys
 
 import pytest
 
-from oslo_transfer._drivers import _recycle
+from oslo_transfer._drivers import _common
 from oslo_transfer._drivers.iscsi import driver as iscsi
 from oslo_transfer._drivers.iscsi import libiscsi
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
 from oslo_transfer import locations
@@ -228,7 +230,7 @@ class FakeSession:
         self._pending = 0
 
     def read_iter(self, lba, nblocks, per, window, cancel=None,
-                  aligned=False):
+                  blocks=None):
         bs = self.block_size
         assert lba + nblocks <= self.blocks
         pos, end = lba, lba + nblocks
@@ -342,56 +344,43 @@ def test_struct_layouts_match_the_headers():
 
 # -- READ buffers ------------------------------------------------------------
 
-def filled(rec, byte, n=8192):
-    """A READ buffer from ``rec`` filled as the target would fill it."""
-    import ctypes
-    buf = rec.buffer(n)
-    ctypes.memset(_recycle.address(buf), byte, n)
-    return buf
+def _read_op(keep, n=8192):
+    """A READ(16) of ``n`` bytes into ``keep``, answered by the target."""
+    op = libiscsi._Op(None, 'read', 0, n, keep=keep)
+    op._task_done(None, libiscsi.SCSI_STATUS_GOOD, None)
+    return op.result()
 
 
-def test_recycle_layout_is_found_on_cpython():
-    # the interpreter we support: a missing layout is a failure, not a skip
-    assert _recycle.LAYOUT is not None
-    assert libiscsi._BYTES_API is not None
+def test_a_read_lands_in_a_free_block_and_is_yielded_as_it_is():
+    blocks = _common.BlockPool(2, 8192)
+    view, iov = libiscsi.Session._buffer(8192, blocks, [])
+    assert _utils.is_aligned_view(view)
+    assert iov.base == _utils.buffer_address(view) and iov.len == 8192
+    ctypes.memset(iov.base, ord('a'), 8192)     # the target's data
+    assert _read_op((view, iov)) is view
+    assert bytes(view) == b'a' * 8192
 
 
-def test_read_buffer_is_reused_once_nobody_holds_it():
-    rec = _recycle.Recycler(4)
-    first = filled(rec, ord('a'))
-    first_id = id(first)
-    del first
-    second = filled(rec, ord('b'))
-    assert id(second) == first_id and rec.made == 1
+def test_without_a_free_block_a_read_is_copied_out_of_a_reused_buffer():
+    blocks = _common.BlockPool(1, 8192)
+    held, _ = blocks.take(8192)                 # the only block is held
+    spare = []
+    keep = libiscsi.Session._buffer(8192, blocks, spare)
+    assert type(keep[0]) is not memoryview
+    ctypes.memset(keep[1].base, ord('a'), 8192)
+    first = _read_op(keep)
+    spare.append(keep)                          # as read_iter does
+    again = libiscsi.Session._buffer(8192, None, spare)
+    assert again[0] is keep[0] and not spare
+    ctypes.memset(again[1].base, ord('b'), 8192)
+    second = _read_op(again)
+    assert type(first) is bytes and first == b'a' * 8192
     assert second == b'b' * 8192
+    assert blocks.made == 1 and len(held) == 8192
 
 
-def test_read_buffer_still_held_is_never_refilled():
-    rec = _recycle.Recycler(4)
-    kept = [filled(rec, 65 + i) for i in range(12)]
-    view = memoryview(filled(rec, ord('z')))
-    for _ in range(12):
-        filled(rec, ord('!'))
-    assert rec.made == 13 + 1  # the last 11 refilled one object
-    assert [k == bytes([65 + i]) * 8192 for i, k in enumerate(kept)] == \
-        [True] * 12
-    assert bytes(view) == b'z' * 8192
-
-
-def test_refilled_read_buffer_forgets_its_old_hash():
-    rec = _recycle.Recycler(4)
-    first = filled(rec, ord('a'))
-    hash(first)
-    del first
-    second = filled(rec, ord('b'))
-    assert hash(second) == hash(b'b' * 8192)
-    assert {second: 1}[b'b' * 8192] == 1
-
-
-def test_read_buffers_of_another_size_are_new():
-    rec = _recycle.Recycler(4)
-    big = filled(rec, ord('a'), 16384)
-    del big
-    small = filled(rec, ord('b'), 8192)
-    tiny = filled(rec, ord('c'), 512)
-    assert small == b'b' * 8192 and tiny == b'c' * 512
+def test_a_spare_buffer_of_another_size_is_not_reused():
+    spare = [libiscsi.Session._buffer(16384, None, [])]
+    big = spare[0][0]
+    small = libiscsi.Session._buffer(8192, None, spare)
+    assert small[0] is not big and len(small[0]) == 8192

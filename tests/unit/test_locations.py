@@ -12,8 +12,8 @@
 
 import pytest
 
+from oslo_transfer import _utils
 from oslo_transfer import checksum
-from oslo_transfer.engine import journal
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 
@@ -106,7 +106,7 @@ def test_checksum_rejects(bad):
 
 
 def test_rangeset():
-    r = journal.RangeSet()
+    r = _utils.RangeSet()
     r.add(10, 20)
     r.add(0, 5)
     r.add(5, 10)

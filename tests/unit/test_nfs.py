@@ -23,9 +23,10 @@ import sys
 
 import pytest
 
-from oslo_transfer._drivers import _recycle
+from oslo_transfer._drivers import _common
 from oslo_transfer._drivers.nfs import driver as nfs
 from oslo_transfer._drivers.nfs import libnfs
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
 from oslo_transfer import locations
@@ -254,18 +255,6 @@ def test_read_callback_copies_the_data():
     assert op.done and op.result() == b'hello world'
 
 
-def needs_layout(test):
-    """A test of the recycler: on CPython its layout must be found."""
-    import functools
-
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        assert _recycle.LAYOUT is not None, (
-            'the bytes layout probe failed on this CPython')
-        return test(*args, **kwargs)
-    return run
-
-
 _SOURCES = []
 
 
@@ -276,58 +265,46 @@ def c_buffer(fill, n=8192):
     return ctypes.addressof(buf)
 
 
-def test_read_callback_fills_through_the_recycler():
-    rec = _recycle.Recycler(4)
-    op = libnfs._Op('read', 0, 8192, into=rec)
-    op.complete(8192, c_buffer(b'a'))
-    assert op.result() == b'a' * 8192
+def _answer(blocks, fill, n=8192):
+    """What a READ callback of ``n`` bytes of ``fill`` yields."""
+    op = libnfs._Op('read', 0, n, into=blocks)
+    op.owner = set()
+    op.complete(n, c_buffer(fill, n))
+    return op.result()
 
 
-@needs_layout
-def test_recycler_reuses_a_chunk_nobody_holds():
-    rec = _recycle.Recycler(4)
-    a, b = c_buffer(b'a'), c_buffer(b'b')
-    first = rec.fill(a, 8192)
-    first_id = id(first)
+def test_read_callback_without_a_pool_makes_bytes():
+    first = _answer(None, b'a')
+    second = _answer(None, b'b')
+    assert type(first) is bytes and first == b'a' * 8192
+    assert second == b'b' * 8192 and first == b'a' * 8192
+
+
+def test_read_callback_fills_a_free_block_of_the_pool():
+    blocks = _common.BlockPool(2, 8192)
+    first = _answer(blocks, b'a')
+    assert _utils.is_aligned_view(first) and bytes(first) == b'a' * 8192
+    block = id(first.obj)
     del first
-    second = rec.fill(b, 8192)
-    assert id(second) == first_id and rec.made == 1
-    assert second == b'b' * 8192
+    second = _answer(blocks, b'b')
+    assert id(second.obj) == block and blocks.made == 1
+    assert bytes(second) == b'b' * 8192
 
 
-@needs_layout
-def test_recycler_never_changes_a_chunk_that_is_still_held():
-    rec = _recycle.Recycler(4)
-    kept = []
-    for i in range(12):
-        kept.append(rec.fill(c_buffer(bytes([65 + i])), 8192))
-    view = memoryview(rec.fill(c_buffer(b'z'), 8192))
-    for i in range(12):
-        rec.fill(c_buffer(b'!'), 8192)
-    assert [k[:1] for k in kept] == [bytes([65 + i]) for i in range(12)]
-    assert all(k == k[:1] * 8192 for k in kept)
-    assert bytes(view) == b'z' * 8192
+def test_read_callback_never_changes_a_chunk_that_is_still_held():
+    blocks = _common.BlockPool(2, 8192)
+    kept = [_answer(blocks, bytes([65 + i])) for i in range(6)]
+    # two blocks, both held: the other answers came as bytes
+    assert [type(k) for k in kept] == [memoryview] * 2 + [bytes] * 4
+    assert [bytes(k) for k in kept] == [bytes([65 + i]) * 8192
+                                        for i in range(6)]
 
 
-@needs_layout
-def test_a_refilled_chunk_forgets_its_old_hash():
-    rec = _recycle.Recycler(4)
-    first = rec.fill(c_buffer(b'a'), 8192)
-    hash(first)
-    del first
-    second = rec.fill(c_buffer(b'b'), 8192)
-    assert hash(second) == hash(b'b' * 8192)
-    assert {second: 1}[b'b' * 8192] == 1
-
-
-def test_recycler_copies_short_and_odd_answers():
-    rec = _recycle.Recycler(4)
-    small = rec.fill(c_buffer(b'x', 100), 100)
-    assert small == b'x' * 100
-    odd = rec.fill(c_buffer(b'y'), 5000)
-    assert odd == b'y' * 5000
-    other = rec.fill(c_buffer(b'w'), 8192)
-    assert other == b'w' * 8192 and odd == b'y' * 5000
+def test_short_answers_come_as_bytes():
+    blocks = _common.BlockPool(2, 8192)
+    small = _answer(blocks, b'x', 100)
+    assert type(small) is bytes and small == b'x' * 100
+    assert blocks.made == 0
 
 
 def test_error_callback_carries_errno_and_text():

@@ -25,7 +25,7 @@ import types
 
 import pytest
 
-from oslo_transfer.engine import journal as journal_mod
+from oslo_transfer import _utils
 from oslo_transfer.engine import partfile as partfile_mod
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer import exceptions
@@ -37,7 +37,7 @@ class _Journal:
     """Fails ``fail`` saves with ``err``, then records what it saved."""
 
     def __init__(self, ranges, fail=1, err=errno.ENOSPC):
-        self.ranges = journal_mod.RangeSet(ranges)
+        self.ranges = _utils.RangeSet(ranges)
         self.prefix_len = 0
         self.prefix_digest = None
         self.fail = fail

@@ -71,13 +71,12 @@ class TorrentDownload:
     :param opts: the ``[oslo_transfer_bittorrent]`` options.
     :param origins: web-seed ``Location`` objects (already allowed).
     :param trackers: tracker URLs (already allowed).
-    :param http: an ``http`` driver for the origins, or None.
     :param progress: ``progress(nbytes)`` or None.
     :param seeds: the process's seeding registry (to copy locally).
     """
 
     def __init__(self, sess, meta, target, ctx, opts, origins=(),
-                 trackers=(), http=None, progress=None, seeds=None):
+                 trackers=(), progress=None, seeds=None):
         self.sess = sess
         self.lt = sess.lt
         self.meta = meta
@@ -86,7 +85,6 @@ class TorrentDownload:
         self.opts = opts
         self.origins = list(origins)
         self.trackers = list(trackers)
-        self.http = http
         self.progress = progress
         self.seeds = seeds
         self.key = meta.info_hash
@@ -144,9 +142,9 @@ class TorrentDownload:
             LOG.debug('bittorrent: %s added to the session', self.key)
             self._plan_share()
             self._connect_peers()
-            if self.origins and self.http is not None:
+            if self.origins:
                 self.fetcher = origin_mod.OriginFetcher(
-                    self, self.origins, self.http, self.ctx,
+                    self, self.origins, self.ctx,
                     self.opts.web_seed_connections)
             elif not self.peers and not self.trackers and \
                     not self.opts.local_peer_discovery:

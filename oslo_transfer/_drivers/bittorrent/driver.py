@@ -36,6 +36,7 @@ other hosts, so the origin sends each byte about once.
 copied (``seed`` serves directories too).
 """
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -181,7 +182,6 @@ class BitTorrentDriver(driver.Driver):
     def __init__(self, conf):
         super().__init__(conf)
         self._lock = threading.Lock()
-        self._http = None
         #: statistics of the last download (pieces from peers and origin,
         #: hash failures, bytes), for diagnostics and tests
         self.last_stats = None
@@ -199,24 +199,19 @@ class BitTorrentDriver(driver.Driver):
 
     # -- metadata -------------------------------------------------------------
 
-    def _http_driver(self):
-        with self._lock:
-            if self._http is None:
-                from oslo_transfer._drivers import http as http_mod
-                from oslo_transfer import opts as opts_mod
-                try:
-                    getattr(self.conf, 'oslo_transfer_http')
-                except cfg.NoSuchOptError:
-                    opts_mod.register_opts(self.conf, [http_mod.HTTPDriver])
-                self._http = http_mod.HTTPDriver(self.conf)
-            return self._http
-
     def _fetch(self, loc, ctx) -> bytes:
-        ctx.check_url(loc.url)
+        """The metadata at ``loc``, read by the Transfer's own driver.
+
+        The location's credentials and headers go with it; the URL read
+        is the one the policy returned.
+        """
+        loc = dataclasses.replace(loc, url=ctx.check_url(loc.url))
+        reader = ctx.driver_for(loc)
         sub = driver.Context(cancel=ctx.cancel, io_timeout=ctx.io_timeout,
-                             deadline=ctx.deadline, check_url=ctx.check_url)
+                             deadline=ctx.deadline, check_url=ctx.check_url,
+                             driver_for=ctx.driver_for)
         buf = bytearray()
-        for chunk in self._http_driver().read(loc, 0, None, sub):
+        for chunk in reader.read(loc, 0, None, sub):
             buf += chunk
             if len(buf) > meta_mod.MAX_METADATA:
                 raise exceptions.InvalidLocation(
@@ -370,7 +365,7 @@ class BitTorrentDriver(driver.Driver):
             trackers = self._allowed(meta.trackers, ctx, 'tracker')
         job = download_mod.TorrentDownload(
             sess, meta, target, ctx, self.options, origins=origins,
-            trackers=trackers, http=self._http_driver() if origins else None,
+            trackers=trackers,
             progress=progress or target.progress, seeds=seed_mod.SEEDS)
         try:
             job.run()
@@ -429,9 +424,3 @@ class BitTorrentDriver(driver.Driver):
                 'cannot seed %s: torrent %s is being downloaded by this '
                 'process' % (path, meta.info_hash))
         return seed_mod.Handle(seed_mod.SEEDS, entry, port)
-
-    def close(self):
-        with self._lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None

@@ -15,9 +15,10 @@
 libtorrent's own web-seed support picks pieces from the web seed as from any
 peer, so every receiver of a boot storm pulls much of the image from the
 origin.  Instead, each receiver fetches its *share* of the pieces from the
-origin itself -- ranged GETs of whole pieces through the ``http`` driver, so
-the location's headers and credentials, TLS options and the URL policy
-(every redirect checked) apply as for any HTTP download -- and hands them to
+origin itself -- ranged GETs of whole pieces through the Transfer's own
+``http`` driver (``Context.driver_for``), so the location's headers and
+credentials, TLS options and the URL policy (every redirect checked) apply
+as for any HTTP download -- and hands them to
 libtorrent with ``add_piece``, which checks each piece against its hash
 before it is written and offered to peers.  The other pieces come from the
 peers that fetched them.
@@ -170,21 +171,24 @@ def steal_order(index: int, count: int, num_pieces: int) -> list:
 class OriginFetcher:
     """Threads that fetch pieces from the origins and add them to a torrent.
 
+    An origin that no loaded driver serves (``ctx.driver_for`` raises
+    ``NoDriverFound``) counts as dead from the start, with that error.
+
     :param job: the download (``next_origin_piece()``, ``origin_done()``,
         ``handle``, ``meta``).
     :param origins: ``Location`` list, tried in order.
-    :param http: an ``http`` driver.
-    :param ctx: the transfer's context (cancel, timeouts, URL policy).
+    :param ctx: the transfer's context (cancel, timeouts, URL policy, the
+        drivers that read the origins).
     """
 
-    def __init__(self, job, origins, http, ctx, connections: int = 2):
+    def __init__(self, job, origins, ctx, connections: int = 2):
         self.job = job
         self.origins = list(origins)
-        self.http = http
         self.token = driver_mod.CancelToken()
         self.ctx = driver_mod.Context(
             cancel=self.token, io_timeout=ctx.io_timeout,
-            deadline=ctx.deadline, hints=ctx.hints, check_url=ctx.check_url)
+            deadline=ctx.deadline, hints=ctx.hints, check_url=ctx.check_url,
+            driver_for=ctx.driver_for)
         self._key = ctx.cancel.on_cancel(self.token.cancel)
         self._parent = ctx.cancel
         self.connections = max(1, connections)
@@ -193,8 +197,18 @@ class OriginFetcher:
         self.cpu = 0.0
         self.errors = {}
         self.dead = set()
+        #: origin URL -> the driver that reads it
+        self.readers = {}
         self._lock = threading.Lock()
         self._threads = []
+        for loc in self.origins:
+            try:
+                self.readers[loc.url] = ctx.driver_for(loc)
+            except exceptions.NoDriverFound as exc:
+                LOG.warning('bittorrent: not using web seed %s: %s',
+                            loc.masked, exc)
+                self.errors[loc.url] = exc
+                self.dead.add(loc.url)
 
     @property
     def started(self) -> bool:
@@ -291,7 +305,8 @@ class OriginFetcher:
 
     def _fetch(self, loc, offset, length) -> bytes:
         buf = bytearray()
-        for chunk in self.http.read(loc, offset, length, self.ctx):
+        for chunk in self.readers[loc.url].read(loc, offset, length,
+                                                self.ctx):
             buf += chunk
             if self.token.cancelled:
                 raise exceptions.Cancelled('download finished')

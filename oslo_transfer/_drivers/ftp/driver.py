@@ -73,7 +73,7 @@ OPTS = [
                     '* [oslo_transfer] max_connections_per_origin'),
     cfg.FloatOpt('idle_timeout', default=30.0, min=0.0,
                  help='Seconds an idle pooled connection is kept.'),
-    driver.max_segments_opt(
+    _common.max_segments_opt(
         'Most parallel ranged segments (each its own login, REST and '
         'RETR) for one download from an FTP server.  A server such as '
         'vsftpd sends one stream as fast as the disk and network allow, '

@@ -43,6 +43,7 @@ import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer._drivers import _common
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -75,7 +76,7 @@ OPTS = [
                     'target as busy as several sessions would, without '
                     'their logins.\n\nRelated options:\n\n'
                     '* request_size\n* max_segments'),
-    driver.max_segments_opt(
+    _common.max_segments_opt(
         'Most parallel ranged segments for one read of a LUN; each '
         'segment is a session of its own (a TCP connection and a login).  '
         'One session with outstanding_requests commands in flight keeps '
@@ -384,9 +385,9 @@ class ISCSIDriver(driver.Driver):
         skip = offset - first * bs
         nblocks = -(-(offset + length) // bs) - first
         per = max(1, self.options.request_size // bs)
-        reads = s.read_iter(first, nblocks, per,
-                            self.options.outstanding_requests, ctx.cancel,
-                            aligned=ctx.aligned_views)
+        window = self.options.outstanding_requests
+        reads = s.read_iter(first, nblocks, per, window, ctx.cancel,
+                            blocks=_common.block_pool(ctx, window, per * bs))
         left = length
         try:
             for data in reads:

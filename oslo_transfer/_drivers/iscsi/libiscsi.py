@@ -18,13 +18,14 @@ event loop (``poll`` on the session's socket, then ``iscsi_service``) in
 the calling thread, with our own inactivity timeout and a cancel check
 every :data:`TICK` seconds. ctypes releases the GIL in every C call.
 Several READ(16)s are outstanding at once on one session
-(:meth:`Session.read_iter`); data lands directly in the ``bytes`` object
-that the read yields (``iscsi_read16_iov_task`` into a ``bytes`` that
-nobody else holds yet, as ``os.read`` fills one): no copy between a C
-buffer and Python bytes. The read takes those ``bytes`` from a
-:class:`._recycle.Recycler`: one that the reader and the engine dropped is
-filled again instead of a new one (fresh memory per READ cost a page fault
-per 4 KiB).
+(:meth:`Session.read_iter`).  When the consumer takes views of page-aligned
+blocks (the download engine, which writes them with ``O_DIRECT`` as they
+are), the data lands directly in a free block of the read's
+:class:`~oslo_transfer._drivers._common.BlockPool`
+(``iscsi_read16_iov_task`` into the block) and the read yields a view of
+it: no copy at all.  Otherwise (or while every block is held) it lands in
+a ctypes buffer that the session reuses, and is copied once into the
+``bytes`` that the read yields.
 
 A session is not thread-safe (the driver pools them).  After any failure a
 session is ``broken`` and must be destroyed.  Automatic reconnection is
@@ -46,7 +47,6 @@ import socket
 import threading
 import time
 
-from oslo_transfer._drivers import _recycle
 from oslo_transfer import exceptions
 
 #: the shared object and the Debian package that ships it
@@ -126,10 +126,6 @@ _PROTOTYPES = {
 
 _load_lock = threading.Lock()
 _libs = {}
-
-
-#: how READs make the ``bytes`` they fill (None: not CPython, copy out)
-_BYTES_API = _recycle.BYTES_API
 
 
 def load(soname: str | None = None) -> ctypes.CDLL:
@@ -243,15 +239,11 @@ class _Op:
                               bool(cap.lbpme), bool(cap.lbprz))
         elif self.kind == 'read':
             buf = self.keep[0]
-            if type(buf) is bytes or type(buf) is memoryview:
-                # the data already sits in the chunk the read yields
+            if type(buf) is memoryview:
+                # the data already sits in the block the read yields
                 self.value = buf
             else:
                 self.value = ctypes.string_at(buf, self.nbytes)
-        if self.kind == 'read' and self.keep is not None:
-            # the target has answered: the buffer is free again
-            self.session.recycle(self.keep)
-            self.keep = None
 
     def result(self):
         if self.error is not None:
@@ -290,7 +282,6 @@ class Session:
         self.block_size = None
         self.blocks = None
         self._keys = set()
-        self._free = []  # READ buffers to reuse
         self._poll = select.poll()
         self._fd = -1
         self._ptr = self.lib.iscsi_create_context(initiator.encode())
@@ -407,27 +398,25 @@ class Session:
         return blocks, bsize, lbpme, lbprz
 
     def read_iter(self, lba: int, nblocks: int, request_blocks: int,
-                  window: int, cancel=None, aligned=False):
+                  window: int, cancel=None, blocks=None):
         """Yield the blocks ``[lba, lba + nblocks)`` in order.
 
         Up to ``window`` READ(16)s of ``request_blocks`` blocks are
-        outstanding at once.  Each answer is a ``bytes``, or with
-        ``aligned`` a view of a page-aligned
-        :class:`~oslo_transfer.driver.AlignedBlock` while one is free.
+        outstanding at once.  Each answer is a ``bytes``, or a view of a
+        page-aligned :class:`~oslo_transfer._utils.AlignedBlock` of
+        ``blocks`` (a :class:`~oslo_transfer._drivers._common.BlockPool`)
+        while one is free.
         """
         bs = self.block_size
         pending = collections.deque()
         pos, end = lba, lba + nblocks
-        # the READs in flight, the answers queued or handed on (the engine
-        # keeps a few megabytes to hash and write), and the one being read
-        into = _recycle.pool(_recycle.Recycler(2 * window + 4), window,
-                             request_blocks * bs, aligned)
+        spare = []  # ctypes buffers of answered READs, for the next ones
         ok = False
         try:
             while pos < end or pending:
                 while pos < end and len(pending) < window:
                     n = min(request_blocks, end - pos)
-                    cbuf, iov = self._buffer(n * bs, into)
+                    cbuf, iov = self._buffer(n * bs, blocks, spare)
                     pending.append(self._submit(
                         self.lib.iscsi_read16_iov_task,
                         (self.lun, pos, n * bs, bs, 0, 0, 0, 0, 0),
@@ -435,6 +424,10 @@ class Session:
                     pos += n
                 head = pending.popleft()
                 data = self.wait(head, cancel)
+                if type(head.keep[0]) is not memoryview:
+                    # copied out: the buffer is free for another READ
+                    spare.append(head.keep)
+                head.keep = None
                 yield data
             ok = True
         finally:
@@ -442,33 +435,27 @@ class Session:
                 # answers to the outstanding READs would stay queued
                 self.broken = True
 
-    def _buffer(self, size, into):
+    @staticmethod
+    def _buffer(size, blocks, spare):
         """A READ buffer and its iovec.
 
-        A ``bytes`` object from ``into`` (a :class:`._recycle.Recycler`),
-        or a view of a page-aligned block (a :class:`._recycle.BlockPool`),
-        that the target's data fills in place and that the read then
-        yields as it is (a copy into Python bytes cost almost half of the
-        CPU time of a read).  Without the C API: a recycled ctypes buffer
-        of that size, else a new one (recycling keeps the memory warm: a
-        fresh buffer per command costs a page fault per 4 KiB), copied out
-        when the READ completes.
+        A view of a free page-aligned block of ``blocks`` (a
+        :class:`~oslo_transfer._drivers._common.BlockPool`, or None), that
+        the target's data fills in place and that the read then yields as
+        it is.  Otherwise a ctypes buffer from ``spare`` (those of READs
+        already answered, reused: fresh memory per command costs a page
+        fault per 4 KiB) or a new one, copied into ``bytes`` when the READ
+        completes.
         """
-        if _BYTES_API is not None:
-            data, at = into.place(size)
-            return data, _IOVec(at, size)
-        while self._free:
-            cbuf, iov = self._free.pop()
+        got = blocks.take(size) if blocks is not None else None
+        if got is not None:
+            return got[0], _IOVec(got[1], size)
+        while spare:
+            cbuf, iov = spare.pop()
             if len(cbuf) == size:
                 return cbuf, iov
         cbuf = ctypes.create_string_buffer(size)
         return cbuf, _IOVec(ctypes.addressof(cbuf), size)
-
-    def recycle(self, keep):
-        if type(keep[0]) is bytes or type(keep[0]) is memoryview:
-            return  # it now belongs to the reader
-        if len(self._free) < 16:
-            self._free.append(keep)
 
     def write_blocks(self, lba: int, data: bytes, cancel=None):
         """Queue a WRITE(16) of ``data`` (whole blocks); return the op."""

@@ -41,6 +41,7 @@ import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer._drivers import _common
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -71,7 +72,7 @@ OPTS = [
                     '\n\nPossible values:\n\n* 4096 to 1048576 (libnfs '
                     '4.0 refuses larger replies)\n\nRelated options:\n\n'
                     '* outstanding_requests'),
-    driver.max_segments_opt(
+    _common.max_segments_opt(
         'Most parallel ranged segments for one read of a file; each '
         'segment is a connection of its own.  One connection with '
         'outstanding_requests READs in flight keeps a nearby server as '
@@ -372,9 +373,9 @@ class NFSDriver(driver.Driver):
     def _read(self, location, lease, fh, offset, length, request, ctx):
         lib = _lib()
         c = lease.ctx
-        reads = c.pread_iter(fh, offset, length, request,
-                             self.options.outstanding_requests, ctx.cancel,
-                             aligned=ctx.aligned_views)
+        window = self.options.outstanding_requests
+        reads = c.pread_iter(fh, offset, length, request, window, ctx.cancel,
+                             blocks=_common.block_pool(ctx, window, request))
         pos = offset
         try:
             for data in reads:

@@ -28,11 +28,10 @@ destroyed, never reused.
 
 libnfs 4.0 hands a READ's data to the callback in its own buffer (there
 is no API that reads into the caller's memory), so each answer is copied
-once into the ``bytes`` that the read yields.  A fresh ``bytes`` of half a
-megabyte per answer cost more in page faults (the allocator gave the
-memory back to the kernel and took it again) than the copy itself: a read
-recycles its ``bytes`` objects instead, once nothing but the read holds
-them (:class:`._recycle.Recycler`).
+once: into a free page-aligned block of the read's
+:class:`~oslo_transfer._drivers._common.BlockPool` when the consumer takes
+views of such blocks (the download engine, which writes them with
+``O_DIRECT`` as they are), else into a new ``bytes``.
 
 Errors are raised as :class:`NFSError` (``errno`` and libnfs' message);
 the driver translates them into :mod:`oslo_transfer.exceptions`.
@@ -48,7 +47,6 @@ import socket
 import threading
 import time
 
-from oslo_transfer._drivers import _recycle
 from oslo_transfer import exceptions
 
 #: the shared object and the Debian package that ships it
@@ -183,7 +181,7 @@ class _Op:
         self.count = count
         self.keep = keep  # a buffer that must live until the callback
         self.owner = None  # the keys of the context's pending calls
-        self.into = into  # a READ's _recycle.Recycler
+        self.into = into  # a READ's _common.BlockPool, or None
 
     def complete(self, status, data):
         self.status = status
@@ -402,22 +400,19 @@ class Context:
         self.timeout = timeout
 
     def pread_iter(self, fh: int, offset: int, length: int, request: int,
-                   window: int, cancel=None, aligned=False):
+                   window: int, cancel=None, blocks=None):
         """Yield the bytes ``[offset, offset + length)`` in order.
 
         Up to ``window`` READs of ``request`` bytes are outstanding at once.
         A short answer is followed by a READ of the rest; an empty one
         (end of file) raises :class:`NFSError` with ``errno`` ``ENODATA``.
-        Each answer is a ``bytes``, or with ``aligned`` a view of a
-        page-aligned :class:`~oslo_transfer.driver.AlignedBlock` while one
-        is free.
+        Each answer is a ``bytes``, or a view of a page-aligned
+        :class:`~oslo_transfer._utils.AlignedBlock` of ``blocks`` (a
+        :class:`~oslo_transfer._drivers._common.BlockPool`) while one is
+        free.
         """
         pending = collections.deque()
         pos, end = offset, offset + length
-        # the answers in flight or queued, the one the reader holds, and a
-        # few that it passed on (a hash, a write) and drops soon
-        into = _recycle.pool(_recycle.Recycler(window + 4), window, request,
-                             aligned)
         ok = False
         try:
             while pos < end or pending:
@@ -425,7 +420,7 @@ class Context:
                     n = min(request, end - pos)
                     pending.append(self._submit(
                         self._lib.nfs_pread_async, (fh, pos, n), 'read',
-                        pos, n, into=into))
+                        pos, n, into=blocks))
                     pos += n
                 head = pending.popleft()
                 data = self.wait(head, cancel)
@@ -437,7 +432,7 @@ class Context:
                     pending.appendleft(self._submit(
                         self._lib.nfs_pread_async,
                         (fh, head.offset + len(data), rest), 'read',
-                        head.offset + len(data), rest, into=into))
+                        head.offset + len(data), rest, into=blocks))
                 yield data
             ok = True
         finally:

@@ -121,7 +121,7 @@ OPTS = [
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '
                      'verified.  Turn off to write NAME in place.'),
-    driver.max_segments_opt(
+    _common.max_segments_opt(
         'Most parallel ranged segments (each its own SSH connection, key '
         'exchange and server process) for one download.  A Python SSH '
         'client is limited by its own CPU (paramiko decrypts and parses '

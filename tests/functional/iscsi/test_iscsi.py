@@ -29,6 +29,7 @@ import pytest
 
 import oslo_transfer
 from oslo_transfer._drivers.iscsi import ISCSIDriver
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions as exc
 from oslo_transfer import locations
@@ -133,23 +134,13 @@ def test_parallel_reads_from_threads(make_lun, iscsi_driver):
     assert b''.join(results[i] for i in range(8)) == data
 
 
-@pytest.mark.parametrize('in_place', [True, False],
-                         ids=['into-bytes', 'copied-out'])
-def test_chunks_kept_by_the_reader_stay_intact(make_lun, iscsi_driver,
-                                               monkeypatch, in_place):
+def test_chunks_kept_by_the_reader_stay_intact(make_lun, iscsi_driver):
     """Every chunk is its own ``bytes`` (the engine keeps them to hash).
 
-    READs land in the ``bytes`` they yield; without the C API they are
-    copied out of recycled buffers.  Either way a chunk held by the
-    caller never changes under it while later READs arrive.
+    Without aligned views, READs land in buffers that the read reuses and
+    are copied out into ``bytes``: a chunk held by the caller never
+    changes under it while later READs arrive.
     """
-    from oslo_transfer._drivers.iscsi import libiscsi
-    if not in_place:
-        monkeypatch.setattr(libiscsi, '_BYTES_API', None)
-    else:
-        # CPython, the interpreter we support, always has it: its absence
-        # is a failure, never a skip.
-        assert libiscsi._BYTES_API is not None, 'no CPython bytes C API'
     data = rand(8 * MiB)
     lun = make_lun(data)
     chunks = list(iscsi_driver.read(locations.Location(lun.url), 0, None,
@@ -173,10 +164,10 @@ def test_kept_aligned_views_stay_intact_and_the_rest_come_as_bytes(
     c = ctx()
     c.aligned_views = True
     chunks = list(iscsi_driver.read(locations.Location(lun.url), 0, None, c))
-    views = [ch for ch in chunks if driver_mod.is_aligned_view(ch)]
+    views = [ch for ch in chunks if _utils.is_aligned_view(ch)]
     assert views and len(views) < len(chunks)  # the pool ran out
     assert all(type(ch) in (bytes, memoryview) for ch in chunks)
-    assert all(driver_mod.buffer_address(v) % 4096 == 0 for v in views)
+    assert all(_utils.buffer_address(v) % 4096 == 0 for v in views)
     assert len({id(v.obj) for v in views}) == len(views)
     assert b''.join(chunks) == data
 
@@ -204,39 +195,46 @@ def test_one_stream_copy_writes_the_luns_blocks_without_a_copy(
     assert written['buffered'] == 512
 
 
-def test_dropped_chunks_are_refilled_and_right(make_lun, monkeypatch):
-    """Chunks hashed and dropped as they come are refilled, never spoiled.
+def test_dropped_chunks_free_their_blocks_and_are_right(make_lun,
+                                                        monkeypatch):
+    """Views dropped as they come free their blocks for later READs.
 
-    A reader that drops each chunk (as the engine does) gets the same
-    ``bytes`` objects back, refilled: the digest is right and far fewer
-    objects than chunks were made.
+    A reader that drops each chunk (as the engine does) gets views of the
+    same few page-aligned blocks over and over, refilled only once no
+    view of them is left: the digest is right and far fewer blocks than
+    chunks were made.
     """
-    from oslo_transfer._drivers import _recycle
-    made = []
+    from oslo_transfer._drivers import _common
+    pools = []
 
-    class Counted(_recycle.Recycler):
-        def __init__(self, limit):
-            super().__init__(limit)
-            made.append(self)
+    class Counted(_common.BlockPool):
+        def __init__(self, limit, size):
+            super().__init__(limit, size)
+            pools.append(self)
 
-    monkeypatch.setattr(_recycle, 'Recycler', Counted)
+    monkeypatch.setattr(_common, 'BlockPool', Counted)
     conf = testing.make_conf({('oslo_transfer_iscsi', 'request_size'):
                               64 * 1024}, drivers=[ISCSIDriver])
     drv = ISCSIDriver(conf)
     data = rand(16 * MiB)
     lun = make_lun(data)
+    c = ctx()
+    c.aligned_views = True
     h = hashlib.sha256()
-    count = 0
+    count = views = 0
     try:
-        for chunk in drv.read(locations.Location(lun.url), 0, None, ctx()):
+        for chunk in drv.read(locations.Location(lun.url), 0, None, c):
             h.update(chunk)
             count += 1
+            views += _utils.is_aligned_view(chunk)
             del chunk
     finally:
         drv.close()
     assert h.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert count == 256
-    assert len(made) == 1 and made[0].made <= 2 * 16 + 4
+    assert count == views == 256
+    # 256 views from the READs in flight and a few blocks (held_bytes is
+    # 0: the reader keeps nothing)
+    assert len(pools) == 1 and pools[0].made <= 16 + 4
 
 
 def test_reader_closed_early_does_not_spoil_the_pool(

@@ -126,7 +126,7 @@ class Transfer:
             thread_name_prefix='oslo-transfer-segment')
         if g.process_rate_limit:
             throttle.PROCESS_BUCKET.set_rate(g.process_rate_limit)
-        throttle.ORIGINS.limit = g.max_connections_per_origin
+        throttle.SCHEDULER.limit = g.max_connections_per_origin
         self._closed = False
 
     # -- loading ------------------------------------------------------------
@@ -242,7 +242,8 @@ class Transfer:
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
             expected_size=getattr(source, 'size', None),
-            checksum=checksum, driver_for=self.driver_for)
+            checksum=checksum, driver_for=self.driver_for,
+            scheduler=throttle.SCHEDULER)
 
     @staticmethod
     def _source(source) -> locations.Source:

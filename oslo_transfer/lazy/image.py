@@ -127,6 +127,28 @@ def _default_digest(conf):
     return checksum_mod.algorithm(name)
 
 
+def check_trust(conf, m, source, checksum, what) -> None:
+    """Refuse an untrusted manifest unless unverified reads are allowed.
+
+    :param what: the image (its path), for the messages.
+    :raises ManifestNotTrusted: ``m`` is None or not trusted, and
+        ``[oslo_transfer] lazy_unverified_reads`` is off.
+    """
+    if m is not None and m.trusted:
+        return
+    names = ', '.join(c.masked for c in source.urls)
+    if not conf.oslo_transfer.lazy_unverified_reads:
+        raise exceptions.ManifestNotTrusted(
+            'no trusted manifest for %s: pass a blockmap or torrent '
+            'metadata (a local path, its bytes, or its sha256), or set '
+            '[oslo_transfer] lazy_unverified_reads = true to serve blocks '
+            'nobody verified' % names)
+    LOG.warning('lazy image %s: serving unverified blocks of %s (%s); the '
+                'whole checksum is checked only at the end%s', what, names,
+                m.describe() if m else 'no manifest',
+                '' if checksum else ' (none was given)')
+
+
 class _Image:
     """The state of one attached cache, shared by its :class:`LazyImage`\\ s.
 
@@ -165,7 +187,7 @@ class _Image:
         self.cache = None
         self._fd = None
         m = manifest_mod.resolve(transfer, manifest, source, ctx)
-        self._check_trust(g, m)
+        check_trust(transfer.conf, m, source, checksum, dest)
         if os.path.lexists(dest):
             self._open_complete(m)
         else:
@@ -174,22 +196,6 @@ class _Image:
         self._set_profile(profile)
 
     # -- opening --------------------------------------------------------------
-
-    def _check_trust(self, g, m):
-        if m is not None and m.trusted:
-            return
-        if not g.lazy_unverified_reads:
-            raise exceptions.ManifestNotTrusted(
-                'no trusted manifest for %s: pass a blockmap or torrent '
-                'metadata (a local path, its bytes, or its sha256), or set '
-                '[oslo_transfer] lazy_unverified_reads = true to serve '
-                'blocks nobody verified'
-                % ', '.join(c.masked for c in self.source.urls))
-        LOG.warning('lazy image %s: serving unverified blocks of %s (%s); '
-                    'the whole checksum is checked only at the end%s',
-                    self.dest, ', '.join(c.masked for c in self.source.urls),
-                    m.describe() if m else 'no manifest',
-                    '' if self.checksum else ' (none was given)')
 
     def _open_cache(self, g, m, lock_wait, part_factory):
         self.fetcher = fetch_mod.Fetcher(self.transfer, self.plan, m,

@@ -188,12 +188,18 @@ class _Image:
         self._fd = None
         m = manifest_mod.resolve(transfer, manifest, source, ctx)
         check_trust(transfer.conf, m, source, checksum, dest)
+        if m is not None:
+            self._set_unit(g, m)
         if os.path.lexists(dest):
             self._open_complete(m)
         else:
             self._open_cache(g, m, lock_wait, part_factory)
-        self._set_unit(g)
-        self._set_profile(profile)
+        try:
+            self._set_unit(g, self.manifest)
+            self._set_profile(profile)
+        except BaseException:
+            self._close_files()
+            raise
 
     # -- opening --------------------------------------------------------------
 
@@ -282,8 +288,8 @@ class _Image:
                            if not m.is_zero(i) and i not in self.present)
         self.resumed = sum(m.block(i)[1] for i in held)
 
-    def _set_unit(self, g):
-        bs = self.manifest.block_size
+    def _set_unit(self, g, m):
+        bs = m.block_size
         unit = g.lazy_block_size or bs
         if unit % bs:
             raise ValueError('[oslo_transfer] lazy_block_size %d is not a '
@@ -414,7 +420,8 @@ class _Image:
             with self._lock:
                 self.verified.add(i)
             return data
-        if self.cache is None:
+        if self.cache is None or self.cache.committed:
+            # A complete image: nothing fetches into it any more.
             raise exceptions.ChecksumMismatch(
                 'block %d of %s does not match the manifest' % (i,
                                                                 self.dest))
@@ -769,15 +776,19 @@ class _Image:
                 'the image was closed'))
         if self.recorder is not None:
             self._save_profile()
+        self._close_files()
+        if not self._done.is_set():
+            self._finish(error=exceptions.Cancelled(
+                'the lazy image %s was closed before it was complete'
+                % self.dest))
+
+    def _close_files(self):
+        """Close the cache (its map made durable) or the complete file."""
         if self.cache is not None:
             self.cache.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if not self._done.is_set():
-            self._finish(error=exceptions.Cancelled(
-                'the lazy image %s was closed before it was complete'
-                % self.dest))
 
 
 class LazyImage:

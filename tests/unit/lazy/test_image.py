@@ -119,6 +119,15 @@ def test_lazy_block_size_must_be_a_multiple_of_the_manifest(tmp_path, bm):
         f.store.put(URL, DATA)
         with pytest.raises(ValueError, match='not a multiple'):
             _attach(f, str(tmp_path / 'c'), bm)
+        assert not os.path.exists(str(tmp_path / 'c.part'))
+    with helpers.transfer(lazy_unverified_reads=True,
+                          lazy_block_size=96 * KiB) as f:
+        # without a manifest, the blocks are of lazy_block_size
+        f.store.put(URL, DATA)
+        with f.transfer.attach(URL, str(tmp_path / 'c'),
+                               prefetch=False) as img:
+            assert img.pread(10, 96 * KiB) == DATA[96 * KiB:96 * KiB + 10]
+        assert f.store.reads == [(URL, 96 * KiB, 96 * KiB)]
 
 
 def test_reads_outside_the_image_are_refused(fix, cache, bm):

@@ -331,14 +331,22 @@ class _Image:
         self._threads.append(t)
         t.start()
 
-    def _start_prefetch(self, sweep):
+    def _start_prefetch(self, sweep, blocks=None):
+        """Start the prefetch, or tell the running one.
+
+        :param blocks: a ``(first, last)`` range of blocks to fetch first.
+        """
         with self._lock:
-            if self.prefetcher is not None and self.prefetcher.alive:
-                self.prefetcher.sweep |= sweep
-                return self.prefetcher
-            self.prefetcher = prefetch_mod.Prefetcher(self, sweep)
-        self._spawn(self.prefetcher.run, 'oslo-lazy-prefetch')
-        return self.prefetcher
+            running = self.prefetcher is not None and self.prefetcher.alive
+            if not running:
+                self.prefetcher = prefetch_mod.Prefetcher(self, sweep)
+            self.prefetcher.sweep |= sweep
+            if blocks is not None:
+                self.prefetcher.add(*blocks)
+            if running:
+                return
+            prefetcher = self.prefetcher
+        self._spawn(prefetcher.run, 'oslo-lazy-prefetch')
 
     # -- reading --------------------------------------------------------------
 
@@ -747,8 +755,8 @@ class _Image:
         if self._done.is_set() or self.cache is None or not length:
             return
         bs = self.manifest.block_size
-        self._start_prefetch(sweep=False).add(
-            offset // bs, (offset + length - 1) // bs)
+        self._start_prefetch(False, (offset // bs,
+                                     (offset + length - 1) // bs))
 
     def wait(self, timeout: float | None = None) -> result_mod.Result:
         if not self._done.wait(timeout):

@@ -68,7 +68,10 @@ class Prefetcher:
         self._failing = False
 
     def add(self, first: int, last: int) -> None:
-        """Fetch blocks ``[first, last]`` before the sweep goes on."""
+        """Fetch blocks ``[first, last]`` before the sweep goes on.
+
+        Called with the image's lock held, on a prefetcher still alive.
+        """
         self._asked.append((first, last))
         self._more.set()
 
@@ -83,9 +86,11 @@ class Prefetcher:
         except Exception:  # noqa: a thread must not die in silence
             LOG.exception('prefetch of %s failed', self.image.dest)
         finally:
-            self.alive = False
+            with self.image._lock:
+                self.alive = False
 
     def _go_on(self) -> bool:
+        """Whether to go on; a False is final (``alive`` drops with it)."""
         img = self.image
         if img.closed or img._done.is_set():
             return False
@@ -93,7 +98,13 @@ class Prefetcher:
             LOG.warning('prefetch of %s stops: %s', img.dest,
                         img.cache.failed)
             return False
-        return self.sweep or bool(self._asked)
+        with img._lock:
+            # (under the lock that add() is called with: no range asked
+            # for meanwhile is lost)
+            if self.sweep or self._asked:
+                return True
+            self.alive = False
+            return False
 
     def _profile_first(self):
         img = self.image

@@ -207,3 +207,23 @@ def test_a_qcow2_overlay_takes_the_writes(own_nginx, lazy_image, export,
     assert exp.stop() == 0
     with open(str(tmp_path / 'cache.raw.part'), 'rb') as f:
         assert f.read(4096) != b'\x33' * 4096     # the writes stayed above
+
+
+def test_a_second_export_of_a_live_cache_is_a_clear_error(
+        own_nginx, lazy_image, export, nbd_client, tmp_path):
+    img = lazy_image(own_nginx, MiB)
+    cache = tmp_path / 'cache.raw'
+    first = export(img.url, cache, '--blockmap', img.blockmap,
+                   '--no-prefetch')
+    try:
+        export(img.url, cache, '--blockmap', img.blockmap, name='second')
+    except AssertionError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError('a second export of one cache started')
+    # (after waiting 10 s for a predecessor that would be exiting)
+    assert 'exited with 1' in message
+    assert 'in use by another process' in message
+    assert nbd_client(first.uri, [(0, 4 * KiB)])['reads'] == [
+        {'sha256': img.sha(0, 4 * KiB)}]
+    assert first.stop() == 0

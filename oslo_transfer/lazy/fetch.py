@@ -77,10 +77,14 @@ class Fetcher:
     :param manifest: the image's manifest.
     :param ctx: the base :class:`~oslo_transfer.driver.Context`; each
         fetch runs on a copy with its own class and cancel token.
+    :param splice: blocks of one image may come from several locations
+        (DESIGN, "Splicing": a trusted manifest verifies every block, or
+        a whole checksum is checked at the end); otherwise every block
+        comes from the location that delivered the first one.
     :raises NoDriverFound: no candidate can read ranges.
     """
 
-    def __init__(self, transfer, plan, manifest, ctx):
+    def __init__(self, transfer, plan, manifest, ctx, splice=True):
         self.candidates = [
             c for c in plan.candidates
             if Cap.READ in c.driver_obj.capabilities and
@@ -94,8 +98,10 @@ class Fetcher:
         self.manifest = manifest
         self.ctx = ctx
         self.retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
+        self.splice = splice
         self._stats = {}
         self._preferred = 0
+        self._pinned = False
         self._lock = threading.Lock()
         #: bytes received from the network
         self.wire = 0
@@ -172,8 +178,9 @@ class Fetcher:
         """
         with self._lock:
             first = self._preferred
-        order = list(range(first, len(self.candidates))) + \
-            list(range(first))
+            pinned = self._pinned and not self.splice
+        order = [first] if pinned else \
+            list(range(first, len(self.candidates))) + list(range(first))
         error = None
         for index in order:
             cand = self.candidates[index]
@@ -266,7 +273,7 @@ class Fetcher:
                 buf.clear()
                 if not m.verify(block, data):
                     raise _Corrupt(block, cand.url)
-                self.used = cand
+                self._pin(cand)
                 deliver(block, data, cand)
                 block += 1
                 run.next = block
@@ -278,6 +285,15 @@ class Fetcher:
                 '%s ended before block %d of a ranged read' % (cand.url,
                                                                run.next),
                 url=cand.url)
+
+    def _pin(self, cand):
+        """``cand`` delivered a block: without splicing, the only one."""
+        if self.used is not cand:
+            with self._lock:
+                self.used = cand
+                if not self._pinned:
+                    self._pinned = True
+                    self._preferred = self.candidates.index(cand)
 
     def _refused(self, index, cand, cancel, exc):
         """A refused range: the object changed, or ranges do not work.

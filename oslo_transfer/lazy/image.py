@@ -204,8 +204,9 @@ class _Image:
     # -- opening --------------------------------------------------------------
 
     def _open_cache(self, g, m, lock_wait, part_factory):
-        self.fetcher = fetch_mod.Fetcher(self.transfer, self.plan, m,
-                                         self.ctx)
+        self.fetcher = fetch_mod.Fetcher(
+            self.transfer, self.plan, m, self.ctx,
+            splice=bool(m and m.trusted) or self.checksum is not None)
         cand, st = self._stat(m)
         if m is None:
             if st is None or st.size is None:
@@ -560,6 +561,9 @@ class _Image:
         except BaseException as exc:
             self._fail_run(run, exc)
             if isinstance(exc, exceptions.SourceChanged):
+                # Unverified blocks of two versions are never served
+                # together: this image is done.
+                self._broken = exc
                 self._finish(error=exc)
             raise
 

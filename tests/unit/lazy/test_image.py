@@ -452,3 +452,50 @@ def test_prefetch_of_a_range_without_the_sweep(fix, tmp_path, bm):
             assert helpers.blocks_read(fix.store)[before:] == [2, 3, 4]
             img.prefetch(0, len(DATA))
             assert img.wait(20).size == len(DATA)
+
+
+def test_unverified_blocks_come_from_one_location_without_a_checksum(
+        tmp_path):
+    with helpers.transfer(lazy_unverified_reads=True, retries=0) as f:
+        f.store.put('memory://a/image', DATA)
+        f.store.put('memory://b/image', DATA)
+        source = oslo_transfer.Source(urls=['memory://a/image',
+                                            'memory://b/image'])
+        with f.transfer.attach(source, str(tmp_path / 'c'),
+                               prefetch=False) as img:
+            img.pread(10, 0)
+            f.store.fail('read', url='memory://a/image', times=5)
+            with pytest.raises(exceptions.ConnectionFailed):
+                img.pread(10, 5 * BLOCK)        # never spliced from b
+        with f.transfer.attach(source, str(tmp_path / 'd'),
+                               checksum=fakes.sha(DATA),
+                               prefetch=False) as img:
+            img.pread(10, 0)
+            f.store.fail('read', url='memory://a/image', times=5)
+            assert img.pread(10, 5 * BLOCK) == DATA[5 * BLOCK:
+                                                    5 * BLOCK + 10]
+        assert [k for k, _o, _n in f.store.reads][-1] == 'memory://b/image'
+
+
+def test_unverified_reads_stop_when_the_source_changes_under_them(
+        tmp_path):
+    with helpers.transfer(lazy_unverified_reads=True) as f:
+        f.store.put(URL, DATA)
+        with f.transfer.attach(URL, str(tmp_path / 'c'),
+                               prefetch=False) as img:
+            img.pread(10, 0)
+            f.store.put(URL, DATA[::-1])
+            with pytest.raises(exceptions.SourceChanged):
+                img.pread(10, 5 * BLOCK)
+            with pytest.raises(exceptions.SourceChanged):
+                img.pread(10, 0)              # not even what it holds
+            with pytest.raises(exceptions.SourceChanged):
+                img.wait(1)
+
+
+def test_a_trusted_manifest_reads_on_when_the_source_changes(
+        fix, cache, bm):
+    with _attach(fix, cache, bm) as img:
+        img.pread(10, 0)
+        fix.store.put(URL, DATA)               # a new validator, same bytes
+        assert img.pread(10, 5 * BLOCK) == DATA[5 * BLOCK:5 * BLOCK + 10]

@@ -150,26 +150,27 @@ def plugin_sys_path() -> list:
     """Folders the plugin adds to ``sys.path``: ours, not a stdlib.
 
     The source tree of this ``oslo_transfer`` first, then this
-    interpreter's site-packages (and ``PYTHONPATH`` entries); never its
-    standard library, which nbdkit's interpreter has its own of.
+    interpreter's ``site-packages`` folders and the ``PYTHONPATH``
+    entries; never its standard library, which nbdkit's interpreter has
+    its own of, nor the current or the script's folder.
     """
     import oslo_transfer
     tree = os.path.dirname(os.path.dirname(os.path.abspath(
         oslo_transfer.__file__)))
     paths = sysconfig.get_paths()
     stdlib = {os.path.realpath(paths[k]) for k in ('stdlib', 'platstdlib')}
-    out = [tree]
-    candidates = list(sys.path) + site.getsitepackages()
+    extra = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep)
+             if p]
+    site_dirs = [p for p in sys.path if os.path.basename(
+        p.rstrip(os.sep)) in ('site-packages', 'dist-packages')]
+    site_dirs += site.getsitepackages()
     if site.ENABLE_USER_SITE:
-        candidates.append(site.getusersitepackages())
-    for p in candidates:
-        if not p or not os.path.isdir(p):
+        site_dirs.append(site.getusersitepackages())
+    out = [tree]
+    for p in extra + site_dirs:
+        if not os.path.isdir(p) or os.path.realpath(p) in stdlib:
             continue
-        real = os.path.realpath(p)
-        if real in stdlib or any(real.startswith(s + os.sep) and
-                                 'site-packages' not in real
-                                 for s in stdlib):
-            continue
+        p = os.path.abspath(p)
         if p not in out:
             out.append(p)
     return out

@@ -195,8 +195,8 @@ class Context:
 
     :ivar cancel: the :class:`CancelToken` of the transfer.
     :ivar io_timeout: seconds one blocking I/O operation may take.
-    :ivar deadline: ``time.monotonic()`` value after which the transfer
-        gives up, or None.
+    :ivar expires_at: ``time.monotonic()`` value after which the transfer
+        gives up (``total_timeout``), or None.
     :ivar hints: the caller's :class:`~oslo_transfer.selector.Hints`.
     :ivar check_url: ``check_url(url) -> str``: raises
         :class:`~oslo_transfer.exceptions.URLNotAllowed` for a URL the
@@ -241,6 +241,9 @@ class Context:
         bytes: ``"interactive"``, ``"normal"`` (the default) or
         ``"background"`` (DESIGN, "Scheduling").  The engine sets it;
         drivers pass it on through :meth:`slot` and :meth:`consume`.
+    :ivar deadline: ``time.monotonic()`` value of the caller's deadline
+        (``Hints(deadline=...)``), or None: earliest deadline first within
+        a class.  It never ends the call (:attr:`expires_at` does).
     :ivar scheduler: the process's scheduler, set by the
         :class:`~oslo_transfer.transfer.Transfer`; None (a Context that
         no Transfer made) makes :meth:`slot` and :meth:`consume` wait for
@@ -249,7 +252,7 @@ class Context:
 
     cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
     io_timeout: float = 60.0
-    deadline: float | None = None
+    expires_at: float | None = None
     hints: typing.Any = None
     check_url: typing.Callable[[str], str] = locations.canonical_url
     torrent: typing.Any = None
@@ -263,6 +266,7 @@ class Context:
     driver_for: typing.Callable[[typing.Any], 'Driver'] = dataclasses.field(
         default=_no_driver_for, repr=False)
     priority: str = 'normal'
+    deadline: float | None = None
     scheduler: typing.Any = dataclasses.field(default=None, repr=False)
 
     def slot(self, origin: str) -> typing.ContextManager:
@@ -289,9 +293,9 @@ class Context:
                                    self.cancel)
 
     def remaining(self) -> float | None:
-        if self.deadline is None:
+        if self.expires_at is None:
             return None
-        return self.deadline - time.monotonic()
+        return self.expires_at - time.monotonic()
 
     def timeout(self) -> float:
         """The I/O timeout, shortened to what is left of the deadline."""

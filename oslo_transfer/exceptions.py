@@ -28,7 +28,7 @@ __all__ = [
     'TransferTimeout', 'ProtocolError', 'RangeNotSupported',
     'ChecksumMismatch', 'SizeMismatch', 'SourceChanged', 'DestinationError',
     'DestinationExists', 'Cancelled', 'URLNotAllowed', 'MissingDependency',
-    'ManifestNotTrusted',
+    'ManifestNotTrusted', 'DeadlineUnreachable',
 ]
 
 
@@ -147,3 +147,24 @@ class ManifestNotTrusted(TransferError):
     ``[oslo_transfer] lazy_unverified_reads`` allows serving unverified
     blocks.
     """
+
+
+class DeadlineUnreachable(TransferError):
+    """A transfer's deadline (``Hints(deadline=...)``) cannot be met.
+
+    Raised at once, after the source's ``stat`` and before anything is
+    written (no ``.part``), when the transfer would finish too late, or
+    would make an admitted transfer miss its deadline, at the capacity
+    left to its class.  Retryable: later, with less load, it may be
+    admitted.  The only hint that can fail a call.
+
+    :ivar estimate: seconds the transfer was estimated to take.
+    :ivar deadline: seconds that were left to its deadline.
+    """
+
+    retryable = True
+
+    def __init__(self, message, url=None, estimate=None, deadline=None):
+        super().__init__(message, url)
+        self.estimate = estimate
+        self.deadline = deadline

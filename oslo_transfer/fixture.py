@@ -53,7 +53,6 @@ from stevedore import driver as stevedore_driver
 
 from oslo_transfer import api
 from oslo_transfer import driver
-from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import opts
@@ -564,10 +563,8 @@ class TransferFixture(fixtures.Fixture):
     private ``ConfigOpts`` with the given options, over a
     :class:`MemoryDriver` bound to :attr:`store` (and any other
     ``drivers``).  On clean-up it closes the ``Transfer`` and puts back
-    what a ``Transfer`` changes for the whole process: the process-wide
-    rate limit and per-origin connection caps
-    (:mod:`oslo_transfer.engine.throttle`), the interpreter's switch
-    interval (``[oslo_transfer] switch_interval``) and the default
+    what a ``Transfer`` changes for the whole process: the interpreter's
+    switch interval (``[oslo_transfer] switch_interval``) and the default
     ``Transfer`` of the module-level functions (``oslo_transfer.copy()``
     and friends), closing one that code under test created meanwhile.
 
@@ -619,13 +616,6 @@ class TransferFixture(fixtures.Fixture):
 
     def _setUp(self):
         self.addCleanup(sys.setswitchinterval, sys.getswitchinterval())
-        self.useFixture(fixtures.MonkeyPatch(
-            'oslo_transfer.engine.throttle.PROCESS_BUCKET',
-            throttle.TokenBucket(0)))
-        scheduler = throttle.Scheduler()
-        for name in ('SCHEDULER', 'ORIGINS'):
-            self.useFixture(fixtures.MonkeyPatch(
-                'oslo_transfer.engine.throttle.%s' % name, scheduler))
         with api._lock:
             self.addCleanup(self._restore_module_api, api._default)
         classes = [self.memory_driver] + [self._load(d)

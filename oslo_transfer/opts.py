@@ -104,8 +104,35 @@ _opts = [
                help='Bytes per second per transfer; 0 means no limit.\n\n'
                     'Related options:\n\n* process_rate_limit'),
     cfg.IntOpt('process_rate_limit', default=0, min=0,
-               help='Bytes per second for all transfers of this process '
-                    'together; 0 means no limit.'),
+               help='Bytes per second for all transfers of this '
+                    'Transfer (a service\'s, or the process\'s for the '
+                    'module functions) together, shared by class '
+                    '(class_weights); 0 means no limit.'),
+    cfg.IntOpt('origin_rate_limit', default=0, min=0,
+               help='Bytes per second per origin (scheme://host:port) for '
+                    'all transfers of this Transfer together, shared by '
+                    'class (class_weights); 0 means no limit.  What keeps '
+                    'one host\'s many transfers from flattening an '
+                    'origin.'),
+    cfg.DictOpt('class_weights',
+                default={'interactive': '8', 'normal': '4',
+                         'background': '1'},
+                help='Weights of the scheduling classes (Hints(priority=)) '
+                     'when they share a rate limit: classes that all wait '
+                     'get shares in proportion, per class and not per '
+                     'transfer; a class alone takes everything.'),
+    cfg.StrOpt('scheduler', default='classes',
+               choices=[('classes', 'classes, weights, earliest deadline '
+                                    'first and admission'),
+                        ('fifo', 'one class, first come first served, no '
+                                 'admission (the behaviour before classes, '
+                                 'for comparisons)')],
+               help='How connections, bytes and submitted transfers are '
+                    'scheduled.'),
+    cfg.BoolOpt('admission', default=True,
+                help='Refuse at once, with DeadlineUnreachable, a transfer '
+                     'whose deadline (Hints(deadline=)) cannot be met.  '
+                     'Off: such transfers run and may miss.'),
     cfg.StrOpt('on_source_change', default='restart',
                choices=[('restart', 'discard the partial data and start '
                                     'again'),

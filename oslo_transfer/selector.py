@@ -39,6 +39,8 @@ from oslo_transfer import driver as driver_mod
 __all__ = ['Hints', 'Candidate', 'Plan', 'Selector', 'DefaultSelector']
 
 Cap = driver_mod.Capability
+# the scheduling classes, highest first (engine/throttle.CLASSES)
+_PRIORITIES = ('interactive', 'normal', 'background')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,15 @@ class Hints:
     :param peer_addresses: ``"HOST:PORT"`` of those peers (BitTorrent).
     :param source_site: a label for where the source lives.
     :param dest_site: a label for where the destination lives.
+    :param priority: the scheduling class of the call: ``"interactive"``
+        (someone waits for these bytes now), ``"normal"`` (the default) or
+        ``"background"`` (bulk work nobody waits for); see the user
+        guide's "Flow control".
+    :param deadline: seconds from the call by which the transfer should
+        be done, or None.  Earliest deadline first within a class; a
+        transfer whose deadline cannot be met is refused at once with
+        :class:`~oslo_transfer.exceptions.DeadlineUnreachable` (nothing
+        written).  A deadline never cancels a running transfer.
     """
 
     same_network: bool | None = None
@@ -60,10 +71,18 @@ class Hints:
     peer_addresses: tuple = ()
     source_site: str | None = None
     dest_site: str | None = None
+    priority: str = 'normal'
+    deadline: float | None = None
 
     def __post_init__(self):
         if self.peers < 1:
             raise ValueError('peers counts this host too: it must be >= 1')
+        if self.priority not in _PRIORITIES:
+            raise ValueError('priority must be one of %s, not %r'
+                             % (', '.join(_PRIORITIES), self.priority))
+        if self.deadline is not None and not self.deadline > 0:
+            raise ValueError('deadline is seconds from the call and must be '
+                             '> 0, not %r' % (self.deadline,))
         object.__setattr__(self, 'peer_addresses',
                            tuple(self.peer_addresses or ()))
 

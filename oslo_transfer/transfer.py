@@ -125,9 +125,19 @@ class Transfer:
         self.segment_executor = futures.ThreadPoolExecutor(
             max_workers=max(8, g.executor_workers * 4),
             thread_name_prefix='oslo-transfer-segment')
-        if g.process_rate_limit:
-            throttle.PROCESS_BUCKET.set_rate(g.process_rate_limit)
-        throttle.SCHEDULER.limit = g.max_connections_per_origin
+        try:
+            weights = throttle.parse_weights(g.class_weights)
+        except ValueError as exc:
+            raise ValueError('[oslo_transfer] class_weights: %s' % exc) \
+                from None
+        #: the :class:`~oslo_transfer.engine.throttle.Scheduler` of this
+        #: Transfer: its limits, classes and deadlines, and nothing left
+        #: in the process when it closes
+        self.scheduler = throttle.Scheduler(
+            limit=g.max_connections_per_origin, rate=g.process_rate_limit,
+            origin_rate=g.origin_rate_limit, weights=weights,
+            mode=g.scheduler, admission=g.admission,
+            workers=g.executor_workers)
         self._closed = False
 
     # -- loading ------------------------------------------------------------
@@ -231,20 +241,24 @@ class Transfer:
 
     # -- helpers ------------------------------------------------------------
 
-    def _context(self, hints, token=None, source=None, checksum=None):
+    def _context(self, hints, token=None, source=None, checksum=None,
+                 deadline_at=None):
         g = self.conf.oslo_transfer
-        deadline = None
+        expires_at = None
         if g.total_timeout:
-            deadline = time.monotonic() + g.total_timeout
+            expires_at = time.monotonic() + g.total_timeout
+        hints = hints or selector_mod.Hints()
+        if deadline_at is None and hints.deadline is not None:
+            deadline_at = time.monotonic() + hints.deadline
         return driver_mod.Context(
             cancel=token or driver_mod.CancelToken(),
-            io_timeout=g.io_timeout, deadline=deadline,
-            hints=hints or selector_mod.Hints(),
+            io_timeout=g.io_timeout, expires_at=expires_at,
+            hints=hints, priority=hints.priority, deadline=deadline_at,
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
             expected_size=getattr(source, 'size', None),
             checksum=checksum, driver_for=self.driver_for,
-            scheduler=throttle.SCHEDULER)
+            scheduler=self.scheduler)
 
     @staticmethod
     def _source(source) -> locations.Source:
@@ -336,10 +350,18 @@ class Transfer:
             segments``).
         :param rate: bytes per second for this transfer (0: unlimited).
         :returns: a :class:`~oslo_transfer.result.Result`.
+        :raises DeadlineUnreachable: ``hints.deadline`` cannot be met
+            (decided after the source's stat; nothing is written).
         """
+        return self._copy(source, dest, checksum, hints, progress,
+                          if_exists, mode, segments, rate, cancel)
+
+    def _copy(self, source, dest, checksum=None, hints=None, progress=None,
+              if_exists='verify', mode=None, segments=None, rate=None,
+              cancel=None, deadline_at=None):
         source = self._source(source)
         ck = self._checksum(checksum, source)
-        ctx = self._context(hints, cancel, source, ck)
+        ctx = self._context(hints, cancel, source, ck, deadline_at)
         plan = self._plan(self._locations(source), hints, 'read', ctx)
         if isinstance(dest, locations.Location) or not locations.is_local(
                 dest):
@@ -483,8 +505,17 @@ class Transfer:
         return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:
-        """Run :meth:`copy` in the background; returns a handle."""
+        """Run :meth:`copy` in the background; returns a handle.
+
+        The transfer queues in the scheduler: it starts when one of
+        ``[oslo_transfer] executor_workers`` is free, the classes of
+        ``hints.priority`` by weight, then the earliest deadline, then
+        first come.  ``hints.deadline`` counts from this call.
+        """
         token = kwargs.pop('cancel', None) or driver_mod.CancelToken()
+        hints = kwargs.get('hints') or selector_mod.Hints()
+        kwargs['deadline_at'] = None if hints.deadline is None else \
+            time.monotonic() + hints.deadline
         user_cb = kwargs.pop('progress', None)
         holder = {}
 
@@ -495,11 +526,35 @@ class Transfer:
             if user_cb is not None:
                 user_cb(done, total)
 
-        fut = self.executor.submit(self.copy, source, dest, cancel=token,
-                                   progress=progress, **kwargs)
+        fut = futures.Future()
+
+        def run():
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(self._copy(source, dest, cancel=token,
+                                          progress=progress, **kwargs))
+            except BaseException as exc:  # noqa: handed to the caller
+                fut.set_exception(exc)
+
         h = TransferHandle(fut, token)
         holder['h'] = h
+        self.scheduler.queue_job(run, hints.priority, kwargs['deadline_at'],
+                                 self.executor.submit)
         return h
+
+    def stats(self) -> dict:
+        """What the scheduler sees, per class and per origin.
+
+        ``{"classes": {CLASS: COUNTS}, "origins": {ORIGIN: COUNTS}}`` where
+        COUNTS holds ``active`` (running copies of the class; connections
+        held to the origin), ``queued`` (submitted copies waiting to
+        start; connections waited for), ``bytes_per_second`` (over the
+        last 5 s), ``completed``, ``missed`` (completed after their
+        deadline, counted in completed too) and ``refused``
+        (:class:`~oslo_transfer.exceptions.DeadlineUnreachable`).
+        """
+        return self.scheduler.stats()
 
     def seed(self, path, torrent=None, seconds: float | None = None,
              peers=(), verify: bool = True,

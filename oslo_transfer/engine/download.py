@@ -36,6 +36,7 @@ import time
 from oslo_transfer import _utils
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import admission
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
@@ -123,6 +124,7 @@ class Download:
         self._last_progress = 0.0
         self._cancel_key = None
         self._started = time.monotonic()
+        self.sched_job = None
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -140,13 +142,15 @@ class Download:
             self._cancel_key = None
 
     def origin_key(self, loc):
-        p = loc.parts() if loc.scheme != 'file' else None
-        return '%s://%s' % (loc.scheme, p.netloc.rpartition('@')[2]
-                            if p else 'local')
+        return throttle.origin_key(loc)
 
-    def throttle(self, n, token):
+    def throttle(self, n, token, origin=None):
+        """Wait until ``n`` bytes from ``origin`` may pass (all limits)."""
         self.bucket.consume(n, token)
-        throttle.SCHEDULER.consume(n, self.ctx.priority, cancel=token)
+        sched = self.ctx.scheduler
+        if sched is not None:
+            sched.consume(n, self.ctx.priority, origin, token,
+                          self.ctx.deadline)
 
     def count_wire(self, n):
         with self._count_lock:
@@ -176,11 +180,23 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        lock_deadline = self.ctx.deadline
+        lock_deadline = self.ctx.expires_at
         if self.lock_timeout:
             t = time.monotonic() + self.lock_timeout
             lock_deadline = t if lock_deadline is None else min(t,
                                                                 lock_deadline)
+        sched = self.ctx.scheduler
+        if sched is None:
+            return self._locked(lock_deadline)
+        self.sched_job = sched.job(self.ctx.priority, self.ctx.deadline)
+        LOG.info('copying %s to %s: class %s%s', self.plan.candidates[0].url,
+                 self.dest, self.sched_job.cls,
+                 '' if self.ctx.deadline is None else ', deadline in %.1fs'
+                 % (self.ctx.deadline - time.monotonic()))
+        with self.sched_job:
+            return self._locked(lock_deadline)
+
+    def _locked(self, lock_deadline):
         self.lock.acquire(self.ctx.cancel, lock_deadline)
         try:
             kept = self._existing()
@@ -252,7 +268,7 @@ class Download:
                 res = self._attempt(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
                     exceptions.DestinationError, exceptions.SourceChanged,
-                    exceptions.SizeMismatch):
+                    exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
                 raise
             except exceptions.TransferError as exc:
                 attempts.append((cand.url, cand.driver, str(exc)))
@@ -307,7 +323,9 @@ class Download:
 
     def _attempt(self, cand):
         drv, loc = cand.driver_obj, cand.location
-        limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
+        sched = self.ctx.scheduler
+        limited = bool(self.bucket.rate or (sched is not None and (
+            sched.rate or sched.origin_rate)))
         whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
             Cap.READ not in drv.capabilities or (
                 # A rate limit is applied chunk by chunk to a stream.
@@ -326,6 +344,7 @@ class Download:
         self.ctx.validator = st.validator
         self._decide_resume(loc, st, size)
         j = self.journal
+        self._admit(loc, size)
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
@@ -371,6 +390,19 @@ class Download:
                 final = fill.run()
         fill.finish_hash(final)
         return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _admit(self, loc, size):
+        """Admission of the deadline: after stat, before ``.part``."""
+        rec = self.sched_job
+        if rec is None:
+            return
+        rec.origin = throttle.origin_key(loc)
+        rec.rate = self.bucket.rate
+        if size is None:
+            return
+        rec.remaining = lambda: (self.total or 0) - self.done
+        admission.check(self.ctx.scheduler, rec,
+                        size - self.journal.ranges.total(), loc.masked)
 
     def _decide_resume(self, loc, st, size):
         j = self.journal
@@ -432,6 +464,7 @@ class Download:
 
     def _whole_file(self, drv, loc, size):
         job = self
+        origin = throttle.origin_key(loc)
 
         class _Target:
             path = job.part.path
@@ -459,6 +492,9 @@ class Download:
                 seg_mod.save_journal(job.journal, job.part, make_room)
 
             def progress(self, nbytes):
+                if job.ctx.scheduler is not None:
+                    job.ctx.scheduler.account(nbytes, job.ctx.priority,
+                                              origin)
                 job.count_wire(nbytes)
                 job.count_done(nbytes)
 

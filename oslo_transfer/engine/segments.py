@@ -95,6 +95,7 @@ class Fill:
         self.active = 0
         self.token = driver_mod.CancelToken()
         self.ctx = job.child_context(self.token)
+        self.origin = job.origin_key(loc)
         # Chunks go to the .part (and the hasher) only: views of a driver's
         # aligned blocks are welcome, and are written without a copy.
         self.ctx.aligned_views = True
@@ -185,7 +186,7 @@ class Fill:
         if not self.ranged and start > 0:
             # One stream from zero; drop what we already hold.
             skip, start, length = start, 0, None
-        with self.ctx.slot(job.origin_key(self.loc)):
+        with self.ctx.slot(self.origin):
             try:
                 chunks = self.drv.read(self.loc, start, length, self.ctx)
             except exceptions.RangeNotSupported as exc:
@@ -213,7 +214,7 @@ class Fill:
                             '%s is larger than its announced size %d'
                             % (self.loc.masked, self.size),
                             url=self.loc.masked)
-                    job.throttle(n, self.token)
+                    job.throttle(n, self.token, self.origin)
                     self.part.write(pos, chunk)
                     inline = self._hash_inline(pos, chunk, n)
                     with self.cond:

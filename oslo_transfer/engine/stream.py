@@ -58,6 +58,7 @@ class Reader(io.RawIOBase):
         self._hasher = None
         self._done = False
         self.url = None
+        self._origin = None
         self.driver = None
         self._next_candidate()
 
@@ -84,6 +85,7 @@ class Reader(io.RawIOBase):
                 self._size = st.size if st.size is not None else self._size
                 self._ctx.validator = st.validator
                 self._start(cand)
+                self._origin = throttle.origin_key(cand.location)
                 self.url, self.driver = cand.url, cand.driver
                 if self._pos == 0 and self._checksum is not None and \
                         self._offset == 0 and self._length is None:
@@ -173,7 +175,7 @@ class Reader(io.RawIOBase):
         data = self._fill()
         if data:
             self._bucket.consume(len(data), self._ctx.cancel)
-            throttle.PROCESS_BUCKET.consume(len(data), self._ctx.cancel)
+            self._ctx.consume(len(data), self._origin)
             self._pos += len(data)
             if self._hasher is not None:
                 self._hasher.update(data)
@@ -414,6 +416,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
         resumable = (Cap.RESUMABLE_WRITE in drv.capabilities and
                      src.rewindable)
         marker = UploadMarker(transfer.conf, loc, size, checksum, src)
+        origin = throttle.origin_key(loc)
         while True:
             ctx.cancel.check()
             offset = 0
@@ -435,7 +438,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             def counted(it):
                 for c in it:
                     bucket.consume(len(c), ctx.cancel)
-                    throttle.PROCESS_BUCKET.consume(len(c), ctx.cancel)
+                    ctx.consume(len(c), origin)
                     moved[0] += len(c)
                     if progress is not None:
                         progress(offset + moved[0], size)

@@ -10,39 +10,53 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Flow control: the process's scheduler, rate limits, connection caps.
+"""Flow control: a Transfer's scheduler, rate limits, connection caps.
 
-All waiting for connections and bytes goes through one :class:`Scheduler`
-per process (:data:`SCHEDULER`), so that classes, deadlines and rate limits
-are decided in one place (DESIGN, "Scheduling"):
+All waiting for connections, bytes and submitted transfers goes through
+one :class:`Scheduler` per :class:`~oslo_transfer.transfer.Transfer`
+(``transfer.scheduler``), so that classes, deadlines and rate limits are
+decided in one place (DESIGN, "Scheduling" and "Flow control"):
 
 * :meth:`Scheduler.slot` ``(origin, cls, deadline, cancel)``: a context
   manager for one connection to ``origin`` (``scheme://host:port``);
 * :meth:`Scheduler.consume` ``(nbytes, cls, origin, cancel)``: blocks until
-  ``nbytes`` may pass.
+  ``nbytes`` may pass;
+* :meth:`Scheduler.queue_job`: what :meth:`Transfer.submit
+  <oslo_transfer.transfer.Transfer.submit>` queues into.
 
-Drivers never import this module: they reach both through the
+Drivers never import this module: they reach the first two through the
 :class:`~oslo_transfer.driver.Context` they are given (``ctx.slot(origin)``,
 ``ctx.consume(nbytes, origin)``), which carries the class and the deadline
 of the call.
 
-The classes, highest first: :data:`INTERACTIVE` (a guest waiting for a
-block of a lazy image), :data:`NORMAL` (every copy, upload and stream; the
-default) and :data:`BACKGROUND` (a lazy image's prefetch).  The policy of
-this first version is strict priority:
+The classes, highest first: :data:`INTERACTIVE`, :data:`NORMAL` (the
+default) and :data:`BACKGROUND`.  The policy (``scheduler = classes``, the
+default):
 
-* a slot goes to the waiter of the highest class first (earliest deadline
-  first within a class, then first come);
-* bytes under the process rate limit go to the highest class waiting;
-* each class follows its :class:`ClassPolicy`: the background class holds
-  at most one connection per origin, asks for at most 256 KiB per read
-  (:attr:`ClassPolicy.request_bytes`, what it may have in flight when a
-  higher class arrives) and pauses 200 ms after each request of a higher
-  class to the same origin, so that a guest's on-demand reads overtake a
-  prefetch.
+* **bytes** under a rate limit (``process_rate_limit``, and
+  ``origin_rate_limit`` per origin) are shared between the classes waiting
+  by start-time fair queueing with the class weights (``class_weights``,
+  default interactive 8, normal 4, background 1): a class that arrives is
+  served first, classes that all wait share in proportion to their weights
+  (per class, not per transfer), a lower class is never starved, and a
+  class alone takes the whole limit (work-conserving).  Within a class the
+  earliest deadline goes first, then first come;
+* **connection slots** per origin (``max_connections_per_origin``) go to
+  the waiter of the highest class (earliest deadline, then first come),
+  except that a class holding no slot to the origin is served before the
+  classes that hold some (when the cap allows two or more); a holder of a
+  lower class lends its slot at its next chunk (its next ``consume``) when
+  a higher class waits for one, keeping its class's last slot, and takes
+  one back in class order;
+* **submitted transfers** start in the same order (weighted by class,
+  deadline then first come) when one of ``executor_workers`` is free;
+* each class follows its :class:`ClassPolicy` (a lazy image's prefetch,
+  the background class, asks for at most 256 KiB per read and pauses
+  200 ms after each request of a higher class to the same origin).
 
-The flow-control issue builds the full policy (weighted shares, pacing,
-deadlines that refuse work) on this interface.
+``scheduler = fifo`` keeps the behaviour before classes (one class, first
+come first served, no admission) for comparisons.  Admission of deadlines
+is :mod:`oslo_transfer.engine.admission`.
 """
 
 import bisect
@@ -55,19 +69,26 @@ import threading
 import time
 
 __all__ = ['INTERACTIVE', 'NORMAL', 'BACKGROUND', 'CLASSES', 'ClassPolicy',
-           'Scheduler', 'TokenBucket', 'SCHEDULER', 'PROCESS_BUCKET']
+           'DEFAULT_WEIGHTS', 'FairQueue', 'Scheduler', 'TokenBucket',
+           'origin_key', 'parse_weights', 'rank']
 
 #: a guest (or a caller) waits for these bytes now
 INTERACTIVE = 'interactive'
 #: copies, uploads and streams: the default class
 NORMAL = 'normal'
-#: work nobody waits for (a lazy image's prefetch)
+#: work nobody waits for (a lazy image's prefetch, bulk copies)
 BACKGROUND = 'background'
 #: the classes, highest first
 CLASSES = (INTERACTIVE, NORMAL, BACKGROUND)
 _RANK = {name: rank for rank, name in enumerate(CLASSES)}
+#: ``[oslo_transfer] class_weights`` by default
+DEFAULT_WEIGHTS = {INTERACTIVE: 8, NORMAL: 4, BACKGROUND: 1}
 
 KiB = 1024
+#: seconds of history behind the bytes/s of :meth:`Scheduler.stats`
+RATE_WINDOW = 5
+#: seconds of history behind the capacity estimate (the highest 1 s rate)
+CAPACITY_WINDOW = 30
 
 
 def rank(cls: str) -> int:
@@ -79,18 +100,57 @@ def rank(cls: str) -> int:
                          % (cls, ', '.join(CLASSES))) from None
 
 
+def origin_key(loc) -> str:
+    """``scheme://host:port`` of a Location: the origin of its slots."""
+    if loc.scheme == 'file':
+        return 'file://local'
+    return '%s://%s' % (loc.scheme, loc.parts().netloc.rpartition('@')[2])
+
+
+def parse_weights(value) -> dict:
+    """``{class: weight}`` from a dict or ``"interactive:8,normal:4,..."``.
+
+    Classes left out keep their default weight.
+
+    :raises ValueError: an unknown class or a weight that is not > 0.
+    """
+    if isinstance(value, str):
+        items = []
+        for part in value.split(','):
+            if part.strip():
+                name, _, w = part.partition(':')
+                items.append((name.strip(), w.strip()))
+    else:
+        items = list((value or {}).items())
+    weights = dict(DEFAULT_WEIGHTS)
+    for name, w in items:
+        rank(name)
+        try:
+            w = float(w)
+        except (TypeError, ValueError):
+            w = 0
+        if not w > 0:
+            raise ValueError('class weight of %s must be a number > 0, not '
+                             '%r' % (name, w))
+        weights[name] = w
+    return weights
+
+
 class TokenBucket:
     """A bytes-per-second limit shared by the threads that consume it.
 
     :param rate: bytes per second; 0 or None means unlimited.
     :param burst: bytes that may pass at once (default: a quarter second).
+    :param clock: the clock (tests give a fake one).
     """
 
-    def __init__(self, rate: int | None, burst: int | None = None):
+    def __init__(self, rate: int | None, burst: int | None = None,
+                 clock=time.monotonic):
         self.rate = rate or 0
         self.burst = burst or max(64 * 1024, self.rate // 4)
         self._tokens = self.burst
-        self._stamp = time.monotonic()
+        self._clock = clock
+        self._stamp = clock()
         self._lock = threading.Lock()
 
     def set_rate(self, rate: int | None):
@@ -98,15 +158,28 @@ class TokenBucket:
             self.rate = rate or 0
             self.burst = max(64 * 1024, self.rate // 4)
 
+    def refill(self) -> float:
+        """The tokens now (may be negative: a debt)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens +
+                           (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self._tokens
+
+    def take(self, nbytes: int) -> float:
+        """Take ``nbytes`` if tokens are left: 0, else seconds to wait."""
+        tokens = self.refill()
+        if tokens > 0:
+            self._tokens -= nbytes
+            return 0.0
+        return max(-tokens / self.rate, 1e-3)
+
     def consume(self, nbytes: int, cancel=None):
         """Block until ``nbytes`` may pass (cancel ends the wait)."""
         if not self.rate:
             return
         with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens +
-                               (now - self._stamp) * self.rate)
-            self._stamp = now
+            self.refill()
             self._tokens -= nbytes
             wait = -self._tokens / self.rate if self._tokens < 0 else 0
         if wait > 0:
@@ -115,10 +188,6 @@ class TokenBucket:
                     cancel.check()
             else:
                 time.sleep(wait)
-
-
-#: the per-process limit, ``[oslo_transfer] process_rate_limit``
-PROCESS_BUCKET = TokenBucket(0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,15 +211,131 @@ class ClassPolicy:
     yield_seconds: float = 0.0
 
 
-#: the policy of each class; the background one is a lazy image's
-#: prefetch: one connection, one read of at most 256 KiB in flight, and a
-#: 200 ms pause after each on-demand miss.
+#: the policy of each class: background reads ask for at most 256 KiB and
+#: pause 200 ms after each request of a higher class to the same origin
+#: (a lazy image's on-demand miss overtakes its prefetch).
 DEFAULT_POLICIES = {
     INTERACTIVE: ClassPolicy(),
     NORMAL: ClassPolicy(),
-    BACKGROUND: ClassPolicy(connections=1, request_bytes=256 * KiB,
-                            yield_seconds=0.2),
+    BACKGROUND: ClassPolicy(request_bytes=256 * KiB, yield_seconds=0.2),
 }
+
+
+@dataclasses.dataclass(eq=False)
+class _Request:
+    """One waiter of a :class:`FairQueue`."""
+
+    cls: str
+    cost: float
+    deadline: float
+    seq: int
+    payload: object = None
+    granted: bool = False
+
+
+class FairQueue:
+    """Start-time fair queueing across classes; EDF then FIFO within one.
+
+    The decision part of the scheduler, without threads or clocks, so that
+    it can be tested alone.  A class's next request starts at virtual time
+    ``max(V, F[class])`` and moves ``F[class]`` by ``cost / weight``; the
+    request with the smallest start goes next, ties to the higher class.
+    A class that was idle starts at ``V`` (no credit saved up), so classes
+    that all wait get shares in proportion to their weights and a class
+    alone gets everything.
+
+    :param weights: ``{class: weight}``; None treats every class as one
+        (first come, first served).
+    """
+
+    def __init__(self, weights=None):
+        self.weights = weights
+        self._queues = collections.defaultdict(list)
+        self._finish = collections.defaultdict(float)
+        self._vtime = 0.0
+        self._seq = itertools.count()
+
+    def _key(self, cls):
+        return cls if self.weights is not None else NORMAL
+
+    def add(self, cls, cost=1.0, deadline=None, payload=None) -> _Request:
+        """Queue a request; returns it (for :meth:`remove`)."""
+        cls = self._key(cls)
+        d = math.inf if deadline is None or self.weights is None \
+            else deadline
+        req = _Request(cls, float(cost), d, next(self._seq), payload)
+        bisect.insort(self._queues[cls], req,
+                      key=lambda r: (r.deadline, r.seq))
+        return req
+
+    def remove(self, req):
+        q = self._queues.get(req.cls)
+        if q and req in q:
+            q.remove(req)
+
+    def __len__(self):
+        return sum(len(q) for q in self._queues.values())
+
+    def queued(self, cls) -> int:
+        return len(self._queues.get(self._key(cls), ()))
+
+    def head(self):
+        """The request that goes next, or None."""
+        best = None
+        for cls, q in self._queues.items():
+            if not q:
+                continue
+            start = max(self._vtime, self._finish[cls])
+            k = (start, _RANK[cls])
+            if best is None or k < best[0]:
+                best = (k, q[0])
+        return None if best is None else best[1]
+
+    def pop(self, req=None):
+        """Serve ``req`` (default: :meth:`head`); returns it."""
+        req = req or self.head()
+        if req is None:
+            return None
+        cls = req.cls
+        self._queues[cls].remove(req)
+        start = max(self._vtime, self._finish[cls])
+        w = self.weights[cls] if self.weights is not None else 1.0
+        self._finish[cls] = start + req.cost / w
+        self._vtime = start
+        req.granted = True
+        return req
+
+
+class _Stats:
+    """Counters of one class or one origin."""
+
+    def __init__(self):
+        self.completed = self.missed = self.refused = 0
+        self.seconds = collections.deque()     # (second, bytes)
+
+    def add_bytes(self, now, n):
+        sec = int(now)
+        if self.seconds and self.seconds[-1][0] == sec:
+            self.seconds[-1][1] += n
+        else:
+            self.seconds.append([sec, n])
+        while self.seconds and self.seconds[0][0] < sec - CAPACITY_WINDOW:
+            self.seconds.popleft()
+
+    def rate(self, now) -> float:
+        sec = int(now)
+        total = sum(b for s, b in self.seconds
+                    if sec - RATE_WINDOW <= s < sec)
+        return total / RATE_WINDOW
+
+    def peak(self, now) -> float:
+        """The highest 1 s rate over the last :data:`CAPACITY_WINDOW` s.
+
+        Only whole seconds count (not the one running).
+        """
+        sec = int(now)
+        return max((b for s, b in self.seconds
+                    if sec - CAPACITY_WINDOW <= s < sec), default=0)
 
 
 @dataclasses.dataclass(eq=False)
@@ -160,26 +345,99 @@ class _Waiter:
     cls: str
 
 
-class Scheduler:
-    """Connection slots per origin and bytes, by class (see the module).
+@dataclasses.dataclass(eq=False)
+class _Held:
+    origin: str
+    cls: str
+    deadline: float
+    lent: bool = False
 
-    :ivar limit: connections per origin, all classes together
-        (``[oslo_transfer] max_connections_per_origin``).
-    :param policies: ``{class: ClassPolicy}`` (default
-        :data:`DEFAULT_POLICIES`).
+
+class Job:
+    """One transfer as the scheduler sees it (active, admitted, counted).
+
+    The engine fills in :attr:`origin` and :attr:`remaining` once it
+    knows them (after ``stat``).
     """
 
-    def __init__(self, policies=None):
+    def __init__(self, sched, cls, deadline):
+        self.sched = sched
+        self.cls = cls
+        self.deadline = deadline
+        self.origin = None
+        #: ``remaining() -> bytes`` still to move; None: not yet known
+        self.remaining = None
+        self.rate = 0           # the transfer's own rate limit, if any
+        self.outcome = None
+
+    def __enter__(self):
+        self.sched._job_start(self)
+        return self
+
+    def __exit__(self, etype, exc, tb):
+        self.sched._job_end(self, exc)
+
+
+class Scheduler:
+    """Slots, bytes and submitted transfers by class (see the module).
+
+    :param limit: connections per origin, all classes together
+        (``[oslo_transfer] max_connections_per_origin``).
+    :param rate: bytes/s of every transfer together (``process_rate_limit``;
+        0: none).
+    :param origin_rate: bytes/s per origin (``origin_rate_limit``; 0: none).
+    :param weights: ``{class: weight}`` (``class_weights``).
+    :param mode: ``"classes"`` or ``"fifo"`` (one class, no admission).
+    :param admission: refuse transfers whose deadline cannot be met.
+    :param workers: transfers :meth:`queue_job` runs at once.
+    :param policies: ``{class: ClassPolicy}`` (default
+        :data:`DEFAULT_POLICIES`).
+    :param clock: the clock (tests give a fake one).
+    """
+
+    def __init__(self, limit=8, rate=0, origin_rate=0, weights=None,
+                 mode='classes', admission=True, workers=4, policies=None,
+                 clock=time.monotonic):
+        if mode not in ('classes', 'fifo'):
+            raise ValueError('scheduler must be "classes" or "fifo", not %r'
+                             % (mode,))
+        self.clock = clock
+        self.mode = mode
+        self.admission = admission and mode == 'classes'
+        self.weights = parse_weights(weights)
         self._cond = threading.Condition()
         self._busy = collections.Counter()
         self._held = collections.Counter()
         self._waiting = []
         self._demand = {}
         self._seq = itertools.count()
-        self._rate_waiting = collections.Counter()
-        self.limit = 8
+        self._local = threading.local()
+        self.limit = limit
         self.policies = dict(DEFAULT_POLICIES)
         self.policies.update(policies or {})
+        fq_weights = self.weights if mode == 'classes' else None
+        self.bucket = TokenBucket(rate, clock=clock)
+        self._bytes_q = FairQueue(fq_weights)
+        self.origin_rate = origin_rate or 0
+        self._origin_q = {}      # origin -> (TokenBucket, FairQueue)
+        self._fq_weights = fq_weights
+        self.workers = workers
+        self._jobs_q = FairQueue(fq_weights)
+        self._running = 0
+        self.jobs = []           # active Jobs
+        self._cls_stats = {c: _Stats() for c in CLASSES}
+        self._origin_stats = collections.defaultdict(_Stats)
+        self._all = _Stats()
+
+    @property
+    def rate(self) -> int:
+        """The process rate limit (bytes/s, 0: none)."""
+        return self.bucket.rate
+
+    def cls(self, cls: str) -> str:
+        """``cls`` checked; in ``fifo`` mode every class is ``normal``."""
+        rank(cls)
+        return cls if self.mode == 'classes' else NORMAL
 
     def policy(self, cls: str) -> ClassPolicy:
         """The :class:`ClassPolicy` of ``cls``."""
@@ -197,49 +455,70 @@ class Scheduler:
         :param origin: ``scheme://host:port`` (any string that names the
             server).
         :param cls: the scheduling class.
-        :param deadline: ``time.monotonic()`` value by which the caller
-            must be done: earliest deadline first within a class.
+        :param deadline: clock value by which the caller must be done:
+            earliest deadline first within a class.
         :param cancel: a :class:`~oslo_transfer.driver.CancelToken` that
             ends the wait (raising ``Cancelled``).
         """
-        r = rank(cls)
-        waiter = _Waiter((r, math.inf if deadline is None else deadline,
-                          next(self._seq)), origin, cls)
+        cls = self.cls(cls)
+        d = math.inf if deadline is None else deadline
+        held = _Held(origin, cls, d)
         with self._cond:
-            self._note_demand(origin, r)
-            bisect.insort(self._waiting, waiter, key=lambda w: w.key)
-            try:
-                while not self._may_start(waiter):
-                    if cancel is not None:
-                        cancel.check()
-                    self._cond.wait(self._wait_time(origin, cls, poll))
-            finally:
-                self._waiting.remove(waiter)
-                self._cond.notify_all()
-            self._busy[origin] += 1
-            self._held[origin, cls] += 1
+            self._note_demand(origin, rank(cls))
+            self._acquire(held, next(self._seq), cancel, poll)
+        stack = self._stack()
+        stack.append(held)
         try:
             yield
         finally:
+            stack.remove(held)
             with self._cond:
-                self._busy[origin] -= 1
-                self._held[origin, cls] -= 1
-                if not self._busy[origin]:
-                    del self._busy[origin]
-                if not self._held[origin, cls]:
-                    del self._held[origin, cls]
+                if not held.lent:
+                    self._release(held)
                 self._cond.notify_all()
 
+    def _stack(self):
+        stack = getattr(self._local, 'held', None)
+        if stack is None:
+            stack = self._local.held = []
+        return stack
+
+    def _acquire(self, held, seq, cancel, poll):
+        """Wait in class order for a slot (the lock is held)."""
+        waiter = _Waiter((rank(held.cls), held.deadline, seq), held.origin,
+                         held.cls)
+        bisect.insort(self._waiting, waiter, key=lambda w: w.key)
+        try:
+            while not self._may_start(waiter):
+                if cancel is not None:
+                    cancel.check()
+                self._cond.wait(self._wait_time(held.origin, held.cls,
+                                                poll))
+        finally:
+            self._waiting.remove(waiter)
+            self._cond.notify_all()
+        self._busy[held.origin] += 1
+        self._held[held.origin, held.cls] += 1
+        held.lent = False
+
+    def _release(self, held):
+        origin, cls = held.origin, held.cls
+        self._busy[origin] -= 1
+        self._held[origin, cls] -= 1
+        if not self._busy[origin]:
+            del self._busy[origin]
+        if not self._held[origin, cls]:
+            del self._held[origin, cls]
+
     def _note_demand(self, origin, r):
-        now = time.monotonic()
-        self._demand[origin, r] = now
+        self._demand[origin, r] = self.clock()
 
     def _yield_left(self, origin, cls) -> float:
         """Seconds ``cls`` still waits after a higher class's request."""
         pause = self.policy(cls).yield_seconds
-        if not pause:
+        if not pause or self.mode != 'classes':
             return 0.0
-        now = time.monotonic()
+        now = self.clock()
         left = 0.0
         for higher in range(rank(cls)):
             t = self._demand.get((origin, higher))
@@ -258,47 +537,119 @@ class Scheduler:
             return False
         return self._yield_left(waiter.origin, waiter.cls) <= 0
 
+    def _starved(self, waiter) -> bool:
+        """Its class holds no slot to the origin while others hold some."""
+        return (self.limit >= 2 and
+                not self._held[waiter.origin, waiter.cls] and
+                self._busy[waiter.origin] > 0)
+
     def _may_start(self, waiter) -> bool:
         if self._busy[waiter.origin] >= self.limit or \
                 not self._eligible(waiter):
             return False
+        mine = self._starved(waiter)
         for other in self._waiting:
             if other is waiter:
-                return True
-            if other.origin == waiter.origin and self._eligible(other):
+                continue
+            if other.origin != waiter.origin or not self._eligible(other):
+                continue
+            theirs = self._starved(other)
+            if (theirs, ) > (mine, ) or (theirs == mine and
+                                         other.key < waiter.key):
                 return False        # a higher (or earlier) one goes first
         return True
+
+    def _higher_blocked(self, origin, cls) -> bool:
+        """A waiter of a higher class waits for a slot to ``origin``."""
+        if self._busy[origin] < self.limit:
+            return False
+        r = rank(cls)
+        return any(w.origin == origin and rank(w.cls) < r and
+                   self._eligible(w) for w in self._waiting)
+
+    def _lend(self, origin, cls, cancel):
+        """At a chunk: lend this thread's slot to a higher class waiting."""
+        stack = getattr(self._local, 'held', None)
+        if not stack:
+            return
+        for held in stack:
+            if held.origin == origin and held.cls == cls:
+                break
+        else:
+            return
+        with self._cond:
+            if not self._higher_blocked(origin, cls):
+                return
+            if self.limit >= 2 and self._held[origin, cls] <= 1:
+                return              # a class keeps its last slot
+            self._release(held)
+            held.lent = True
+            self._cond.notify_all()
+            self._acquire(held, next(self._seq), cancel, 0.2)
 
     # -- bytes ---------------------------------------------------------------
 
     def consume(self, nbytes: int, cls: str = NORMAL,
-                origin: str | None = None, cancel=None) -> None:
+                origin: str | None = None, cancel=None,
+                deadline: float | None = None) -> None:
         """Block until ``nbytes`` may pass.
 
-        Waits out the class's pause after a higher class's request to
-        ``origin``, then takes the bytes from the process rate limit
-        (``[oslo_transfer] process_rate_limit``), the highest class
-        waiting first.
+        Lends this thread's slot to ``origin`` when a higher class waits
+        for one, waits out the class's pause after a higher class's
+        request, then takes the bytes from the origin's rate limit
+        (``origin_rate_limit``) and the process's (``process_rate_limit``)
+        by weighted class share.
         """
-        r = rank(cls)
+        cls = self.cls(cls)
         if origin is not None:
+            self._lend(origin, cls, cancel)
             self._wait_yield(origin, cls, cancel)
-        bucket = PROCESS_BUCKET
-        if not bucket.rate:
-            return
+            if self.origin_rate:
+                bucket, q = self._origin_queue(origin)
+                self._through(bucket, q, nbytes, cls, deadline, cancel)
+        if self.bucket.rate:
+            self._through(self.bucket, self._bytes_q, nbytes, cls, deadline,
+                          cancel)
+        self.account(nbytes, cls, origin)
+
+    def account(self, nbytes, cls=NORMAL, origin=None):
+        """Count bytes that moved (for stats and the capacity estimate)."""
+        now = self.clock()
         with self._cond:
-            self._rate_waiting[r] += 1
-        try:
-            with self._cond:
-                while any(self._rate_waiting[h] for h in range(r)):
+            self._cls_stats[self.cls(cls)].add_bytes(now, nbytes)
+            self._all.add_bytes(now, nbytes)
+            if origin is not None:
+                self._origin_stats[origin].add_bytes(now, nbytes)
+
+    def _origin_queue(self, origin):
+        with self._cond:
+            pair = self._origin_q.get(origin)
+            if pair is None:
+                pair = self._origin_q[origin] = (
+                    TokenBucket(self.origin_rate, clock=self.clock),
+                    FairQueue(self._fq_weights))
+            return pair
+
+    def _through(self, bucket, q, nbytes, cls, deadline, cancel):
+        with self._cond:
+            req = q.add(cls, nbytes, deadline)
+            try:
+                while True:
+                    if q.head() is req:
+                        wait = bucket.take(nbytes)
+                        if not wait:
+                            q.pop(req)
+                            self._cond.notify_all()
+                            return
+                    else:
+                        wait = 0.2
                     if cancel is not None:
                         cancel.check()
-                    self._cond.wait(0.05)
-            bucket.consume(nbytes, cancel)
-        finally:
-            with self._cond:
-                self._rate_waiting[r] -= 1
-                self._cond.notify_all()
+                    self._cond.wait(min(wait, 0.2))
+            finally:
+                if not req.granted:
+                    q.remove(req)
+                    self._cond.notify_all()
 
     def _wait_yield(self, origin, cls, cancel):
         while True:
@@ -312,10 +663,126 @@ class Scheduler:
             else:
                 time.sleep(left)
 
+    # -- transfers ------------------------------------------------------------
 
-#: the process's scheduler
-SCHEDULER = Scheduler()
+    def queue_job(self, start, cls=NORMAL, deadline=None, launch=None):
+        """Queue ``start()`` to run when a worker is free, in class order.
 
-#: Older names: the per-origin connection caps are the scheduler's.
-OriginLimiter = Scheduler
-ORIGINS = SCHEDULER
+        :param start: the callable (it runs in ``launch``'s thread).
+        :param launch: ``launch(fn)`` runs ``fn`` (an executor's
+            ``submit``); default a new thread.
+        """
+        cls = self.cls(cls)
+        with self._cond:
+            self._jobs_q.add(cls, 1.0, deadline, (start, launch))
+        self._pump()
+
+    def _pump(self):
+        while True:
+            with self._cond:
+                if self._running >= self.workers or not len(self._jobs_q):
+                    return
+                req = self._jobs_q.pop()
+                self._running += 1
+            start, launch = req.payload
+
+            def run(start=start):
+                try:
+                    start()
+                finally:
+                    with self._cond:
+                        self._running -= 1
+                    self._pump()
+
+            if launch is None:
+                threading.Thread(target=run, daemon=True).start()
+            else:
+                launch(run)
+
+    def job(self, cls=NORMAL, deadline=None) -> Job:
+        """A :class:`Job` to run one transfer in (a context manager)."""
+        return Job(self, self.cls(cls), deadline)
+
+    def _job_start(self, job):
+        with self._cond:
+            self.jobs.append(job)
+
+    def _job_end(self, job, exc):
+        from oslo_transfer import exceptions
+        now = self.clock()
+        with self._cond:
+            self.jobs.remove(job)
+            stats = [self._cls_stats[job.cls]]
+            if job.origin is not None:
+                stats.append(self._origin_stats[job.origin])
+            if isinstance(exc, exceptions.DeadlineUnreachable):
+                job.outcome = 'refused'
+            elif exc is None:
+                job.outcome = 'completed'
+                if job.deadline is not None and now > job.deadline:
+                    job.outcome = 'missed'
+            else:
+                job.outcome = 'failed'
+            for s in stats:
+                if job.outcome == 'refused':
+                    s.refused += 1
+                elif job.outcome == 'completed':
+                    s.completed += 1
+                elif job.outcome == 'missed':
+                    s.completed += 1
+                    s.missed += 1
+
+    def capacity(self, origin=None) -> tuple:
+        """``(bytes/s, how)``: the capacity deadlines are judged against.
+
+        The configured limits (``process_rate_limit``, and
+        ``origin_rate_limit`` for ``origin``) and the highest 1 s rate of
+        the last 30 s, the lowest of them; ``(0, ...)`` when none is
+        known (no limit and no history).
+        """
+        now = self.clock()
+        with self._cond:
+            peak = self._all.peak(now)
+        known = []
+        if self.bucket.rate:
+            known.append((self.bucket.rate, 'process_rate_limit'))
+        if self.origin_rate and origin is not None:
+            known.append((self.origin_rate, 'origin_rate_limit'))
+        if peak:
+            known.append((peak, 'the highest 1 s rate of the last %d s'
+                          % CAPACITY_WINDOW))
+        if not known:
+            return 0, 'no limit and no throughput history'
+        return min(known)
+
+    # -- stats --------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Per class and per origin: active, queued, bytes/s and outcomes.
+
+        See :meth:`Transfer.stats <oslo_transfer.transfer.Transfer.stats>`.
+        """
+        now = self.clock()
+        with self._cond:
+            classes = {}
+            for c in CLASSES:
+                s = self._cls_stats[c]
+                classes[c] = {
+                    'active': sum(1 for j in self.jobs if j.cls == c),
+                    'queued': self._jobs_q.queued(c),
+                    'bytes_per_second': s.rate(now),
+                    'completed': s.completed, 'missed': s.missed,
+                    'refused': s.refused}
+            origins = {}
+            names = set(self._origin_stats) | set(self._busy) | {
+                w.origin for w in self._waiting}
+            for o in sorted(names):
+                s = self._origin_stats[o]
+                origins[o] = {
+                    'active': self._busy.get(o, 0),
+                    'queued': sum(1 for w in self._waiting
+                                  if w.origin == o),
+                    'bytes_per_second': s.rate(now),
+                    'completed': s.completed, 'missed': s.missed,
+                    'refused': s.refused}
+        return {'classes': classes, 'origins': origins}

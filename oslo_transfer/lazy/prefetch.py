@@ -146,8 +146,10 @@ class Prefetcher:
         return True
 
     def _most(self) -> int:
-        return throttle.SCHEDULER.policy(
-            throttle.BACKGROUND).request_bytes or 1
+        sched = self.image.ctx.scheduler
+        if sched is None:
+            return 1
+        return sched.policy(throttle.BACKGROUND).request_bytes or 1
 
     def _fetch(self, run):
         img = self.image

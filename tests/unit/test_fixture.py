@@ -63,23 +63,25 @@ def _copy(fix, out, url=URL, checksum=_sha(PAYLOAD), **kwargs):
 
 # -- process-wide state ------------------------------------------------------
 
-def test_cleanup_puts_the_throttle_globals_and_switch_interval_back():
-    bucket, origins = throttle.PROCESS_BUCKET, throttle.ORIGINS
-    rate, burst, limit = bucket.rate, bucket.burst, origins.limit
+def test_limits_are_the_transfers_and_cleanup_puts_the_interval_back():
+    before = set(vars(throttle))
     interval = sys.getswitchinterval()
     f = fixture.TransferFixture(process_rate_limit=3 * MiB,
                                 max_connections_per_origin=2,
                                 switch_interval=interval * 3)
     with f:
-        # The fixture's Transfer applied its limits, process-wide ...
-        assert throttle.PROCESS_BUCKET.rate == 3 * MiB
-        assert throttle.ORIGINS.limit == 2
+        # The fixture's Transfer holds its limits in its own scheduler ...
+        assert f.transfer.scheduler.rate == 3 * MiB
+        assert f.transfer.scheduler.limit == 2
         assert sys.getswitchinterval() == pytest.approx(interval * 3)
-        # ... to objects of its own: the process's were left alone.
-        assert bucket.rate == rate and origins.limit == limit
-    assert throttle.PROCESS_BUCKET is bucket
-    assert throttle.ORIGINS is origins
-    assert (bucket.rate, bucket.burst, origins.limit) == (rate, burst, limit)
+        # ... which no other Transfer shares.
+        with transfer_mod.Transfer(drivers=[]) as other:
+            assert other.scheduler.rate == 0
+            assert other.scheduler is not f.transfer.scheduler
+    # nothing left behind in the module
+    assert set(vars(throttle)) == before
+    assert not any(isinstance(v, (throttle.Scheduler, throttle.TokenBucket))
+                   for v in vars(throttle).values())
     assert sys.getswitchinterval() == pytest.approx(interval)
     assert f.transfer._closed
 

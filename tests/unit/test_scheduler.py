@@ -85,8 +85,9 @@ def test_earliest_deadline_first_within_a_class():
     assert order == ['soon', 'late']
 
 
-def test_the_background_class_holds_one_connection_per_origin():
-    sched = throttle.Scheduler()
+def test_a_class_policy_can_hold_a_class_to_one_connection_per_origin():
+    sched = throttle.Scheduler(policies={
+        throttle.BACKGROUND: throttle.ClassPolicy(connections=1)})
     got = []
     with sched.slot(ORIGIN, throttle.BACKGROUND):
         t = _start(lambda: got.append(
@@ -142,10 +143,8 @@ def test_a_cancel_ends_a_wait_for_a_slot():
     assert len(errors) == 1
 
 
-def test_the_process_rate_goes_to_the_higher_class_first(monkeypatch):
-    bucket = throttle.TokenBucket(1024 * 1024, burst=64 * 1024)
-    monkeypatch.setattr(throttle, 'PROCESS_BUCKET', bucket)
-    sched = throttle.Scheduler()
+def test_the_process_rate_goes_to_the_higher_class_first():
+    sched = throttle.Scheduler(rate=1024 * 1024)
     done = {}
 
     def pump(cls):
@@ -188,8 +187,7 @@ def test_a_context_reaches_the_scheduler_with_its_class():
         driver.Context().consume(10)
 
 
-def test_copies_hold_normal_slots_of_the_process_scheduler(tmp_path,
-                                                           monkeypatch):
+def test_copies_hold_normal_slots_of_their_transfers_scheduler(tmp_path):
     store = fixture.MemoryStore()
     payload = fakes.data(3 * 1024 * 1024)
     store.put('memory://a', payload)
@@ -202,7 +200,7 @@ def test_copies_hold_normal_slots_of_the_process_scheduler(tmp_path,
             return super().slot(origin, cls, deadline, cancel, poll)
 
     with fakes.make_transfer(store, segments=2) as t:
-        monkeypatch.setattr(throttle, 'SCHEDULER', Spy())
+        t.scheduler = Spy()
         t.copy('memory://a', str(tmp_path / 'out'),
                checksum=fakes.sha(payload))
     assert seen and set(seen) == {('memory://a', throttle.NORMAL)}

@@ -187,8 +187,10 @@ class OriginFetcher:
         self.token = driver_mod.CancelToken()
         self.ctx = driver_mod.Context(
             cancel=self.token, io_timeout=ctx.io_timeout,
-            deadline=ctx.deadline, hints=ctx.hints, check_url=ctx.check_url,
-            driver_for=ctx.driver_for)
+            expires_at=ctx.expires_at, hints=ctx.hints,
+            check_url=ctx.check_url, driver_for=ctx.driver_for,
+            priority=ctx.priority, deadline=ctx.deadline,
+            scheduler=ctx.scheduler)
         self._key = ctx.cancel.on_cancel(self.token.cancel)
         self._parent = ctx.cancel
         self.connections = max(1, connections)
@@ -305,11 +307,17 @@ class OriginFetcher:
 
     def _fetch(self, loc, offset, length) -> bytes:
         buf = bytearray()
-        for chunk in self.readers[loc.url].read(loc, offset, length,
-                                                self.ctx):
-            buf += chunk
-            if self.token.cancelled:
-                raise exceptions.Cancelled('download finished')
+        # The caller's class and the Transfer's limits apply to the web
+        # seeds' connections and bytes as to any other read.
+        origin = '%s://%s' % (loc.scheme,
+                              loc.parts().netloc.rpartition('@')[2])
+        with self.ctx.slot(origin):
+            for chunk in self.readers[loc.url].read(loc, offset, length,
+                                                    self.ctx):
+                self.ctx.consume(len(chunk), origin)
+                buf += chunk
+                if self.token.cancelled:
+                    raise exceptions.Cancelled('download finished')
         if len(buf) != length:
             raise exceptions.ProtocolError(
                 '%s sent %d bytes for a piece of %d' % (loc.masked, len(buf),

@@ -80,7 +80,9 @@ def _source(args):
 
 def _hints(args):
     return selector.Hints(same_network=args.same_network, peers=args.peers,
-                          peer_addresses=tuple(args.peer))
+                          peer_addresses=tuple(args.peer),
+                          priority=getattr(args, 'priority', 'normal'),
+                          deadline=getattr(args, 'deadline', None))
 
 
 def register(sub):
@@ -91,6 +93,15 @@ def register(sub):
                    help='parallel ranged segments, 1 or more (default 4)')
     p.add_argument('--rate', type=_rate_arg, metavar='BYTES/S',
                    help='rate limit, e.g. 50M; 0 is unlimited')
+    p.add_argument('--priority', choices=('interactive', 'normal',
+                                          'background'),
+                   default='normal',
+                   help='scheduling class (default normal; -v shows it)')
+    p.add_argument('--deadline', type=_args.at_least(0.001, float),
+                   metavar='SECONDS',
+                   help='finish within this many seconds, or be refused at '
+                        'once (exit status 1, nothing written) when that '
+                        'cannot be met; never cancels a running copy')
     p.add_argument('--if-exists', choices=('verify', 'replace', 'error'),
                    default='verify',
                    help='what to do with an existing DST (default: keep it '

@@ -169,7 +169,7 @@ class TokenBucket:
     def take(self, nbytes: int) -> float:
         """Take ``nbytes`` if tokens are left: 0, else seconds to wait."""
         tokens = self.refill()
-        if tokens > 0:
+        if tokens > -1:             # (less than a byte short: rounding)
             self._tokens -= nbytes
             return 0.0
         return max(-tokens / self.rate, 1e-3)

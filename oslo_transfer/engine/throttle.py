@@ -311,9 +311,11 @@ class _Stats:
 
     def __init__(self):
         self.completed = self.missed = self.refused = 0
+        self.total = 0
         self.seconds = collections.deque()     # (second, bytes)
 
     def add_bytes(self, now, n):
+        self.total += n
         sec = int(now)
         if self.seconds and self.seconds[-1][0] == sec:
             self.seconds[-1][1] += n
@@ -770,7 +772,7 @@ class Scheduler:
                 classes[c] = {
                     'active': sum(1 for j in self.jobs if j.cls == c),
                     'queued': self._jobs_q.queued(c),
-                    'bytes_per_second': s.rate(now),
+                    'bytes_per_second': s.rate(now), 'bytes': s.total,
                     'completed': s.completed, 'missed': s.missed,
                     'refused': s.refused}
             origins = {}
@@ -782,7 +784,7 @@ class Scheduler:
                     'active': self._busy.get(o, 0),
                     'queued': sum(1 for w in self._waiting
                                   if w.origin == o),
-                    'bytes_per_second': s.rate(now),
+                    'bytes_per_second': s.rate(now), 'bytes': s.total,
                     'completed': s.completed, 'missed': s.missed,
                     'refused': s.refused}
         return {'classes': classes, 'origins': origins}

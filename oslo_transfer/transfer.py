@@ -550,8 +550,9 @@ class Transfer:
         COUNTS holds ``active`` (running copies of the class; connections
         held to the origin), ``queued`` (submitted copies waiting to
         start; connections waited for), ``bytes_per_second`` (over the
-        last 5 s), ``bytes`` (since the Transfer was built), ``completed``, ``missed`` (completed after their
-        deadline, counted in completed too) and ``refused``
+        last 5 s), ``bytes`` (since the Transfer was built),
+        ``completed``, ``missed`` (completed after their deadline, counted
+        in completed too) and ``refused``
         (:class:`~oslo_transfer.exceptions.DeadlineUnreachable`).
         """
         return self.scheduler.stats()

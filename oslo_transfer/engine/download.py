@@ -49,6 +49,8 @@ from oslo_transfer import result as result_mod
 LOG = logging.getLogger(__name__)
 
 Cap = driver_mod.Capability
+#: the smallest piece a class policy makes a ranged read ask for
+MIN_PIECE = 1024 * 1024
 
 
 def _journal_name(loc):
@@ -100,6 +102,16 @@ class Download:
                             g.max_connections_per_origin)
         self.segment_threshold = g.segment_threshold
         self.segment_size = g.segment_size
+        sched = ctx.scheduler
+        if sched is not None and sched.mode == 'classes':
+            # A lower class asks for little at a time (its class policy),
+            # so that what it has in flight when a higher class arrives
+            # is small: a piece it has asked for arrives at the link's
+            # rate whatever the scheduler paces.
+            most = sched.policy(ctx.priority).request_bytes
+            if most:
+                self.segment_size = min(self.segment_size,
+                                        max(most * 4, MIN_PIECE))
         self.checkpoint_bytes = g.checkpoint_bytes
         self.retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
         self.on_source_change = g.on_source_change

@@ -330,14 +330,16 @@ class _Stats:
                     if sec - RATE_WINDOW <= s < sec)
         return total / RATE_WINDOW
 
-    def peak(self, now) -> float:
+    def peak(self, now, skip=()) -> float:
         """The highest 1 s rate over the last :data:`CAPACITY_WINDOW` s.
 
-        Only whole seconds count (not the one running).
+        Only whole seconds count (not the one running), and not those in
+        ``skip`` (seconds when lower classes were paced).
         """
         sec = int(now)
         return max((b for s, b in self.seconds
-                    if sec - CAPACITY_WINDOW <= s < sec), default=0)
+                    if sec - CAPACITY_WINDOW <= s < sec and s not in skip),
+                   default=0)
 
 
 @dataclasses.dataclass(eq=False)
@@ -422,6 +424,8 @@ class Scheduler:
         self._bytes_q = FairQueue(fq_weights)
         self.origin_rate = origin_rate or 0
         self._origin_q = {}      # origin -> (TokenBucket, FairQueue)
+        self._pacers = {}        # (origin, class) -> TokenBucket
+        self._paced = set()      # seconds when a class was paced
         self._fq_weights = fq_weights
         self.workers = workers
         self._jobs_q = FairQueue(fq_weights)
@@ -612,7 +616,43 @@ class Scheduler:
         if self.bucket.rate:
             self._through(self.bucket, self._bytes_q, nbytes, cls, deadline,
                           cancel)
+        if origin is not None and self.mode == 'classes':
+            self._pace(origin, cls, nbytes, cancel)
         self.account(nbytes, cls, origin)
+
+    def _pace(self, origin, cls, nbytes, cancel):
+        """Pace a lower class to its share while a higher one is active.
+
+        Active: holds a slot to ``origin``.  Even when the higher one does
+        not wait here: its bytes may be stuck in the network, where TCP
+        would give it only its share of the connections.
+        """
+        r = rank(cls)
+        with self._cond:
+            active = {c for (o, c), n in self._held.items()
+                      if o == origin and n > 0}
+            if not any(rank(c) < r for c in active):
+                return
+            cap = self.origin_rate or self.bucket.rate
+            if not cap:
+                cap = self._all.peak(self.clock(), self._paced)
+            if not cap:
+                return
+            active.add(cls)
+            share = self.weights[cls] / sum(self.weights[c] for c in active)
+            rate = max(1, int(cap * share))
+            pacer = self._pacers.get((origin, cls))
+            if pacer is None:
+                pacer = self._pacers[origin, cls] = TokenBucket(
+                    rate, burst=max(64 * KiB, nbytes), clock=self.clock)
+            elif pacer.rate != rate:
+                pacer.rate = rate
+            sec = int(self.clock())
+            self._paced.add(sec)
+            if len(self._paced) > 4 * CAPACITY_WINDOW:
+                self._paced = {s for s in self._paced
+                               if s >= sec - CAPACITY_WINDOW}
+        pacer.consume(nbytes, cancel)
 
     def account(self, nbytes, cls=NORMAL, origin=None):
         """Count bytes that moved (for stats and the capacity estimate)."""
@@ -744,7 +784,7 @@ class Scheduler:
         """
         now = self.clock()
         with self._cond:
-            peak = self._all.peak(now)
+            peak = self._all.peak(now, self._paced)
         known = []
         if self.bucket.rate:
             known.append((self.bucket.rate, 'process_rate_limit'))

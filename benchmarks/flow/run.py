@@ -1,0 +1,575 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Flow control at peak load: FIFO against classes, with and without
+admission, on a real origin behind a shaped link.
+
+::
+
+    python benchmarks/flow/run.py [--peak 30] [--seeds 5] [--scale 16]
+        [--rate 100mbit] [--plot doc/source/user/flow.png]
+
+Builds, and always tears down, two network namespaces joined by a veth
+pair: the origin (a real nginx, docroot in tmpfs) and the client, the
+origin's side shaped to ``--rate`` with ``tc tbf``.  Every run is a fresh
+``python3 run.py --worker`` inside the client namespace: one ``Transfer``,
+every copy through ``submit()``.
+
+The workload (the issue's, seeded): a compressed peak of ``--peak``
+seconds with Poisson arrivals in three classes at an offered load
+rho = 1.2 of the link, a fifth of the bytes interactive and two fifths
+each normal and background (our split: the seed paper gives none); sizes
+follow the paper's laws with our parameters, divided by ``--scale`` so that
+a peak of seconds holds dozens of transfers: interactive chi-squared (4
+degrees of freedom) with a mean of 32 MiB, normal Weibull (shape 1.5) with
+a mean of 128 MiB, background Pareto (alpha 1.5, x_m 64 MiB) capped at
+2 GiB; sizes are rounded up to 256 KiB (files are made once per size).
+Each transfer's deadline is max(3 x solo, solo + 2 s), its solo time
+measured (latency + size / solo rate); refusals are not retried.
+
+Modes, replayed on the same workload, in alternating order per seed:
+``fifo`` (``[oslo_transfer] scheduler = fifo``: one class, first come
+first served), ``classes`` (classes and weights, ``admission = false``)
+and ``admission`` (classes and admission).  All three share one
+``origin_rate_limit`` just under the link rate: without network pacing
+(not built yet) our limit must be the bottleneck for classes to act.
+
+Reported per class and overall, as means over the seeds with 95 %
+confidence intervals (Student t): denials (a refusal, or a finish after
+the deadline), p50/p95 completion time, the origin's utilisation (bytes
+its shaped interface sent over rate x makespan).  A seed counts only if
+FIFO has at least 30 denials.  Then the interactive-beside-six-background
+row: the time of one 32 MiB interactive copy while six 256 MiB background
+copies run, against its solo time (classes and fifo, alternated).
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, ROOT)
+
+MiB = 1024 * 1024
+CLASSES = ('interactive', 'normal', 'background')
+ORIGIN_IP = '10.78.0.1'
+CLIENT_IP = '10.78.0.2'
+NS_O, NS_C = 'oflow-o', 'oflow-c'
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
+       7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def sh(*argv, check=True):
+    p = subprocess.run([str(a) for a in argv], capture_output=True,
+                       text=True)
+    if check and p.returncode:
+        raise RuntimeError('%s: %s' % (' '.join(map(str, argv)),
+                                       p.stderr.strip()))
+    return p
+
+
+def rate_bytes(text):
+    m = re.fullmatch(r'(\d+(?:\.\d+)?)mbit', text)
+    if not m:
+        raise SystemExit('--rate like 100mbit')
+    return float(m.group(1)) * 1e6 / 8
+
+
+# -- the workload ------------------------------------------------------------
+
+def sizes_for(cls, rng, scale):
+    if cls == 'interactive':          # chi-squared, k = 4, mean 32 MiB
+        x = rng.gammavariate(2.0, 2.0) / 4.0 * 32 * MiB
+    elif cls == 'normal':             # Weibull, k = 1.5, mean 128 MiB
+        lam = 128 * MiB / math.gamma(1 + 1 / 1.5)
+        x = rng.weibullvariate(lam, 1.5)
+    else:                             # Pareto, alpha 1.5, x_m 64 MiB
+        x = min(64 * MiB * rng.paretovariate(1.5), 2048 * MiB)
+    q = 256 * 1024
+    return max(q, int(math.ceil(x / scale / q)) * q)
+
+
+MEANS = {'interactive': 32 * MiB, 'normal': 128 * MiB,
+         'background': 3 * 64 * MiB}        # Pareto mean a x_m / (a - 1)
+SHARES = {'interactive': 0.2, 'normal': 0.4, 'background': 0.4}
+
+
+def workload(seed, peak, scale, link, rho=1.2):
+    rng = random.Random(seed)
+    items = []
+    for cls in CLASSES:
+        lam = rho * link * SHARES[cls] / (MEANS[cls] / scale)
+        t = rng.expovariate(lam)
+        while t < peak:
+            items.append({'cls': cls, 'at': t,
+                          'size': sizes_for(cls, rng, scale)})
+            t += rng.expovariate(lam)
+    items.sort(key=lambda i: i['at'])
+    return items
+
+
+# -- the worker (inside the client namespace) -------------------------------
+
+def _transfer(mode, limit, workers=16):
+    from oslo_config import cfg
+    import oslo_transfer
+    from oslo_transfer import opts
+    conf = cfg.ConfigOpts()
+    conf([], project='oslo_transfer', default_config_files=[],
+         default_config_dirs=[])
+    opts.register_opts(conf)
+    for k, v in (('origin_rate_limit', int(limit)),
+                 ('executor_workers', workers),
+                 ('scheduler', 'fifo' if mode == 'fifo' else 'classes'),
+                 ('admission', mode == 'admission')):
+        conf.set_override(k, v, group='oslo_transfer')
+    return oslo_transfer.Transfer(conf, drivers=['http'])
+
+
+def _url(size):
+    return 'http://%s/f-%d' % (ORIGIN_IP, size)
+
+
+def worker_replay(job):
+    from oslo_transfer import exceptions
+    from oslo_transfer import Hints
+    out = tempfile.mkdtemp(dir=job['dest'])
+    t = _transfer(job['mode'], job['limit'])
+    records = []
+    lock = threading.Lock()
+
+    def wait(i, item, h, at):
+        rec = dict(item)
+        try:
+            h.result()
+            rec['outcome'] = 'done'
+        except exceptions.DeadlineUnreachable:
+            rec['outcome'] = 'refused'
+        except Exception as exc:  # noqa: reported
+            rec['outcome'] = 'error: %s' % exc
+        rec['took'] = time.monotonic() - at
+        try:
+            os.unlink(os.path.join(out, 'd%d' % i))
+        except OSError:
+            pass
+        with lock:
+            records.append(rec)
+
+    threads = []
+    t0 = time.monotonic()
+    for i, item in enumerate(job['items']):
+        delay = t0 + item['at'] - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        at = time.monotonic()
+        h = t.submit(_url(item['size']), os.path.join(out, 'd%d' % i),
+                     hints=Hints(priority=item['cls'],
+                                 deadline=item['deadline']))
+        th = threading.Thread(target=wait, args=(i, item, h, at))
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join()
+    makespan = time.monotonic() - t0
+    t.close()
+    shutil.rmtree(out, ignore_errors=True)
+    return {'records': records, 'makespan': makespan}
+
+
+def worker_solo(job):
+    out = tempfile.mkdtemp(dir=job['dest'])
+    t = _transfer('classes', 0)
+    times = {}
+    for size in job['sizes']:
+        best = None
+        for _ in range(2):
+            d = os.path.join(out, 'solo')
+            t0 = time.monotonic()
+            t.copy(_url(size), d, if_exists='replace')
+            took = time.monotonic() - t0
+            best = took if best is None else min(best, took)
+        times[size] = best
+    t.close()
+    shutil.rmtree(out, ignore_errors=True)
+    return times
+
+
+def worker_beside(job):
+    from oslo_transfer import Hints
+    out = tempfile.mkdtemp(dir=job['dest'])
+    t = _transfer(job['mode'], job['limit'])
+    bg = [t.submit(_url(job['bg']), os.path.join(out, 'bg%d' % i),
+                   hints=Hints(priority='background')) for i in range(6)]
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(1.0):
+            st = t.stats()
+            print('%.1f %s %s' % (time.monotonic() - t0, {
+                c: (v['bytes'] // MiB, v['active'])
+                for c, v in st['classes'].items()}, st['origins']),
+                file=sys.stderr)
+
+    if os.environ.get('FLOW_DEBUG'):
+        threading.Thread(target=watch, daemon=True).start()
+    t.copy(_url(job['size']), os.path.join(out, 'i'),
+           hints=Hints(priority='interactive'))
+    took = time.monotonic() - t0
+    stop.set()
+    running = sum(not h.done() for h in bg)
+    for h in bg:
+        h.cancel()
+    for h in bg:
+        try:
+            h.result()
+        except Exception:  # noqa: cancelled
+            pass
+    t.close()
+    shutil.rmtree(out, ignore_errors=True)
+    return {'took': took, 'running': running}
+
+
+def worker(kind):
+    job = json.load(sys.stdin)
+    fn = {'replay': worker_replay, 'solo': worker_solo,
+          'beside': worker_beside}[kind]
+    json.dump(fn(job), sys.stdout)
+
+
+# -- the outer process --------------------------------------------------------
+
+class Net:
+    def __init__(self, rate):
+        self.rate = rate
+        self.made = []
+
+    def build(self):
+        for ns in (NS_O, NS_C):
+            sh('ip', 'netns', 'add', ns)
+            self.made.append(ns)
+            sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
+        sh('ip', 'link', 'add', 'eth0', 'netns', NS_O, 'type', 'veth',
+           'peer', 'name', 'eth0', 'netns', NS_C)
+        for ns, ip in ((NS_O, ORIGIN_IP), (NS_C, CLIENT_IP)):
+            sh('ip', '-n', ns, 'addr', 'add', ip + '/24', 'dev', 'eth0')
+            sh('ip', '-n', ns, 'link', 'set', 'eth0', 'up')
+        sh('tc', '-n', NS_O, 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf',
+           'rate', self.rate, 'burst', '256kb', 'latency', '50ms')
+
+    def sent(self):
+        out = sh('tc', '-n', NS_O, '-s', 'qdisc', 'show', 'dev',
+                 'eth0').stdout
+        return int(re.search(r'Sent (\d+) bytes', out).group(1))
+
+    def close(self):
+        for ns in self.made:
+            sh('ip', 'netns', 'del', ns, check=False)
+
+
+_NGINX = """\
+daemon off;
+worker_processes 1;
+user root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    types {{ }}
+    sendfile on;
+    keepalive_timeout 60s;
+    send_timeout 300s;
+    client_body_temp_path {prefix}/cb;
+    proxy_temp_path {prefix}/px;
+    fastcgi_temp_path {prefix}/fc;
+    uwsgi_temp_path {prefix}/uw;
+    scgi_temp_path {prefix}/sc;
+    access_log off;
+    server {{ listen {ip}:80; root {docroot}; }}
+}}
+"""
+
+
+def run_worker(kind, job):
+    p = subprocess.run(['ip', 'netns', 'exec', NS_C, sys.executable, HERE,
+                        '--worker', kind], input=json.dumps(job),
+                       capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    if p.returncode:
+        raise RuntimeError('worker %s failed: %s' % (kind, p.stderr[-2000:]))
+    if os.environ.get('FLOW_DEBUG'):
+        sys.stderr.write(p.stderr)
+    return json.loads(p.stdout)
+
+
+def make_file(docroot, size, seed=0):
+    path = os.path.join(docroot, 'f-%d' % size)
+    if not os.path.exists(path):
+        block = random.Random(size).randbytes(MiB)
+        with open(path, 'wb') as f:
+            left = size
+            while left:
+                n = min(left, MiB)
+                f.write(block[:n])
+                left -= n
+    return path
+
+
+def ci(values):
+    """(mean, half-width of the 95 % interval)."""
+    if len(values) < 2:
+        return (values[0] if values else float('nan')), float('nan')
+    m = statistics.mean(values)
+    return m, T95.get(len(values) - 1, 1.96) * statistics.stdev(
+        values) / math.sqrt(len(values))
+
+
+def pct(values, q):
+    if not values:
+        return float('nan')
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
+
+
+def summarize(run, rate):
+    out = {}
+    recs = run['records']
+    for cls in CLASSES + ('all',):
+        mine = [r for r in recs if cls == 'all' or r['cls'] == cls]
+        denied = sum(1 for r in mine if r['outcome'] == 'refused' or (
+            r['outcome'] == 'done' and r['took'] > r['deadline']))
+        done = [r['took'] for r in mine if r['outcome'] == 'done']
+        out[cls] = {'n': len(mine), 'denied': denied,
+                    'refused': sum(r['outcome'] == 'refused' for r in mine),
+                    'errors': sum(r['outcome'].startswith('error')
+                                  for r in mine),
+                    'p50': pct(done, 0.5), 'p95': pct(done, 0.95)}
+    out['util'] = run['sent'] / (rate * run['makespan'])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--worker')
+    ap.add_argument('--peak', type=float, default=30.0)
+    ap.add_argument('--seeds', type=int, default=5)
+    ap.add_argument('--scale', type=float, default=16.0)
+    ap.add_argument('--rate', default='100mbit')
+    ap.add_argument('--limit', type=float, default=0.95,
+                    help='origin_rate_limit as a fraction of the link')
+    ap.add_argument('--beside-repeat', type=int, default=3)
+    ap.add_argument('--plot', default=os.path.join(
+        ROOT, 'doc', 'source', 'user', 'flow.png'))
+    ap.add_argument('--json')
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker)
+    if os.geteuid() != 0:
+        sys.exit('benchmarks/flow needs root (network namespaces, tc)')
+    link = rate_bytes(args.rate)
+    limit = link * args.limit
+    work = tempfile.mkdtemp(prefix='oflow-')
+    docroot = tempfile.mkdtemp(prefix='oflow-docroot-', dir='/dev/shm')
+    net = Net(args.rate)
+    nginx = None
+    try:
+        net.build()
+        prefix = os.path.join(work, 'nginx')
+        os.makedirs(prefix)
+        conf = os.path.join(prefix, 'nginx.conf')
+        with open(conf, 'w') as f:
+            f.write(_NGINX.format(prefix=prefix, ip=ORIGIN_IP,
+                                  docroot=docroot))
+        nginx = subprocess.Popen(['ip', 'netns', 'exec', NS_O, 'nginx', '-c',
+                                  conf, '-p', prefix, '-e',
+                                  prefix + '/error.log'])
+        time.sleep(1.0)
+        return bench(args, net, docroot, work, link, limit)
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
+        net.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(docroot, ignore_errors=True)
+
+
+def bench(args, net, docroot, work, link, limit):
+    probe = [256 * 1024, 64 * MiB]
+    for s in probe:
+        make_file(docroot, s)
+    solo = run_worker('solo', {'sizes': probe, 'dest': work})
+    (s1, t1), (s2, t2) = sorted((int(k), v) for k, v in solo.items())
+    solo_rate = (s2 - s1) / (t2 - t1)
+    latency = max(0.0, t1 - s1 / solo_rate)
+    print('solo: %.2f MB/s, %.3f s latency (link %.2f MB/s, limit %.2f)'
+          % (solo_rate / 1e6, latency, link / 1e6, limit / 1e6))
+    modes = ['fifo', 'classes', 'admission']
+    results = {m: [] for m in modes}
+    for seed in range(1, args.seeds + 1):
+        items = workload(seed, args.peak, args.scale, link)
+        for it in items:
+            make_file(docroot, it['size'])
+            s = latency + it['size'] / solo_rate
+            it['deadline'] = max(3 * s, s + 2.0)
+        order = modes if seed % 2 else modes[::-1]
+        for mode in order:
+            before = net.sent()
+            run = run_worker('replay', {'items': items, 'mode': mode,
+                                        'limit': limit, 'dest': work})
+            run['sent'] = net.sent() - before
+            summ = summarize(run, link)
+            results[mode].append(summ)
+            print('seed %d %-9s n=%d denied=%d (i %d, n %d, b %d) refused=%d'
+                  ' errors=%d util=%.2f makespan=%.1fs' % (
+                      seed, mode, summ['all']['n'], summ['all']['denied'],
+                      summ['interactive']['denied'],
+                      summ['normal']['denied'],
+                      summ['background']['denied'],
+                      summ['all']['refused'], summ['all']['errors'],
+                      summ['util'], run['makespan']), flush=True)
+    beside = beside_row(args, docroot, work, limit)
+    report(args, results, beside)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'results': results, 'beside': beside}, f, indent=1)
+
+
+def beside_row(args, docroot, work, limit):
+    size, bg = 32 * MiB, 256 * MiB
+    make_file(docroot, size)
+    make_file(docroot, bg)
+    rows = {'solo': [], 'classes': [], 'fifo': []}
+    for r in range(args.beside_repeat):
+        order = ['solo', 'classes', 'fifo']
+        if r % 2:
+            order.reverse()
+        for mode in order:
+            if mode == 'solo':
+                took = run_worker('solo', {'sizes': [size],
+                                           'dest': work})[str(size)]
+                rows['solo'].append(took)
+                continue
+            res = run_worker('beside', {'mode': mode, 'limit': limit,
+                                        'size': size, 'bg': bg,
+                                        'dest': work})
+            if res['running'] != 6:
+                print('warning: only %d background copies ran to the end'
+                      % res['running'])
+            rows[mode].append(res['took'])
+    return rows
+
+
+def report(args, results, beside):
+    print()
+    print('peak %.0f s, sizes / %g, %d seeds; means with 95 %% CI'
+          % (args.peak, args.scale, args.seeds))
+    fifo_ok = [r['all']['denied'] >= 30 for r in results['fifo']]
+    print('seeds where FIFO had >= 30 denials: %d of %d'
+          % (sum(fifo_ok), len(fifo_ok)))
+    hdr = '%-10s %-12s %14s %14s %14s' % ('mode', 'class', 'denials',
+                                          'p50 s', 'p95 s')
+    print(hdr)
+    for mode, runs in results.items():
+        for cls in CLASSES + ('all',):
+            d = ci([r[cls]['denied'] for r in runs])
+            p50 = ci([r[cls]['p50'] for r in runs])
+            p95 = ci([r[cls]['p95'] for r in runs])
+            print('%-10s %-12s %7.1f ±%5.1f %7.2f ±%5.2f %7.2f ±%5.2f' % (
+                mode, cls, d[0], d[1], p50[0], p50[1], p95[0], p95[1]))
+        u = ci([r['util'] for r in runs])
+        print('%-10s %-12s %.3f ±%.3f' % (mode, 'utilisation', u[0], u[1]))
+    print()
+    for mode in ('classes', 'admission'):
+        for cls in ('all', 'interactive'):
+            red = [1 - r[cls]['denied'] / f[cls]['denied']
+                   for r, f in zip(results[mode], results['fifo'])
+                   if f[cls]['denied']]
+            m = ci(red) if red else (float('nan'), float('nan'))
+            print('%-10s fewer denials than fifo (%s): %.0f%% ±%.0f' % (
+                mode, cls, 100 * m[0], 100 * m[1]))
+        ur = [r['util'] / f['util']
+              for r, f in zip(results[mode], results['fifo'])]
+        m = ci(ur)
+        print('%-10s utilisation / fifo: %.3f ±%.3f' % (mode, m[0], m[1]))
+    solo = statistics.median(beside['solo'])
+    print()
+    print('interactive 32 MiB beside six background copies (median of %d):'
+          % len(beside['solo']))
+    for mode in ('classes', 'fifo'):
+        t = statistics.median(beside[mode])
+        print('  %-8s %.2f s = %.2f x solo (%.2f s)   runs: %s' % (
+            mode, t, t / solo, solo,
+            ' '.join('%.2f' % x for x in beside[mode])))
+    if args.plot:
+        plot(args, results, beside)
+
+
+def plot(args, results, beside):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    modes = list(results)
+    groups = CLASSES + ('all',)
+    width = 0.25
+    for k, mode in enumerate(modes):
+        means, errs = [], []
+        for cls in groups:
+            m, e = ci([r[cls]['denied'] for r in results[mode]])
+            means.append(m)
+            errs.append(0 if math.isnan(e) else e)
+        axes[0].bar([i + k * width for i in range(len(groups))], means,
+                    width, yerr=errs, label=mode, capsize=3)
+    axes[0].set_xticks([i + width for i in range(len(groups))])
+    axes[0].set_xticklabels(groups)
+    axes[0].set_ylabel('denials per peak (mean, 95 % CI)')
+    axes[0].set_title('peak of %.0f s, rho 1.2, %d seeds'
+                      % (args.peak, args.seeds))
+    axes[0].legend()
+    for k, mode in enumerate(modes):
+        means, errs = [], []
+        for cls in CLASSES:
+            m, e = ci([r[cls]['p95'] for r in results[mode]])
+            means.append(m)
+            errs.append(0 if math.isnan(e) else e)
+        axes[1].bar([i + k * width for i in range(len(CLASSES))], means,
+                    width, yerr=errs, label=mode, capsize=3)
+    axes[1].set_xticks([i + width for i in range(len(CLASSES))])
+    axes[1].set_xticklabels(CLASSES)
+    axes[1].set_yscale('log')
+    axes[1].set_ylabel('p95 completion time, s (log)')
+    solo = statistics.median(beside['solo'])
+    axes[1].set_title('interactive beside 6 background: %.2fx (fifo %.2fx)'
+                      % (statistics.median(beside['classes']) / solo,
+                         statistics.median(beside['fifo']) / solo),
+                      fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=90)
+    print('plot:', args.plot)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

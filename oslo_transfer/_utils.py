@@ -85,6 +85,19 @@ class RangeSet:
         for s, e in ranges:
             self.add(s, e)
 
+    @classmethod
+    def from_sorted(cls, starts: list, ends: list) -> 'RangeSet':
+        """A set of ranges already sorted, disjoint and not touching.
+
+        Linear in their number (:meth:`add` moves the ranges after each
+        insertion); the caller has checked ``starts[i] < ends[i] <
+        starts[i + 1]``.
+        """
+        out = cls()
+        out._starts = list(starts)
+        out._ends = list(ends)
+        return out
+
     def add(self, start: int, end: int):
         if end <= start:
             return

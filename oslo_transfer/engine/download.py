@@ -326,6 +326,12 @@ class Download:
         self.ctx.validator = st.validator
         self._decide_resume(loc, st, size)
         j = self.journal
+        ranged = (not whole_file and Cap.RANGED_READ in drv.capabilities and
+                  st.ranges and size is not None)
+        if not whole_file and not ranged:
+            # One stream from the start: what is held past the prefix is
+            # fetched again, so it does not count as resumed.
+            self._keep_prefix()
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
@@ -346,31 +352,62 @@ class Download:
             fill = seg_mod.Fill(self, drv, loc, final, False, 1, hasher,
                                 hashed)
         else:
-            ranged = (Cap.RANGED_READ in drv.capabilities and st.ranges and
-                      size is not None)
             nseg = self.segments if (size or 0) >= self.segment_threshold \
                 else 1
             if st.max_segments:
                 nseg = max(1, min(nseg, st.max_segments))
+            filled = self._fill(drv, loc, st, size, ranged, nseg, hasher,
+                                hashed)
+            if filled is None:
+                return self._attempt(cand)
+            fill, final = filled
+            resumed_from = min(resumed_from, fill.resumed)
+        fill.finish_hash(final)
+        return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _fill(self, drv, loc, st, size, ranged, nseg, hasher, hashed):
+        """Run a :class:`~oslo_transfer.engine.segments.Fill`.
+
+        A server that ignores or mangles a ranged read makes the rest go
+        as one stream from the start (never a range: see
+        :meth:`Fill._read_piece`), after the held prefix; one that will
+        not even serve that stream is a ``ProtocolError``.
+
+        :returns: ``(fill, final size)``, or None when the source changed
+            and the attempt must start again.
+        """
+        while True:
             fill = seg_mod.Fill(self, drv, loc, size, ranged, nseg, hasher,
                                 hashed)
             try:
-                final = fill.run()
+                return fill, fill.run()
             except seg_mod._StreamMode as exc:
-                LOG.info('%s ignored a ranged read (%s); reading it as one '
-                         'stream', loc.masked, exc)
-                st2 = self._stat(drv, loc)
-                if st2.validator != st.validator or st2.size != st.size:
-                    self._source_changed(loc, st.validator, st2.validator)
-                    return self._attempt(cand)
-                # Bytes after the verified prefix are fetched again.
-                j.ranges = _utils.RangeSet(
-                    [(0, j.ranges.prefix())] if j.ranges.prefix() else [])
-                fill = seg_mod.Fill(self, drv, loc, size, False, 1,
-                                    fill.hasher, fill.hashed)
-                final = fill.run()
-        fill.finish_hash(final)
-        return self._complete(cand, fill, final, resumed_from, algo)
+                reason = str(exc)
+            hasher, hashed = fill.hasher, fill.hashed
+            st2 = self._stat(drv, loc)
+            if st2.validator != st.validator or st2.size != st.size:
+                self._source_changed(loc, st.validator, st2.validator)
+                return None
+            if not ranged:
+                raise exceptions.ProtocolError(
+                    '%s refused to be read as one stream from the start: '
+                    '%s' % (loc.masked, reason), url=loc.masked,
+                    retryable=False)
+            LOG.info('%s ignored a ranged read (%s); reading it as one '
+                     'stream', loc.masked, reason)
+            ranged, nseg = False, 1
+            # Bytes after the verified prefix are fetched again: forget
+            # them, and empty them so that no leftover of a write cut
+            # short survives under a zero chunk that a sparse write skips.
+            self._keep_prefix()
+            self.part.flush()
+            self.part.prepare(size, self.journal.ranges, False)
+
+    def _keep_prefix(self):
+        """Hold only the contiguous prefix (a stream from the start)."""
+        j = self.journal
+        prefix = j.ranges.prefix()
+        j.ranges = _utils.RangeSet([(0, prefix)] if prefix else [])
 
     def _decide_resume(self, loc, st, size):
         j = self.journal

@@ -91,6 +91,8 @@ class Fill:
         self.journal = job.journal
         self.cond = threading.Condition()
         self.written = job.journal.ranges.copy()
+        #: bytes held before this fill began (not fetched by it)
+        self.resumed = self.written.total()
         self.pieces = collections.deque()
         self.error = None
         self.active = 0
@@ -180,11 +182,14 @@ class Fill:
     def _read_piece(self, start, end, at):
         """Read ``[start, end)``; ``at[0]`` follows the bytes written."""
         job = self.job
-        pos = start
+        pos = first = start
         length = None if end is None else end - start
         skip = 0
-        if not self.ranged and start > 0:
-            # One stream from zero; drop what we already hold.
+        if not self.ranged:
+            # One stream, never a range: from zero to the end, dropping
+            # what we already hold.  (Even ``read(0, size)`` is a ranged
+            # request to HTTP, which a server that ignores ranges may
+            # answer with a body that does not say its length.)
             skip, start, length = start, 0, None
         with throttle.ORIGINS.slot(job.origin_key(self.loc), self.token):
             try:
@@ -251,7 +256,7 @@ class Fill:
         if end is not None and pos < end:
             raise exceptions.ProtocolError(
                 '%s ended after %d of %d bytes' % (self.loc.masked,
-                                                   pos - start, end - start),
+                                                   pos - first, end - first),
                 url=self.loc.masked)
         return pos
 

@@ -24,8 +24,11 @@ resource (:class:`Resource`) holds its bytes, its validator and a queue of
     ``shift`` bytes away from the requested start (with the bytes of that
     other range): a client that trusts its own offset writes them in the
     wrong place;
-``IgnoreRange()``
-    answer a ranged GET with 200 and the whole object;
+``IgnoreRange(length=True)``
+    answer a ranged GET with 200 and the whole object; with
+    ``length=False`` (any GET) the answer has no ``Content-Length`` and
+    the body ends when the connection closes, as a server that streams
+    what it generates answers;
 ``Replace(data, etag)``
     before answering, replace the content and the ETag (the source was
     replaced between two requests);
@@ -73,6 +76,7 @@ class WrongContentRange:
 @dataclasses.dataclass
 class IgnoreRange:
     sticky: bool = False
+    length: bool = True
 
 
 @dataclasses.dataclass
@@ -175,11 +179,13 @@ class _Handler(socketserver.StreamRequestHandler):
             pass
 
     def send_head(self, req, status, headers, body_len, reason=None):
+        """Send the status line and headers; ``body_len`` None: no length."""
         req.status = status
         lines = ['HTTP/1.1 %d %s' % (status,
                                      reason or _REASONS.get(status, 'X'))]
         headers = dict(headers)
-        if not any(k.lower() == 'content-length' for k in headers):
+        if body_len is not None and not any(
+                k.lower() == 'content-length' for k in headers):
             headers['Content-Length'] = str(body_len)
         headers['Connection'] = 'close'
         headers['Date'] = email.utils.formatdate(usegmt=True)
@@ -326,7 +332,10 @@ class BadServer:
             head['Content-Range'] = 'bytes %d-%d/%d' % (start, end - 1,
                                                         size)
         head.update(res.raw_headers or {})
-        h.send_head(req, status, head, end - start)
+        unannounced = (isinstance(fault, IgnoreRange) and not fault.length
+                       and req.method == 'GET')
+        h.send_head(req, status, head,
+                    None if unannounced else end - start)
         if req.method == 'HEAD':
             return
         limit = fault.nbytes if isinstance(fault, Truncate) else None

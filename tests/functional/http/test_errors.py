@@ -183,6 +183,39 @@ def test_server_claiming_ranges_but_ignoring_them(badserver, dest,
     fconf.assert_only_dest(dest, data)
 
 
+@pytest.mark.parametrize('accept_ranges', [True, False],
+                         ids=['ranges-advertised', 'no-ranges'])
+@pytest.mark.parametrize('held', [0, 2 * MiB], ids=['fresh', 'resumed'])
+def test_a_body_without_a_length_after_a_head_with_one(
+        badserver, dest, make_conf, accept_ranges, held):
+    """HEAD says the length; every GET answers 200 without one.
+
+    One stream from the start must never ask a range (the engine's
+    internal _StreamMode escaped to the caller before, from a request for
+    ``bytes=0-(size-1)``): the copy completes, and the held bytes count
+    as resumed.
+    """
+    data = os.urandom(6 * MiB)
+    res = badserver.add('nolen', bad.Resource(
+        data, accept_ranges=accept_ranges,
+        faults=[bad.Truncate(held)] if held else []))
+    ck = 'sha256:' + hashlib.sha256(data).hexdigest()
+    if held:
+        with pytest.raises(exc.ProtocolError):
+            oslo_transfer.copy(badserver.url('nolen'), dest, checksum=ck,
+                               segments=1, conf=make_conf(
+                                   oslo_transfer={'retries': 0}))
+        fconf.assert_resumable(dest)
+    res.faults = [bad.IgnoreRange(sticky=True, length=False)]
+    result = oslo_transfer.copy(badserver.url('nolen'), dest, checksum=ck,
+                                segments=1, conf=make_conf(
+                                    oslo_transfer=dict(FAST)))
+    fconf.assert_only_dest(dest, data)
+    assert result.bytes_resumed == held
+    last = badserver.requests_for('nolen', 'GET')[-1]
+    assert last.range is None and last.status == 200
+
+
 @pytest.mark.parametrize('with_checksum', [True, False],
                          ids=['checksum', 'no-checksum'])
 def test_wrong_content_range_never_corrupts(badserver, dest, make_conf,

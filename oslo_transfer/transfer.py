@@ -403,6 +403,10 @@ class Transfer:
         when ``data`` is a path or a seekable file; FTP and SFTP continue
         at the server's size.
         """
+        if size is not None and (type(size) is not int or
+                                 not 0 <= size <= 2 ** 63 - 1):
+            raise ValueError('size must be an integer from 0 to 2**63-1, '
+                             'not %.40r' % (size,))
         ck = checksum_mod.parse(checksum)
         dest_loc = locations.as_location(dest)
         if dest_loc.scheme == 'file':

@@ -40,6 +40,7 @@ from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
+from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -208,7 +209,8 @@ class Download:
         if want is None:
             cand = self.plan.candidates[0]
             try:
-                want = cand.driver_obj.stat(cand.location, self.ctx).size
+                want = sizes.checked_stat(cand.driver_obj.stat(
+                    cand.location, self.ctx), cand.location).size
             except exceptions.TransferError as exc:
                 LOG.debug('cannot stat %s to compare: %s', cand.url, exc)
         if want is not None and want != size:
@@ -243,6 +245,15 @@ class Download:
                                  plan=self.plan, dest=self.dest)
 
     def _run_candidates(self):
+        try:
+            return self._try_candidates()
+        except BaseException:
+            # Whatever ended the copy: a .part that holds nothing (a
+            # failed prepare, a first read that failed) is not left.
+            self._cleanup_if_empty()
+            raise
+
+    def _try_candidates(self):
         attempts = []
         self.journal.load()
         last = None
@@ -259,7 +270,6 @@ class Download:
                 last = exc
                 if self.ctx.expired():
                     # total_timeout: no time left for another candidate.
-                    self._cleanup_if_empty()
                     raise
                 LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
                             exc, '; trying the next candidate'
@@ -269,19 +279,22 @@ class Download:
             return res
         if last is None:
             raise exceptions.NoDriverFound('nothing to try')
-        self._cleanup_if_empty()
         raise last
 
     def _cleanup_if_empty(self):
-        if not self.journal.ranges:
-            self.part.remove()
-            self.journal.remove()
+        if not self.journal.ranges and not self.part.refused:
+            try:
+                self.part.remove()
+                self.journal.remove()
+            except OSError as exc:
+                LOG.warning('could not remove %s: %s', self.part.path,
+                            exc.strerror or exc)
 
     def _stat(self, drv, loc):
         retried = 0
         while True:
             try:
-                return drv.stat(loc, self.ctx)
+                return sizes.checked_stat(drv.stat(loc, self.ctx), loc)
             except exceptions.TransferError as exc:
                 # A stat that timed out means a host that does not answer:
                 # the next candidate is a better bet than retries *

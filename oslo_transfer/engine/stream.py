@@ -20,6 +20,7 @@ import time
 
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import retry as retry_mod
+from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -82,7 +83,8 @@ class Reader(io.RawIOBase):
             if Cap.READ not in drv.capabilities:
                 continue
             try:
-                st = drv.stat(cand.location, self._ctx)
+                st = sizes.checked_stat(drv.stat(cand.location, self._ctx),
+                                        cand.location)
                 if self._size is not None and st.size not in (None,
                                                               self._size):
                     raise exceptions.SourceChanged(
@@ -129,7 +131,8 @@ class Reader(io.RawIOBase):
             raise exceptions.ProtocolError(
                 '%s refused to be read as one stream from the start: %s'
                 % (cand.url, exc), url=cand.url, retryable=False) from exc
-        st = drv.stat(cand.location, self._ctx)
+        st = sizes.checked_stat(drv.stat(cand.location, self._ctx),
+                                cand.location)
         if st.validator != self._ctx.validator or (
                 self._size is not None and st.size not in (None,
                                                            self._size)):
@@ -485,10 +488,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             offset = 0
             if resumable and (tries or marker.exists()):
                 try:
-                    offset = drv.written_size(loc, ctx)
+                    offset = sizes.checked_written_size(
+                        drv.written_size(loc, ctx), size, loc)
                 except exceptions.TransferError:
-                    offset = 0
-                if size is not None and offset > size:
                     offset = 0
                 if offset:
                     LOG.info('upload to %s continues at byte %d', cand.url,

@@ -154,6 +154,44 @@ def remote_path(location) -> str:
     return path
 
 
+def _uint(value):
+    """An attribute's unsigned integer, or None (absent or not one)."""
+    if type(value) is int and value >= 0:
+        return value
+    return None
+
+
+def stat_result(attrs, location, max_segments=None) -> driver.Stat:
+    """The :class:`~oslo_transfer.driver.Stat` of SFTP attributes.
+
+    paramiko reads sizes as unsigned 64-bit and times and modes as
+    unsigned 32-bit, and fills only what the server sent; a size past
+    2**63-1 is passed on for the engine to refuse
+    (:mod:`oslo_transfer.engine.sizes`).  A mode that is not a regular
+    file is ``SourceNotFound``; a mode or time that is not an unsigned
+    integer counts as absent.
+
+    :param attrs: a ``paramiko.SFTPAttributes`` (or anything with its
+        ``st_size``, ``st_mode`` and ``st_mtime``).
+    """
+    size = getattr(attrs, 'st_size', None)
+    if size is not None and type(size) is not int:
+        raise exceptions.ProtocolError(
+            '%s: the server sent a size that is not an integer: %.40r'
+            % (location.masked, size), url=location.masked, retryable=False)
+    mode = _uint(getattr(attrs, 'st_mode', None))
+    if mode is not None and (mode & 0o170000) != stat_mod.S_IFREG:
+        raise exceptions.SourceNotFound(
+            '%s is not a regular file' % location.masked,
+            url=location.masked)
+    mtime = _uint(getattr(attrs, 'st_mtime', None))
+    return driver.Stat(size=size,
+                       validator='size=%s;mtime=%s' % (size, mtime),
+                       ranges=size is not None,
+                       mtime=float(mtime) if mtime is not None else None,
+                       max_segments=max_segments)
+
+
 def _import_paramiko_without_invoke():
     """``import paramiko``, hiding the ``invoke`` package if we can.
 
@@ -335,17 +373,7 @@ class SFTPDriver(driver.Driver):
         path = remote_path(location)
         st = self._run(location, ctx, 'stat',
                        lambda s: s.sftp.stat(path))
-        if st.st_mode is not None and not stat_mod.S_ISREG(st.st_mode):
-            raise exceptions.SourceNotFound(
-                '%s is not a regular file' % location.masked,
-                url=location.masked)
-        mtime = st.st_mtime
-        return driver.Stat(size=st.st_size,
-                           validator='size=%s;mtime=%s' % (st.st_size,
-                                                           mtime),
-                           ranges=st.st_size is not None,
-                           mtime=float(mtime) if mtime is not None else None,
-                           max_segments=self.options.max_segments or None)
+        return stat_result(st, location, self.options.max_segments or None)
 
     # -- read ---------------------------------------------------------------
 

@@ -108,7 +108,9 @@ _opts = [
                     'together; 0 means no limit.'),
     cfg.StrOpt('on_source_change', default='restart',
                choices=[('restart', 'discard the partial data and start '
-                                    'again'),
+                                    'again (at most 3 times in one call; '
+                                    'a fourth change raises '
+                                    'SourceChanged)'),
                         ('error', 'raise SourceChanged and keep the '
                                   'partial data')],
                help='What to do when a resumed source has a different '

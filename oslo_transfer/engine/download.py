@@ -50,6 +50,15 @@ LOG = logging.getLogger(__name__)
 
 Cap = driver_mod.Capability
 
+#: restarts of one copy because its source changed while it was being
+#: read (``[oslo_transfer] on_source_change = restart``); one change more
+#: raises ``SourceChanged``
+MAX_RESTARTS = 3
+
+
+class _Restart(Exception):
+    """Internal: the source changed during the copy; start it again."""
+
 
 def _journal_name(loc):
     """The source as recorded in the control file: no secrets at all."""
@@ -124,6 +133,7 @@ class Download:
         self._last_progress = 0.0
         self._cancel_key = None
         self._started = time.monotonic()
+        self._changes = 0
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -319,6 +329,19 @@ class Download:
         return (lambda: hashlib.new(algo)), algo
 
     def _attempt(self, cand):
+        """Copy from ``cand``, again from the start when its source changes.
+
+        A loop, not a recursion: a source whose validator changes on every
+        request raises ``SourceChanged`` after :data:`MAX_RESTARTS`
+        restarts (see :meth:`_changed_during_copy`).
+        """
+        while True:
+            try:
+                return self._attempt_once(cand)
+            except _Restart:
+                continue
+
+    def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
         limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
         whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
@@ -369,11 +392,8 @@ class Download:
                 else 1
             if st.max_segments:
                 nseg = max(1, min(nseg, st.max_segments))
-            filled = self._fill(drv, loc, st, size, ranged, nseg, hasher,
-                                hashed)
-            if filled is None:
-                return self._attempt(cand)
-            fill, final = filled
+            fill, final = self._fill(drv, loc, st, size, ranged, nseg,
+                                     hasher, hashed)
             resumed_from = min(resumed_from, fill.resumed)
         fill.finish_hash(final)
         return self._complete(cand, fill, final, resumed_from, algo)
@@ -386,8 +406,8 @@ class Download:
         :meth:`Fill._read_piece`), after the held prefix; one that will
         not even serve that stream is a ``ProtocolError``.
 
-        :returns: ``(fill, final size)``, or None when the source changed
-            and the attempt must start again.
+        :returns: ``(fill, final size)``.
+        :raises _Restart: the source changed; the attempt starts again.
         """
         while True:
             fill = seg_mod.Fill(self, drv, loc, size, ranged, nseg, hasher,
@@ -399,8 +419,7 @@ class Download:
             hasher, hashed = fill.hasher, fill.hashed
             st2 = self._stat(drv, loc)
             if st2.validator != st.validator or st2.size != st.size:
-                self._source_changed(loc, st.validator, st2.validator)
-                return None
+                self._changed_during_copy(loc, st.validator, st2.validator)
             if not ranged:
                 raise exceptions.ProtocolError(
                     '%s refused to be read as one stream from the start: '
@@ -447,6 +466,28 @@ class Download:
                  'and cannot be joined with %s without a checksum',
                  self.dest, j.source, j.size, loc.masked)
         j.reset()
+
+    def _changed_during_copy(self, loc, old, new):
+        """The source changed while this call read it: restart, or give up.
+
+        :raises _Restart: start the attempt again (the held bytes are
+            dropped).
+        :raises SourceChanged: ``on_source_change = error``, or the
+            source changed more than :data:`MAX_RESTARTS` times during
+            this call; what is held stays (the last version's bytes).
+        """
+        self._changes += 1
+        if self.on_source_change != 'error' and \
+                self._changes > MAX_RESTARTS:
+            held = self.journal.ranges.total()
+            raise exceptions.SourceChanged(
+                '%s changed %d times during the copy (validator %s, now '
+                '%s); giving up after %d restarts; %s' % (
+                    loc.masked, self._changes, old, new, MAX_RESTARTS,
+                    '%s is kept (%d bytes)' % (self.part.path, held)
+                    if held else 'nothing was kept'), url=loc.masked)
+        self._source_changed(loc, old, new)
+        raise _Restart()
 
     def _source_changed(self, loc, old, new):
         if self.on_source_change == 'error':

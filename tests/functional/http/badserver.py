@@ -111,6 +111,11 @@ class Resource:
     #: headers sent as they are (replacing ours of the same name), on
     #: HEAD and GET: a hostile server's Content-Length, say
     raw_headers: dict | None = None
+    #: a new ETag (and Last-Modified) for every request, HEAD included:
+    #: an object rewritten all the time
+    new_version_per_request: bool = False
+    #: requests answered so far (counts the versions above)
+    served: int = 0
 
     def replace(self, data: bytes, etag: str):
         self.data = data
@@ -274,6 +279,11 @@ class BadServer:
         if req.method not in ('GET', 'HEAD'):
             h.send_head(req, 405, {}, 0)
             return
+        with self._lock:
+            res.served += 1
+            if res.new_version_per_request:
+                res.etag = '"v%d"' % res.served
+                res.last_modified = time.time() + res.served
         if req.method == 'HEAD' and res.head_status is not None:
             h.send_head(req, res.head_status, {'Content-Type': 'text/html'},
                         0)

@@ -216,6 +216,26 @@ def test_a_body_without_a_length_after_a_head_with_one(
     assert last.range is None and last.status == 200
 
 
+def test_an_etag_that_changes_on_every_request(badserver, dest, make_conf):
+    """Bounded restarts, then SourceChanged.
+
+    Not ~3,900 requests and a RecursionError, as before.
+    """
+    data = os.urandom(4 * MiB)
+    badserver.add('flux', bad.Resource(data, new_version_per_request=True))
+    url = badserver.url('flux', 'user:pw-1f2e')
+    with pytest.raises(exc.SourceChanged) as ei:
+        oslo_transfer.copy(url, dest, conf=make_conf(
+            oslo_transfer=dict(FAST, segment_threshold=0,
+                               segment_size=MiB)))
+    e = ei.value
+    assert 'changed 4 times during the copy' in str(e), str(e)
+    assert 'pw-1f2e' not in str(e)
+    assert e.url == badserver.url('flux', 'user:***')
+    assert len(badserver.log) < 40
+    fconf.assert_nothing_left(dest)
+
+
 @pytest.mark.parametrize('with_checksum', [True, False],
                          ids=['checksum', 'no-checksum'])
 def test_wrong_content_range_never_corrupts(badserver, dest, make_conf,

@@ -187,12 +187,12 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        lock_deadline = self.ctx.deadline
+        lock_expires = self.ctx.expires_at
         if self.lock_timeout:
             t = time.monotonic() + self.lock_timeout
-            lock_deadline = t if lock_deadline is None else min(t,
-                                                                lock_deadline)
-        self.lock.acquire(self.ctx.cancel, lock_deadline)
+            lock_expires = t if lock_expires is None else min(t,
+                                                              lock_expires)
+        self.lock.acquire(self.ctx.cancel, lock_expires)
         try:
             kept = self._existing()
             if kept is not None:

@@ -308,7 +308,7 @@ class Journal:
 class DestinationLock:
     """Exclusive ``flock`` on ``DEST.part.lock`` for one writer at a time.
 
-    Waiting polls so that a cancel or the deadline ends the wait.  After
+    Waiting polls so that a cancel or ``expires_at`` ends the wait.  After
     locking, the lock file must still be the one at the path (another
     writer may have removed it on completion); if not, lock again.
     """
@@ -317,7 +317,7 @@ class DestinationLock:
         self.path = path
         self.fd = None
 
-    def acquire(self, cancel, deadline=None, poll=0.1):
+    def acquire(self, cancel, expires_at=None, poll=0.1):
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
@@ -334,7 +334,8 @@ class DestinationLock:
                     except OSError as exc:
                         if exc.errno not in (errno.EAGAIN, errno.EACCES):
                             raise
-                    if deadline is not None and time.monotonic() > deadline:
+                    if expires_at is not None and \
+                            time.monotonic() > expires_at:
                         raise exceptions.TransferTimeout(
                             'timed out waiting for another writer of %s'
                             % self.path[:-len('.part.lock')])

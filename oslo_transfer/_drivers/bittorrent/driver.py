@@ -208,7 +208,8 @@ class BitTorrentDriver(driver.Driver):
         loc = dataclasses.replace(loc, url=ctx.check_url(loc.url))
         reader = ctx.driver_for(loc)
         sub = driver.Context(cancel=ctx.cancel, io_timeout=ctx.io_timeout,
-                             deadline=ctx.deadline, check_url=ctx.check_url,
+                             expires_at=ctx.expires_at,
+                             check_url=ctx.check_url,
                              driver_for=ctx.driver_for)
         buf = bytearray()
         for chunk in reader.read(loc, 0, None, sub):

@@ -200,7 +200,7 @@ class Fill:
                 for chunk in chunks:
                     if self.token.cancelled:
                         self.ctx.cancel.check()
-                    self.ctx.check_deadline()
+                    self.ctx.check_expiry()
                     n = len(chunk)
                     job.count_wire(n)
                     if skip:
@@ -253,6 +253,10 @@ class Fill:
                 close = getattr(chunks, 'close', None)
                 if close:
                     close()
+        if self.token.cancelled:
+            # A cancel (or the deadline) may end a stream early by shutting
+            # its socket down: never take that end for the object's.
+            self.ctx.cancel.check()
         if end is not None and pos < end:
             raise exceptions.ProtocolError(
                 '%s ended after %d of %d bytes' % (self.loc.masked,

@@ -42,8 +42,13 @@ class Reader(io.RawIOBase):
     unless the source changed meanwhile (``SourceChanged``).
     """
 
-    def __init__(self, transfer, plan, offset, length, checksum, ctx):
+    def __init__(self, transfer, plan, offset, length, checksum, ctx,
+                 scope=None):
         super().__init__()
+        # The call's scope (:class:`~oslo_transfer.engine.scope.CallScope`)
+        # when the reader owns it: closed with the reader, and the
+        # reader's errors pass through it.
+        self._scope = scope
         self._transfer = transfer
         self._plan = plan
         self._ctx = ctx
@@ -236,6 +241,17 @@ class Reader(io.RawIOBase):
         return len(data)
 
     def _read_chunk(self):
+        if self._scope is None:
+            return self._next_chunk()
+        try:
+            return self._next_chunk()
+        except BaseException as exc:
+            err = self._scope.error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    def _next_chunk(self):
         if self._done:
             return b''
         self._ctx.cancel.check()
@@ -290,6 +306,8 @@ class Reader(io.RawIOBase):
     def close(self):
         if not self.closed:
             self._close_it()
+            if self._scope is not None:
+                self._scope.close()
             if self.owner is not None:
                 self.owner.close()
                 self.owner = None

@@ -33,7 +33,11 @@ resource (:class:`Resource`) holds its bytes, its validator and a queue of
     before answering, replace the content and the ETag (the source was
     replaced between two requests);
 ``Status(code)``
-    answer with an error page of that status.
+    answer with an error page of that status;
+``Trickle(what, interval)``
+    send the status line and headers (``what='head'``) or the body
+    (``what='body'``) one byte every ``interval`` seconds, each byte well
+    within any I/O timeout, until the client goes away.
 
 A fault with ``sticky=True`` stays at the head of the queue (applies to
 every later GET).  HEAD never takes a fault.  Every request is recorded in
@@ -56,7 +60,7 @@ import threading
 import time
 
 __all__ = ['BadServer', 'Resource', 'Truncate', 'WrongContentRange',
-           'IgnoreRange', 'Replace', 'Status', 'Request']
+           'IgnoreRange', 'Replace', 'Status', 'Trickle', 'Request']
 
 _RANGE = re.compile(r'^bytes=(\d+)-(\d*)$')
 
@@ -93,6 +97,13 @@ class Status:
     #: reason phrase that repeats the value of this request header (a
     #: server that echoes what it was sent)
     echo: str | None = None
+
+
+@dataclasses.dataclass
+class Trickle:
+    what: str = 'body'
+    interval: float = 0.25
+    sticky: bool = False
 
 
 @dataclasses.dataclass
@@ -148,6 +159,18 @@ _REASONS = {200: 'OK', 206: 'Partial Content', 302: 'Found',
 class _Handler(socketserver.StreamRequestHandler):
 
     tls = False
+    #: seconds between the bytes of the head / of the body (Trickle)
+    slow_head = None
+    slow_body = None
+
+    def _write(self, data, interval):
+        if interval is None:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            time.sleep(interval)
 
     def setup(self):
         ctx = self.server.owner.ssl_context
@@ -195,7 +218,8 @@ class _Handler(socketserver.StreamRequestHandler):
         headers['Connection'] = 'close'
         headers['Date'] = email.utils.formatdate(usegmt=True)
         lines += ['%s: %s' % kv for kv in headers.items()]
-        self.wfile.write(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'))
+        self._write(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'),
+                    self.slow_head)
 
     def send_body(self, req, body, limit=None):
         view = memoryview(body)
@@ -203,7 +227,7 @@ class _Handler(socketserver.StreamRequestHandler):
             view = view[:limit]
         step = 256 * 1024
         for i in range(0, len(view), step):
-            self.wfile.write(view[i:i + step])
+            self._write(view[i:i + step], self.slow_body)
             req.sent += len(view[i:i + step])
         self.wfile.flush()
 
@@ -293,6 +317,11 @@ class BadServer:
         if isinstance(fault, Replace):
             res.replace(fault.data, fault.etag)
             fault = None
+        if isinstance(fault, Trickle):
+            if fault.what == 'head':
+                h.slow_head = fault.interval
+            else:
+                h.slow_body = fault.interval
         if isinstance(fault, Status):
             body = b'<html>error %d</html>\n' % fault.code
             reason = None

@@ -42,6 +42,7 @@ import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -70,21 +71,21 @@ OPTS = [
                 help='Do not verify HTTPS certificates.  Never use this in '
                      'production: anyone on the path can then alter the '
                      'data (a checksum still catches it).'),
-    cfg.IntOpt('max_redirects', default=5, min=0,
-               help='Redirects followed per request; each target must pass '
-                    '[oslo_transfer] allowed_schemes and denied_networks.'),
+    _utils.IntOpt('max_redirects', default=5, min=0, max=100,
+                  help='Redirects followed per request; each target must pass '
+                       '[oslo_transfer] allowed_schemes and denied_networks.'),
     cfg.StrOpt('token_header', default='X-Auth-Token',
                help='Header that carries a Location\'s token credential '
                     '(Glance and Swift use X-Auth-Token).  "Authorization" '
                     'sends "Bearer TOKEN".'),
     cfg.StrOpt('user_agent', default='oslo.transfer',
                help='User-Agent header of every request.'),
-    cfg.IntOpt('pool_connections', default=16, min=1,
-               help='Idle sessions kept for later requests, each with at '
-                    'most one keep-alive connection per host; sessions '
-                    'beyond this number are closed when their request '
-                    'ends, so the sockets kept open do not grow with the '
-                    'number of calling threads.'),
+    _utils.IntOpt('pool_connections', default=16, min=1, max=4096,
+                  help='Idle sessions kept for later requests, each with at '
+                       'most one keep-alive connection per host; sessions '
+                       'beyond this number are closed when their request '
+                       'ends, so the sockets kept open do not grow with the '
+                       'number of calling threads.'),
 ]
 
 

@@ -55,6 +55,9 @@ Cap = driver_mod.Capability
 #: raises ``SourceChanged``
 MAX_RESTARTS = 3
 
+#: the largest ``rate`` a caller may pass (bytes per second)
+MAX_RATE = 2 ** 63 - 1
+
 
 class _Restart(Exception):
     """Internal: the source changed during the copy; start it again."""
@@ -92,7 +95,11 @@ class Download:
                                      segments < 1):
             raise ValueError('segments must be an integer of at least 1, '
                              'not %r' % (segments,))
-        if rate is not None and rate < 0:
+        if rate is not None and (
+                isinstance(rate, bool) or
+                not isinstance(rate, (int, float)) or
+                not 0 <= rate <= MAX_RATE):
+            # (``nan`` fails every comparison, so it lands here too.)
             raise ValueError('rate must be 0 (unlimited) or a positive '
                              'number of bytes per second, not %r' % (rate,))
         g = transfer.conf.oslo_transfer

@@ -41,6 +41,7 @@ from oslo_config import cfg
 from oslo_transfer._drivers import _common
 from oslo_transfer._drivers.ftp import replies
 from oslo_transfer._drivers.ftp import session as ftp_session
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -67,12 +68,13 @@ OPTS = [
                      'so that readers never see a partial object.  Turn off '
                      'for servers that refuse renames; uploads then write '
                      'NAME in place.'),
-    cfg.IntOpt('pool_size', default=4, min=0,
-               help='Idle logged-in control connections kept per server '
-                    'and user for reuse.\n\nRelated options:\n\n'
-                    '* [oslo_transfer] max_connections_per_origin'),
-    cfg.FloatOpt('idle_timeout', default=30.0, min=0.0,
-                 help='Seconds an idle pooled connection is kept.'),
+    _utils.IntOpt('pool_size', default=4, min=0, max=4096,
+                  help='Idle logged-in control connections kept per server '
+                       'and user for reuse.\n\nRelated options:\n\n'
+                       '* [oslo_transfer] max_connections_per_origin'),
+    _utils.FiniteFloatOpt(
+        'idle_timeout', default=30.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Seconds an idle pooled connection is kept.'),
     _common.max_segments_opt(
         'Most parallel ranged segments (each its own login, REST and '
         'RETR) for one download from an FTP server.  A server such as '

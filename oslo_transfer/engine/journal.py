@@ -29,8 +29,15 @@ Beside a destination ``DEST`` the engine keeps:
 The control file never holds credentials.  It is read back with every
 field checked (:func:`parse`): a file that is not exactly what
 :meth:`Journal.save` writes is damage, ignored with a WARNING, and the
-copy starts again.  A future on-demand reader (copy-on-read) keeps the
-same map of present ranges.
+copy starts again.
+
+A lazy image (:mod:`oslo_transfer.lazy`) keeps the same files, and
+``DEST.part.map`` beside them: a bitmap of the blocks present, whose
+versioned header (block size, block count, the manifest that names the
+cache) is the ``lazy`` entry of the control file.  The ranges of the
+control file cover what the map says, so that a ``copy()`` resumes from
+what an attach left; a ``copy()`` that starts again from nothing drops
+the ``lazy`` entry, and the map goes with the control file.
 """
 
 import errno
@@ -124,6 +131,33 @@ def _ranges(value, size):
     return _utils.RangeSet.from_sorted(starts, ends)
 
 
+def _lazy(value):
+    """The ``lazy`` entry (a present-map's header): None or a flat object.
+
+    The lazy cache compares it whole with the header it expects, so only
+    its shape is checked here: at most 16 names, each value null, a
+    boolean, an integer within ``[-(2**63), 2**63-1]`` or a string.
+    """
+    if value is None:
+        return None
+    if type(value) is not dict or len(value) > 16:
+        raise DamagedControlFile('lazy is not an object of at most 16 '
+                                 'names')
+    for key, item in value.items():
+        if len(key) > 64:
+            raise DamagedControlFile('lazy has a name of %d characters'
+                                     % len(key))
+        if item is None or type(item) is bool:
+            continue
+        if type(item) is int and -MAX_SIZE - 1 <= item <= MAX_SIZE:
+            continue
+        if type(item) is str and len(item) <= MAX_TEXT:
+            continue
+        raise DamagedControlFile('lazy.%.64s is not a null, a boolean, an '
+                                 'integer or a string' % key)
+    return value
+
+
 def parse(blob: bytes) -> dict:
     """The state recorded in a control file's bytes, every field checked.
 
@@ -166,7 +200,8 @@ def parse(blob: bytes) -> dict:
                                      'with its algorithm')
     else:
         digest = None
-    return {'source': _text(data, 'source', optional=False),
+    return {'lazy': _lazy(data.get('lazy')),
+            'source': _text(data, 'source', optional=False),
             'validator': _text(data, 'validator'),
             'size': size,
             'checksum': _text(data, 'checksum'),
@@ -200,6 +235,8 @@ class Journal:
         self.algorithm = None
         self.prefix_len = 0
         self.prefix_digest = None
+        #: the present-map's header of a lazy image, or None
+        self.lazy = None
 
     def load(self) -> bool:
         """Read the control file; False if there is none or it is unusable.
@@ -260,7 +297,7 @@ class Journal:
                 'algorithm': self.algorithm,
                 'prefix_len': self.prefix_len,
                 'prefix_digest': self.prefix_digest,
-                'updated': time.time()}
+                'lazy': self.lazy, 'updated': time.time()}
         tmp = '%s.%d.tmp' % (self.path, os.getpid())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
@@ -287,18 +324,27 @@ class Journal:
             raise exceptions.DestinationError(msg) from exc
 
     def remove(self):
-        """Remove the control file and the temp files of killed writers.
+        """Remove the control file, its present-map and stale temp files.
 
-        Only called with the destination lock held, so no other process
-        is rewriting it.
+        The temp files are those of killed writers.  Only called with the
+        destination lock held, so no other process is rewriting it.
         """
-        for p in [self.path] + glob.glob(glob.escape(self.path) + '.*.tmp'):
+        paths = [self.path, self.map_path] + glob.glob(
+            glob.escape(self.path) + '.*.tmp')
+        for p in paths:
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
 
+    @property
+    def map_path(self) -> str:
+        """``DEST.part.map``: a lazy image's present-map beside it."""
+        return self.path[:-len('.ctl')] + '.map' if \
+            self.path.endswith('.ctl') else self.path + '.map'
+
     def reset(self):
+        self.lazy = None
         self.validator = None
         self.ranges = _utils.RangeSet()
         self.prefix_len = 0

@@ -35,7 +35,6 @@ import threading
 from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import partfile as partfile_mod
-from oslo_transfer.engine import throttle
 from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 
@@ -191,7 +190,7 @@ class Fill:
             # request to HTTP, which a server that ignores ranges may
             # answer with a body that does not say its length.)
             skip, start, length = start, 0, None
-        with throttle.ORIGINS.slot(job.origin_key(self.loc), self.token):
+        with self.ctx.slot(job.origin_key(self.loc)):
             try:
                 chunks = self.drv.read(self.loc, start, length, self.ctx)
             except exceptions.RangeNotSupported as exc:

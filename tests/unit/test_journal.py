@@ -58,6 +58,7 @@ def _check_invariants(j):
         assert last < s < e <= (journal_mod.MAX_SIZE if j.size is None
                                 else j.size)
         last = e
+    assert j.lazy is None or (type(j.lazy) is dict and len(j.lazy) <= 16)
     assert type(j.prefix_len) is int
     assert 0 <= j.prefix_len <= j.ranges.prefix()
 
@@ -142,6 +143,24 @@ def test_more_ranges_than_save_writes_are_damage(tmp_path, caplog):
     assert ok is False
     assert _cleared(j)
     assert '%d ranges, more than' % len(ranges) in caplog.text
+
+
+@pytest.mark.parametrize('lazy', [
+    [1, 2], 'header', 7, {'k': [1]}, {'k': {'n': 1}}, {'k': 2 ** 64},
+    {'k': 1.5}, {'n%d' % i: i for i in range(17)}, {'x' * 65: 1}])
+def test_a_lazy_entry_of_another_shape_is_damage(tmp_path, caplog, lazy):
+    j, ok = _load(tmp_path, json.dumps(dict(GOOD, lazy=lazy)).encode())
+    assert not ok
+    assert j.lazy is None
+    assert 'damaged control file' in caplog.text
+
+
+def test_a_lazy_header_loads_back(tmp_path):
+    header = {'version': 1, 'size': 4 * MiB, 'block_size': 65536,
+              'blocks': 64, 'manifest': 'sha256:' + 'cd' * 32}
+    j, ok = _load(tmp_path, json.dumps(dict(GOOD, lazy=header)).encode())
+    assert ok
+    assert j.lazy == header
 
 
 def test_nan_and_infinity_are_not_json(tmp_path):

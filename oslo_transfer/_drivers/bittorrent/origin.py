@@ -189,7 +189,7 @@ class OriginFetcher:
             cancel=self.token, io_timeout=ctx.io_timeout,
             expires_at=ctx.expires_at, hints=ctx.hints,
             check_url=ctx.check_url, driver_for=ctx.driver_for,
-            priority=ctx.priority, deadline=ctx.deadline,
+            priority=ctx.priority, deadline_at=ctx.deadline_at,
             scheduler=ctx.scheduler)
         self._key = ctx.cancel.on_cancel(self.token.cancel)
         self._parent = ctx.cancel

@@ -44,7 +44,7 @@ def _served(q, n):
     return [q.pop().cls for _ in range(n)]
 
 
-# -- the fair queue: order and shares ---------------------------------------
+# -- the fair queue: order and shares -------------------------------------
 
 def test_a_higher_class_that_arrives_is_served_first():
     q = throttle.FairQueue(throttle.DEFAULT_WEIGHTS)
@@ -117,7 +117,7 @@ def test_the_bucket_grants_at_its_rate_on_a_fake_clock():
     assert bucket.take(1024) == 0
 
 
-# -- submitted transfers ------------------------------------------------------
+# -- submitted transfers ----------------------------------------------------
 
 def test_submitted_transfers_start_by_class_then_deadline():
     sched = throttle.Scheduler(workers=1)
@@ -137,7 +137,7 @@ def test_submitted_transfers_start_by_class_then_deadline():
     assert order == ['first', 'urgent', 'soon', 'late', 'bg']
 
 
-# -- admission ----------------------------------------------------------------
+# -- admission --------------------------------------------------------------
 
 def test_a_deadline_too_short_for_the_capacity_is_refused():
     est = admission.judge(105.0, 100 * MiB, [], 10 * MiB, 100.0)
@@ -236,7 +236,7 @@ def test_a_late_finish_counts_as_missed_never_cancelled():
     assert st['origins'][ORIGIN]['missed'] == 1
 
 
-# -- slots --------------------------------------------------------------------
+# -- slots ------------------------------------------------------------------
 
 def test_a_lower_holder_lends_its_slot_at_its_next_chunk():
     sched = throttle.Scheduler(limit=2)
@@ -285,7 +285,7 @@ def test_a_class_holding_no_slot_is_not_starved_by_higher_waiters():
     assert sched._may_start(w_bg) and not sched._may_start(w_int)
 
 
-# -- the Transfer -------------------------------------------------------------
+# -- the Transfer -----------------------------------------------------------
 
 def test_a_refused_copy_writes_nothing_and_is_counted(tmp_path):
     store = fakes.fixture.MemoryStore()
@@ -347,3 +347,42 @@ def test_the_command_shows_the_class_with_v(tmp_path, caplog):
                         str(tmp_path / 'dst')])
     assert rc == 0
     assert 'class background, deadline in' in caplog.text
+
+
+# (the background's pause after a higher class's request runs on the
+# fake clock, which stands still)
+NO_PAUSE = {B: throttle.ClassPolicy()}
+
+
+# -- pacing ------------------------------------------------------------------
+
+def test_lower_classes_are_paced_while_a_higher_one_holds_a_slot():
+    clock = Clock()
+    sched = throttle.Scheduler(origin_rate=9 * MiB, clock=clock,
+                               policies=NO_PAUSE)
+    sched.consume(1024, B, ORIGIN)
+    assert not sched._pacers                 # nobody above: not paced
+    with sched.slot(ORIGIN, I):
+        sched.consume(1024, B, ORIGIN)       # within the pacer's burst
+        # background's share beside interactive: 1 / (8 + 1) of C
+        assert sched._pacers[ORIGIN, B].rate == MiB
+        sched.consume(1024, N, ORIGIN)
+        assert sched._pacers[ORIGIN, N].rate == 9 * MiB * 4 // 12
+        sched.consume(1024, I, ORIGIN)
+        assert (ORIGIN, I) not in sched._pacers
+        # another origin is not paced
+        sched.consume(1024, B, 'http://other:80')
+        assert ('http://other:80', B) not in sched._pacers
+
+
+def test_the_capacity_is_never_sampled_while_pacing():
+    clock = Clock()
+    sched = throttle.Scheduler(clock=clock, policies=NO_PAUSE)
+    sched.account(10 * MiB, N, ORIGIN)       # an unpaced second
+    clock.t += 1
+    with sched.slot(ORIGIN, I):
+        sched.consume(MiB, B, ORIGIN)        # paced (C known from history)
+        sched.account(50 * MiB, I, ORIGIN)
+    clock.t += 1
+    assert sched._pacers[ORIGIN, B].rate == 10 * MiB // 9
+    assert sched.capacity()[0] == 10 * MiB

@@ -631,6 +631,9 @@ class Transfer:
         if self._closed:
             return
         self._closed = True
+        # Copies submitted and still queued in the scheduler run first, as
+        # an executor's shutdown runs its queued work.
+        self.scheduler.drain()
         if self._own_executor:
             self.executor.shutdown(wait=True)
         self.segment_executor.shutdown(wait=True)

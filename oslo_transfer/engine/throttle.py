@@ -734,12 +734,19 @@ class Scheduler:
                 finally:
                     with self._cond:
                         self._running -= 1
+                        self._cond.notify_all()
                     self._pump()
 
             if launch is None:
                 threading.Thread(target=run, daemon=True).start()
             else:
                 launch(run)
+
+    def drain(self):
+        """Wait until every queued transfer has started and ended."""
+        with self._cond:
+            while len(self._jobs_q) or self._running:
+                self._cond.wait(0.2)
 
     def job(self, cls=NORMAL, deadline=None) -> Job:
         """A :class:`Job` to run one transfer in (a context manager)."""

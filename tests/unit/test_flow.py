@@ -386,3 +386,14 @@ def test_the_capacity_is_never_sampled_while_pacing():
     clock.t += 1
     assert sched._pacers[ORIGIN, B].rate == 10 * MiB // 9
     assert sched.capacity()[0] == 10 * MiB
+
+
+def test_close_runs_the_copies_still_queued(tmp_path):
+    store = fakes.fixture.MemoryStore()
+    store.put(ORIGIN, fakes.data(MiB))
+    with fakes.make_transfer(store, executor_workers=1) as t:
+        handles = [t.submit(ORIGIN, str(tmp_path / ('o%d' % i)))
+                   for i in range(4)]
+        t.close()
+        assert all(h.done() for h in handles)
+        assert [h.result(0).size for h in handles] == [MiB] * 4

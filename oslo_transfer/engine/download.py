@@ -176,12 +176,7 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        lock_deadline = self.ctx.deadline
-        if self.lock_timeout:
-            t = time.monotonic() + self.lock_timeout
-            lock_deadline = t if lock_deadline is None else min(t,
-                                                                lock_deadline)
-        self.lock.acquire(self.ctx.cancel, lock_deadline)
+        self._acquire()
         try:
             kept = self._existing()
             if kept is not None:
@@ -191,6 +186,15 @@ class Download:
             self.part.close()
             # Keep the lock file only beside resumable state.
             self.lock.release(remove=not os.path.exists(self.part.path))
+
+    def _acquire(self):
+        """Take the writer lock, within ``lock_timeout`` and the deadline."""
+        lock_deadline = self.ctx.deadline
+        if self.lock_timeout:
+            t = time.monotonic() + self.lock_timeout
+            lock_deadline = t if lock_deadline is None else min(t,
+                                                                lock_deadline)
+        self.lock.acquire(self.ctx.cancel, lock_deadline)
 
     def _existing(self):
         if not os.path.lexists(self.dest):
@@ -307,13 +311,7 @@ class Download:
 
     def _attempt(self, cand):
         drv, loc = cand.driver_obj, cand.location
-        limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
-        whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
-            Cap.READ not in drv.capabilities or (
-                # A rate limit is applied chunk by chunk to a stream.
-                not limited and drv.use_copy_to_path(
-                    loc, os.path.dirname(self.part.path),
-                    self.checksum is not None, self.ctx)))
+        whole_file = self._whole_file_wanted(drv, loc)
         st = self._stat(drv, loc)
         size = st.size
         if size is None:
@@ -371,6 +369,16 @@ class Download:
                 final = fill.run()
         fill.finish_hash(final)
         return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _whole_file_wanted(self, drv, loc) -> bool:
+        """True when the driver copies the whole file itself (no stream)."""
+        limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
+        return Cap.COPY_TO_PATH in drv.capabilities and (
+            Cap.READ not in drv.capabilities or (
+                # A rate limit is applied chunk by chunk to a stream.
+                not limited and drv.use_copy_to_path(
+                    loc, os.path.dirname(self.part.path),
+                    self.checksum is not None, self.ctx)))
 
     def _decide_resume(self, loc, st, size):
         j = self.journal

@@ -430,3 +430,19 @@ def inplace_state(conf_or_state_path) -> list:
     """The files of writes in place under ``STATE_PATH/oslo_transfer``."""
     d = os.path.join(str(conf_or_state_path), 'oslo_transfer', 'inplace')
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+@pytest.fixture
+def rates(monkeypatch):
+    """``[(rate, nbytes)]`` of every limited ``TokenBucket.consume``."""
+    seen = []
+    from oslo_transfer.engine import throttle
+    consume = throttle.TokenBucket.consume
+
+    def spy(self, nbytes, cancel=None):
+        if self.rate and self is not throttle.PROCESS_BUCKET:
+            seen.append((self.rate, nbytes))
+        return consume(self, nbytes, cancel)
+
+    monkeypatch.setattr(throttle.TokenBucket, 'consume', spy)
+    return seen

@@ -22,7 +22,6 @@ import time
 import pytest
 
 import oslo_transfer
-from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions as exc
 from tests.functional import conftest as fconf
 from tests.functional.http import test_cli
@@ -32,21 +31,6 @@ MiB = fconf.MiB
 
 def _uploaded(nginx, name):
     return os.path.join(nginx.upload_dir, name)
-
-
-@pytest.fixture
-def rates(monkeypatch):
-    """``[(rate, nbytes)]`` of every limited ``TokenBucket.consume``."""
-    seen = []
-    consume = throttle.TokenBucket.consume
-
-    def spy(self, nbytes, cancel=None):
-        if self.rate and self is not throttle.PROCESS_BUCKET:
-            seen.append((self.rate, nbytes))
-        return consume(self, nbytes, cancel)
-
-    monkeypatch.setattr(throttle.TokenBucket, 'consume', spy)
-    return seen
 
 
 def test_image_over_http_onto_a_loop_device(nginx, serve, loop_device,

@@ -68,8 +68,7 @@ def is_block_device(path) -> bool:
 
 
 class Target(partfile.PartFile):
-    """The destination itself, written at offsets: never truncated, never
-    renamed, never removed.
+    """The destination itself: never truncated, renamed or removed.
 
     :param block_device: ``path`` is a block device: its size is fixed and
         the source must fit.
@@ -280,4 +279,3 @@ class InPlaceDownload(download.Download):
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
             size=size, elapsed=time.monotonic() - self._started,
             plan=self.plan, dest=self.dest)
-

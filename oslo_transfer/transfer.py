@@ -346,6 +346,8 @@ class Transfer:
             volumes").  None: True when ``dest`` is a block device.
         :param assume_zeroed: in place only: the target reads as zeros, so
             zero runs of the source are skipped rather than written.
+            In place, ``mode`` raises ``ValueError``, and ``if_exists=
+            "verify"`` overwrites (a device always exists).
         :returns: a :class:`~oslo_transfer.result.Result`.
         :raises DestinationError: in place, the source does not fit the
             device (nothing written).
@@ -370,6 +372,10 @@ class Transfer:
         if assume_zeroed and not write_in_place:
             raise ValueError('assume_zeroed applies to writes in place '
                              '(write_in_place=True or a block device)')
+        if write_in_place and mode is not None:
+            raise ValueError('mode applies to a destination renamed into '
+                             'place; a write in place keeps the permissions '
+                             'of %s' % dest)
         ctx = self._context(hints, cancel, source, ck)
         plan = self._plan(self._locations(source), hints, 'read', ctx)
         kwargs = dict(progress=progress, if_exists=if_exists, mode=mode,

@@ -153,6 +153,15 @@ def test_arguments_of_writes_in_place_checked_before_any_io(tmp_path,
     with pytest.raises(exc.DestinationError) as ei:
         oslo_transfer.copy(src.path, dest, write_in_place=True, conf=conf)
     assert 'does not exist' in str(ei.value)
+    with open(dest, 'wb') as f:
+        f.write(b'old')
+    with pytest.raises(ValueError) as ei:
+        oslo_transfer.copy(src.path, dest, write_in_place=True, mode=0o644,
+                           conf=conf)
+    assert 'mode' in str(ei.value)
+    with open(dest, 'rb') as f:
+        assert f.read() == b'old'
+    os.unlink(dest)
     assert not os.path.exists(dest)
 
 

@@ -23,9 +23,10 @@ into ``DEST`` (``O_DIRECT`` where the engine writes one stream), with no
 2. The state lives in ``[oslo_transfer] state_dir``/``inplace``, keyed by
    the device (``st_rdev``) or by the file's inode: ``KEY.lock`` (one
    writer per volume) and ``KEY.ctl``, the same control file as a
-   ``.part``'s, from which a killed copy resumes.  The prefix that the
-   control file says is held is hashed again from the device before it is
-   trusted.
+   ``.part``'s, from which a killed copy resumes.  Without a checksum,
+   the prefix that the control file says is held is hashed again from the
+   device before it is trusted; with one, the read back at the end covers
+   it.
 3. ``if_exists="error"`` refuses (a device always exists); ``"verify"``
    and ``"replace"`` overwrite, once the source is known to fit: a source
    larger than the device is refused before any byte is written.  A
@@ -34,11 +35,13 @@ into ``DEST`` (``O_DIRECT`` where the engine writes one stream), with no
    as zeros (``assume_zeroed=True``); a resumed copy writes them anyway,
    since an interrupted write may have left data where zeros belong.
 5. At the end, ``fsync``; with a checksum, the written bytes are read back
-   from the device and hashed again.  A mismatch raises
+   from the device and hashed (instead of the stream: one hash covers the
+   source, the wire and the write).  A mismatch raises
    :class:`~oslo_transfer.exceptions.ChecksumMismatch` after the write: the
    device holds the bad bytes, and the control file is dropped.
 """
 
+from concurrent import futures
 import errno
 import logging
 import mmap
@@ -140,46 +143,72 @@ class Target(partfile.PartFile):
         self.close()
 
 
-def _reread(path, size, new_hash, cancel):
-    """Hash the first ``size`` bytes of ``path`` as the device returns them.
+class _DeviceReader:
+    """Positional reads of ``path`` as the device returns them.
 
     ``O_DIRECT`` where the file system allows it, so that the page cache
     does not answer for the disk; otherwise the cached pages are dropped
     first.
     """
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC |
+                              getattr(os, 'O_DIRECT', 0))
+        except OSError:
+            self._buffered()
+
+    def _buffered(self):
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def read_into(self, buf, pos) -> int:
+        try:
+            return os.preadv(self.fd, [buf], pos)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # The file system refused a direct read after all.
+            self._buffered()
+            return os.preadv(self.fd, [buf], pos)
+
+    def close(self):
+        os.close(self.fd)
+
+
+def reread(path, size, new_hash, cancel):
+    """``(hexdigest, bytes)`` of the first ``size`` bytes of ``path``.
+
+    A thread reads the next block while this one hashes the last (hashlib
+    releases the GIL on large updates), so the two overlap.
+    """
     h = new_hash()
-    buf = mmap.mmap(-1, REREAD_BYTES)
+    bufs = [mmap.mmap(-1, REREAD_BYTES) for _ in range(2)]
+    dev = _DeviceReader(path)
+    pos = 0
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC |
-                     getattr(os, 'O_DIRECT', 0))
-        direct = True
-    except OSError:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        direct = False
-    try:
-        if not direct:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        pos = 0
-        while pos < size:
-            cancel.check()
-            try:
-                n = os.preadv(fd, [buf], pos)
-            except OSError as exc:
-                if not direct or exc.errno != errno.EINVAL:
-                    raise
-                # EINVAL: the file system refused a direct read after all.
-                os.close(fd)
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                direct = False
-                continue
-            if n <= 0:
-                break
-            k = min(n, size - pos)
-            h.update(memoryview(buf)[:k])
-            pos += k
+        with futures.ThreadPoolExecutor(
+                1, thread_name_prefix='oslo-transfer-reread') as ex:
+            pending = ex.submit(dev.read_into, bufs[0], 0)
+            turn = 0
+            while pos < size:
+                n = pending.result()
+                if n <= 0:
+                    break
+                k = min(n, size - pos)
+                if pos + k < size:
+                    cancel.check()
+                    pending = ex.submit(dev.read_into, bufs[1 - turn],
+                                        pos + k)
+                h.update(memoryview(bufs[turn])[:k])
+                pos += k
+                turn = 1 - turn
     finally:
-        os.close(fd)
+        dev.close()
     return h.hexdigest(), pos
 
 
@@ -248,6 +277,18 @@ class InPlaceDownload(download.Download):
                 '%s needs a stream' % (drv.name, loc.masked, self.dest))
         return False
 
+    def _new_hasher(self):
+        """No hash of the stream when a checksum is given.
+
+        The bytes are read back from the device and hashed at the end
+        (:meth:`_complete`): that check covers the source, the wire and
+        the write at once, and hashing the stream as well would hash every
+        byte twice.
+        """
+        if self.checksum is not None:
+            return None, None
+        return super()._new_hasher()
+
     def _complete(self, cand, fill, size, resumed_from, algo):
         if self.expected_size is not None and size != self.expected_size:
             raise exceptions.SizeMismatch(
@@ -256,18 +297,16 @@ class InPlaceDownload(download.Download):
         digest = fill.hasher.hexdigest() if fill.hasher else None
         self.part.commit()
         if self.checksum is not None:
-            if digest == self.checksum.hexdigest:
-                digest, _n = _reread(self.dest, size, self.checksum.new,
-                                     self.ctx.cancel)
-                where = '%s reads back after the write' % self.dest
-            else:
-                where = '%s was written into %s' % (cand.url, self.dest)
+            algo = self.checksum.algorithm
+            digest, _n = reread(self.dest, size, self.checksum.new,
+                                self.ctx.cancel)
             if digest != self.checksum.hexdigest:
                 self.journal.remove()
                 raise exceptions.ChecksumMismatch(
-                    '%s with %s digest %s, expected %s; it holds those '
-                    'bytes now' % (where, algo, digest,
-                                   self.checksum.hexdigest),
+                    '%s: the %d bytes written from %s read back with %s '
+                    'digest %s, expected %s; the device holds those bytes '
+                    'now' % (self.dest, size, cand.url, algo, digest,
+                             self.checksum.hexdigest),
                     url=cand.url, expected=self.checksum.hexdigest,
                     actual=digest)
         self.part.close()

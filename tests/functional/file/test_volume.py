@@ -116,6 +116,7 @@ def test_checksum_mismatch_in_place_says_the_device_holds_the_bytes(
         oslo_transfer.copy(src.path, vol.dev, checksum=wrong, conf=conf)
 
     assert 'holds those bytes now' in str(ei.value)
+    assert 'read back' in str(ei.value)
     assert ei.value.actual == src.sha256
     # Nothing to resume from known-bad bytes.
     assert _state(tmp_path) == []

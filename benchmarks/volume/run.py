@@ -22,7 +22,9 @@ when it creates a volume from an image.  Rows:
   ``O_DIRECT``, hashed while streaming, ``fsync``'d, then read back from
   the device and hashed again (verified and durable);
 * ``oslo-transfer copy`` without a checksum (the sha256 of the stream is
-  still computed and reported; durable; no read back);
+  still computed and reported; durable; no read back), and the same with
+  ``default_digest = none`` (no hash at all: like for like with the bare
+  tools);
 * ``qemu-img convert -O raw -n -t none IMG DEV && sync`` (what Cinder runs
   today), and the same ``&& head -c SIZE DEV | openssl dgst -sha256``
   (like for like with our verified row: the device read back and hashed);
@@ -101,6 +103,10 @@ def main(argv=None) -> int:
         conf = os.path.join(work, 'bench.conf')
         with open(conf, 'w') as f:
             f.write('[oslo_transfer]\nstate_path = %s\n' % state)
+        bare = os.path.join(work, 'bare.conf')
+        with open(bare, 'w') as f:
+            f.write('[oslo_transfer]\nstate_path = %s\ndefault_digest = '
+                    'none\n' % state)
         reread = 'head -c %d %s | %s dgst -sha256' % (size, dev, openssl)
         qemu = '%s convert -O raw -n -t none %s %s && sync' % (
             qemu_img, image, dev)
@@ -112,6 +118,8 @@ def main(argv=None) -> int:
                 '--checksum', 'sha256:' + digest, image, dev],
             'oslo-transfer': ours + ['--config-file', conf, 'copy',
                                      '--no-progress', image, dev],
+            'oslo-transfer, no digest': ours + [
+                '--config-file', bare, 'copy', '--no-progress', image, dev],
             'qemu-img && sync && sha256': ['sh', '-c', qemu + ' && ' +
                                            reread],
             'qemu-img && sync': ['sh', '-c', qemu],

@@ -41,6 +41,7 @@ into ``DEST`` (``O_DIRECT`` where the engine writes one stream), with no
    device holds the bad bytes, and the control file is dropped.
 """
 
+import collections
 from concurrent import futures
 import errno
 import logging
@@ -60,6 +61,8 @@ LOG = logging.getLogger(__name__)
 
 #: Bytes per read when the written data is read back and hashed.
 REREAD_BYTES = 4 * 1024 * 1024
+#: Reads in flight meanwhile.
+REREAD_DEPTH = 4
 
 
 def is_block_device(path) -> bool:
@@ -157,7 +160,12 @@ class _DeviceReader:
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC |
                               getattr(os, 'O_DIRECT', 0))
-        except OSError:
+            # A file system may take O_DIRECT at open and refuse the read.
+            os.preadv(self.fd, [mmap.mmap(-1, mmap.PAGESIZE)], 0)
+        except OSError as exc:
+            if self.fd is not None and exc.errno != errno.EINVAL:
+                os.close(self.fd)
+                raise
             self._buffered()
 
     def _buffered(self):
@@ -167,14 +175,7 @@ class _DeviceReader:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def read_into(self, buf, pos) -> int:
-        try:
-            return os.preadv(self.fd, [buf], pos)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            # The file system refused a direct read after all.
-            self._buffered()
-            return os.preadv(self.fd, [buf], pos)
+        return os.preadv(self.fd, [buf], pos)
 
     def close(self):
         os.close(self.fd)
@@ -183,30 +184,40 @@ class _DeviceReader:
 def reread(path, size, new_hash, cancel):
     """``(hexdigest, bytes)`` of the first ``size`` bytes of ``path``.
 
-    A thread reads the next block while this one hashes the last (hashlib
-    releases the GIL on large updates), so the two overlap.
+    :data:`REREAD_DEPTH` reads are in flight while this thread hashes the
+    oldest (hashlib releases the GIL on large updates): one direct read at
+    a time left the device idle while the hash ran, and a single queued
+    request is the slowest way to read a disk.
     """
     h = new_hash()
-    bufs = [mmap.mmap(-1, REREAD_BYTES) for _ in range(2)]
     dev = _DeviceReader(path)
     pos = 0
     try:
         with futures.ThreadPoolExecutor(
-                1, thread_name_prefix='oslo-transfer-reread') as ex:
-            pending = ex.submit(dev.read_into, bufs[0], 0)
-            turn = 0
+                REREAD_DEPTH,
+                thread_name_prefix='oslo-transfer-reread') as ex:
+            free = [mmap.mmap(-1, REREAD_BYTES) for _ in range(REREAD_DEPTH)]
+            pending = collections.deque()
+            ahead = 0
             while pos < size:
-                n = pending.result()
-                if n <= 0:
-                    break
+                while free and ahead < size:
+                    buf = free.pop()
+                    pending.append((buf, ex.submit(dev.read_into, buf,
+                                                   ahead)))
+                    ahead += REREAD_BYTES
+                cancel.check()
+                buf, fut = pending.popleft()
+                n = fut.result()
                 k = min(n, size - pos)
-                if pos + k < size:
-                    cancel.check()
-                    pending = ex.submit(dev.read_into, bufs[1 - turn],
-                                        pos + k)
-                h.update(memoryview(bufs[turn])[:k])
+                if k <= 0:
+                    break
+                h.update(memoryview(buf)[:k])
                 pos += k
-                turn = 1 - turn
+                if n < REREAD_BYTES:
+                    break       # the end of a regular file
+                free.append(buf)
+            for _buf, fut in pending:
+                fut.cancel()
     finally:
         dev.close()
     return h.hexdigest(), pos
@@ -298,8 +309,12 @@ class InPlaceDownload(download.Download):
         self.part.commit()
         if self.checksum is not None:
             algo = self.checksum.algorithm
-            digest, _n = reread(self.dest, size, self.checksum.new,
-                                self.ctx.cancel)
+            try:
+                digest, _n = reread(self.dest, size, self.checksum.new,
+                                    self.ctx.cancel)
+            except OSError as exc:
+                raise partfile._dest_error(self.dest, exc,
+                                           'read back') from exc
             if digest != self.checksum.hexdigest:
                 self.journal.remove()
                 raise exceptions.ChecksumMismatch(

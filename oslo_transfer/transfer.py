@@ -27,6 +27,7 @@ from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import download
 from oslo_transfer.engine import inplace
+from oslo_transfer.engine import scope as scope_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -234,12 +235,12 @@ class Transfer:
 
     def _context(self, hints, token=None, source=None, checksum=None):
         g = self.conf.oslo_transfer
-        deadline = None
+        expires_at = None
         if g.total_timeout:
-            deadline = time.monotonic() + g.total_timeout
+            expires_at = time.monotonic() + g.total_timeout
         return driver_mod.Context(
             cancel=token or driver_mod.CancelToken(),
-            io_timeout=g.io_timeout, deadline=deadline,
+            io_timeout=g.io_timeout, expires_at=expires_at,
             hints=hints or selector_mod.Hints(),
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
@@ -361,10 +362,12 @@ class Transfer:
                 _url_dest_args(dest_loc, mode, segments, write_in_place,
                                assume_zeroed)
                 ctx = self._context(hints, cancel, source, ck)
-                plan = self._plan(self._locations(source), hints, 'read',
-                                  ctx)
-                return self._copy_to_url(source, plan, dest_loc, ck, hints,
-                                         progress, ctx, if_exists, rate)
+                with scope_mod.CallScope(ctx):
+                    plan = self._plan(self._locations(source), hints,
+                                      'read', ctx)
+                    return self._copy_to_url(source, plan, dest_loc, ck,
+                                             hints, progress, ctx, if_exists,
+                                             rate)
             dest = dest_loc.url
         dest = locations.local_path(os.fspath(dest))
         if write_in_place is None:
@@ -377,17 +380,18 @@ class Transfer:
                              'place; a write in place keeps the permissions '
                              'of %s' % dest)
         ctx = self._context(hints, cancel, source, ck)
-        plan = self._plan(self._locations(source), hints, 'read', ctx)
         kwargs = dict(progress=progress, if_exists=if_exists, mode=mode,
                       segments=segments, rate=rate,
                       expected_size=source.size)
-        if write_in_place:
-            job = inplace.InPlaceDownload(self, plan, dest, ck, ctx,
-                                          assume_zeroed=assume_zeroed,
-                                          **kwargs)
-        else:
-            job = download.Download(self, plan, dest, ck, ctx, **kwargs)
-        return job.run()
+        with scope_mod.CallScope(ctx):
+            plan = self._plan(self._locations(source), hints, 'read', ctx)
+            if write_in_place:
+                job = inplace.InPlaceDownload(self, plan, dest, ck, ctx,
+                                              assume_zeroed=assume_zeroed,
+                                              **kwargs)
+            else:
+                job = download.Download(self, plan, dest, ck, ctx, **kwargs)
+            return job.run()
 
     def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx,
                      if_exists, rate):
@@ -424,16 +428,26 @@ class Transfer:
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
-        plan = self._plan(self._locations(source), hints, 'read', ctx)
-        if offset:
-            plan.candidates = [c for c in plan.candidates
-                               if driver_mod.Capability.RANGED_READ in
-                               c.driver_obj.capabilities]
-            if not plan.candidates:
-                raise exceptions.NoDriverFound(
-                    'no driver can read %s from offset %d'
-                    % (source.urls[0].masked, offset))
-        return stream.Reader(self, plan, offset, length, ck, ctx)
+        # The reader's calls run on this scope until it is closed.
+        scope = scope_mod.CallScope(ctx)
+        try:
+            plan = self._plan(self._locations(source), hints, 'read', ctx)
+            if offset:
+                plan.candidates = [c for c in plan.candidates
+                                   if driver_mod.Capability.RANGED_READ in
+                                   c.driver_obj.capabilities]
+                if not plan.candidates:
+                    raise exceptions.NoDriverFound(
+                        'no driver can read %s from offset %d'
+                        % (source.urls[0].masked, offset))
+            return stream.Reader(self, plan, offset, length, ck, ctx,
+                                 scope=scope)
+        except BaseException as exc:
+            scope.close()
+            err = scope.error(exc)
+            if err is not exc:
+                raise err from exc
+            raise
 
     def attach(self, source, cache, checksum=None, hints=None,
                manifest=None, prefetch: bool = True,
@@ -507,12 +521,19 @@ class Transfer:
         :param rate: bytes per second for this upload (default
             ``[oslo_transfer] rate_limit``; 0: unlimited).
         """
+        if size is not None and (type(size) is not int or
+                                 not 0 <= size <= 2 ** 63 - 1):
+            raise ValueError('size must be an integer from 0 to 2**63-1, '
+                             'not %.40r' % (size,))
         ck = checksum_mod.parse(checksum)
         dest_loc = locations.as_location(dest)
         if if_exists not in (None, 'verify', 'replace', 'error'):
             raise ValueError('if_exists must be "verify", "replace" or '
                              '"error", not %r' % (if_exists,))
-        if rate is not None and rate < 0:
+        if rate is not None and (
+                isinstance(rate, bool) or
+                not isinstance(rate, (int, float)) or
+                not 0 <= rate <= download.MAX_RATE):
             raise ValueError('rate must be 0 (unlimited) or a positive '
                              'number of bytes per second, not %r' % (rate,))
         if dest_loc.scheme == 'file':
@@ -525,10 +546,11 @@ class Transfer:
                              progress=progress, cancel=cancel, rate=rate,
                              if_exists=if_exists or 'verify')
         ctx = self._context(hints, cancel, None, ck)
-        plan = self._plan([dest_loc], hints, 'write', ctx)
-        return stream.upload(self, plan, data, size, ck, ctx,
-                             progress=progress,
-                             if_exists=if_exists or 'replace', rate=rate)
+        with scope_mod.CallScope(ctx):
+            plan = self._plan([dest_loc], hints, 'write', ctx)
+            return stream.upload(self, plan, data, size, ck, ctx,
+                                 progress=progress,
+                                 if_exists=if_exists or 'replace', rate=rate)
 
     def _upload_local(self, data, dest_loc, ck, progress, cancel, size,
                       if_exists=None, rate=None):
@@ -539,10 +561,12 @@ class Transfer:
             url='<data>', driver='data', rank=0,
             reason='caller-supplied data', location=loc, driver_obj=drv)],
             hints=selector_mod.Hints(), direction='write')
-        job = download.Download(self, plan, locations.local_path(
-            dest_loc.url), ck, ctx, progress=progress,
-            if_exists=if_exists or 'replace', rate=rate, expected_size=size)
-        return job.run()
+        with scope_mod.CallScope(ctx):
+            job = download.Download(self, plan, locations.local_path(
+                dest_loc.url), ck, ctx, progress=progress,
+                if_exists=if_exists or 'replace', rate=rate,
+                expected_size=size)
+            return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:
         """Run :meth:`copy` in the background; returns a handle."""

@@ -37,6 +37,8 @@ import ctypes
 import logging
 import math
 import mmap
+import os
+import stat as stat_mod
 
 from oslo_config import cfg
 from oslo_config import types
@@ -44,7 +46,8 @@ from oslo_config import types
 LOG = logging.getLogger(__name__)
 
 __all__ = ['AlignedBlock', 'is_aligned_view', 'buffer_address', 'RangeSet',
-           'is_zero', 'FiniteFloatOpt', 'IntOpt', 'MAX_SECONDS']
+           'is_zero', 'fd_size', 'path_size', 'FiniteFloatOpt', 'IntOpt',
+           'MAX_SECONDS']
 
 
 # -- page-aligned memory -----------------------------------------------------
@@ -82,6 +85,29 @@ def buffer_address(buf) -> int:
 
 
 # -- byte ranges -------------------------------------------------------------
+
+def fd_size(fd: int):
+    """Bytes in the regular file or block device open as ``fd``.
+
+    A block device's ``st_size`` is 0: its size is where ``lseek(SEEK_END)``
+    lands.  None for anything else (a pipe, a character device).
+    """
+    st = os.fstat(fd)
+    if stat_mod.S_ISREG(st.st_mode):
+        return st.st_size
+    if stat_mod.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return None
+
+
+def path_size(path: str):
+    """:func:`fd_size` of ``path`` (opened read-only for the call)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fd_size(fd)
+    finally:
+        os.close(fd)
+
 
 class RangeSet:
     """A set of half-open byte ranges ``[start, end)``, kept merged."""

@@ -517,6 +517,11 @@ class Driver(abc.ABC):
     #: does the receiving (HTTP, FTP), hashing elsewhere keeps the two in
     #: parallel, so the default is False.
     background_reads: bool = False
+    #: True when what :meth:`write` writes is a volume (an iSCSI LUN): it
+    #: always exists and keeps its size, so ``copy(..., if_exists=
+    #: "verify")`` overwrites it as it does a local block device, where a
+    #: file that exists with other bytes is refused.
+    volume_targets: bool = False
 
     def __init__(self, conf):
         self.conf = conf

@@ -26,6 +26,7 @@ from stevedore import extension
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import download
+from oslo_transfer.engine import inplace
 from oslo_transfer.engine import scope as scope_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
@@ -333,13 +334,17 @@ class Transfer:
     def copy(self, source, dest, checksum=None, hints=None, progress=None,
              if_exists: str = 'verify', mode: int | None = None,
              segments: int | None = None, rate: int | None = None,
-             cancel: driver_mod.CancelToken | None = None):
+             cancel: driver_mod.CancelToken | None = None,
+             write_in_place: bool | None = None,
+             assume_zeroed: bool = False):
         """Copy ``source`` to ``dest`` (a local path or a URL).
 
         :param source: URL, path, :class:`~oslo_transfer.locations.Location`
             or :class:`~oslo_transfer.locations.Source`.
         :param dest: local path (written as ``DEST.part``, renamed when
-            verified) or a URL (uploaded, see :meth:`upload`).
+            verified; a block device is written in place) or a URL
+            (uploaded, see :meth:`upload`; ``if_exists`` and ``rate``
+            apply, ``mode`` and ``segments`` raise ``ValueError``).
         :param checksum: ``"ALGO:HEX"`` or Glance's hash pair (a dict with
             ``os_hash_algo``/``os_hash_value``).
         :param hints: a :class:`~oslo_transfer.selector.Hints`.
@@ -350,16 +355,29 @@ class Transfer:
         :param segments: parallel ranged segments (default ``[oslo_transfer]
             segments``).
         :param rate: bytes per second for this transfer (0: unlimited).
+        :param write_in_place: write into the existing device or file
+            ``dest`` itself: no ``.part``, no rename, the state in
+            ``[oslo_transfer] state_dir`` (see the user guide's "Cinder:
+            volumes").  None: True when ``dest`` is a block device.
+        :param assume_zeroed: in place only: the target reads as zeros, so
+            zero runs of the source are skipped rather than written.
+            In place, ``mode`` raises ``ValueError``, and ``if_exists=
+            "verify"`` overwrites (a device always exists).
         :returns: a :class:`~oslo_transfer.result.Result`.
         :raises DeadlineUnreachable: ``hints.deadline`` cannot be met
             (decided after the source's stat; nothing is written).
+        :raises DestinationError: in place, the source does not fit the
+            device (nothing written).
         """
         return self._copy(source, dest, checksum, hints, progress,
-                          if_exists, mode, segments, rate, cancel)
+                          if_exists, mode, segments, rate, cancel,
+                          write_in_place=write_in_place,
+                          assume_zeroed=assume_zeroed)
 
     def _copy(self, source, dest, checksum=None, hints=None, progress=None,
               if_exists='verify', mode=None, segments=None, rate=None,
-              cancel=None, deadline_at=None):
+              cancel=None, deadline_at=None, write_in_place=None,
+              assume_zeroed=False):
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck, deadline_at)
@@ -367,22 +385,40 @@ class Transfer:
                 dest):
             dest_loc = locations.as_location(dest)
             if dest_loc.scheme != 'file':
+                _url_dest_args(dest_loc, mode, segments, write_in_place,
+                               assume_zeroed)
                 with scope_mod.CallScope(ctx):
                     plan = self._plan(self._locations(source), hints,
                                       'read', ctx)
                     return self._copy_to_url(source, plan, dest_loc, ck,
-                                             hints, progress, ctx)
+                                             hints, progress, ctx, if_exists,
+                                             rate)
             dest = dest_loc.url
         dest = locations.local_path(os.fspath(dest))
+        if write_in_place is None:
+            write_in_place = inplace.is_block_device(dest)
+        if assume_zeroed and not write_in_place:
+            raise ValueError('assume_zeroed applies to writes in place '
+                             '(write_in_place=True or a block device)')
+        if write_in_place and mode is not None:
+            raise ValueError('mode applies to a destination renamed into '
+                             'place; a write in place keeps the permissions '
+                             'of %s' % dest)
+        kwargs = dict(progress=progress, if_exists=if_exists, mode=mode,
+                      segments=segments, rate=rate,
+                      expected_size=source.size)
         with scope_mod.CallScope(ctx):
             plan = self._plan(self._locations(source), hints, 'read', ctx)
-            job = download.Download(self, plan, dest, ck, ctx,
-                                    progress=progress, if_exists=if_exists,
-                                    mode=mode, segments=segments, rate=rate,
-                                    expected_size=source.size)
+            if write_in_place:
+                job = inplace.InPlaceDownload(self, plan, dest, ck, ctx,
+                                              assume_zeroed=assume_zeroed,
+                                              **kwargs)
+            else:
+                job = download.Download(self, plan, dest, ck, ctx, **kwargs)
             return job.run()
 
-    def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx):
+    def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx,
+                     if_exists, rate):
         first = plan.candidates[0]
         if first.location.scheme == 'file':
             data = locations.local_path(first.location.url)
@@ -390,9 +426,14 @@ class Transfer:
         else:
             data = stream.Reader(self, plan, 0, None, None, ctx)
             size = data.size
-        return self.upload(data, dest_loc, size=size, checksum=ck,
-                           hints=hints, progress=progress,
-                           cancel=ctx.cancel)
+        try:
+            return self.upload(data, dest_loc, size=size, checksum=ck,
+                               hints=hints, progress=progress,
+                               cancel=ctx.cancel, if_exists=if_exists,
+                               rate=rate)
+        finally:
+            if isinstance(data, stream.Reader):
+                data.close()
 
     def open(self, source, offset: int = 0, length: int | None = None,
              checksum=None, hints=None,
@@ -483,13 +524,26 @@ class Transfer:
 
     def upload(self, data, dest, size: int | None = None, checksum=None,
                hints=None, progress=None,
-               cancel: driver_mod.CancelToken | None = None):
+               cancel: driver_mod.CancelToken | None = None,
+               if_exists: str | None = None, rate: int | None = None):
         """Write ``data`` (a path, a file object or an iterable of bytes).
 
         With a checksum, the last chunk is held back until the digest
         matches, so a corrupt upload never completes.  Uploads retry only
         when ``data`` is a path or a seekable file; FTP and SFTP continue
-        at the server's size.
+        at the server's size.  A path may be a block device (sized with
+        ``lseek``).
+
+        :param if_exists: what to do with an object already at a URL
+            ``dest``, found by a stat before the write: ``"replace"`` (the
+            default for a URL) overwrites it; ``"error"`` refuses it;
+            ``"verify"`` keeps it when it has the data's size (and digest,
+            read back, when a checksum is given) and refuses it otherwise.
+            An iSCSI LUN always exists: ``"verify"`` overwrites it.  A
+            local ``dest`` follows :meth:`copy` (default ``"verify"`` for
+            a path, ``"replace"`` for other data).
+        :param rate: bytes per second for this upload (default
+            ``[oslo_transfer] rate_limit``; 0: unlimited).
         """
         if size is not None and (type(size) is not int or
                                  not 0 <= size <= 2 ** 63 - 1):
@@ -497,21 +551,33 @@ class Transfer:
                              'not %.40r' % (size,))
         ck = checksum_mod.parse(checksum)
         dest_loc = locations.as_location(dest)
+        if if_exists not in (None, 'verify', 'replace', 'error'):
+            raise ValueError('if_exists must be "verify", "replace" or '
+                             '"error", not %r' % (if_exists,))
+        if rate is not None and (
+                isinstance(rate, bool) or
+                not isinstance(rate, (int, float)) or
+                not 0 <= rate <= download.MAX_RATE):
+            raise ValueError('rate must be 0 (unlimited) or a positive '
+                             'number of bytes per second, not %r' % (rate,))
         if dest_loc.scheme == 'file':
             src = data
             if not isinstance(data, (str, os.PathLike)):
                 src = _DataLocation(data)
                 return self._upload_local(src, dest_loc, ck, progress,
-                                          cancel, size)
+                                          cancel, size, if_exists, rate)
             return self.copy(src, dest_loc.url, checksum=ck, hints=hints,
-                             progress=progress, cancel=cancel)
+                             progress=progress, cancel=cancel, rate=rate,
+                             if_exists=if_exists or 'verify')
         ctx = self._context(hints, cancel, None, ck)
         with scope_mod.CallScope(ctx):
             plan = self._plan([dest_loc], hints, 'write', ctx)
             return stream.upload(self, plan, data, size, ck, ctx,
-                                 progress=progress)
+                                 progress=progress,
+                                 if_exists=if_exists or 'replace', rate=rate)
 
-    def _upload_local(self, data, dest_loc, ck, progress, cancel, size):
+    def _upload_local(self, data, dest_loc, ck, progress, cancel, size,
+                      if_exists=None, rate=None):
         ctx = self._context(None, cancel, None, ck)
         drv = _DataDriver(self.conf, data)
         loc = locations.Location('data://upload')
@@ -522,7 +588,8 @@ class Transfer:
         with scope_mod.CallScope(ctx):
             job = download.Download(self, plan, locations.local_path(
                 dest_loc.url), ck, ctx, progress=progress,
-                if_exists='replace', expected_size=size)
+                if_exists=if_exists or 'replace', rate=rate,
+                expected_size=size)
             return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:
@@ -648,6 +715,22 @@ class Transfer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _url_dest_args(dest_loc, mode, segments, write_in_place, assume_zeroed):
+    """Refuse the arguments of :meth:`Transfer.copy` that no upload honours.
+
+    :raises ValueError: before any I/O.
+    """
+    refused = [name for name, value in (
+        ('mode', mode), ('segments', segments),
+        ('write_in_place', write_in_place or None),
+        ('assume_zeroed', assume_zeroed or None)) if value is not None]
+    if refused:
+        raise ValueError(
+            '%s: not supported when copying to a URL (%s): no driver writes '
+            'ranges in parallel, sets permission bits or writes in place '
+            'there' % (', '.join(refused), dest_loc.masked))
 
 
 class _DataLocation:

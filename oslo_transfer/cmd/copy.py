@@ -111,6 +111,13 @@ def register(sub):
                    default='verify',
                    help='what to do with an existing DST (default: keep it '
                         'if it matches, refuse otherwise)')
+    p.add_argument('--in-place', action='store_true',
+                   help='write into the existing device or file DST itself '
+                        '(no DST.part, no rename); the default when DST is '
+                        'a block device')
+    p.add_argument('--assume-zeroed', action='store_true',
+                   help='with --in-place: DST reads as zeros, so zero runs '
+                        'of the source are skipped rather than written')
     p.add_argument('--seed-time', type=_args.at_least(0, float),
                    metavar='SECONDS',
                    help='BitTorrent: after the copy, seed the file this '
@@ -190,7 +197,9 @@ def run_copy(args):
             result = t.copy(_source(args), args.dest, checksum=ck,
                             hints=_hints(args), progress=bar,
                             if_exists=args.if_exists,
-                            segments=args.segments, rate=args.rate)
+                            segments=args.segments, rate=args.rate,
+                            write_in_place=True if args.in_place else None,
+                            assume_zeroed=args.assume_zeroed)
         finally:
             if bar is not None:
                 bar.close()

@@ -210,14 +210,13 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        lock_expires = self.ctx.expires_at
-        if self.lock_timeout:
-            t = time.monotonic() + self.lock_timeout
-            lock_expires = t if lock_expires is None else min(t,
-                                                              lock_expires)
+        return self._scheduled(self._locked)
+
+    def _scheduled(self, body):
+        """Run ``body()`` as this copy's job in the Transfer's scheduler."""
         sched = self.ctx.scheduler
         if sched is None:
-            return self._locked(lock_expires)
+            return body()
         due = self.ctx.deadline_at
         self.sched_job = sched.job(self.ctx.priority, due)
         LOG.info('copying %s to %s: class %s%s', self.plan.candidates[0].url,
@@ -225,10 +224,19 @@ class Download:
                  '' if due is None else ', deadline in %.1fs'
                  % (due - time.monotonic()))
         with self.sched_job:
-            return self._locked(lock_expires)
+            return body()
 
-    def _locked(self, lock_expires):
+    def _acquire(self):
+        """Take the writer lock, within ``lock_timeout`` and the deadline."""
+        lock_expires = self.ctx.expires_at
+        if self.lock_timeout:
+            t = time.monotonic() + self.lock_timeout
+            lock_expires = t if lock_expires is None else min(t,
+                                                              lock_expires)
         self.lock.acquire(self.ctx.cancel, lock_expires)
+
+    def _locked(self):
+        self._acquire()
         try:
             kept = self._existing()
             if kept is not None:
@@ -379,15 +387,7 @@ class Download:
 
     def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
-        sched = self.ctx.scheduler
-        limited = bool(self.bucket.rate or (sched is not None and (
-            sched.rate or sched.origin_rate)))
-        whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
-            Cap.READ not in drv.capabilities or (
-                # A rate limit is applied chunk by chunk to a stream.
-                not limited and drv.use_copy_to_path(
-                    loc, os.path.dirname(self.part.path),
-                    self.checksum is not None, self.ctx)))
+        whole_file = self._whole_file_wanted(drv, loc)
         st = self._stat(drv, loc)
         size = st.size
         if size is None:
@@ -492,6 +492,18 @@ class Download:
         rec.remaining = lambda: (self.total or 0) - self.done
         admission.check(self.ctx.scheduler, rec,
                         size - self.journal.ranges.total(), loc.masked)
+
+    def _whole_file_wanted(self, drv, loc) -> bool:
+        """True when the driver copies the whole file itself (no stream)."""
+        sched = self.ctx.scheduler
+        limited = bool(self.bucket.rate or (sched is not None and (
+            sched.rate or sched.origin_rate)))
+        return Cap.COPY_TO_PATH in drv.capabilities and (
+            Cap.READ not in drv.capabilities or (
+                # A rate limit is applied chunk by chunk to a stream.
+                not limited and drv.use_copy_to_path(
+                    loc, os.path.dirname(self.part.path),
+                    self.checksum is not None, self.ctx)))
 
     def _decide_resume(self, loc, st, size):
         j = self.journal

@@ -359,8 +359,10 @@ class DestinationLock:
     writer may have removed it on completion); if not, lock again.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, name: str | None = None):
         self.path = path
+        #: what the lock guards, for messages (default: ``DEST``)
+        self.name = name or path[:-len('.part.lock')]
         self.fd = None
 
     def acquire(self, cancel, expires_at=None, poll=0.1):
@@ -384,7 +386,7 @@ class DestinationLock:
                             time.monotonic() > expires_at:
                         raise exceptions.TransferTimeout(
                             'timed out waiting for another writer of %s'
-                            % self.path[:-len('.part.lock')])
+                            % self.name)
                     if cancel.wait(poll):
                         cancel.check()
                 st = os.fstat(fd)

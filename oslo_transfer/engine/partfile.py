@@ -145,6 +145,9 @@ class PartFile:
         self.fd = None
         self.writer = None      # see use_background()
         self.size_hint = None
+        #: a block device (written in place): O_DIRECT whatever the file
+        #: system of its node
+        self.block_device = False
         # True once open() refused what is at the path (a symlink, not a
         # regular file, several hard links): remove() then leaves it.
         self.refused = False
@@ -163,7 +166,8 @@ class PartFile:
         """
         if self.writer is None and self.fd is not None:
             if self.direct_io:
-                self.writer = writers.open_direct(self.path, self.fd)
+                self.writer = writers.open_direct(
+                    self.path, self.fd, block_device=self.block_device)
                 if self.writer is not None:
                     # No readahead on the buffered fd: a read back (the
                     # hasher's, for a chunk it could not keep) must not

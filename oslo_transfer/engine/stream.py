@@ -18,6 +18,7 @@ import logging
 import os
 import time
 
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import sizes
@@ -356,7 +357,8 @@ class DataSource:
     def size(self):
         if self.path is not None:
             try:
-                return os.path.getsize(self.path)
+                # (A block device's st_size is 0: lseek to its end.)
+                return _utils.path_size(self.path)
             except OSError as exc:
                 raise exceptions.SourceNotFound(
                     '%s: %s' % (self.path, exc.strerror),
@@ -486,15 +488,69 @@ class UploadMarker:
                 pass
 
 
-def upload(transfer, plan, data, size, checksum, ctx, progress=None):
-    """Upload ``data`` to the first candidate that takes it."""
+def _existing(drv, loc, ctx, if_exists, size, checksum, marker, started,
+              plan, cand):
+    """Apply ``if_exists`` to what is at ``loc``; a Result to keep it.
+
+    None means: write.  Our own interrupted upload (its marker exists) is
+    continued, not judged.  A LUN (``volume_targets``) always exists, and
+    only ``"error"`` refuses it.
+    """
+    if if_exists == 'replace' or marker.exists():
+        return None
+    try:
+        st = drv.stat(loc, ctx)
+    except exceptions.SourceNotFound:
+        return None
+    if if_exists == 'error':
+        raise exceptions.DestinationExists(
+            '%s exists (if_exists="error")' % loc.masked, url=loc.masked)
+    if drv.volume_targets:
+        return None
+    if size is not None and st.size is not None and st.size != size:
+        raise exceptions.DestinationExists(
+            '%s exists with %d bytes, the data has %d; pass '
+            'if_exists="replace" to overwrite it' % (loc.masked, st.size,
+                                                     size), url=loc.masked)
+    digest = None
+    if checksum is not None:
+        h = checksum.new()
+        for chunk in drv.read(loc, 0, None, ctx):
+            ctx.cancel.check()
+            h.update(chunk)
+        digest = h.hexdigest()
+        if digest != checksum.hexdigest:
+            raise exceptions.DestinationExists(
+                '%s exists and its %s digest %s differs from %s; pass '
+                'if_exists="replace" to overwrite it' % (
+                    loc.masked, checksum.algorithm, digest,
+                    checksum.hexdigest), url=loc.masked)
+    elif size is None or st.size is None:
+        raise exceptions.DestinationExists(
+            '%s exists and neither a checksum nor the sizes can tell '
+            'whether it holds the same data' % loc.masked, url=loc.masked)
+    LOG.info('%s already holds the data; nothing to upload', loc.masked)
+    return result_mod.Result(
+        bytes_transferred=0, bytes_resumed=0, driver=None, url=None,
+        digest=digest, algorithm=checksum.algorithm if checksum else None,
+        size=st.size, elapsed=time.monotonic() - started, plan=plan,
+        dest=cand.url)
+
+
+def upload(transfer, plan, data, size, checksum, ctx, progress=None,
+           if_exists='replace', rate=None):
+    """Upload ``data`` to the first candidate that takes it.
+
+    :param if_exists: see :meth:`~oslo_transfer.transfer.Transfer.upload`.
+    :param rate: bytes per second (None: ``[oslo_transfer] rate_limit``).
+    """
     started = time.monotonic()
     src = DataSource(data, transfer.conf.oslo_transfer.chunk_size)
     if size is None:
         size = src.size()
     g = transfer.conf.oslo_transfer
     policy = retry_mod.RetryPolicy.from_conf(transfer.conf)
-    bucket = throttle.TokenBucket(g.rate_limit)
+    bucket = throttle.TokenBucket(g.rate_limit if rate is None else rate)
     last = None
     attempts = []
     for cand in plan.candidates:
@@ -504,6 +560,10 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                      src.rewindable)
         marker = UploadMarker(transfer.conf, loc, size, checksum, src)
         origin = throttle.origin_key(loc)
+        kept = _existing(drv, loc, ctx, if_exists, size, checksum, marker,
+                         started, plan, cand)
+        if kept is not None:
+            return kept
         while True:
             ctx.cancel.check()
             offset = 0

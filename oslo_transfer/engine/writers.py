@@ -118,17 +118,19 @@ def fs_type(fd: int):
 
 
 def open_direct(path: str, buffered_fd: int, buffer_bytes=None,
-                buffers=None):
+                buffers=None, block_device: bool = False):
     """A :class:`DirectWriter` for ``path``, or None without ``O_DIRECT``.
 
     :param buffered_fd: an open ``fd`` of the same file, used for what
         cannot be written aligned.
+    :param block_device: ``path`` is a block device (a volume): written
+        with ``O_DIRECT`` whatever file system its node sits on.
     """
     flags = getattr(os, 'O_DIRECT', None)
     if flags is None:
         return None
-    kind = fs_type(buffered_fd)
-    if kind not in LOCAL_DISK_FS:
+    kind = None if block_device else fs_type(buffered_fd)
+    if not block_device and kind not in LOCAL_DISK_FS:
         LOG.debug('%s: file system type %s is not a local disk; writing '
                   'through the page cache', path,
                   'unknown' if kind is None else hex(kind))

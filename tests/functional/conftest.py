@@ -362,3 +362,87 @@ def direct_writes(monkeypatch):
 
     monkeypatch.setattr(writers.DirectWriter, '_closed', spy)
     return seen
+
+
+class LoopDevice:
+    """A loop device over an image file: ``dev``, ``image``, ``size``."""
+
+    def __init__(self, dev, image, size):
+        self.dev = dev
+        self.image = image
+        self.size = size
+
+    def read(self, offset: int = 0, length: int | None = None) -> bytes:
+        """What the device holds (read through the device itself)."""
+        with open(self.dev, 'rb') as f:
+            f.seek(offset)
+            return f.read(self.size - offset if length is None else length)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.read()).hexdigest()
+
+    def allocated(self) -> int:
+        """Bytes allocated to the backing image (what was written)."""
+        return os.stat(self.image).st_blocks * 512
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """``loop_device(size, fill=None)`` -> a :class:`LoopDevice`.
+
+    The image is sparse (reads as zeros) or, with ``fill``, made of that
+    byte repeated: old contents that a write in place must overwrite.
+    Every device is detached at the end.  No loop device fails the test:
+    the functional tests run as root with ``/dev/loop-control``.
+    """
+    import subprocess
+    losetup = require_binary('losetup', 'mount')
+    made = []
+
+    def make(size, fill=None):
+        image = str(tmp_path / ('volume-%d.img' % len(made)))
+        with open(image, 'wb') as f:
+            if fill is None:
+                f.truncate(size)
+            else:
+                block = bytes([fill]) * MiB
+                for _ in range(size // MiB):
+                    f.write(block)
+                f.write(bytes([fill]) * (size % MiB))
+        p = subprocess.run([losetup, '--find', '--show', image],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.fail('no loop device (losetup: %s): writes in place are '
+                        'tested on loop devices; run as root with '
+                        '/dev/loop-control' % (p.stderr.strip() or
+                                               'exit %d' % p.returncode),
+                        pytrace=False)
+        dev = LoopDevice(p.stdout.strip(), image, size)
+        made.append(dev)
+        return dev
+
+    yield make
+    for dev in made:
+        subprocess.run([losetup, '--detach', dev.dev], check=False)
+
+
+def inplace_state(conf_or_state_path) -> list:
+    """The files of writes in place under ``STATE_PATH/oslo_transfer``."""
+    d = os.path.join(str(conf_or_state_path), 'oslo_transfer', 'inplace')
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+@pytest.fixture
+def rates(monkeypatch):
+    """``[(rate, nbytes)]`` of every limited ``TokenBucket.consume``."""
+    seen = []
+    from oslo_transfer.engine import throttle
+    consume = throttle.TokenBucket.consume
+
+    def spy(self, nbytes, cancel=None):
+        if self.rate:
+            seen.append((self.rate, nbytes))
+        return consume(self, nbytes, cancel)
+
+    monkeypatch.setattr(throttle.TokenBucket, 'consume', spy)
+    return seen

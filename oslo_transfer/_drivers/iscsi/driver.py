@@ -273,6 +273,7 @@ class ISCSIDriver(driver.Driver):
                     Cap.RESUMABLE_WRITE | Cap.BLOCK_ACCESS |
                     Cap.SAME_NETWORK_ONLY)
     chunk_size = 512 * 1024
+    volume_targets = True
 
     #: the shared object to load (tests point it elsewhere)
     soname = None

@@ -174,6 +174,22 @@ def test_copy_with_checksum_and_parallel_segments(ganesha, put, tmp_path,
     fconf.assert_only_dest(dest, f.data)
 
 
+def test_image_over_nfs_onto_a_loop_device(ganesha, put, loop_device,
+                                           make_conf, tmp_path):
+    """Cinder's image-to-volume from an NFS share: in place, verified."""
+    vol = loop_device(16 * MiB, fill=0xC3)
+    f = put(ganesha.export, 10 * MiB + 512)
+    conf = make_conf(oslo_transfer={'segment_threshold': MiB,
+                                    'segment_size': 2 * MiB})
+    with oslo_transfer.Transfer(conf, drivers=['nfs', 'file']) as t:
+        res = t.copy(ganesha.url(f.name), vol.dev, checksum=f.checksum(),
+                     hints=oslo_transfer.Hints(same_network=True))
+    assert res.driver == 'nfs' and res.dest == vol.dev
+    assert vol.read(0, f.size) == f.data
+    assert vol.read(f.size) == b'\xc3' * (vol.size - f.size)
+    assert fconf.inplace_state(tmp_path / 'state') == []
+
+
 def test_one_stream_copy_writes_the_answers_without_a_second_copy(
         ganesha, put, tmp_path, direct_writes):
     """A durable one-stream copy copies each READ answer once.

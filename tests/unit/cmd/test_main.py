@@ -61,6 +61,33 @@ def test_exit_codes(tmp_path, capsys):
     assert rc == main.EXIT_EXISTS
 
 
+def test_copy_in_place_keeps_the_destination_file(tmp_path, capsys):
+    """--in-place writes into DST itself: same inode, size kept."""
+    conf = tmp_path / 'c.conf'
+    conf.write_text('[oslo_transfer]\nstate_path = %s\n' % (tmp_path / 's'))
+    src = tmp_path / 'src'
+    src.write_bytes(b'\0' * 8192 + b'y' * 4096)
+    dst = tmp_path / 'vol'
+    dst.write_bytes(b'v' * 65536)
+    ino = dst.stat().st_ino
+    rc, out, err = run(capsys, '--config-file', str(conf), 'copy',
+                       '--in-place', str(src), str(dst), '--json')
+    assert rc == 0, err
+    assert json.loads(out)['dest'] == str(dst)
+    assert dst.stat().st_ino == ino
+    assert dst.read_bytes() == src.read_bytes() + b'v' * (65536 - 12288)
+    # --assume-zeroed: the zero run is not written (the old bytes stay).
+    dst.write_bytes(b'v' * 65536)
+    rc, out, err = run(capsys, '--config-file', str(conf), 'copy',
+                       '--in-place', '--assume-zeroed', str(src), str(dst))
+    assert rc == 0, err
+    assert dst.read_bytes()[:12288] == b'v' * 8192 + b'y' * 4096
+    rc, _, err = run(capsys, '--config-file', str(conf), 'copy',
+                     '--assume-zeroed', str(src), str(tmp_path / 'new'))
+    assert rc == main.EXIT_USAGE and 'assume_zeroed' in err
+    assert not (tmp_path / 'new').exists()
+
+
 def test_plan_moves_nothing(tmp_path, capsys):
     rc, out, _ = run(capsys, 'plan', 'https://u:pw@origin.invalid/img',
                      str(tmp_path / 'd'), '--peers', '40')

@@ -38,6 +38,9 @@ The pieces are cut into ``count`` contiguous slices, one per receiver
 3. when the peers have sent nothing for ``peer_wait`` seconds (a receiver
    died before it fetched anything, or no peer was named): any missing
    piece, starting after its own slice.
+
+That is the plan of a host told every receiver's address.  A host told
+none (peers found through a tracker) uses :class:`SpreadPlan`.
 """
 
 import collections
@@ -45,7 +48,7 @@ import math
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 
-__all__ = ['PiecePlan']
+__all__ = ['PiecePlan', 'SpreadPlan']
 
 #: seconds of history behind a slice's rate
 _WINDOW = 2.0
@@ -97,7 +100,7 @@ class PiecePlan:
 
     # -- observations ---------------------------------------------------------
 
-    def observe(self, now: float, avail, have):
+    def observe(self, now: float, avail, have, fetchers: int | None = None):
         """Record how many pieces of each slice the peers or we hold."""
         if avail is None:
             return
@@ -123,6 +126,9 @@ class PiecePlan:
             self.fetch_time = seconds
         else:
             self.fetch_time = 0.7 * self.fetch_time + 0.3 * seconds
+
+    def given_back(self):
+        """A piece taken with :meth:`next` was not fetched after all."""
 
     def rate(self, j: int) -> float:
         """Pieces of slice ``j`` appearing per second, lately."""
@@ -195,3 +201,145 @@ class PiecePlan:
             if eta > 2 * mine + _SLACK:
                 return i
         return None
+
+
+def _largest_gap(pieces: range, free):
+    """``(start, stop)`` of the longest run of free pieces, or None."""
+    best = None
+    run = None
+    for i in pieces:
+        if free(i):
+            if run is None:
+                run = i
+            continue
+        if run is not None and (best is None or i - run > best[1] - best[0]):
+            best = (run, i)
+        run = None
+    if run is not None and (best is None or
+                            pieces.stop - run > best[1] - best[0]):
+        best = (run, pieces.stop)
+    return best
+
+
+class SpreadPlan:
+    """The origin's pieces for a host that knows no peer's address.
+
+    Receivers that meet through a tracker (or local discovery) cannot agree
+    on slices in advance.  Each takes slice ``hash(endpoint) mod count``
+    (``origin.endpoint_share``), so some slices have two owners and some
+    none.  A host fetches *runs* of free pieces -- not held, not in flight
+    here, not at a connected peer, not being downloaded from one:
+
+    1. its first run starts inside its own slice at the fraction ``start``
+       (from the same hash: two owners of one slice start apart) and goes
+       on to the end of the free stretch;
+    2. when the next piece of the run is no longer free (it ran into
+       another host's run), it starts a new run at the same fraction of the
+       longest free stretch of its own slice -- away from every other
+       host's front;
+    3. once its own slice holds nothing free, and if ``help_slower``: runs
+       in the longest free stretch of the whole file (the slices nobody
+       drew, or a slow owner's);
+    4. when the peers have sent nothing for ``peer_wait`` seconds: any
+       piece not held here, ignoring what the peers have.
+
+    It does not run ahead: while it has taken ``_LEAD`` pieces more than
+    its fair part of what the swarm holds (the pieces held here or at a
+    peer, divided by ``count`` for the first ``_ABSENT`` seconds, then by
+    the hosts met that still fetch, at most ``count``), it waits.
+    Otherwise the first host to reach the origin takes a large part of the
+    file and its uplink is what every other host waits for.
+
+    :param index: this host's slice.
+    :param start: where in a free stretch a run begins, in ``[0, 1)``.
+    :param have: pieces already held.
+    """
+
+    def __init__(self, index: int, count: int, num_pieces: int,
+                 start: float = 0.0, have=(), help_slower: bool = True):
+        self.index = index
+        self.count = max(1, count)
+        self.num_pieces = num_pieces
+        self.start = min(max(start, 0.0), 1.0 - 1e-9)
+        self.help_slower = help_slower and self.count > 1
+        self.slices = [origin_mod.share_range(j, self.count, num_pieces)
+                       for j in range(self.count)]
+        have = set(have)
+        self.share = [i for i in self.slices[index] if i not in have]
+        self.fetch_time = None
+        #: pieces this host took from the origin
+        self.taken = 0
+        self._present = len(have)
+        self._fetchers = 1
+        self._t0 = None
+        self._now = 0.0
+        self._cursor = None
+        self._stop = None
+        self._why = 'share'
+
+    def observe(self, now: float, avail, have, fetchers: int | None = None):
+        """Note what the swarm holds and how many hosts still fetch.
+
+        :param fetchers: this host plus the connected peers that are not
+            complete.
+        """
+        if self._t0 is None:
+            self._t0 = now
+        self._now = now
+        if avail is not None:
+            self._present = sum(1 for i, a in enumerate(avail)
+                                if a or i in have)
+        if fetchers is not None:
+            self._fetchers = max(1, fetchers)
+
+    def fetched(self, seconds: float):
+        if self.fetch_time is None:
+            self.fetch_time = seconds
+        else:
+            self.fetch_time = 0.7 * self.fetch_time + 0.3 * seconds
+
+    def given_back(self):
+        """A piece taken with :meth:`next` was not fetched after all."""
+        self.taken = max(0, self.taken - 1)
+
+    def ahead(self) -> bool:
+        """Taken ``_LEAD`` pieces more than a fair part of what is held.
+
+        For the first ``_ABSENT`` seconds every expected host counts, met
+        or not (the others may not have found this one yet); then only
+        the hosts met that still fetch.
+        """
+        if self._t0 is None or self._now - self._t0 < _ABSENT:
+            k = self.count
+        else:
+            k = min(self.count, self._fetchers)
+        return k > 1 and self.taken >= self._present / k + _LEAD
+
+    def next(self, wanted, avail, have, starving: bool):
+        """``(piece, why)`` to fetch from the origin, or None."""
+        if starving:
+            free = wanted
+        else:
+            if self.ahead():
+                return None
+
+            def free(i):
+                return wanted(i) and (avail is None or not avail[i])
+        c = self._cursor
+        if c is not None and c < self._stop and free(c):
+            self._cursor = c + 1
+            self.taken += 1
+            return c, self._why
+        why = 'share'
+        gap = _largest_gap(self.slices[self.index], free)
+        if gap is None and (self.help_slower or starving):
+            why = 'rest' if starving else 'helped'
+            gap = _largest_gap(range(self.num_pieces), free)
+        if gap is None:
+            self._cursor = None
+            return None
+        s, e = gap
+        i = s + int((e - s) * self.start)
+        self._cursor, self._stop, self._why = i + 1, e, why
+        self.taken += 1
+        return i, why

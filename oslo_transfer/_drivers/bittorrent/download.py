@@ -48,6 +48,7 @@ import urllib.parse
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 from oslo_transfer._drivers.bittorrent import pieces as pieces_mod
 from oslo_transfer._drivers.bittorrent import record as record_mod
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -360,6 +361,9 @@ class TorrentDownload:
             if data is not None and index in self.have:
                 self.stats['origin_wasted'] = self.stats.get(
                     'origin_wasted', 0) + 1
+            if data is not None and (index in self.have or (
+                    self._avail is not None and self._avail[index])):
+                self.plan.collided(index)
             if data is None or self._done or index in self.have:
                 return
             self._origin_added[index] = time.monotonic()
@@ -443,7 +447,7 @@ class TorrentDownload:
             busy = {d['piece_index'] for d in self.handle.get_download_queue()}
             avail = self.handle.piece_availability()
             fetchers = 1 + sum(1 for p in self.handle.get_peer_info()
-                               if not p.seed)
+                               if not session_mod.is_seed(p))
         except RuntimeError:
             return
         if len(avail) != self.meta.num_pieces:
@@ -453,6 +457,13 @@ class TorrentDownload:
             self._peer_busy = busy
             self._avail = avail
             self.plan.observe(now, avail, self.have, fetchers)
+            if avail is not None:
+                # A piece this host is fetching from the origin (or has
+                # not yet seen verified) that a peer has: another host
+                # fetched it too.
+                for i in self._origin_inflight | set(self._origin_added):
+                    if avail[i] and i not in self.have:
+                        self.plan.collided(i)
             # A piece handed to libtorrent that was neither verified nor
             # failed within a while is given back to the origin fetcher.
             for i, t in list(self._origin_added.items()):
@@ -537,7 +548,8 @@ class TorrentDownload:
             infos = self.handle.get_peer_info()
         except RuntimeError:
             return
-        self.seen_complete.update(tuple(p.ip) for p in infos if p.seed)
+        self.seen_complete.update(
+            tuple(p.ip) for p in infos if session_mod.is_seed(p))
 
     def _collect_stats(self):
         self._note_complete_peers()

@@ -44,9 +44,12 @@ none (peers found through a tracker) uses :class:`SpreadPlan`.
 """
 
 import collections
+import logging
 import math
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
+
+LOG = logging.getLogger(__name__)
 
 __all__ = ['PiecePlan', 'SpreadPlan']
 
@@ -60,6 +63,12 @@ _ABSENT = 5.0
 #: a piece is taken from a slower receiver when that receiver would need
 #: more than twice this host's time per piece plus this many seconds
 _SLACK = 0.5
+#: SpreadPlan: a new run does not start in a free stretch shorter than this
+#: while the swarm still gains pieces (another host's run is in it)
+_MIN_JUMP = 4
+#: SpreadPlan: seconds without a new piece in the swarm after which any
+#: free stretch will do
+_STILL = 1.0
 
 
 class PiecePlan:
@@ -129,6 +138,9 @@ class PiecePlan:
 
     def given_back(self):
         """A piece taken with :meth:`next` was not fetched after all."""
+
+    def collided(self, index: int):
+        """Piece ``index``, fetched here, was already at a peer."""
 
     def rate(self, j: int) -> float:
         """Pieces of slice ``j`` appearing per second, lately."""
@@ -203,44 +215,60 @@ class PiecePlan:
         return None
 
 
-def _largest_gap(pieces: range, free):
-    """``(start, stop)`` of the longest run of free pieces, or None."""
-    best = None
-    run = None
-    for i in pieces:
+def _stretch(pos: int, free, area: range):
+    """The first free stretch of ``area`` from ``pos`` on.
+
+    :returns: ``(start, stop, open)``, wrapping at the end of ``area`` and
+        cut there; None if nothing is free.  ``open`` is True when
+        ``pos`` is inside the stretch, after a free piece: no run is
+        coming from its front.
+    """
+    n = len(area)
+    if not n:
+        return None
+    k0 = (pos - area.start) % n
+    for k in range(n):
+        i = area.start + (k0 + k) % n
         if free(i):
-            if run is None:
-                run = i
-            continue
-        if run is not None and (best is None or i - run > best[1] - best[0]):
-            best = (run, i)
-        run = None
-    if run is not None and (best is None or
-                            pieces.stop - run > best[1] - best[0]):
-        best = (run, pieces.stop)
-    return best
+            j = i + 1
+            while j < area.stop and free(j):
+                j += 1
+            return i, j, k == 0 and i > area.start and free(i - 1)
+    return None
 
 
 class SpreadPlan:
     """The origin's pieces for a host that knows no peer's address.
 
     Receivers that meet through a tracker (or local discovery) cannot agree
-    on slices in advance.  Each takes slice ``hash(endpoint) mod count``
-    (``origin.endpoint_share``), so some slices have two owners and some
-    none.  A host fetches *runs* of free pieces -- not held, not in flight
-    here, not at a connected peer, not being downloaded from one:
+    on slices in advance.  Each draws slice ``hash(endpoint) mod count``
+    (``origin.endpoint_share``), and a *home* in it from the same hash, so
+    that hosts that drew the same slice start apart; together the homes
+    are spread over the file.  A host fetches *runs* of free pieces -- not
+    held, not in flight here, not at a connected peer, not being
+    downloaded from one -- going forward from its home:
 
-    1. its first run starts inside its own slice at the fraction ``start``
-       (from the same hash: two owners of one slice start apart) and goes
-       on to the end of the free stretch;
-    2. when the next piece of the run is no longer free (it ran into
-       another host's run), it starts a new run at the same fraction of the
-       longest free stretch of its own slice -- away from every other
-       host's front;
-    3. once its own slice holds nothing free, and if ``help_slower``: runs
-       in the longest free stretch of the whole file (the slices nobody
-       drew, or a slow owner's);
-    4. when the peers have sent nothing for ``peer_wait`` seconds: any
+    1. a run goes on while its next piece is free;
+    2. when it is not (the run met the pieces of another host's run), the
+       next run starts in the first free stretch after it (wrapping at the
+       end of the file): at its start if the stretch follows a free piece,
+       otherwise a quarter to three quarters in (the fraction from the
+       hash), since the front of such a stretch is most likely another
+       host's run, whose pieces in flight no peer can see;
+    3. while other hosts are met and the swarm gained a piece in the last
+       ``_STILL`` seconds, a new run never starts in a stretch that follows
+       held pieces and is shorter than ``_MIN_JUMP`` pieces or two per host
+       still fetching: another host's run is fetching it; otherwise every
+       host near the end would fetch the same last pieces;
+    4. a piece of this host's run that a peer turns out to have before
+       this host holds it means the run is treading on another host's (the
+       pieces are visible only after their fetch, a hash check and a
+       message): the run ends there, and the next starts as in 2;
+    5. near the end -- fewer free pieces left than two per host still
+       fetching, while the swarm gains pieces -- no new run starts: those
+       pieces are in flight at their runs' hosts;
+    6. without ``help_slower``, runs stay within its own slice;
+    7. when the peers have sent nothing for ``peer_wait`` seconds: any
        piece not held here, ignoring what the peers have.
 
     It does not run ahead: while it has taken ``_LEAD`` pieces more than
@@ -251,7 +279,8 @@ class SpreadPlan:
     file and its uplink is what every other host waits for.
 
     :param index: this host's slice.
-    :param start: where in a free stretch a run begins, in ``[0, 1)``.
+    :param start: where in its slice its home is, and how far into a
+        stretch a run may begin, in ``[0, 1)``.
     :param have: pieces already held.
     """
 
@@ -264,8 +293,10 @@ class SpreadPlan:
         self.help_slower = help_slower and self.count > 1
         self.slices = [origin_mod.share_range(j, self.count, num_pieces)
                        for j in range(self.count)]
+        own = self.slices[index]
+        self.home = own.start + int(len(own) * self.start)
         have = set(have)
-        self.share = [i for i in self.slices[index] if i not in have]
+        self.share = [i for i in own if i not in have]
         self.fetch_time = None
         #: pieces this host took from the origin
         self.taken = 0
@@ -273,8 +304,10 @@ class SpreadPlan:
         self._fetchers = 1
         self._t0 = None
         self._now = 0.0
+        self._changed = 0.0
         self._cursor = None
-        self._stop = None
+        self._jump = False
+        self._started = False
         self._why = 'share'
 
     def observe(self, now: float, avail, have, fetchers: int | None = None):
@@ -287,8 +320,10 @@ class SpreadPlan:
             self._t0 = now
         self._now = now
         if avail is not None:
-            self._present = sum(1 for i, a in enumerate(avail)
-                                if a or i in have)
+            present = sum(1 for i, a in enumerate(avail) if a or i in have)
+            if present != self._present:
+                self._changed = now
+            self._present = present
         if fetchers is not None:
             self._fetchers = max(1, fetchers)
 
@@ -301,6 +336,11 @@ class SpreadPlan:
     def given_back(self):
         """A piece taken with :meth:`next` was not fetched after all."""
         self.taken = max(0, self.taken - 1)
+
+    def collided(self, index: int):
+        """Piece ``index``, fetched here, was already at a peer."""
+        if self._cursor is not None and index < self._cursor:
+            self._jump = True
 
     def ahead(self) -> bool:
         """Taken ``_LEAD`` pieces more than a fair part of what is held.
@@ -315,6 +355,9 @@ class SpreadPlan:
             k = min(self.count, self._fetchers)
         return k > 1 and self.taken >= self._present / k + _LEAD
 
+    def _busy_swarm(self) -> bool:
+        return self._fetchers > 1 and self._now - self._changed < _STILL
+
     def next(self, wanted, avail, have, starving: bool):
         """``(piece, why)`` to fetch from the origin, or None."""
         if starving:
@@ -325,21 +368,50 @@ class SpreadPlan:
 
             def free(i):
                 return wanted(i) and (avail is None or not avail[i])
+        own = self.slices[self.index]
         c = self._cursor
-        if c is not None and c < self._stop and free(c):
+        if c is not None and not self._jump and c < self.num_pieces and \
+                free(c) and (self.help_slower or starving or c in own):
             self._cursor = c + 1
             self.taken += 1
             return c, self._why
-        why = 'share'
-        gap = _largest_gap(self.slices[self.index], free)
-        if gap is None and (self.help_slower or starving):
-            why = 'rest' if starving else 'helped'
-            gap = _largest_gap(range(self.num_pieces), free)
-        if gap is None:
-            self._cursor = None
+        area = (range(self.num_pieces) if self.help_slower or starving
+                else own)
+        k = min(self.count, self._fetchers)
+        nfree = sum(1 for i in range(self.num_pieces) if free(i))
+        if not starving and self._busy_swarm() and nfree < 2 * k:
             return None
-        s, e = gap
-        i = s + int((e - s) * self.start)
-        self._cursor, self._stop, self._why = i + 1, e, why
+        pos = self.home if c is None else c
+        first = not self._started
+        found = None
+        scan, scanned = pos, 0
+        while scanned < len(area):
+            st = _stretch(scan, free, area)
+            if st is None:
+                break
+            s, e, open_front = st
+            if open_front or first or starving or \
+                    e - s >= max(_MIN_JUMP, 2 * k) or not self._busy_swarm():
+                found = st
+                break
+            # a short stretch at another host's front: leave it to that
+            # host and look further on
+            scanned += (s - scan) % len(area) + (e - s)
+            scan = e if e < area.stop else area.start
+        if found is None:
+            return None
+        s, e, open_front = found
+        if open_front or first:
+            i = s
+        else:
+            i = s + int((e - s) * (0.25 + 0.5 * self.start))
+        LOG.debug('bittorrent: new run at piece %d in [%d, %d) (%d free, %d '
+                  'fetching, busy %s, taken %d, present %d)', i, s, e, nfree,
+                  k, self._busy_swarm(), self.taken, self._present)
+        self._started = True
+        self._jump = False
+        self._cursor = i + 1
+        self._why = 'rest' if starving else (
+            'share' if i in own else 'helped')
         self.taken += 1
-        return i, why
+        return i, self._why

@@ -68,7 +68,7 @@ _SLACK = 0.5
 _MIN_JUMP = 4
 #: SpreadPlan: seconds without a new piece in the swarm after which any
 #: free stretch will do
-_STILL = 1.0
+_STILL = 0.5
 
 
 class PiecePlan:
@@ -257,24 +257,28 @@ class SpreadPlan:
        host's run, whose pieces in flight no peer can see;
     3. while other hosts are met and the swarm gained a piece in the last
        ``_STILL`` seconds, a new run never starts in a stretch that follows
-       held pieces and is shorter than ``_MIN_JUMP`` pieces or two per host
+       held pieces and is shorter than ``_MIN_JUMP`` pieces or one per host
        still fetching: another host's run is fetching it; otherwise every
        host near the end would fetch the same last pieces;
     4. a piece of this host's run that a peer turns out to have before
        this host holds it means the run is treading on another host's (the
        pieces are visible only after their fetch, a hash check and a
        message): the run ends there, and the next starts as in 2;
-    5. near the end -- fewer free pieces left than two per host still
-       fetching, while the swarm gains pieces -- no new run starts: those
-       pieces are in flight at their runs' hosts;
+    5. near the end -- fewer free pieces left than four per host still
+       fetching -- a new run starts at the piece of that rank among them
+       given by the hash (the runs of hosts that ended at the same place
+       would otherwise all take the same last piece); first among those
+       that are ``_MIN_JUMP`` or more past held pieces, then, once the
+       swarm is still, among all;
     6. without ``help_slower``, runs stay within its own slice;
     7. when the peers have sent nothing for ``peer_wait`` seconds: any
        piece not held here, ignoring what the peers have.
 
-    It does not run ahead: while it has taken ``_LEAD`` pieces more than
-    its fair part of what the swarm holds (the pieces held here or at a
-    peer, divided by ``count`` for the first ``_ABSENT`` seconds, then by
-    the hosts met that still fetch, at most ``count``), it waits.
+    It does not run ahead: until the swarm holds three quarters of the
+    pieces, while it has fetched ``_LEAD`` pieces more than its fair part
+    of what the swarm holds (the pieces held here or at a peer, divided by
+    ``count`` for the first ``_ABSENT`` seconds, then by the hosts met that
+    still fetch, at most ``count``), it waits.
     Otherwise the first host to reach the origin takes a large part of the
     file and its uplink is what every other host waits for.
 
@@ -298,8 +302,9 @@ class SpreadPlan:
         have = set(have)
         self.share = [i for i in own if i not in have]
         self.fetch_time = None
-        #: pieces this host took from the origin
+        #: pieces this host took from the origin, and fetched
         self.taken = 0
+        self.done = 0
         self._present = len(have)
         self._fetchers = 1
         self._t0 = None
@@ -328,6 +333,7 @@ class SpreadPlan:
             self._fetchers = max(1, fetchers)
 
     def fetched(self, seconds: float):
+        self.done += 1
         if self.fetch_time is None:
             self.fetch_time = seconds
         else:
@@ -343,17 +349,24 @@ class SpreadPlan:
             self._jump = True
 
     def ahead(self) -> bool:
-        """Taken ``_LEAD`` pieces more than a fair part of what is held.
+        """Fetched ``_LEAD`` pieces more than a fair part of what is held.
+
+        Fetched, not taken: the pieces in flight here are not counted, as
+        the others' are not visible.
 
         For the first ``_ABSENT`` seconds every expected host counts, met
         or not (the others may not have found this one yet); then only
-        the hosts met that still fetch.
+        the hosts met that still fetch.  Once the swarm holds three
+        quarters of the pieces, nobody waits: a paused host's run would
+        hold up the last pieces.
         """
+        if self._present >= 3 * self.num_pieces // 4:
+            return False
         if self._t0 is None or self._now - self._t0 < _ABSENT:
             k = self.count
         else:
             k = min(self.count, self._fetchers)
-        return k > 1 and self.taken >= self._present / k + _LEAD
+        return k > 1 and self.done >= self._present / k + _LEAD
 
     def _busy_swarm(self) -> bool:
         return self._fetchers > 1 and self._now - self._changed < _STILL
@@ -378,9 +391,28 @@ class SpreadPlan:
         area = (range(self.num_pieces) if self.help_slower or starving
                 else own)
         k = min(self.count, self._fetchers)
-        nfree = sum(1 for i in range(self.num_pieces) if free(i))
-        if not starving and self._busy_swarm() and nfree < 2 * k:
-            return None
+        left = [i for i in area if free(i)]
+        nfree = len(left)
+        if left and not starving and nfree < 4 * k:
+            # The end: spread the hosts over what is left by their hash,
+            # first over the pieces that no run is likely to be fetching
+            # (a run's pieces in flight follow the last it showed).
+            cold, front, prev = [], None, None
+            for i in left:
+                if prev is None or i != prev + 1:
+                    # a stretch begins: does it follow held pieces?
+                    front = i if i > area.start else None
+                prev = i
+                if front is None or i - front >= _MIN_JUMP:
+                    cold.append(i)
+            pick = cold or (left if not self._busy_swarm() else None)
+            if not pick:
+                return None
+            i = pick[int(len(pick) * self.start)]
+            self._started, self._jump, self._cursor = True, False, i + 1
+            self._why = 'share' if i in own else 'helped'
+            self.taken += 1
+            return i, self._why
         pos = self.home if c is None else c
         first = not self._started
         found = None
@@ -391,7 +423,7 @@ class SpreadPlan:
                 break
             s, e, open_front = st
             if open_front or first or starving or \
-                    e - s >= max(_MIN_JUMP, 2 * k) or not self._busy_swarm():
+                    e - s >= max(_MIN_JUMP, k) or not self._busy_swarm():
                 found = st
                 break
             # a short stretch at another host's front: leave it to that

@@ -64,8 +64,10 @@ def test_alone_every_piece_once(count, n, start, index):
 @hypothesis.given(hosts=st.integers(2, 10), n=st.integers(8, 200),
                   seed=st.integers(0, 2 ** 32))
 def test_swarm_that_sees_at_once_fetches_each_piece_once(hosts, n, seed):
-    """With every piece visible as soon as fetched, nothing is fetched twice
-    and nobody takes much more than its part (pacing)."""
+    """Seen at once, nothing is fetched twice.
+
+    And nobody takes much more than its part (pacing).
+    """
     plans = []
     for h in range(hosts):
         index, start = origin.endpoint_share('10.1.%d.%d:6881' % (seed, h),
@@ -131,8 +133,8 @@ def test_without_help_it_keeps_to_its_slice():
     avail = [True] * 40
     rest = _drain(plan, 40, held={i for i, _ in got}, avail=avail,
                   starving=True)
-    assert sorted(i for i, _ in rest) == [i for i in range(40)
-                                         if not 10 <= i < 20]
+    assert sorted(i for i, _ in rest) == [
+        i for i in range(40) if not 10 <= i < 20]
     assert {why for _, why in rest} == {'rest'}
 
 

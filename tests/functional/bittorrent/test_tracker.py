@@ -55,3 +55,34 @@ def test_three_receivers_meet_through_a_tracker(swarm, origin, tracker,
     assert data.size <= sent <= 1.3 * data.size, (
         'nginx sent %d bytes for %d bytes of data to 3 receivers that '
         'know no peer list' % (sent, data.size))
+
+
+def test_a_receiver_that_meets_nobody_fetches_everything_once(
+        swarm, origin, tracker, image, tmp_path):
+    """Told of 3 receivers, it meets none, and still completes.
+
+    The tracker refuses the torrent (not in its whitelist).  The host
+    fetches its share, then the rest once no peer sends anything: each
+    byte once.
+    """
+    data = image(4 * MiB)
+    url = origin.url(data.name)
+    raw = bittorrent.make_torrent(data.path, web_seeds=[url],
+                                  trackers=[tracker.announce])
+    torrent = tmp_path / 'image.torrent'
+    torrent.write_bytes(raw)
+    tracker.start('0' * 40)             # another torrent only
+    dest = tmp_path / 'out'
+    dest.mkdir()
+    dest = str(dest / 'image.raw')
+    recv = swarm.receiver('alone', str(torrent), dest, ports(1)[0],
+                          urls=[url], peers_count=3,
+                          checksum=data.checksum(),
+                          options={'oslo_transfer.p2p_min_peers': 3,
+                                   'seed_time': 0})
+    res = recv.json_line(timeout=90)
+    assert res['ok'], res
+    assert res['result']['driver'] == 'bittorrent'
+    assert res['stats']['peer_pieces'] == 0
+    fconf.assert_only_dest(dest, data.data)
+    assert origin.bytes_sent_for(data.name) == data.size

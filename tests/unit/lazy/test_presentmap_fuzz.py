@@ -82,7 +82,11 @@ def test_property_a_foreign_header_drops_the_map(tmp_path_factory, key,
     with open(ctl_path) as f:
         ctl = json.load(f)
     hypothesis.assume(ctl['lazy'].get(key) != value)
-    assert _after_reopen(dest, key, value) == ({1, 4, 7}, {1, 4, 7})
+    held, bits = _after_reopen(dest, key, value)
+    # the ranges' blocks are kept (a header of the wrong shape is damage:
+    # the control file is started again), the map's own bit never is
+    assert held in ({1, 4, 7}, set())
+    assert bits == held
 
 
 def test_a_matching_header_keeps_the_map(tmp_path):

@@ -15,7 +15,7 @@
 ::
 
     python benchmarks/lazy/run.py [--size 2G] [--rate 100mbit]
-        [--qd 1,16] [--rows a,b,d,e,f] [--seed 1]
+        [--qd 1,16] [--rows a,b,c,d,e,f] [--seed 1]
 
 A real nginx serves the image in a network namespace of its own, behind a
 ``--rate`` link shaped with ``tc tbf`` (the swarm benchmark's network,
@@ -27,6 +27,10 @@ each queue depth of ``--qd``, on these rows:
        (served by ``nbdkit file``): the time until the trace is served
        includes the whole copy;
 ``b``  ``nbdkit curl URL --filter=cache cache-on-read=true``;
+``c``  qemu's curl driver with copy-on-read: ``qemu-nbd`` exports the
+       ``copy-on-read`` filter over a qcow2 overlay whose raw backing file
+       is the URL (``qemu-img create -f qcow2 -F raw -u -b URL``), so what
+       the trace reads is copied into the overlay;
 ``d``  ``oslo-transfer nbd`` with ``--no-prefetch``;
 ``e``  ``oslo-transfer nbd`` (prefetch on);
 ``f``  ``oslo-transfer nbd`` with an access profile recorded by a run
@@ -39,10 +43,10 @@ touched), the time until the image is complete (``-``: never), and the
 peak RssAnon of the processes of the row (ours: the command and its
 nbdkit).  JSON and a PNG plot go to ``benchmarks/results/lazy.*``.
 
-Not yet: (c) qemu's curl driver with copy-on-read and (g) ``nbdkit
-torrent``, the rows of the issue that need a qemu block graph and a
+Not yet: (g) ``nbdkit torrent``, the row of the issue that needs a
 swarm.  Needs root (network namespaces), nginx, nbdkit with its curl and
-python plugins, and python3-libnbd.
+python plugins, qemu-utils with qemu-block-extra (row c) and
+python3-libnbd.
 """
 
 import argparse
@@ -234,6 +238,24 @@ class Bench:
         self.stop(server)
         return self._row('b', qd, served, during, during, None, rss.stop())
 
+    def row_qemu_cor(self, qd):
+        d = self.fresh('c-%d' % qd)
+        sock = os.path.join(d, 'sock')
+        overlay = os.path.join(d, 'overlay.qcow2')
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F',
+                        'raw', '-u', '-b', self.url, overlay,
+                        str(self.size)], check=True)
+        before = self.net.origin_tx()
+        server = self.serve([
+            'qemu-nbd', '-k', sock, '--image-opts',
+            'driver=copy-on-read,file.driver=qcow2,file.file.driver=file,'
+            'file.file.filename=' + overlay], sock)
+        rss = RssSampler(server.pid)
+        served = self.replay('nbd+unix:///?socket=' + sock, qd)
+        during = self.net.origin_tx() - before
+        self.stop(server)
+        return self._row('c', qd, served, during, during, None, rss.stop())
+
     def row_ours(self, name, qd, *options):
         d = self.fresh('%s-%d' % (name, qd))
         dest = os.path.join(d, 'image.raw')
@@ -290,6 +312,8 @@ class Bench:
                     rows.append(self.row_copy(qd))
                 elif name == 'b':
                     rows.append(self.row_nbdkit_curl(qd))
+                elif name == 'c':
+                    rows.append(self.row_qemu_cor(qd))
                 elif name == 'd':
                     rows.append(self.row_ours('d', qd, '--no-prefetch'))
                 elif name == 'e':
@@ -355,7 +379,7 @@ def main():
     p.add_argument('--rate', default='100mbit')
     p.add_argument('--qd', default='1,16',
                    type=lambda s: [int(x) for x in s.split(',')])
-    p.add_argument('--rows', default='a,b,d,e,f',
+    p.add_argument('--rows', default='a,b,c,d,e,f',
                    type=lambda s: s.split(','))
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--repeat', type=int, default=1)   # (swarm's Bench)

@@ -50,7 +50,8 @@ def run_oslo(args, peers):
         key, _, value = item.partition('=')
         conf.set_override(key, value, g)
     src = oslo_transfer.Source(urls=[args.url], torrent=args.torrent)
-    hints = oslo_transfer.Hints(peers=len(peers), peer_addresses=peers)
+    hints = oslo_transfer.Hints(peers=args.peers or len(peers),
+                                peer_addresses=peers)
     plan = tr.plan(src, args.dest, hints=hints)
     wait_until(args.start_at)
     start = time.time()
@@ -98,7 +99,7 @@ def run_libtorrent(args, peers):
         'close_redundant_connections': False,
         'alert_mask': lt.alert.category_t.status_notification,
         **lt_settings(args.lt)})
-    ti = lt.torrent_info(meta.torrent_bytes())
+    ti = lt.torrent_info(meta.torrent_bytes(trackers=meta.trackers))
     ti.add_url_seed(args.url)
     p = lt.add_torrent_params()
     p.ti = ti
@@ -129,11 +130,13 @@ def run_libtorrent(args, peers):
            'timeline': timeline.stop() if timeline else None,
            'stats': {'peer_bytes': st.total_payload_download}}
 
+    others = (args.peers or len(peers)) - 1
+
     def seed(session=s):
         deadline = time.time() + args.seed_time
         while time.time() < deadline:
             infos = h.get_peer_info()
-            if len([i for i in infos if i.seed]) >= len(peers) - 1:
+            if len([i for i in infos if i.seed]) >= others:
                 time.sleep(3)
                 return
             time.sleep(0.5)
@@ -215,6 +218,8 @@ def main():
     p.add_argument('--url', required=True)
     p.add_argument('--listen', required=True)
     p.add_argument('--peer', action='append', default=[])
+    p.add_argument('--peers', type=int, default=0,
+                   help='receivers in all (default: the --peer count)')
     p.add_argument('--checksum')
     p.add_argument('--start-at', type=float, default=0.0)
     p.add_argument('--seed-time', type=float, default=60.0)

@@ -24,6 +24,7 @@ import pytest
 
 from oslo_transfer._drivers.bittorrent import download as download_mod
 from oslo_transfer._drivers.bittorrent import seed as seed_mod
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import driver
 from oslo_transfer import locations
 from tests.unit.test_bittorrent_driver import drv  # noqa: F401 (fixture)
@@ -33,10 +34,24 @@ B = ('127.0.0.1', 6882)
 
 
 class _Peer:
+    """Like libtorrent's ``peer_info``.
+
+    ``seed`` is the flag's value (a class constant); the state is a bit of
+    ``flags``.
+    """
+
+    seed = 1024
+
     def __init__(self, ip, seed):
         self.ip = ip
-        self.seed = seed
+        self.flags = self.seed if seed else 0
         self.progress = 1.0 if seed else 0.5
+
+
+def test_the_fake_peer_info_is_libtorrents_shape():
+    import libtorrent   # a requirement of oslo.transfer
+    assert libtorrent.peer_info.seed == _Peer.seed
+    assert not session_mod.is_seed(libtorrent.peer_info())
 
 
 class _Handle:

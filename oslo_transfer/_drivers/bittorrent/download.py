@@ -43,10 +43,12 @@ import queue
 import shutil
 import threading
 import time
+import urllib.parse
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 from oslo_transfer._drivers.bittorrent import pieces as pieces_mod
 from oslo_transfer._drivers.bittorrent import record as record_mod
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ _MAX_ORIGIN_FAILURES = 2
 #: seconds after which a piece given to add_piece without an answer is
 #: fetched again
 _ADD_PIECE_TIMEOUT = 30.0
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 class TorrentDownload:
@@ -214,18 +223,34 @@ class TorrentDownload:
         return p
 
     def _plan_share(self):
-        peers = origin_mod.resolve_peers(
-            getattr(self.ctx.hints, 'peer_addresses', ()))
+        named = getattr(self.ctx.hints, 'peer_addresses', ())
+        peers = origin_mod.resolve_peers(named)
         port = self.sess.listen_port()
-        index, count, self.peers = origin_mod.my_share(peers, port)
-        self.plan = pieces_mod.PiecePlan(
-            index, count, self.meta.num_pieces, have=self.have,
-            help_slower=self.opts.help_slower_peers)
+        expected = getattr(self.ctx.hints, 'peers', 1) or 1
+        if not named and expected > 1:
+            # No peer list: the receivers meet through a tracker or local
+            # discovery, and each draws its slice from its own endpoint.
+            towards = [h for h in map(_host_of, [o.url for o in self.origins]
+                                      + list(self.trackers)) if h]
+            endpoint = origin_mod.own_endpoint(port, towards)
+            index, start = origin_mod.endpoint_share(endpoint, expected)
+            count, self.peers = expected, []
+            self.plan = pieces_mod.SpreadPlan(
+                index, count, self.meta.num_pieces, start=start,
+                have=self.have, help_slower=self.opts.help_slower_peers)
+            LOG.info('bittorrent: %s: no peer list; %s draws slice %d of '
+                     '%d (hash of the endpoint) for the origin', self.key,
+                     endpoint, index + 1, count)
+        else:
+            index, count, self.peers = origin_mod.my_share(peers, port)
+            self.plan = pieces_mod.PiecePlan(
+                index, count, self.meta.num_pieces, have=self.have,
+                help_slower=self.opts.help_slower_peers)
+            LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d '
+                     'pieces) from the origin; %d peer(s) named', self.key,
+                     index + 1, count, len(self.plan.slices[index]),
+                     len(self.peers))
         self.stats['share'] = '%d/%d' % (index + 1, count)
-        LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d '
-                 'pieces) from the origin; %d peer(s) named', self.key,
-                 index + 1, count, len(self.plan.slices[index]),
-                 len(self.peers))
 
     def _connect_peers(self):
         if not self.peers:
@@ -329,11 +354,16 @@ class TorrentDownload:
         """A fetch ended: ``data`` is the piece, or None if it failed."""
         with self._lock:
             self._origin_inflight.discard(index)
+            if data is None:
+                self.plan.given_back()
             if data is not None and seconds is not None:
                 self.plan.fetched(seconds)
             if data is not None and index in self.have:
                 self.stats['origin_wasted'] = self.stats.get(
                     'origin_wasted', 0) + 1
+            if data is not None and (index in self.have or (
+                    self._avail is not None and self._avail[index])):
+                self.plan.collided(index)
             if data is None or self._done or index in self.have:
                 return
             self._origin_added[index] = time.monotonic()
@@ -416,6 +446,8 @@ class TorrentDownload:
         try:
             busy = {d['piece_index'] for d in self.handle.get_download_queue()}
             avail = self.handle.piece_availability()
+            fetchers = 1 + sum(1 for p in self.handle.get_peer_info()
+                               if not session_mod.is_seed(p))
         except RuntimeError:
             return
         if len(avail) != self.meta.num_pieces:
@@ -424,7 +456,14 @@ class TorrentDownload:
         with self._lock:
             self._peer_busy = busy
             self._avail = avail
-            self.plan.observe(now, avail, self.have)
+            self.plan.observe(now, avail, self.have, fetchers)
+            if avail is not None:
+                # A piece this host is fetching from the origin (or has
+                # not yet seen verified) that a peer has: another host
+                # fetched it too.
+                for i in self._origin_inflight | set(self._origin_added):
+                    if avail[i] and i not in self.have:
+                        self.plan.collided(i)
             # A piece handed to libtorrent that was neither verified nor
             # failed within a while is given back to the origin fetcher.
             for i, t in list(self._origin_added.items()):
@@ -509,7 +548,8 @@ class TorrentDownload:
             infos = self.handle.get_peer_info()
         except RuntimeError:
             return
-        self.seen_complete.update(tuple(p.ip) for p in infos if p.seed)
+        self.seen_complete.update(
+            tuple(p.ip) for p in infos if session_mod.is_seed(p))
 
     def _collect_stats(self):
         self._note_complete_peers()

@@ -121,7 +121,11 @@ OPTS = [
                      'pieces from the web seed, also fetch pieces from the '
                      'back of slower receivers\' shares (pieces no peer '
                      'has yet).  Shortens the tail of a boot storm at the '
-                     'cost of some pieces sent twice by the origin.\n\n'
+                     'cost of some pieces sent twice by the origin.  '
+                     'Without Hints.peer_addresses (peers met through a '
+                     'tracker), it lets this host fetch free pieces '
+                     'outside the slice its endpoint hashes to, which '
+                     'covers the slices no host drew.\n\n'
                      'Related options:\n\n* peer_wait'),
     _utils.IntOpt('web_seed_connections', default=2, min=1, max=16,
                   help='Concurrent piece requests to the web seed per '

@@ -29,7 +29,17 @@ host included, or added when missing); sorted, this host's position ``i`` of
 peers deliver nothing for ``peer_wait`` seconds (a receiver died, or none was
 named), the origin is asked for the missing pieces too, each receiver
 starting at its own offset so that they still mostly fetch different ones.
+
+Without a peer list (receivers that meet through a tracker or local
+discovery), no host knows the others' addresses in advance: its slice is
+``hash(endpoint) mod peers`` (``endpoint_share``; ``Hints.peers`` counts
+the receivers), and where in that slice it starts comes from the same
+hash.  Two hosts may draw the same slice and some slices nobody;
+:class:`~oslo_transfer._drivers.bittorrent.pieces.SpreadPlan` deals with
+both.
 """
+
+import hashlib
 
 import ipaddress
 import logging
@@ -43,7 +53,7 @@ from oslo_transfer import exceptions
 LOG = logging.getLogger(__name__)
 
 __all__ = ['parse_peer', 'resolve_peers', 'my_share', 'share_range',
-           'steal_order', 'OriginFetcher']
+           'steal_order', 'endpoint_share', 'own_endpoint', 'OriginFetcher']
 
 
 def parse_peer(addr: str) -> tuple:
@@ -142,6 +152,39 @@ def my_share(peers, listen_port: int) -> tuple:
 
     ordered = sorted(everyone, key=key)
     return ordered.index(me), len(ordered), others
+
+
+def own_endpoint(listen_port: int, towards=()) -> str:
+    """``"IP:PORT"`` of this host as the swarm sees it.
+
+    The IP is our address on the route to the first of ``towards`` (host
+    names or addresses: the origin, the trackers) that resolves; the port
+    is the session's listen port.
+    """
+    for host in towards:
+        try:
+            ip = resolve(host)
+        except exceptions.TransferError:
+            continue
+        src = _route_source(ip)
+        if src:
+            return '%s:%d' % (src, listen_port)
+    return '%s:%d' % (socket.gethostname(), listen_port)
+
+
+def endpoint_share(endpoint: str, count: int) -> tuple:
+    """``(index, start)`` of the host at ``endpoint`` among ``count``.
+
+    ``index`` is ``hash(endpoint) mod count``: the slice this host fetches
+    from the origin when it knows no peer; ``start`` in ``[0, 1)`` is
+    where in a run of free pieces it begins, from the same hash, so that
+    two hosts that drew the same slice start apart.  The hash is SHA-256:
+    the same on every host and Python.
+    """
+    h = int.from_bytes(hashlib.sha256(endpoint.encode('utf-8')).digest(),
+                       'big')
+    count = max(1, count)
+    return h % count, ((h >> 64) & 0xFFFFFFFF) / 2.0 ** 32
 
 
 def share_range(index: int, count: int, num_pieces: int) -> range:

@@ -38,14 +38,20 @@ The pieces are cut into ``count`` contiguous slices, one per receiver
 3. when the peers have sent nothing for ``peer_wait`` seconds (a receiver
    died before it fetched anything, or no peer was named): any missing
    piece, starting after its own slice.
+
+That is the plan of a host told every receiver's address.  A host told
+none (peers found through a tracker) uses :class:`SpreadPlan`.
 """
 
 import collections
+import logging
 import math
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 
-__all__ = ['PiecePlan']
+LOG = logging.getLogger(__name__)
+
+__all__ = ['PiecePlan', 'SpreadPlan']
 
 #: seconds of history behind a slice's rate
 _WINDOW = 2.0
@@ -57,6 +63,12 @@ _ABSENT = 5.0
 #: a piece is taken from a slower receiver when that receiver would need
 #: more than twice this host's time per piece plus this many seconds
 _SLACK = 0.5
+#: SpreadPlan: a new run does not start in a free stretch shorter than this
+#: while the swarm still gains pieces (another host's run is in it)
+_MIN_JUMP = 4
+#: SpreadPlan: seconds without a new piece in the swarm after which any
+#: free stretch will do
+_STILL = 0.5
 
 
 class PiecePlan:
@@ -97,7 +109,7 @@ class PiecePlan:
 
     # -- observations ---------------------------------------------------------
 
-    def observe(self, now: float, avail, have):
+    def observe(self, now: float, avail, have, fetchers: int | None = None):
         """Record how many pieces of each slice the peers or we hold."""
         if avail is None:
             return
@@ -123,6 +135,12 @@ class PiecePlan:
             self.fetch_time = seconds
         else:
             self.fetch_time = 0.7 * self.fetch_time + 0.3 * seconds
+
+    def given_back(self):
+        """A piece taken with :meth:`next` was not fetched after all."""
+
+    def collided(self, index: int):
+        """Piece ``index``, fetched here, was already at a peer."""
 
     def rate(self, j: int) -> float:
         """Pieces of slice ``j`` appearing per second, lately."""
@@ -195,3 +213,237 @@ class PiecePlan:
             if eta > 2 * mine + _SLACK:
                 return i
         return None
+
+
+def _stretch(pos: int, free, area: range):
+    """The first free stretch of ``area`` from ``pos`` on.
+
+    :returns: ``(start, stop, open)``, wrapping at the end of ``area`` and
+        cut there; None if nothing is free.  ``open`` is True when
+        ``pos`` is inside the stretch, after a free piece: no run is
+        coming from its front.
+    """
+    n = len(area)
+    if not n:
+        return None
+    k0 = (pos - area.start) % n
+    for k in range(n):
+        i = area.start + (k0 + k) % n
+        if free(i):
+            j = i + 1
+            while j < area.stop and free(j):
+                j += 1
+            return i, j, k == 0 and i > area.start and free(i - 1)
+    return None
+
+
+class SpreadPlan:
+    """The origin's pieces for a host that knows no peer's address.
+
+    Receivers that meet through a tracker (or local discovery) cannot agree
+    on slices in advance.  Each draws slice ``hash(endpoint) mod count``
+    (``origin.endpoint_share``), and a *home* in it from the same hash, so
+    that hosts that drew the same slice start apart; together the homes
+    are spread over the file.  A host fetches *runs* of free pieces -- not
+    held, not in flight here, not at a connected peer, not being
+    downloaded from one -- going forward from its home:
+
+    1. a run goes on while its next piece is free;
+    2. when it is not (the run met the pieces of another host's run), the
+       next run starts in the first free stretch after it (wrapping at the
+       end of the file): at its start if the stretch follows a free piece,
+       otherwise a quarter to three quarters in (the fraction from the
+       hash), since the front of such a stretch is most likely another
+       host's run, whose pieces in flight no peer can see;
+    3. while other hosts are met and the swarm gained a piece in the last
+       ``_STILL`` seconds, a new run never starts in a stretch that follows
+       held pieces and is shorter than ``_MIN_JUMP`` pieces or one per host
+       still fetching: another host's run is fetching it; otherwise every
+       host near the end would fetch the same last pieces;
+    4. a piece of this host's run that a peer turns out to have before
+       this host holds it means the run is treading on another host's (the
+       pieces are visible only after their fetch, a hash check and a
+       message): the run ends there, and the next starts as in 2;
+    5. near the end -- fewer free pieces left than four per host still
+       fetching -- a new run starts at the piece of that rank among them
+       given by the hash (the runs of hosts that ended at the same place
+       would otherwise all take the same last piece); first among those
+       that are ``_MIN_JUMP`` or more past held pieces, then, once the
+       swarm is still, among all;
+    6. without ``help_slower``, runs stay within its own slice;
+    7. when the peers have sent nothing for ``peer_wait`` seconds: any
+       piece not held here, ignoring what the peers have.
+
+    It does not run ahead: until the swarm holds three quarters of the
+    pieces, while it has fetched ``_LEAD`` pieces more than its fair part
+    of what the swarm holds (the pieces held here or at a peer, divided by
+    ``count`` for the first ``_ABSENT`` seconds, then by the hosts met that
+    still fetch, at most ``count``), it waits.
+    Otherwise the first host to reach the origin takes a large part of the
+    file and its uplink is what every other host waits for.
+
+    :param index: this host's slice.
+    :param start: where in its slice its home is, and how far into a
+        stretch a run may begin, in ``[0, 1)``.
+    :param have: pieces already held.
+    """
+
+    def __init__(self, index: int, count: int, num_pieces: int,
+                 start: float = 0.0, have=(), help_slower: bool = True):
+        self.index = index
+        self.count = max(1, count)
+        self.num_pieces = num_pieces
+        self.start = min(max(start, 0.0), 1.0 - 1e-9)
+        self.help_slower = help_slower and self.count > 1
+        self.slices = [origin_mod.share_range(j, self.count, num_pieces)
+                       for j in range(self.count)]
+        own = self.slices[index]
+        self.home = own.start + int(len(own) * self.start)
+        have = set(have)
+        self.share = [i for i in own if i not in have]
+        self.fetch_time = None
+        #: pieces this host took from the origin, and fetched
+        self.taken = 0
+        self.done = 0
+        self._present = len(have)
+        self._fetchers = 1
+        self._t0 = None
+        self._now = 0.0
+        self._changed = 0.0
+        self._cursor = None
+        self._jump = False
+        self._started = False
+        self._why = 'share'
+
+    def observe(self, now: float, avail, have, fetchers: int | None = None):
+        """Note what the swarm holds and how many hosts still fetch.
+
+        :param fetchers: this host plus the connected peers that are not
+            complete.
+        """
+        if self._t0 is None:
+            self._t0 = now
+        self._now = now
+        if avail is not None:
+            present = sum(1 for i, a in enumerate(avail) if a or i in have)
+            if present != self._present:
+                self._changed = now
+            self._present = present
+        if fetchers is not None:
+            self._fetchers = max(1, fetchers)
+
+    def fetched(self, seconds: float):
+        self.done += 1
+        if self.fetch_time is None:
+            self.fetch_time = seconds
+        else:
+            self.fetch_time = 0.7 * self.fetch_time + 0.3 * seconds
+
+    def given_back(self):
+        """A piece taken with :meth:`next` was not fetched after all."""
+        self.taken = max(0, self.taken - 1)
+
+    def collided(self, index: int):
+        """Piece ``index``, fetched here, was already at a peer."""
+        if self._cursor is not None and index < self._cursor:
+            self._jump = True
+
+    def ahead(self) -> bool:
+        """Fetched ``_LEAD`` pieces more than a fair part of what is held.
+
+        Fetched, not taken: the pieces in flight here are not counted, as
+        the others' are not visible.
+
+        For the first ``_ABSENT`` seconds every expected host counts, met
+        or not (the others may not have found this one yet); then only
+        the hosts met that still fetch.  Once the swarm holds three
+        quarters of the pieces, nobody waits: a paused host's run would
+        hold up the last pieces.
+        """
+        if self._present >= 3 * self.num_pieces // 4:
+            return False
+        if self._t0 is None or self._now - self._t0 < _ABSENT:
+            k = self.count
+        else:
+            k = min(self.count, self._fetchers)
+        return k > 1 and self.done >= self._present / k + _LEAD
+
+    def _busy_swarm(self) -> bool:
+        return self._fetchers > 1 and self._now - self._changed < _STILL
+
+    def next(self, wanted, avail, have, starving: bool):
+        """``(piece, why)`` to fetch from the origin, or None."""
+        if starving:
+            free = wanted
+        else:
+            if self.ahead():
+                return None
+
+            def free(i):
+                return wanted(i) and (avail is None or not avail[i])
+        own = self.slices[self.index]
+        c = self._cursor
+        if c is not None and not self._jump and c < self.num_pieces and \
+                free(c) and (self.help_slower or starving or c in own):
+            self._cursor = c + 1
+            self.taken += 1
+            return c, self._why
+        area = (range(self.num_pieces) if self.help_slower or starving
+                else own)
+        k = min(self.count, self._fetchers)
+        left = [i for i in area if free(i)]
+        nfree = len(left)
+        if left and not starving and nfree < 4 * k:
+            # The end: spread the hosts over what is left by their hash,
+            # first over the pieces that no run is likely to be fetching
+            # (a run's pieces in flight follow the last it showed).
+            cold, front, prev = [], None, None
+            for i in left:
+                if prev is None or i != prev + 1:
+                    # a stretch begins: does it follow held pieces?
+                    front = i if i > area.start else None
+                prev = i
+                if front is None or i - front >= _MIN_JUMP:
+                    cold.append(i)
+            pick = cold or (left if not self._busy_swarm() else None)
+            if not pick:
+                return None
+            i = pick[int(len(pick) * self.start)]
+            self._started, self._jump, self._cursor = True, False, i + 1
+            self._why = 'share' if i in own else 'helped'
+            self.taken += 1
+            return i, self._why
+        pos = self.home if c is None else c
+        first = not self._started
+        found = None
+        scan, scanned = pos, 0
+        while scanned < len(area):
+            st = _stretch(scan, free, area)
+            if st is None:
+                break
+            s, e, open_front = st
+            if open_front or first or starving or \
+                    e - s >= max(_MIN_JUMP, k) or not self._busy_swarm():
+                found = st
+                break
+            # a short stretch at another host's front: leave it to that
+            # host and look further on
+            scanned += (s - scan) % len(area) + (e - s)
+            scan = e if e < area.stop else area.start
+        if found is None:
+            return None
+        s, e, open_front = found
+        if open_front or first:
+            i = s
+        else:
+            i = s + int((e - s) * (0.25 + 0.5 * self.start))
+        LOG.debug('bittorrent: new run at piece %d in [%d, %d) (%d free, %d '
+                  'fetching, busy %s, taken %d, present %d)', i, s, e, nfree,
+                  k, self._busy_swarm(), self.taken, self._present)
+        self._started = True
+        self._jump = False
+        self._cursor = i + 1
+        self._why = 'rest' if starving else (
+            'share' if i in own else 'helped')
+        self.taken += 1
+        return i, self._why

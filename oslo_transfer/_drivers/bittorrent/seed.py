@@ -333,15 +333,18 @@ class Seeds:
         if entry.ratio and st.total_payload_upload >= entry.ratio * size:
             return 'upload ratio %.2f reached' % entry.ratio
         if entry.peers:
+            from oslo_transfer._drivers.bittorrent import session as sess_mod
             try:
                 infos = entry.handle.get_peer_info()
             except RuntimeError:
                 infos = []
             # Remembered: a peer that completes may leave at once.
-            entry.complete.update(tuple(p.ip) for p in infos if p.seed)
+            entry.complete.update(tuple(p.ip) for p in infos
+                                  if sess_mod.is_seed(p))
             LOG.debug('bittorrent: seeding %s: peers %s, complete %s',
-                      entry.path, [(p.ip, p.seed, p.progress)
-                                   for p in infos], entry.complete)
+                      entry.path,
+                      [(p.ip, sess_mod.is_seed(p), p.progress)
+                       for p in infos], entry.complete)
             ips = {ip for ip, _ in entry.complete}
             if all(ip in ips for ip, _ in entry.peers) and \
                     len(entry.complete) >= len(entry.peers):

@@ -46,7 +46,7 @@ from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['find_libtorrent', 'import_libtorrent', 'get_session',
+__all__ = ['find_libtorrent', 'import_libtorrent', 'get_session', 'is_seed',
            'Session']
 
 _lt = None
@@ -141,6 +141,15 @@ class Event:
     piece: int | None = None
     message: str = ''
     error: bool = False
+
+
+def is_seed(info) -> bool:
+    """True if the peer of ``info`` (a ``peer_info``) has the whole file.
+
+    ``peer_info.seed`` is the flag's value (a class constant, true for
+    every peer), not the state: the state is a bit of ``flags``.
+    """
+    return bool(info.flags & type(info).seed)
 
 
 def alert_info_hash(alert) -> str | None:

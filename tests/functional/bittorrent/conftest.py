@@ -19,7 +19,9 @@ Every peer is a separate process, stopped by its PID when the test ends:
 * our seeder: ``python -m oslo_transfer.cmd.torrent seed`` (prints a JSON
   line once it seeds);
 * aria2c, as an independent client, seeding or downloading;
-* the origin: a real nginx (see :mod:`tests.functional.http.nginx`).
+* the origin: a real nginx (see :mod:`tests.functional.http.nginx`);
+* a tracker: Debian's opentracker, which serves only the info-hashes of
+  its whitelist file.
 
 Peers listen on 127.0.0.1 only, on ports found by binding port 0;
 ``allow_multiple_connections_per_ip`` is on (every peer has the same IP).
@@ -28,9 +30,11 @@ Peers listen on 127.0.0.1 only, on ports found by binding port 0;
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -223,6 +227,57 @@ def image(origin, tmp_path):
         return fconf.make_data_file(origin.docroot, name, size)
 
     return make
+
+
+class Tracker:
+    """opentracker on 127.0.0.1 (TCP and UDP on one port).
+
+    Debian builds it with a whitelist: it answers only for the info-hashes
+    given to :meth:`start` ("Requested download is not authorized"
+    otherwise).
+    """
+
+    def __init__(self, base):
+        self.base = base
+        self.port = servers.free_port()
+        self.process = None
+        self._dir = None
+
+    @property
+    def announce(self) -> str:
+        return 'http://127.0.0.1:%d/announce' % self.port
+
+    def start(self, *info_hashes):
+        binary = servers.require_binary('opentracker', 'opentracker')
+        # It reads the file as the user it drops to (nobody), and pytest's
+        # folders are private: the list goes in a folder anyone can enter.
+        self._dir = tempfile.mkdtemp(prefix='oslo-transfer-tracker-')
+        os.chmod(self._dir, 0o755)
+        whitelist = os.path.join(self._dir, 'whitelist')
+        with open(whitelist, 'w') as f:
+            f.write(''.join(h + '\n' for h in info_hashes))
+        os.chmod(whitelist, 0o644)
+        self.process = servers.Process(
+            [binary, '-i', '127.0.0.1', '-p', self.port, '-P', self.port,
+             '-w', whitelist], name='opentracker', port=self.port,
+            log_path=str(self.base / 'opentracker.log')).start()
+        return self
+
+    def stop(self):
+        if self.process is not None:
+            self.process.stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    """``tracker.start(info_hash, ...)``; ``tracker.announce`` is its URL."""
+    base = tmp_path / 'tracker'
+    base.mkdir()
+    t = Tracker(base)
+    yield t
+    t.stop()
 
 
 def ports(n) -> list:

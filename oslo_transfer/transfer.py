@@ -25,7 +25,10 @@ from stevedore import extension
 
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import download
+from oslo_transfer.engine import progress as progress_mod
+from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -318,7 +321,9 @@ class Transfer:
     def copy(self, source, dest, checksum=None, hints=None, progress=None,
              if_exists: str = 'verify', mode: int | None = None,
              segments: int | None = None, rate: int | None = None,
-             cancel: driver_mod.CancelToken | None = None):
+             cancel: driver_mod.CancelToken | None = None,
+             hash_algos=None, retries: int | None = None,
+             retry_backoff: float | None = None, context=None):
         """Copy ``source`` to ``dest`` (a local path or a URL).
 
         :param source: URL, path, :class:`~oslo_transfer.locations.Location`
@@ -335,8 +340,31 @@ class Transfer:
         :param segments: parallel ranged segments (default ``[oslo_transfer]
             segments``).
         :param rate: bytes per second for this transfer (0: unlimited).
+        :param hash_algos: hashlib names of the digests to compute while
+            the bytes stream, besides the checksum's (None:
+            ``([oslo_transfer] default_digest,)``); they are in
+            ``Result.digests``.
+        :param retries: retries of a failing location, instead of
+            ``[oslo_transfer] retries``.  While another candidate is left,
+            a failing one gets at most one quick retry; this many apply
+            to the last.
+        :param retry_backoff: first wait before a retry, in seconds,
+            instead of ``[oslo_transfer] retry_backoff``.
+        :param context: a request context (``oslo_context``) made current
+            around each ``progress`` call, which runs on an engine thread.
         :returns: a :class:`~oslo_transfer.result.Result`.
         """
+        return self._copy(source, dest, checksum, hints, progress,
+                          if_exists, mode, segments, rate, cancel,
+                          hash_algos=hash_algos, retries=retries,
+                          retry_backoff=retry_backoff, context=context)
+
+    def _copy(self, source, dest, checksum, hints, progress, if_exists,
+              mode, segments, rate, cancel, hash_algos=None, verifier=None,
+              retries=None, retry_backoff=None, context=None):
+        policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
+                                                retry_backoff)
+        progress = progress_mod.in_context(progress, context)
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
@@ -346,30 +374,35 @@ class Transfer:
             dest_loc = locations.as_location(dest)
             if dest_loc.scheme != 'file':
                 return self._copy_to_url(source, plan, dest_loc, ck, hints,
-                                         progress, ctx)
+                                         progress, ctx, hash_algos, policy)
             dest = dest_loc.url
         dest = locations.local_path(os.fspath(dest))
         job = download.Download(self, plan, dest, ck, ctx, progress=progress,
                                 if_exists=if_exists, mode=mode,
                                 segments=segments, rate=rate,
-                                expected_size=source.size)
+                                expected_size=source.size,
+                                hash_algos=hash_algos, verifier=verifier,
+                                retry=policy)
         return job.run()
 
-    def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx):
+    def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx,
+                     hash_algos, policy):
         first = plan.candidates[0]
         if first.location.scheme == 'file':
             data = locations.local_path(first.location.url)
             size = None
         else:
-            data = stream.Reader(self, plan, 0, None, None, ctx)
+            data = stream.Reader(self, plan, 0, None, None, ctx,
+                                 policy=policy)
             size = data.size
-        return self.upload(data, dest_loc, size=size, checksum=ck,
-                           hints=hints, progress=progress,
-                           cancel=ctx.cancel)
+        return self._upload(data, dest_loc, size, ck, hints, progress,
+                            ctx.cancel, hash_algos, None, policy)
 
     def open(self, source, offset: int = 0, length: int | None = None,
              checksum=None, hints=None,
-             cancel: driver_mod.CancelToken | None = None):
+             cancel: driver_mod.CancelToken | None = None,
+             retries: int | None = None,
+             retry_backoff: float | None = None):
         """Open ``source`` for streaming reads; use as a context manager.
 
         :param offset: first byte; > 0 rules out drivers without ranged
@@ -377,10 +410,15 @@ class Transfer:
         :param length: bytes to read (default: to the end).
         :param checksum: verified only for a whole-object read; a mismatch
             raises from the read that reaches the end.
+        :param retries: as for :meth:`copy`: a failing location that is
+            not the last gets at most one quick retry.
+        :param retry_backoff: as for :meth:`copy`.
         :returns: a :class:`~oslo_transfer.engine.stream.Reader`.
         """
         if offset < 0 or (length is not None and length < 0):
             raise ValueError('offset and length must be >= 0')
+        policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
+                                                retry_backoff)
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
@@ -393,7 +431,8 @@ class Transfer:
                 raise exceptions.NoDriverFound(
                     'no driver can read %s from offset %d'
                     % (source.urls[0].masked, offset))
-        return stream.Reader(self, plan, offset, length, ck, ctx)
+        return stream.Reader(self, plan, offset, length, ck, ctx,
+                             policy=policy)
 
     def attach(self, source, cache, checksum=None, hints=None,
                manifest=None, prefetch: bool = True,
@@ -446,30 +485,69 @@ class Transfer:
 
     def upload(self, data, dest, size: int | None = None, checksum=None,
                hints=None, progress=None,
-               cancel: driver_mod.CancelToken | None = None):
+               cancel: driver_mod.CancelToken | None = None,
+               hash_algos=None, verifier=None, retries: int | None = None,
+               retry_backoff: float | None = None, context=None):
         """Write ``data`` (a path, a file object or an iterable of bytes).
 
         With a checksum, the last chunk is held back until the digest
         matches, so a corrupt upload never completes.  Uploads retry only
         when ``data`` is a path or a seekable file; FTP and SFTP continue
         at the server's size.
+
+        :param size: bytes of ``data``, when known (sent as
+            Content-Length).
+        :param checksum: ``"ALGO:HEX"`` or Glance's hash pair; a mismatch
+            aborts the upload before its last chunk.
+        :param hash_algos: hashlib names of the digests to compute, all in
+            the one pass over the data (Glance: ``("md5", "sha512")``).
+            None: ``([oslo_transfer] default_digest,)``.  The checksum's
+            algorithm is always computed.  ``Result.digests`` holds them.
+        :param verifier: an object with ``update(bytes)`` and
+            ``verify()``, as cursive's signature verifiers are: fed every
+            byte in order, once; when ``verify()`` raises, the upload is
+            aborted before its last chunk, nothing is committed, and
+            :class:`~oslo_transfer.exceptions.VerificationFailed` is
+            raised.
+        :param retries: as for :meth:`copy`.
+        :param retry_backoff: as for :meth:`copy`.
+        :param context: as for :meth:`copy`.
+        :returns: a :class:`~oslo_transfer.result.Result` whose ``size``
+            is the bytes of the data and ``digests`` every digest.
+        :raises ValueError: an unknown algorithm in ``hash_algos``.
         """
+        policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
+                                                retry_backoff)
+        progress = progress_mod.in_context(progress, context)
+        return self._upload(data, dest, size, checksum, hints, progress,
+                            cancel, hash_algos, verifier, policy)
+
+    def _upload(self, data, dest, size, checksum, hints, progress, cancel,
+                hash_algos, verifier, policy):
         ck = checksum_mod.parse(checksum)
+        algos = digests_mod.algorithms(
+            hash_algos, download.default_digest(self.conf))
         dest_loc = locations.as_location(dest)
         if dest_loc.scheme == 'file':
             src = data
             if not isinstance(data, (str, os.PathLike)):
                 src = _DataLocation(data)
                 return self._upload_local(src, dest_loc, ck, progress,
-                                          cancel, size)
-            return self.copy(src, dest_loc.url, checksum=ck, hints=hints,
-                             progress=progress, cancel=cancel)
+                                          cancel, size, algos, verifier,
+                                          policy)
+            return self._copy(src, dest_loc.url, ck, hints, progress,
+                              'verify', None, None, None, cancel,
+                              hash_algos=algos, verifier=verifier,
+                              retries=policy.retries,
+                              retry_backoff=policy.backoff)
         ctx = self._context(hints, cancel, None, ck)
         plan = self._plan([dest_loc], hints, 'write', ctx)
         return stream.upload(self, plan, data, size, ck, ctx,
-                             progress=progress)
+                             progress=progress, algos=algos,
+                             verifier=verifier, policy=policy)
 
-    def _upload_local(self, data, dest_loc, ck, progress, cancel, size):
+    def _upload_local(self, data, dest_loc, ck, progress, cancel, size,
+                      algos, verifier, policy):
         ctx = self._context(None, cancel, None, ck)
         drv = _DataDriver(self.conf, data)
         loc = locations.Location('data://upload')
@@ -479,7 +557,8 @@ class Transfer:
             hints=selector_mod.Hints(), direction='write')
         job = download.Download(self, plan, locations.local_path(
             dest_loc.url), ck, ctx, progress=progress, if_exists='replace',
-            expected_size=size)
+            expected_size=size, hash_algos=algos, verifier=verifier,
+            retry=policy)
         return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:

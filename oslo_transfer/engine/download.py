@@ -27,7 +27,6 @@ except a checksum mismatch, which removes them: those bytes are known bad.
 """
 
 import dataclasses
-import hashlib
 import logging
 import os
 import threading
@@ -36,6 +35,7 @@ import time
 from oslo_transfer import _utils
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
@@ -69,12 +69,18 @@ def _default_digest(name):
         raise ValueError('[oslo_transfer] default_digest: %s' % exc) from None
 
 
+def default_digest(conf):
+    """``[oslo_transfer] default_digest`` of ``conf`` (None for ``none``)."""
+    return _default_digest(conf.oslo_transfer.default_digest)
+
+
 class Download:
     """One copy of a source into the local path ``dest``."""
 
     def __init__(self, transfer, plan, dest, checksum, ctx, progress=None,
                  if_exists='verify', mode=None, segments=None, rate=None,
-                 expected_size=None):
+                 expected_size=None, hash_algos=None, verifier=None,
+                 retry=None):
         if if_exists not in ('verify', 'replace', 'error'):
             raise ValueError('if_exists must be "verify", "replace" or '
                              '"error", not %r' % (if_exists,))
@@ -100,9 +106,15 @@ class Download:
         self.segment_threshold = g.segment_threshold
         self.segment_size = g.segment_size
         self.checkpoint_bytes = g.checkpoint_bytes
-        self.retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
+        self.base_retry = retry or retry_mod.RetryPolicy.from_conf(
+            transfer.conf)
+        self.retry = self.base_retry
         self.on_source_change = g.on_source_change
         self.default_digest = _default_digest(g.default_digest)
+        self.explicit_algos = hash_algos is not None or verifier is not None
+        self.algos = digests_mod.algorithms(hash_algos, self.default_digest)
+        self.feed = digests_mod.Feed(verifier) if verifier is not None \
+            else None
         self.lock_timeout = g.lock_timeout
         self.executor = transfer.segment_executor
         rate = g.rate_limit if rate is None else rate
@@ -239,6 +251,7 @@ class Download:
         return result_mod.Result(bytes_transferred=0, bytes_resumed=0,
                                  driver=None, url=None, digest=digest,
                                  algorithm=algo, size=size,
+                                 digests={algo: digest} if algo else {},
                                  elapsed=time.monotonic() - self._started,
                                  plan=self.plan, dest=self.dest)
 
@@ -248,6 +261,8 @@ class Download:
         last = None
         for cand in self.plan.candidates:
             self.ctx.cancel.check()
+            last_cand = cand is self.plan.candidates[-1]
+            self.retry = self.base_retry.for_candidate(last_cand)
             try:
                 res = self._attempt(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
@@ -261,9 +276,13 @@ class Download:
                     # total_timeout: no time left for another candidate.
                     self._cleanup_if_empty()
                     raise
-                LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
-                            exc, '; trying the next candidate'
-                            if cand is not self.plan.candidates[-1] else '')
+                if last_cand:
+                    # Raised to the caller, who logs it: once is enough.
+                    LOG.info('%s via %s failed: %s', cand.url, cand.driver,
+                             exc)
+                else:
+                    LOG.warning('%s via %s failed: %s; trying the next '
+                                'candidate', cand.url, cand.driver, exc)
                 continue
             res.attempts = attempts
             return res
@@ -298,12 +317,12 @@ class Download:
                     self.ctx.cancel.check()
 
     def _new_hasher(self):
-        if self.checksum is not None:
-            return self.checksum.new, self.checksum.algorithm
-        algo = self.default_digest
-        if algo is None:
+        """``(factory of Digests, primary algorithm)``, or (None, None)."""
+        probe = digests_mod.Digests(self.algos, self.checksum, self.feed)
+        if not probe:
             return None, None
-        return (lambda: hashlib.new(algo)), algo
+        return (lambda: digests_mod.Digests(self.algos, self.checksum,
+                                            self.feed)), probe.algorithm
 
     def _attempt(self, cand):
         drv, loc = cand.driver_obj, cand.location
@@ -329,7 +348,7 @@ class Download:
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
-        if whole_file and self.checksum is None:
+        if whole_file and self.checksum is None and not self.explicit_algos:
             new, algo = None, None
         j.source = _journal_name(loc)
         j.validator = st.validator
@@ -492,6 +511,7 @@ class Download:
                 '%s delivered %d bytes, expected %d'
                 % (cand.url, size, self.expected_size), url=cand.url)
         digest = fill.hasher.hexdigest() if fill.hasher else None
+        digests = fill.hasher.hexdigests() if fill.hasher else {}
         if self.checksum is not None and digest != self.checksum.hexdigest:
             self.part.remove()
             self.journal.remove()
@@ -501,6 +521,13 @@ class Download:
                                self.checksum.hexdigest),
                 url=cand.url, expected=self.checksum.hexdigest,
                 actual=digest)
+        if fill.hasher:
+            try:
+                fill.hasher.verify(cand.url)
+            except exceptions.VerificationFailed:
+                self.part.remove()
+                self.journal.remove()
+                raise
         self.part.commit(self.dest, self.mode,
                          replace=self.if_exists == 'replace')
         self.part.close()
@@ -512,7 +539,8 @@ class Download:
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
-            size=size, elapsed=time.monotonic() - self._started,
+            digests=digests, size=size,
+            elapsed=time.monotonic() - self._started,
             plan=self.plan, dest=self.dest, seeding=seeding)
 
     def _after_commit(self, cand):

@@ -19,6 +19,7 @@ import os
 import time
 
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -38,7 +39,8 @@ class Reader(io.RawIOBase):
     failure in the middle continues by range where the driver can.
     """
 
-    def __init__(self, transfer, plan, offset, length, checksum, ctx):
+    def __init__(self, transfer, plan, offset, length, checksum, ctx,
+                 policy=None):
         super().__init__()
         self._transfer = transfer
         self._plan = plan
@@ -47,7 +49,9 @@ class Reader(io.RawIOBase):
         self._length = length
         self._checksum = checksum
         g = transfer.conf.oslo_transfer
-        self._retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
+        self._base_retry = policy or retry_mod.RetryPolicy.from_conf(
+            transfer.conf)
+        self._retry = self._base_retry
         self._bucket = throttle.TokenBucket(g.rate_limit)
         self.owner = None
         self._pos = 0
@@ -74,8 +78,10 @@ class Reader(io.RawIOBase):
                 continue
             if Cap.READ not in drv.capabilities:
                 continue
+            last = self._cand_index == len(self._plan.candidates) - 1
+            self._retry = self._base_retry.for_candidate(last)
             try:
-                st = drv.stat(cand.location, self._ctx)
+                st = self._stat(cand)
                 if self._size is not None and st.size not in (None,
                                                               self._size):
                     raise exceptions.SourceChanged(
@@ -92,8 +98,32 @@ class Reader(io.RawIOBase):
             except exceptions.TransferError as exc:
                 if isinstance(exc, exceptions.Cancelled):
                     raise
-                LOG.warning('%s via %s: %s', cand.url, cand.driver, exc)
+                # The last one's error goes to the caller, who logs it.
+                LOG.log(logging.INFO if last else logging.WARNING,
+                        '%s via %s: %s', cand.url, cand.driver, exc)
                 error = exc
+
+    def _stat(self, cand):
+        """``stat`` with the candidate's retries (one quick one if not last).
+
+        A stat that timed out is not retried: a host that does not answer
+        is better left for the next candidate.
+        """
+        retried = 0
+        while True:
+            try:
+                return cand.driver_obj.stat(cand.location, self._ctx)
+            except exceptions.TransferError as exc:
+                delay = None if isinstance(
+                    exc, exceptions.TransferTimeout) else \
+                    self._retry.next_delay(exc, retried, self._ctx)
+                if delay is None:
+                    raise
+                retried += 1
+                LOG.warning('%s: %s; retry %d/%d in %.1fs', cand.url, exc,
+                            retried, self._retry.retries, delay)
+                if self._ctx.cancel.wait(delay):
+                    self._ctx.cancel.check()
 
     def _start(self, cand):
         length = None
@@ -299,11 +329,15 @@ class DataSource:
                 yield bytes(c)
 
 
-def held_back(chunks, hasher, checksum, size, url, skip=0):
-    """Yield ``chunks`` but hold the last one back until the digest matches.
+def held_back(chunks, digests, checksum, size, url, skip=0):
+    """Yield ``chunks`` but hold the last one back until the data is checked.
 
-    The first ``skip`` bytes are hashed but not yielded (a resumed upload
-    whose first bytes the server already has).
+    ``digests`` (a :class:`~oslo_transfer.engine.digests.Digests`) takes
+    every byte; at the end, the size, the checksum and the verifier are
+    checked before the last chunk goes out, so a failed check aborts the
+    write before it can complete.  The first ``skip`` bytes are hashed but
+    not yielded (a resumed upload whose first bytes the server already
+    has).
     """
     prev = None
     total = 0
@@ -316,8 +350,7 @@ def held_back(chunks, hasher, checksum, size, url, skip=0):
             raise exceptions.SizeMismatch(
                 'upload to %s: the data has more than the %d bytes '
                 'announced' % (url, size), url=url)
-        if hasher is not None:
-            hasher.update(c)
+        digests.update(c)
         if skip:
             if len(c) <= skip:
                 skip -= len(c)
@@ -332,13 +365,14 @@ def held_back(chunks, hasher, checksum, size, url, skip=0):
             'upload to %s: the data has %d bytes, %d were announced'
             % (url, total, size), url=url)
     if checksum is not None:
-        digest = hasher.hexdigest()
+        digest = digests.hexdigest()
         if digest != checksum.hexdigest:
             raise exceptions.ChecksumMismatch(
                 'upload to %s aborted: the data\'s %s digest is %s, '
                 'expected %s' % (url, checksum.algorithm, digest,
                                  checksum.hexdigest), url=url,
                 expected=checksum.hexdigest, actual=digest)
+    digests.verify(url)
     if prev is not None:
         yield prev
 
@@ -397,19 +431,30 @@ class UploadMarker:
                 pass
 
 
-def upload(transfer, plan, data, size, checksum, ctx, progress=None):
-    """Upload ``data`` to the first candidate that takes it."""
+def upload(transfer, plan, data, size, checksum, ctx, progress=None,
+           algos=(), verifier=None, policy=None):
+    """Upload ``data`` to the first candidate that takes it.
+
+    :param algos: hashlib names of the digests to compute besides the
+        checksum's, all in the one pass over the data.
+    :param verifier: the caller's verifier (``update()``, ``verify()``);
+        a failed ``verify()`` aborts the write before its last chunk.
+    :param policy: the call's
+        :class:`~oslo_transfer.engine.retry.RetryPolicy`.
+    """
     started = time.monotonic()
     src = DataSource(data, transfer.conf.oslo_transfer.chunk_size)
     if size is None:
         size = src.size()
     g = transfer.conf.oslo_transfer
-    policy = retry_mod.RetryPolicy.from_conf(transfer.conf)
+    policy = policy or retry_mod.RetryPolicy.from_conf(transfer.conf)
+    feed = digests_mod.Feed(verifier) if verifier is not None else None
     bucket = throttle.TokenBucket(g.rate_limit)
     last = None
     attempts = []
     for cand in plan.candidates:
         drv, loc = cand.driver_obj, cand.location
+        cand_policy = policy.for_candidate(cand is plan.candidates[-1])
         tries = 0
         resumable = (Cap.RESUMABLE_WRITE in drv.capabilities and
                      src.rewindable)
@@ -429,7 +474,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                              offset)
             if resumable:
                 marker.create()
-            hasher = checksum.new() if checksum else None
+            hasher = digests_mod.Digests(algos, checksum, feed)
             moved = [0]
 
             def counted(it):
@@ -449,12 +494,13 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             except exceptions.TransferError as exc:
                 if isinstance(exc, (exceptions.ChecksumMismatch,
                                     exceptions.SizeMismatch)):
+                    # (VerificationFailed too: a ChecksumMismatch.)
                     marker.remove()
                     raise
                 if isinstance(exc, exceptions.Cancelled):
                     raise
                 last = exc
-                delay = policy.next_delay(exc, tries, ctx)
+                delay = cand_policy.next_delay(exc, tries, ctx)
                 if delay is not None and src.rewindable:
                     tries += 1
                     LOG.warning('upload to %s: %s; retry %d in %.1fs',
@@ -473,9 +519,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             return result_mod.Result(
                 bytes_transferred=moved[0], bytes_resumed=offset,
                 driver=cand.driver, url=cand.url,
-                digest=hasher.hexdigest() if hasher else None,
-                algorithm=checksum.algorithm if checksum else None,
-                size=size, elapsed=time.monotonic() - started, plan=plan,
+                digest=hasher.hexdigest(), algorithm=hasher.algorithm,
+                digests=hasher.hexdigests(), size=hasher.pos,
+                elapsed=time.monotonic() - started, plan=plan,
                 dest=cand.url, attempts=attempts)
         if not src.rewindable:
             break

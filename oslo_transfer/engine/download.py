@@ -217,12 +217,14 @@ class Download:
                 '%s exists and is not a regular file' % self.dest)
         size = os.path.getsize(self.dest)
         want = self.expected_size
+        stat_error = None
         if want is None:
             cand = self.plan.candidates[0]
             try:
                 want = cand.driver_obj.stat(cand.location, self.ctx).size
             except exceptions.TransferError as exc:
                 LOG.debug('cannot stat %s to compare: %s', cand.url, exc)
+                stat_error = exc
         if want is not None and want != size:
             raise exceptions.DestinationExists(
                 '%s exists with %d bytes, the source has %d; pass '
@@ -244,6 +246,10 @@ class Download:
                     'if_exists="replace" to overwrite it'
                     % (self.dest, algo, digest, self.checksum.hexdigest))
         elif want is None:
+            if stat_error is not None:
+                # The real reason (an unknown host key, a refused login),
+                # not a DestinationExists that would hide it.
+                raise stat_error
             raise exceptions.DestinationExists(
                 '%s exists and neither a checksum nor the source size can '
                 'tell whether it is the same data' % self.dest)

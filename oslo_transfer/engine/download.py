@@ -41,6 +41,7 @@ from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import throttle
+from oslo_transfer.engine import verified
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import result as result_mod
@@ -72,6 +73,12 @@ def _default_digest(name):
 def default_digest(conf):
     """``[oslo_transfer] default_digest`` of ``conf`` (None for ``none``)."""
     return _default_digest(conf.oslo_transfer.default_digest)
+
+
+#: The downloads of this process that hold their destination's lock, so
+#: that waiters on the same destination can report the holder's progress.
+_ACTIVE = {}
+_active_lock = threading.Lock()
 
 
 class Download:
@@ -193,16 +200,45 @@ class Download:
             t = time.monotonic() + self.lock_timeout
             lock_deadline = t if lock_deadline is None else min(t,
                                                                 lock_deadline)
-        self.lock.acquire(self.ctx.cancel, lock_deadline)
+        self.lock.acquire(self.ctx.cancel, lock_deadline,
+                          on_wait=self._waiting if self.progress_cb else None)
+        with _active_lock:
+            _ACTIVE[self.dest] = self
         try:
             kept = self._existing()
             if kept is not None:
                 return kept
             return self._run_candidates()
         finally:
+            with _active_lock:
+                if _ACTIVE.get(self.dest) is self:
+                    del _ACTIVE[self.dest]
             self.part.close()
             # Keep the lock file only beside resumable state.
             self.lock.release(remove=not os.path.exists(self.part.path))
+
+    def _waiting(self):
+        """Another writer has the destination: report its progress.
+
+        From the writer's counters when it runs in this process, else
+        from its control file (the durable ranges), once a second.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < 1.0:
+            return
+        self._last_progress = now
+        with _active_lock:
+            leader = _ACTIVE.get(self.dest)
+        if leader is not None:
+            done, total = leader.done, leader.total
+        else:
+            j = journal_mod.Journal(self.dest + '.part.ctl', durable=False)
+            if not j.load():
+                return
+            done, total = j.ranges.total(), j.size
+        if (done, total) != (self.done, self.total):
+            self.done, self.total = done, total
+            self._report()
 
     def _existing(self):
         if not os.path.lexists(self.dest):
@@ -231,15 +267,18 @@ class Download:
                 'if_exists="replace" to overwrite it' % (self.dest, size,
                                                          want))
         digest = algo = None
+        known = verified.lookup(self.dest)
         if self.checksum is not None:
-            h = self.checksum.new()
-            with open(self.dest, 'rb') as f:
-                while True:
-                    b = f.read(seg_mod.HASH_BLOCK)
-                    if not b:
-                        break
-                    h.update(b)
-            digest, algo = h.hexdigest(), self.checksum.algorithm
+            algo = self.checksum.algorithm
+            digest = known.get(algo)
+            if digest is None:
+                digest = self._hash_existing()
+                known[algo] = digest
+                if digest == self.checksum.hexdigest:
+                    verified.remember(self.dest, known)
+            else:
+                LOG.debug('%s: %s digest known from its writer; not read '
+                          'again', self.dest, algo)
             if digest != self.checksum.hexdigest:
                 raise exceptions.DestinationExists(
                     '%s exists and its %s digest %s differs from %s; pass '
@@ -253,13 +292,31 @@ class Download:
             raise exceptions.DestinationExists(
                 '%s exists and neither a checksum nor the source size can '
                 'tell whether it is the same data' % self.dest)
+        if algo is None and known:
+            algo = self.algos[0] if self.algos and self.algos[0] in known \
+                else sorted(known)[0]
+            digest = known[algo]
         LOG.info('%s already holds the data; nothing to do', self.dest)
+        self.done = self.total = size
+        self._report()
         return result_mod.Result(bytes_transferred=0, bytes_resumed=0,
                                  driver=None, url=None, digest=digest,
-                                 algorithm=algo, size=size,
-                                 digests={algo: digest} if algo else {},
+                                 algorithm=algo, size=size, digests=known,
                                  elapsed=time.monotonic() - self._started,
                                  plan=self.plan, dest=self.dest)
+
+    def _hash_existing(self):
+        """The checksum's digest of ``DEST``, read back (yielding)."""
+        h = self.checksum.new()
+        with open(self.dest, 'rb') as f:
+            while True:
+                b = f.read(seg_mod.HASH_BLOCK)
+                if not b:
+                    break
+                h.update(b)
+                # Green threads run between two blocks (eventlet).
+                time.sleep(0)
+        return h.hexdigest()
 
     def _run_candidates(self):
         attempts = []
@@ -535,8 +592,10 @@ class Download:
                 self.journal.remove()
                 raise
         self.part.commit(self.dest, self.mode,
-                         replace=self.if_exists == 'replace')
+                         replace=self.if_exists == 'replace',
+                         stamp=lambda fd: verified.stamp(fd, digests))
         self.part.close()
+        verified.remember(self.dest, digests)
         self.journal.remove()
         self.done = size
         self.total = size

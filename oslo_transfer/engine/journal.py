@@ -185,7 +185,8 @@ class DestinationLock:
         self.path = path
         self.fd = None
 
-    def acquire(self, cancel, deadline=None, poll=0.1):
+    def acquire(self, cancel, deadline=None, poll=0.1, on_wait=None):
+        """Lock; ``on_wait()`` runs at each poll while another holds it."""
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
@@ -206,6 +207,8 @@ class DestinationLock:
                         raise exceptions.TransferTimeout(
                             'timed out waiting for another writer of %s'
                             % self.path[:-len('.part.lock')])
+                    if on_wait is not None:
+                        on_wait()
                     if cancel.wait(poll):
                         cancel.check()
                 st = os.fstat(fd)

@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 
 from oslo_transfer import driver as driver_mod
@@ -377,6 +378,11 @@ def held_back(chunks, digests, checksum, size, url, skip=0):
         yield prev
 
 
+#: state dirs that could not be created, warned about once per process
+_warned = set()
+_warned_lock = threading.Lock()
+
+
 class UploadMarker:
     """``state_dir/uploads/KEY``: an upload of this data to that URL began.
 
@@ -419,8 +425,15 @@ class UploadMarker:
                          os.O_NOFOLLOW, 0o600)
             os.close(fd)
         except OSError as exc:
-            LOG.debug('no upload marker in %s (%s): a crash restarts the '
-                      'upload from zero', self.path, exc.strerror)
+            state_dir = os.path.dirname(os.path.dirname(self.path))
+            with _warned_lock:
+                first = state_dir not in _warned
+                _warned.add(state_dir)
+            LOG.log(logging.WARNING if first else logging.DEBUG,
+                    'cannot keep upload markers in %s (%s): an interrupted '
+                    'upload restarts from zero on the next call; set '
+                    '[oslo_transfer] state_dir to a writable directory',
+                    state_dir, exc.strerror)
             self.path = None
 
     def remove(self):

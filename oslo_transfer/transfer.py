@@ -29,6 +29,7 @@ from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import download
 from oslo_transfer.engine import progress as progress_mod
 from oslo_transfer.engine import retry as retry_mod
+from oslo_transfer.engine import scope as scope_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -236,12 +237,12 @@ class Transfer:
 
     def _context(self, hints, token=None, source=None, checksum=None):
         g = self.conf.oslo_transfer
-        deadline = None
+        expires_at = None
         if g.total_timeout:
-            deadline = time.monotonic() + g.total_timeout
+            expires_at = time.monotonic() + g.total_timeout
         return driver_mod.Context(
             cancel=token or driver_mod.CancelToken(),
-            io_timeout=g.io_timeout, deadline=deadline,
+            io_timeout=g.io_timeout, expires_at=expires_at,
             hints=hints or selector_mod.Hints(),
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
@@ -368,22 +369,27 @@ class Transfer:
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
-        plan = self._plan(self._locations(source), hints, 'read', ctx)
         if isinstance(dest, locations.Location) or not locations.is_local(
                 dest):
             dest_loc = locations.as_location(dest)
             if dest_loc.scheme != 'file':
-                return self._copy_to_url(source, plan, dest_loc, ck, hints,
-                                         progress, ctx, hash_algos, policy)
+                with scope_mod.CallScope(ctx):
+                    plan = self._plan(self._locations(source), hints,
+                                      'read', ctx)
+                    return self._copy_to_url(source, plan, dest_loc, ck,
+                                             hints, progress, ctx,
+                                             hash_algos, policy)
             dest = dest_loc.url
         dest = locations.local_path(os.fspath(dest))
-        job = download.Download(self, plan, dest, ck, ctx, progress=progress,
-                                if_exists=if_exists, mode=mode,
-                                segments=segments, rate=rate,
-                                expected_size=source.size,
-                                hash_algos=hash_algos, verifier=verifier,
-                                retry=policy)
-        return job.run()
+        with scope_mod.CallScope(ctx):
+            plan = self._plan(self._locations(source), hints, 'read', ctx)
+            job = download.Download(self, plan, dest, ck, ctx,
+                                    progress=progress, if_exists=if_exists,
+                                    mode=mode, segments=segments, rate=rate,
+                                    expected_size=source.size,
+                                    hash_algos=hash_algos, verifier=verifier,
+                                    retry=policy)
+            return job.run()
 
     def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx,
                      hash_algos, policy):
@@ -422,17 +428,26 @@ class Transfer:
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
-        plan = self._plan(self._locations(source), hints, 'read', ctx)
-        if offset:
-            plan.candidates = [c for c in plan.candidates
-                               if driver_mod.Capability.RANGED_READ in
-                               c.driver_obj.capabilities]
-            if not plan.candidates:
-                raise exceptions.NoDriverFound(
-                    'no driver can read %s from offset %d'
-                    % (source.urls[0].masked, offset))
-        return stream.Reader(self, plan, offset, length, ck, ctx,
-                             policy=policy)
+        # The reader's calls run on this scope until it is closed.
+        scope = scope_mod.CallScope(ctx)
+        try:
+            plan = self._plan(self._locations(source), hints, 'read', ctx)
+            if offset:
+                plan.candidates = [c for c in plan.candidates
+                                   if driver_mod.Capability.RANGED_READ in
+                                   c.driver_obj.capabilities]
+                if not plan.candidates:
+                    raise exceptions.NoDriverFound(
+                        'no driver can read %s from offset %d'
+                        % (source.urls[0].masked, offset))
+            return stream.Reader(self, plan, offset, length, ck, ctx,
+                                 scope=scope, policy=policy)
+        except BaseException as exc:
+            scope.close()
+            err = scope.error(exc)
+            if err is not exc:
+                raise err from exc
+            raise
 
     def attach(self, source, cache, checksum=None, hints=None,
                manifest=None, prefetch: bool = True,
@@ -516,6 +531,10 @@ class Transfer:
             is the bytes of the data and ``digests`` every digest.
         :raises ValueError: an unknown algorithm in ``hash_algos``.
         """
+        if size is not None and (type(size) is not int or
+                                 not 0 <= size <= 2 ** 63 - 1):
+            raise ValueError('size must be an integer from 0 to 2**63-1, '
+                             'not %.40r' % (size,))
         policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
                                                 retry_backoff)
         progress = progress_mod.in_context(progress, context)
@@ -541,10 +560,11 @@ class Transfer:
                               retries=policy.retries,
                               retry_backoff=policy.backoff)
         ctx = self._context(hints, cancel, None, ck)
-        plan = self._plan([dest_loc], hints, 'write', ctx)
-        return stream.upload(self, plan, data, size, ck, ctx,
-                             progress=progress, algos=algos,
-                             verifier=verifier, policy=policy)
+        with scope_mod.CallScope(ctx):
+            plan = self._plan([dest_loc], hints, 'write', ctx)
+            return stream.upload(self, plan, data, size, ck, ctx,
+                                 progress=progress, algos=algos,
+                                 verifier=verifier, policy=policy)
 
     def _upload_local(self, data, dest_loc, ck, progress, cancel, size,
                       algos, verifier, policy):
@@ -555,11 +575,12 @@ class Transfer:
             url='<data>', driver='data', rank=0,
             reason='caller-supplied data', location=loc, driver_obj=drv)],
             hints=selector_mod.Hints(), direction='write')
-        job = download.Download(self, plan, locations.local_path(
-            dest_loc.url), ck, ctx, progress=progress, if_exists='replace',
-            expected_size=size, hash_algos=algos, verifier=verifier,
-            retry=policy)
-        return job.run()
+        with scope_mod.CallScope(ctx):
+            job = download.Download(self, plan, locations.local_path(
+                dest_loc.url), ck, ctx, progress=progress,
+                if_exists='replace', expected_size=size, hash_algos=algos,
+                verifier=verifier, retry=policy)
+            return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:
         """Run :meth:`copy` in the background; returns a handle."""

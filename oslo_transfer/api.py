@@ -51,12 +51,12 @@ def copy(source, dest, checksum=None, hints=None, progress=None, conf=None,
 
 
 def open(source, offset=0, length=None, checksum=None, hints=None,
-         conf=None):  # noqa: A001 shadows the builtin on purpose
+         conf=None, **kwargs):  # noqa: A001 shadows the builtin on purpose
     """Open ``source`` for streaming reads; see :meth:`Transfer.open`."""
     t = _transfer(conf)
     try:
         reader = t.open(source, offset=offset, length=length,
-                        checksum=checksum, hints=hints)
+                        checksum=checksum, hints=hints, **kwargs)
     except BaseException:
         if conf is not None:
             t.close()

@@ -28,7 +28,7 @@ __all__ = [
     'TransferTimeout', 'ProtocolError', 'RangeNotSupported',
     'ChecksumMismatch', 'SizeMismatch', 'SourceChanged', 'DestinationError',
     'DestinationExists', 'Cancelled', 'URLNotAllowed', 'MissingDependency',
-    'ManifestNotTrusted', 'DeadlineUnreachable',
+    'ManifestNotTrusted', 'DeadlineUnreachable', 'VerificationFailed',
 ]
 
 
@@ -112,6 +112,16 @@ class ChecksumMismatch(TransferError):
         super().__init__(message, url)
         self.expected = expected
         self.actual = actual
+
+
+class VerificationFailed(ChecksumMismatch):
+    """The caller's verifier (a signature check) refused the data.
+
+    Raised by :meth:`Transfer.upload
+    <oslo_transfer.transfer.Transfer.upload>` when ``verifier.verify()``
+    raises; the upload is aborted and nothing is committed.  The
+    verifier's exception is the ``__cause__``.
+    """
 
 
 class SizeMismatch(TransferError):

@@ -228,9 +228,15 @@ _opts = [
                help='Directory for the state of writers that cannot keep '
                     'it beside the destination: markers of uploads that '
                     'began, so that a later call continues at the '
-                    'server\'s size (FTP, SFTP, NFS).'),
+                    'server\'s size (FTP, SFTP, NFS).  When it cannot be '
+                    'created, a warning is logged once and uploads resume '
+                    'only within one call.\n\nRelated options:\n\n'
+                    '* state_path'),
     cfg.StrOpt('state_path', default='/var/lib/oslo_transfer',
-               help='Top-level directory for oslo.transfer state.',
+               help='Top-level directory for oslo.transfer state.  When '
+                    'the service registered its own "[DEFAULT] state_path" '
+                    '(Nova, Cinder, Glance), that is the default, so '
+                    'state_dir is e.g. /var/lib/nova/oslo_transfer.',
                sample_default='/var/lib/oslo_transfer'),
     _utils.IntOpt('lazy_block_size', default=0, min=0, max=MAX_BYTES,
                   help='Fetch unit of a lazy image (Transfer.attach, '
@@ -304,10 +310,29 @@ def register_opts(conf, drivers=()):
         ``list_opts()``.
     """
     conf.register_opts(_opts, group=GROUP)
+    _follow_service_state_path(conf)
     for drv in drivers:
         opts = drv.list_opts()
         if opts:
             conf.register_opts(opts, group='%s_%s' % (GROUP, drv.name))
+
+
+def _follow_service_state_path(conf):
+    """``[oslo_transfer] state_path`` defaults to the service's own.
+
+    Nova, Cinder and Glance register ``[DEFAULT] state_path``
+    (``/var/lib/nova``...): the library's state then goes under it
+    (``state_dir`` = ``/var/lib/nova/oslo_transfer``).  A value set in a
+    file, an override or :func:`set_defaults` still wins.
+    """
+    if 'state_path' not in conf:
+        return
+    try:
+        service = conf.state_path
+    except cfg.Error:
+        return
+    if isinstance(service, str) and service:
+        conf.set_default('state_path', service, group=GROUP)
 
 
 def set_defaults(conf, **kwargs):

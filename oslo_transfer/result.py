@@ -31,7 +31,13 @@ class Result:
         computed (no checksum asked and ``default_digest = none``, or a
         whole-file fast path without a checksum).
     :ivar algorithm: the digest's hashlib algorithm.
-    :ivar size: size of the object in bytes.
+    :ivar digests: ``{algorithm: hex digest}`` of every digest computed
+        in the same pass: the checksum's algorithm and those of
+        ``hash_algos`` (default ``[oslo_transfer] default_digest``), e.g.
+        ``{"md5": ..., "sha512": ...}`` for Glance.  Empty when nothing
+        was hashed.
+    :ivar size: size of the object in bytes (for an upload: the bytes
+        of the data, those resumed included).
     :ivar elapsed: seconds from the call to the end.
     :ivar plan: the :class:`~oslo_transfer.selector.Plan` that was followed.
     :ivar dest: the destination (path or masked URL).
@@ -49,6 +55,7 @@ class Result:
     url: str | None = None
     digest: str | None = None
     algorithm: str | None = None
+    digests: dict = dataclasses.field(default_factory=dict)
     size: int | None = None
     elapsed: float = 0.0
     plan: object = None
@@ -66,6 +73,7 @@ class Result:
                 'bytes_resumed': self.bytes_resumed,
                 'driver': self.driver, 'url': self.url,
                 'digest': self.digest, 'algorithm': self.algorithm,
+                'digests': dict(self.digests),
                 'size': self.size, 'elapsed': round(self.elapsed, 6),
                 'dest': self.dest,
                 'attempts': [list(a) for a in self.attempts],

@@ -25,8 +25,11 @@ from stevedore import extension
 
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import download
 from oslo_transfer.engine import inplace
+from oslo_transfer.engine import progress as progress_mod
+from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import scope as scope_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
@@ -336,7 +339,9 @@ class Transfer:
              segments: int | None = None, rate: int | None = None,
              cancel: driver_mod.CancelToken | None = None,
              write_in_place: bool | None = None,
-             assume_zeroed: bool = False):
+             assume_zeroed: bool = False,
+             hash_algos=None, retries: int | None = None,
+             retry_backoff: float | None = None, context=None):
         """Copy ``source`` to ``dest`` (a local path or a URL).
 
         :param source: URL, path, :class:`~oslo_transfer.locations.Location`
@@ -363,6 +368,18 @@ class Transfer:
             zero runs of the source are skipped rather than written.
             In place, ``mode`` raises ``ValueError``, and ``if_exists=
             "verify"`` overwrites (a device always exists).
+        :param hash_algos: hashlib names of the digests to compute while
+            the bytes stream, besides the checksum's (None:
+            ``([oslo_transfer] default_digest,)``); they are in
+            ``Result.digests``.
+        :param retries: retries of a failing location, instead of
+            ``[oslo_transfer] retries``.  While another candidate is left,
+            a failing one gets at most one quick retry; this many apply
+            to the last.
+        :param retry_backoff: first wait before a retry, in seconds,
+            instead of ``[oslo_transfer] retry_backoff``.
+        :param context: a request context (``oslo_context``) made current
+            around each ``progress`` call, which runs on an engine thread.
         :returns: a :class:`~oslo_transfer.result.Result`.
         :raises DeadlineUnreachable: ``hints.deadline`` cannot be met
             (decided after the source's stat; nothing is written).
@@ -372,12 +389,18 @@ class Transfer:
         return self._copy(source, dest, checksum, hints, progress,
                           if_exists, mode, segments, rate, cancel,
                           write_in_place=write_in_place,
-                          assume_zeroed=assume_zeroed)
+                          assume_zeroed=assume_zeroed,
+                          hash_algos=hash_algos, retries=retries,
+                          retry_backoff=retry_backoff, context=context)
 
     def _copy(self, source, dest, checksum=None, hints=None, progress=None,
               if_exists='verify', mode=None, segments=None, rate=None,
               cancel=None, deadline_at=None, write_in_place=None,
-              assume_zeroed=False):
+              assume_zeroed=False, hash_algos=None, verifier=None,
+              retries=None, retry_backoff=None, context=None):
+        policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
+                                                retry_backoff)
+        progress = progress_mod.in_context(progress, context)
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck, deadline_at)
@@ -392,7 +415,7 @@ class Transfer:
                                       'read', ctx)
                     return self._copy_to_url(source, plan, dest_loc, ck,
                                              hints, progress, ctx, if_exists,
-                                             rate)
+                                             rate, hash_algos, policy)
             dest = dest_loc.url
         dest = locations.local_path(os.fspath(dest))
         if write_in_place is None:
@@ -406,7 +429,8 @@ class Transfer:
                              'of %s' % dest)
         kwargs = dict(progress=progress, if_exists=if_exists, mode=mode,
                       segments=segments, rate=rate,
-                      expected_size=source.size)
+                      expected_size=source.size, hash_algos=hash_algos,
+                      verifier=verifier, retry=policy)
         with scope_mod.CallScope(ctx):
             plan = self._plan(self._locations(source), hints, 'read', ctx)
             if write_in_place:
@@ -418,26 +442,28 @@ class Transfer:
             return job.run()
 
     def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx,
-                     if_exists, rate):
+                     if_exists, rate, hash_algos, policy):
         first = plan.candidates[0]
         if first.location.scheme == 'file':
             data = locations.local_path(first.location.url)
             size = None
         else:
-            data = stream.Reader(self, plan, 0, None, None, ctx)
+            data = stream.Reader(self, plan, 0, None, None, ctx,
+                                 policy=policy)
             size = data.size
         try:
-            return self.upload(data, dest_loc, size=size, checksum=ck,
-                               hints=hints, progress=progress,
-                               cancel=ctx.cancel, if_exists=if_exists,
-                               rate=rate)
+            return self._upload(data, dest_loc, size, ck, hints, progress,
+                                ctx.cancel, hash_algos, None, policy,
+                                if_exists=if_exists, rate=rate)
         finally:
             if isinstance(data, stream.Reader):
                 data.close()
 
     def open(self, source, offset: int = 0, length: int | None = None,
              checksum=None, hints=None,
-             cancel: driver_mod.CancelToken | None = None):
+             cancel: driver_mod.CancelToken | None = None,
+             retries: int | None = None,
+             retry_backoff: float | None = None):
         """Open ``source`` for streaming reads; use as a context manager.
 
         :param offset: first byte; > 0 rules out drivers without ranged
@@ -445,10 +471,15 @@ class Transfer:
         :param length: bytes to read (default: to the end).
         :param checksum: verified only for a whole-object read; a mismatch
             raises from the read that reaches the end.
+        :param retries: as for :meth:`copy`: a failing location that is
+            not the last gets at most one quick retry.
+        :param retry_backoff: as for :meth:`copy`.
         :returns: a :class:`~oslo_transfer.engine.stream.Reader`.
         """
         if offset < 0 or (length is not None and length < 0):
             raise ValueError('offset and length must be >= 0')
+        policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
+                                                retry_backoff)
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
@@ -465,7 +496,7 @@ class Transfer:
                         'no driver can read %s from offset %d'
                         % (source.urls[0].masked, offset))
             return stream.Reader(self, plan, offset, length, ck, ctx,
-                                 scope=scope)
+                                 scope=scope, policy=policy)
         except BaseException as exc:
             scope.close()
             err = scope.error(exc)
@@ -525,7 +556,9 @@ class Transfer:
     def upload(self, data, dest, size: int | None = None, checksum=None,
                hints=None, progress=None,
                cancel: driver_mod.CancelToken | None = None,
-               if_exists: str | None = None, rate: int | None = None):
+               if_exists: str | None = None, rate: int | None = None,
+               hash_algos=None, verifier=None, retries: int | None = None,
+               retry_backoff: float | None = None, context=None):
         """Write ``data`` (a path, a file object or an iterable of bytes).
 
         With a checksum, the last chunk is held back until the digest
@@ -544,12 +577,44 @@ class Transfer:
             a path, ``"replace"`` for other data).
         :param rate: bytes per second for this upload (default
             ``[oslo_transfer] rate_limit``; 0: unlimited).
+
+        :param size: bytes of ``data``, when known (sent as
+            Content-Length).
+        :param checksum: ``"ALGO:HEX"`` or Glance's hash pair; a mismatch
+            aborts the upload before its last chunk.
+        :param hash_algos: hashlib names of the digests to compute, all in
+            the one pass over the data (Glance: ``("md5", "sha512")``).
+            None: ``([oslo_transfer] default_digest,)``.  The checksum's
+            algorithm is always computed.  ``Result.digests`` holds them.
+        :param verifier: an object with ``update(bytes)`` and
+            ``verify()``, as cursive's signature verifiers are: fed every
+            byte in order, once; when ``verify()`` raises, the upload is
+            aborted before its last chunk, nothing is committed, and
+            :class:`~oslo_transfer.exceptions.VerificationFailed` is
+            raised.
+        :param retries: as for :meth:`copy`.
+        :param retry_backoff: as for :meth:`copy`.
+        :param context: as for :meth:`copy`.
+        :returns: a :class:`~oslo_transfer.result.Result` whose ``size``
+            is the bytes of the data and ``digests`` every digest.
+        :raises ValueError: an unknown algorithm in ``hash_algos``.
         """
         if size is not None and (type(size) is not int or
                                  not 0 <= size <= 2 ** 63 - 1):
             raise ValueError('size must be an integer from 0 to 2**63-1, '
                              'not %.40r' % (size,))
+        policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
+                                                retry_backoff)
+        progress = progress_mod.in_context(progress, context)
+        return self._upload(data, dest, size, checksum, hints, progress,
+                            cancel, hash_algos, verifier, policy,
+                            if_exists=if_exists, rate=rate)
+
+    def _upload(self, data, dest, size, checksum, hints, progress, cancel,
+                hash_algos, verifier, policy, if_exists=None, rate=None):
         ck = checksum_mod.parse(checksum)
+        algos = digests_mod.algorithms(
+            hash_algos, download.default_digest(self.conf))
         dest_loc = locations.as_location(dest)
         if if_exists not in (None, 'verify', 'replace', 'error'):
             raise ValueError('if_exists must be "verify", "replace" or '
@@ -565,19 +630,24 @@ class Transfer:
             if not isinstance(data, (str, os.PathLike)):
                 src = _DataLocation(data)
                 return self._upload_local(src, dest_loc, ck, progress,
-                                          cancel, size, if_exists, rate)
-            return self.copy(src, dest_loc.url, checksum=ck, hints=hints,
-                             progress=progress, cancel=cancel, rate=rate,
-                             if_exists=if_exists or 'verify')
+                                          cancel, size, algos, verifier,
+                                          policy, if_exists, rate)
+            return self._copy(src, dest_loc.url, ck, hints, progress,
+                              if_exists or 'verify', None, None, rate, cancel,
+                              hash_algos=algos, verifier=verifier,
+                              retries=policy.retries,
+                              retry_backoff=policy.backoff)
         ctx = self._context(hints, cancel, None, ck)
         with scope_mod.CallScope(ctx):
             plan = self._plan([dest_loc], hints, 'write', ctx)
             return stream.upload(self, plan, data, size, ck, ctx,
                                  progress=progress,
-                                 if_exists=if_exists or 'replace', rate=rate)
+                                 if_exists=if_exists or 'replace', rate=rate,
+                                 algos=algos, verifier=verifier,
+                                 policy=policy)
 
     def _upload_local(self, data, dest_loc, ck, progress, cancel, size,
-                      if_exists=None, rate=None):
+                      algos, verifier, policy, if_exists=None, rate=None):
         ctx = self._context(None, cancel, None, ck)
         drv = _DataDriver(self.conf, data)
         loc = locations.Location('data://upload')
@@ -589,7 +659,8 @@ class Transfer:
             job = download.Download(self, plan, locations.local_path(
                 dest_loc.url), ck, ctx, progress=progress,
                 if_exists=if_exists or 'replace', rate=rate,
-                expected_size=size)
+                expected_size=size, hash_algos=algos, verifier=verifier,
+                retry=policy)
             return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:

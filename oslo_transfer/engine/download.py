@@ -27,7 +27,6 @@ except a checksum mismatch, which removes them: those bytes are known bad.
 """
 
 import dataclasses
-import hashlib
 import logging
 import os
 import threading
@@ -37,12 +36,14 @@ from oslo_transfer import _utils
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import admission
+from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
+from oslo_transfer.engine import verified
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import result as result_mod
@@ -85,12 +86,24 @@ def _default_digest(name):
         raise ValueError('[oslo_transfer] default_digest: %s' % exc) from None
 
 
+def default_digest(conf):
+    """``[oslo_transfer] default_digest`` of ``conf`` (None for ``none``)."""
+    return _default_digest(conf.oslo_transfer.default_digest)
+
+
+#: The downloads of this process that hold their destination's lock, so
+#: that waiters on the same destination can report the holder's progress.
+_ACTIVE = {}
+_active_lock = threading.Lock()
+
+
 class Download:
     """One copy of a source into the local path ``dest``."""
 
     def __init__(self, transfer, plan, dest, checksum, ctx, progress=None,
                  if_exists='verify', mode=None, segments=None, rate=None,
-                 expected_size=None):
+                 expected_size=None, hash_algos=None, verifier=None,
+                 retry=None):
         if if_exists not in ('verify', 'replace', 'error'):
             raise ValueError('if_exists must be "verify", "replace" or '
                              '"error", not %r' % (if_exists,))
@@ -130,9 +143,15 @@ class Download:
                 self.segment_size = min(self.segment_size,
                                         max(most * 4, MIN_PIECE))
         self.checkpoint_bytes = g.checkpoint_bytes
-        self.retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
+        self.base_retry = retry or retry_mod.RetryPolicy.from_conf(
+            transfer.conf)
+        self.retry = self.base_retry
         self.on_source_change = g.on_source_change
         self.default_digest = _default_digest(g.default_digest)
+        self.explicit_algos = hash_algos is not None or verifier is not None
+        self.algos = digests_mod.algorithms(hash_algos, self.default_digest)
+        self.feed = digests_mod.Feed(verifier) if verifier is not None \
+            else None
         self.lock_timeout = g.lock_timeout
         self.executor = transfer.segment_executor
         rate = g.rate_limit if rate is None else rate
@@ -233,19 +252,48 @@ class Download:
             t = time.monotonic() + self.lock_timeout
             lock_expires = t if lock_expires is None else min(t,
                                                               lock_expires)
-        self.lock.acquire(self.ctx.cancel, lock_expires)
+        self.lock.acquire(self.ctx.cancel, lock_expires,
+                          on_wait=self._waiting if self.progress_cb else None)
 
     def _locked(self):
         self._acquire()
+        with _active_lock:
+            _ACTIVE[self.dest] = self
         try:
             kept = self._existing()
             if kept is not None:
                 return kept
             return self._run_candidates()
         finally:
+            with _active_lock:
+                if _ACTIVE.get(self.dest) is self:
+                    del _ACTIVE[self.dest]
             self.part.close()
             # Keep the lock file only beside resumable state.
             self.lock.release(remove=not os.path.exists(self.part.path))
+
+    def _waiting(self):
+        """Another writer has the destination: report its progress.
+
+        From the writer's counters when it runs in this process, else
+        from its control file (the durable ranges), once a second.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < 1.0:
+            return
+        self._last_progress = now
+        with _active_lock:
+            leader = _ACTIVE.get(self.dest)
+        if leader is not None:
+            done, total = leader.done, leader.total
+        else:
+            j = journal_mod.Journal(self.dest + '.part.ctl', durable=False)
+            if not j.load():
+                return
+            done, total = j.ranges.total(), j.size
+        if (done, total) != (self.done, self.total):
+            self.done, self.total = done, total
+            self._report()
 
     def _existing(self):
         if not os.path.lexists(self.dest):
@@ -260,6 +308,7 @@ class Download:
                 '%s exists and is not a regular file' % self.dest)
         size = os.path.getsize(self.dest)
         want = self.expected_size
+        stat_error = None
         if want is None:
             cand = self.plan.candidates[0]
             try:
@@ -267,36 +316,63 @@ class Download:
                     cand.location, self.ctx), cand.location).size
             except exceptions.TransferError as exc:
                 LOG.debug('cannot stat %s to compare: %s', cand.url, exc)
+                stat_error = exc
         if want is not None and want != size:
             raise exceptions.DestinationExists(
                 '%s exists with %d bytes, the source has %d; pass '
                 'if_exists="replace" to overwrite it' % (self.dest, size,
                                                          want))
         digest = algo = None
+        known = verified.lookup(self.dest)
         if self.checksum is not None:
-            h = self.checksum.new()
-            with open(self.dest, 'rb') as f:
-                while True:
-                    b = f.read(seg_mod.HASH_BLOCK)
-                    if not b:
-                        break
-                    h.update(b)
-            digest, algo = h.hexdigest(), self.checksum.algorithm
+            algo = self.checksum.algorithm
+            digest = known.get(algo)
+            if digest is None:
+                digest = self._hash_existing()
+                known[algo] = digest
+                if digest == self.checksum.hexdigest:
+                    verified.remember(self.dest, known)
+            else:
+                LOG.debug('%s: %s digest known from its writer; not read '
+                          'again', self.dest, algo)
             if digest != self.checksum.hexdigest:
                 raise exceptions.DestinationExists(
                     '%s exists and its %s digest %s differs from %s; pass '
                     'if_exists="replace" to overwrite it'
                     % (self.dest, algo, digest, self.checksum.hexdigest))
         elif want is None:
+            if stat_error is not None:
+                # The real reason (an unknown host key, a refused login),
+                # not a DestinationExists that would hide it.
+                raise stat_error
             raise exceptions.DestinationExists(
                 '%s exists and neither a checksum nor the source size can '
                 'tell whether it is the same data' % self.dest)
+        if algo is None and known:
+            algo = self.algos[0] if self.algos and self.algos[0] in known \
+                else sorted(known)[0]
+            digest = known[algo]
         LOG.info('%s already holds the data; nothing to do', self.dest)
+        self.done = self.total = size
+        self._report()
         return result_mod.Result(bytes_transferred=0, bytes_resumed=0,
                                  driver=None, url=None, digest=digest,
-                                 algorithm=algo, size=size,
+                                 algorithm=algo, size=size, digests=known,
                                  elapsed=time.monotonic() - self._started,
                                  plan=self.plan, dest=self.dest)
+
+    def _hash_existing(self):
+        """The checksum's digest of ``DEST``, read back (yielding)."""
+        h = self.checksum.new()
+        with open(self.dest, 'rb') as f:
+            while True:
+                b = f.read(seg_mod.HASH_BLOCK)
+                if not b:
+                    break
+                h.update(b)
+                # Green threads run between two blocks (eventlet).
+                time.sleep(0)
+        return h.hexdigest()
 
     def _run_candidates(self):
         try:
@@ -313,6 +389,8 @@ class Download:
         last = None
         for cand in self.plan.candidates:
             self.ctx.cancel.check()
+            last_cand = cand is self.plan.candidates[-1]
+            self.retry = self.base_retry.for_candidate(last_cand)
             try:
                 res = self._attempt(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
@@ -325,9 +403,13 @@ class Download:
                 if self.ctx.expired():
                     # total_timeout: no time left for another candidate.
                     raise
-                LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
-                            exc, '; trying the next candidate'
-                            if cand is not self.plan.candidates[-1] else '')
+                if last_cand:
+                    # Raised to the caller, who logs it: once is enough.
+                    LOG.info('%s via %s failed: %s', cand.url, cand.driver,
+                             exc)
+                else:
+                    LOG.warning('%s via %s failed: %s; trying the next '
+                                'candidate', cand.url, cand.driver, exc)
                 continue
             res.attempts = attempts
             return res
@@ -365,12 +447,12 @@ class Download:
                     self.ctx.cancel.check()
 
     def _new_hasher(self):
-        if self.checksum is not None:
-            return self.checksum.new, self.checksum.algorithm
-        algo = self.default_digest
-        if algo is None:
+        """``(factory of Digests, primary algorithm)``, or (None, None)."""
+        probe = digests_mod.Digests(self.algos, self.checksum, self.feed)
+        if not probe:
             return None, None
-        return (lambda: hashlib.new(algo)), algo
+        return (lambda: digests_mod.Digests(self.algos, self.checksum,
+                                            self.feed)), probe.algorithm
 
     def _attempt(self, cand):
         """Copy from ``cand``, again from the start when its source changes.
@@ -410,7 +492,7 @@ class Download:
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
-        if whole_file and self.checksum is None:
+        if whole_file and self.checksum is None and not self.explicit_algos:
             new, algo = None, None
         j.source = _journal_name(loc)
         j.validator = st.validator
@@ -651,6 +733,7 @@ class Download:
                 '%s delivered %d bytes, expected %d'
                 % (cand.url, size, self.expected_size), url=cand.url)
         digest = fill.hasher.hexdigest() if fill.hasher else None
+        digests = fill.hasher.hexdigests() if fill.hasher else {}
         if self.checksum is not None and digest != self.checksum.hexdigest:
             self.part.remove()
             self.journal.remove()
@@ -660,9 +743,18 @@ class Download:
                                self.checksum.hexdigest),
                 url=cand.url, expected=self.checksum.hexdigest,
                 actual=digest)
+        if fill.hasher:
+            try:
+                fill.hasher.verify(cand.url)
+            except exceptions.VerificationFailed:
+                self.part.remove()
+                self.journal.remove()
+                raise
         self.part.commit(self.dest, self.mode,
-                         replace=self.if_exists == 'replace')
+                         replace=self.if_exists == 'replace',
+                         stamp=lambda fd: verified.stamp(fd, digests))
         self.part.close()
+        verified.remember(self.dest, digests)
         self.journal.remove()
         self.done = size
         self.total = size
@@ -671,7 +763,8 @@ class Download:
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
-            size=size, elapsed=time.monotonic() - self._started,
+            digests=digests, size=size,
+            elapsed=time.monotonic() - self._started,
             plan=self.plan, dest=self.dest, seeding=seeding)
 
     def _after_commit(self, cand):

@@ -297,9 +297,10 @@ class InPlaceDownload(download.Download):
         The bytes are read back from the device and hashed at the end
         (:meth:`_complete`): that check covers the source, the wire and
         the write at once, and hashing the stream as well would hash every
-        byte twice.
+        byte twice.  Other digests (``hash_algos``) or a verifier asked
+        for explicitly are computed on the stream as for any copy.
         """
-        if self.checksum is not None:
+        if self.checksum is not None and not self.explicit_algos:
             return None, None
         return super()._new_hasher()
 
@@ -309,6 +310,13 @@ class InPlaceDownload(download.Download):
                 '%s delivered %d bytes, expected %d'
                 % (cand.url, size, self.expected_size), url=cand.url)
         digest = fill.hasher.hexdigest() if fill.hasher else None
+        digests = fill.hasher.hexdigests() if fill.hasher else {}
+        if fill.hasher:
+            try:
+                fill.hasher.verify(cand.url)
+            except exceptions.VerificationFailed:
+                self.journal.remove()
+                raise
         self.part.commit()
         if self.checksum is not None:
             algo = self.checksum.algorithm
@@ -327,6 +335,7 @@ class InPlaceDownload(download.Download):
                              self.checksum.hexdigest),
                     url=cand.url, expected=self.checksum.hexdigest,
                     actual=digest)
+            digests[algo] = digest
         self.part.close()
         self.journal.remove()
         self.done = self.total = size
@@ -334,5 +343,6 @@ class InPlaceDownload(download.Download):
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
-            size=size, elapsed=time.monotonic() - self._started,
-            plan=self.plan, dest=self.dest)
+            digests=digests, size=size,
+            elapsed=time.monotonic() - self._started, plan=self.plan,
+            dest=self.dest)

@@ -365,7 +365,8 @@ class DestinationLock:
         self.name = name or path[:-len('.part.lock')]
         self.fd = None
 
-    def acquire(self, cancel, expires_at=None, poll=0.1):
+    def acquire(self, cancel, expires_at=None, poll=0.1, on_wait=None):
+        """Lock; ``on_wait()`` runs at each poll while another holds it."""
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
@@ -387,6 +388,8 @@ class DestinationLock:
                         raise exceptions.TransferTimeout(
                             'timed out waiting for another writer of %s'
                             % self.name)
+                    if on_wait is not None:
+                        on_wait()
                     if cancel.wait(poll):
                         cancel.check()
                 st = os.fstat(fd)

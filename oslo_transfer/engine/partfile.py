@@ -346,9 +346,17 @@ class PartFile:
         self.flush()
         return os.fstat(self.fd).st_size
 
-    def commit(self, dest: str, mode: int | None, replace: bool):
-        """fsync, chmod and rename to ``dest``; fsync the directory."""
+    def commit(self, dest: str, mode: int | None, replace: bool,
+               stamp=None):
+        """fsync, chmod and rename to ``dest``; fsync the directory.
+
+        :param stamp: ``stamp(fd)``, called once the data is complete and
+            before the chmod (the engine records the verified digests in
+            an xattr there).
+        """
         self.flush()
+        if stamp is not None:
+            stamp(self.fd)
         try:
             if self.durable:
                 os.fsync(self.fd)

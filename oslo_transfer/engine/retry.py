@@ -24,17 +24,28 @@ rules, in one place:
 * the wait doubles from ``[oslo_transfer] retry_backoff``, at most
   :data:`MAX_DELAY` seconds, and never past the transfer's deadline
   (``total_timeout``);
-* nothing is retried once the transfer is cancelled or out of time.
+* nothing is retried once the transfer is cancelled or out of time;
+* failover comes first: while another candidate (location or driver) is
+  left to try, a failing one gets at most one quick retry
+  (:meth:`RetryPolicy.for_candidate`, :data:`QUICK_DELAY`); the full
+  backoff applies only to the last candidate.  A 503 primary thus costs
+  a fraction of a second before the next location serves, not the
+  1+2+4+8+16 s of the full backoff;
+* a call may override ``retries`` and ``retry_backoff``
+  (:meth:`RetryPolicy.for_call`).
 """
 
 import dataclasses
 
 from oslo_transfer import exceptions
 
-__all__ = ['RetryPolicy', 'MAX_DELAY']
+__all__ = ['RetryPolicy', 'MAX_DELAY', 'QUICK_DELAY']
 
 #: the longest wait between two attempts, in seconds
 MAX_DELAY = 30.0
+
+#: the wait before the one quick retry of a candidate that is not the last
+QUICK_DELAY = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +66,42 @@ class RetryPolicy:
         """The policy of ``[oslo_transfer] retries`` and ``retry_backoff``."""
         g = conf.oslo_transfer
         return cls(retries=g.retries, backoff=g.retry_backoff)
+
+    @classmethod
+    def for_call(cls, conf, retries=None, backoff=None) -> 'RetryPolicy':
+        """The configured policy with a call's overrides.
+
+        :param retries: ``retries=`` of the call (None: the option's).
+        :param backoff: ``retry_backoff=`` of the call (None: the
+            option's).
+        :raises ValueError: a negative value.
+        """
+        policy = cls.from_conf(conf)
+        if retries is not None:
+            if not isinstance(retries, int) or isinstance(retries, bool) \
+                    or retries < 0:
+                raise ValueError('retries must be an integer >= 0, not %r'
+                                 % (retries,))
+            policy = dataclasses.replace(policy, retries=retries)
+        if backoff is not None:
+            if isinstance(backoff, bool) or not isinstance(
+                    backoff, (int, float)) or backoff < 0:
+                raise ValueError('retry_backoff must be a number of seconds '
+                                 '>= 0, not %r' % (backoff,))
+            policy = dataclasses.replace(policy, backoff=float(backoff))
+        return policy
+
+    def for_candidate(self, last: bool) -> 'RetryPolicy':
+        """The policy for one candidate of several.
+
+        :param last: no other candidate is left after this one.
+        :returns: this policy for the last candidate; otherwise at most
+            one retry, after at most :data:`QUICK_DELAY` seconds.
+        """
+        if last:
+            return self
+        return dataclasses.replace(self, retries=min(self.retries, 1),
+                                   backoff=min(self.backoff, QUICK_DELAY))
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (from 1)."""

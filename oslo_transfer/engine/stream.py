@@ -16,10 +16,12 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 
 from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
@@ -44,7 +46,7 @@ class Reader(io.RawIOBase):
     """
 
     def __init__(self, transfer, plan, offset, length, checksum, ctx,
-                 scope=None):
+                 scope=None, policy=None):
         super().__init__()
         # The call's scope (:class:`~oslo_transfer.engine.scope.CallScope`)
         # when the reader owns it: closed with the reader, and the
@@ -57,7 +59,9 @@ class Reader(io.RawIOBase):
         self._length = length
         self._checksum = checksum
         g = transfer.conf.oslo_transfer
-        self._retry = retry_mod.RetryPolicy.from_conf(transfer.conf)
+        self._base_retry = policy or retry_mod.RetryPolicy.from_conf(
+            transfer.conf)
+        self._retry = self._base_retry
         self._bucket = throttle.TokenBucket(g.rate_limit)
         self.owner = None
         self._pos = 0
@@ -89,9 +93,10 @@ class Reader(io.RawIOBase):
                 continue
             if Cap.READ not in drv.capabilities:
                 continue
+            last = self._cand_index == len(self._plan.candidates) - 1
+            self._retry = self._base_retry.for_candidate(last)
             try:
-                st = sizes.checked_stat(drv.stat(cand.location, self._ctx),
-                                        cand.location)
+                st = self._stat(cand)
                 if self._size is not None and st.size not in (None,
                                                               self._size):
                     raise exceptions.SourceChanged(
@@ -109,8 +114,34 @@ class Reader(io.RawIOBase):
             except exceptions.TransferError as exc:
                 if isinstance(exc, exceptions.Cancelled):
                     raise
-                LOG.warning('%s via %s: %s', cand.url, cand.driver, exc)
+                # The last one's error goes to the caller, who logs it.
+                LOG.log(logging.INFO if last else logging.WARNING,
+                        '%s via %s: %s', cand.url, cand.driver, exc)
                 error = exc
+
+    def _stat(self, cand):
+        """``stat`` with the candidate's retries (one quick one if not last).
+
+        A stat that timed out is not retried: a host that does not answer
+        is better left for the next candidate.
+        """
+        retried = 0
+        while True:
+            try:
+                return sizes.checked_stat(
+                    cand.driver_obj.stat(cand.location, self._ctx),
+                    cand.location)
+            except exceptions.TransferError as exc:
+                delay = None if isinstance(
+                    exc, exceptions.TransferTimeout) else \
+                    self._retry.next_delay(exc, retried, self._ctx)
+                if delay is None:
+                    raise
+                retried += 1
+                LOG.warning('%s: %s; retry %d/%d in %.1fs', cand.url, exc,
+                            retried, self._retry.retries, delay)
+                if self._ctx.cancel.wait(delay):
+                    self._ctx.cancel.check()
 
     def _start(self, cand):
         length = None
@@ -390,11 +421,15 @@ class DataSource:
                 yield bytes(c)
 
 
-def held_back(chunks, hasher, checksum, size, url, skip=0):
-    """Yield ``chunks`` but hold the last one back until the digest matches.
+def held_back(chunks, digests, checksum, size, url, skip=0):
+    """Yield ``chunks`` but hold the last one back until the data is checked.
 
-    The first ``skip`` bytes are hashed but not yielded (a resumed upload
-    whose first bytes the server already has).
+    ``digests`` (a :class:`~oslo_transfer.engine.digests.Digests`) takes
+    every byte; at the end, the size, the checksum and the verifier are
+    checked before the last chunk goes out, so a failed check aborts the
+    write before it can complete.  The first ``skip`` bytes are hashed but
+    not yielded (a resumed upload whose first bytes the server already
+    has).
     """
     prev = None
     total = 0
@@ -407,8 +442,7 @@ def held_back(chunks, hasher, checksum, size, url, skip=0):
             raise exceptions.SizeMismatch(
                 'upload to %s: the data has more than the %d bytes '
                 'announced' % (url, size), url=url)
-        if hasher is not None:
-            hasher.update(c)
+        digests.update(c)
         if skip:
             if len(c) <= skip:
                 skip -= len(c)
@@ -423,15 +457,21 @@ def held_back(chunks, hasher, checksum, size, url, skip=0):
             'upload to %s: the data has %d bytes, %d were announced'
             % (url, total, size), url=url)
     if checksum is not None:
-        digest = hasher.hexdigest()
+        digest = digests.hexdigest()
         if digest != checksum.hexdigest:
             raise exceptions.ChecksumMismatch(
                 'upload to %s aborted: the data\'s %s digest is %s, '
                 'expected %s' % (url, checksum.algorithm, digest,
                                  checksum.hexdigest), url=url,
                 expected=checksum.hexdigest, actual=digest)
+    digests.verify(url)
     if prev is not None:
         yield prev
+
+
+#: state dirs that could not be created, warned about once per process
+_warned = set()
+_warned_lock = threading.Lock()
 
 
 class UploadMarker:
@@ -476,8 +516,15 @@ class UploadMarker:
                          os.O_NOFOLLOW, 0o600)
             os.close(fd)
         except OSError as exc:
-            LOG.debug('no upload marker in %s (%s): a crash restarts the '
-                      'upload from zero', self.path, exc.strerror)
+            state_dir = os.path.dirname(os.path.dirname(self.path))
+            with _warned_lock:
+                first = state_dir not in _warned
+                _warned.add(state_dir)
+            LOG.log(logging.WARNING if first else logging.DEBUG,
+                    'cannot keep upload markers in %s (%s): an interrupted '
+                    'upload restarts from zero on the next call; set '
+                    '[oslo_transfer] state_dir to a writable directory',
+                    state_dir, exc.strerror)
             self.path = None
 
     def remove(self):
@@ -538,23 +585,32 @@ def _existing(drv, loc, ctx, if_exists, size, checksum, marker, started,
 
 
 def upload(transfer, plan, data, size, checksum, ctx, progress=None,
-           if_exists='replace', rate=None):
+           if_exists='replace', rate=None, algos=(), verifier=None,
+           policy=None):
     """Upload ``data`` to the first candidate that takes it.
 
     :param if_exists: see :meth:`~oslo_transfer.transfer.Transfer.upload`.
     :param rate: bytes per second (None: ``[oslo_transfer] rate_limit``).
+    :param algos: hashlib names of the digests to compute besides the
+        checksum's, all in the one pass over the data.
+    :param verifier: the caller's verifier (``update()``, ``verify()``);
+        a failed ``verify()`` aborts the write before its last chunk.
+    :param policy: the call's
+        :class:`~oslo_transfer.engine.retry.RetryPolicy`.
     """
     started = time.monotonic()
     src = DataSource(data, transfer.conf.oslo_transfer.chunk_size)
     if size is None:
         size = src.size()
     g = transfer.conf.oslo_transfer
-    policy = retry_mod.RetryPolicy.from_conf(transfer.conf)
+    policy = policy or retry_mod.RetryPolicy.from_conf(transfer.conf)
+    feed = digests_mod.Feed(verifier) if verifier is not None else None
     bucket = throttle.TokenBucket(g.rate_limit if rate is None else rate)
     last = None
     attempts = []
     for cand in plan.candidates:
         drv, loc = cand.driver_obj, cand.location
+        cand_policy = policy.for_candidate(cand is plan.candidates[-1])
         tries = 0
         resumable = (Cap.RESUMABLE_WRITE in drv.capabilities and
                      src.rewindable)
@@ -578,7 +634,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
                              offset)
             if resumable:
                 marker.create()
-            hasher = checksum.new() if checksum else None
+            hasher = digests_mod.Digests(algos, checksum, feed)
             moved = [0]
 
             def counted(it):
@@ -598,12 +654,13 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
             except exceptions.TransferError as exc:
                 if isinstance(exc, (exceptions.ChecksumMismatch,
                                     exceptions.SizeMismatch)):
+                    # (VerificationFailed too: a ChecksumMismatch.)
                     marker.remove()
                     raise
                 if isinstance(exc, exceptions.Cancelled):
                     raise
                 last = exc
-                delay = policy.next_delay(exc, tries, ctx)
+                delay = cand_policy.next_delay(exc, tries, ctx)
                 if delay is not None and src.rewindable:
                     tries += 1
                     LOG.warning('upload to %s: %s; retry %d in %.1fs',
@@ -622,9 +679,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
             return result_mod.Result(
                 bytes_transferred=moved[0], bytes_resumed=offset,
                 driver=cand.driver, url=cand.url,
-                digest=hasher.hexdigest() if hasher else None,
-                algorithm=checksum.algorithm if checksum else None,
-                size=size, elapsed=time.monotonic() - started, plan=plan,
+                digest=hasher.hexdigest(), algorithm=hasher.algorithm,
+                digests=hasher.hexdigests(), size=hasher.pos,
+                elapsed=time.monotonic() - started, plan=plan,
                 dest=cand.url, attempts=attempts)
         if not src.rewindable:
             break

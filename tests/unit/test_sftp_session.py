@@ -357,3 +357,46 @@ def test_chunk_pipe_hands_out_pieces_without_joining():
     assert got.pieces[0] == b'a' * 5 and got.pieces[1] is parts[1]
     got = pipe.read(1000)
     assert len(got) == 25 and b''.join(got.pieces) == b'c' * 25
+
+
+def test_transport_errors_are_debug_records(tmp_path, caplog):
+    """A bad banner, raised by the driver anyway, is a DEBUG record.
+
+    paramiko's transport thread logs it at ERROR with a traceback.
+    """
+    import logging
+    import threading
+    import types
+
+    srv = socket.socket()
+    srv.bind(('127.0.0.1', 0))
+    srv.listen(1)
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(b'HTTP/1.1 400 not ssh\r\n' * 3)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    opts = types.SimpleNamespace(
+        known_hosts_file=str(tmp_path / 'known_hosts'), key_passphrase=None,
+        allow_agent=False, look_for_keys=False, ciphers=[],
+        window_size=2 ** 21)
+    loc = locations.Location('sftp://127.0.0.1:%d/x' % srv.getsockname()[1])
+    for level in (logging.INFO, logging.DEBUG):
+        caplog.clear()
+        caplog.set_level(level)
+        with pytest.raises(Exception):
+            sftp_session.connect(loc, 'root', None, None, 5.0, opts)
+        ours = [r for r in caplog.records
+                if r.name.startswith(sftp_session.TRANSPORT_LOG)]
+        assert all(r.levelno == logging.DEBUG for r in ours), ours
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR
+                    and r.name.startswith('paramiko')]
+        if level == logging.DEBUG:
+            assert any('banner' in r.getMessage().lower() for r in ours)
+        else:
+            assert ours == []
+        if level == logging.INFO:
+            threading.Thread(target=serve, daemon=True).start()
+    srv.close()

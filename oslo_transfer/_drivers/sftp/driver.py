@@ -494,9 +494,15 @@ class SFTPDriver(driver.Driver):
         state = {'data_error': False}
 
         def on_data_error(exc):
-            # The data is bad (checksum) or the caller gave up: nothing
-            # complete-looking may stay on the server.
             state['data_error'] = True
+            if isinstance(exc, exceptions.Cancelled) or \
+                    ctx.cancel.cancelled:
+                # The caller gave up: NAME.part stays for a later call to
+                # continue (the connection may be closed already).
+                _forget(f)
+                raise exc
+            # The data is bad (checksum, verifier): nothing
+            # complete-looking may stay on the server.
             f.close()
             try:
                 sftp.remove(target)

@@ -27,6 +27,12 @@ is first used.
   carries one.
 * Each session is its own SSH connection (TCP, key exchange, one SFTP
   channel): parallel segments then run on separate server processes.
+* paramiko's transport thread logs the errors it meets (a reset
+  connection, a bad banner) at ERROR, with a traceback.  Every one of them
+  also reaches the driver, which raises it (translated) or retries: our
+  transports log to :data:`TRANSPORT_LOG`, where they are DEBUG records,
+  so that a recovered error does not look like a failure in a service's
+  log.
 """
 
 import collections
@@ -48,6 +54,24 @@ from oslo_transfer import exceptions
 from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
+
+#: The log channel of our paramiko transports (below ``paramiko.transport``,
+#: so an operator's settings for paramiko still apply).
+TRANSPORT_LOG = 'paramiko.transport.oslo_transfer'
+
+
+class _Demoted(logging.Filter):
+    """ERROR records of our transports become DEBUG ones (see above)."""
+
+    def filter(self, record):
+        if record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, 'DEBUG'
+            return logging.getLogger(record.name).isEnabledFor(
+                logging.DEBUG)
+        return True
+
+
+logging.getLogger(TRANSPORT_LOG).addFilter(_Demoted())
 
 __all__ = ['Session', 'connect', 'translate',
            'host_key_name']
@@ -451,6 +475,7 @@ def connect(location, user, password, key_file, timeout, options,
         transport = paramiko.Transport(
             sock, default_window_size=options.window_size,
             default_max_packet_size=MAX_PACKET)
+        transport.set_log_channel(TRANSPORT_LOG)
         transport.banner_timeout = timeout
         transport.auth_timeout = timeout
         _prefer_ciphers(transport, options.ciphers)

@@ -26,6 +26,7 @@ that a test needs:
                     ``PASSWORD``)
 ``/forbidden/``     always 403
 ``/error/``         always 500
+``/unavailable/``   always 503
 ``/redirect/X``     302 to ``/X``
 ``/loop/``          redirects to itself forever
 ==================  ========================================================
@@ -115,6 +116,9 @@ http {{
         }}
         location /error/ {{
             return 500;
+        }}
+        location /unavailable/ {{
+            return 503;
         }}
         location /redirect/ {{
             rewrite ^/redirect/(.*)$ /$1 redirect;

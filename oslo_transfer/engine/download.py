@@ -41,6 +41,7 @@ from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import throttle
+from oslo_transfer.engine import wholefile
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import result as result_mod
@@ -431,52 +432,8 @@ class Download:
         return new(), 0
 
     def _whole_file(self, drv, loc, size):
-        job = self
-
-        class _Target:
-            path = job.part.path
-
-            def __init__(self):
-                self.size = size
-                self._lock = threading.Lock()
-                self._saved = time.monotonic()
-
-            def held(self):
-                return list(job.journal.ranges)
-
-            def record(self, offset, length):
-                with self._lock:
-                    job.journal.ranges.add(offset, offset + length)
-                    if time.monotonic() - self._saved > 1.0:
-                        self._saved = time.monotonic()
-                        self.save()
-
-            def save(self, make_room=False):
-                # Held means durable: whatever the driver did, the ranges
-                # reach the control file only after the .part was synced
-                # (one fdatasync a second; the inode is shared).
-                job.part.sync()
-                seg_mod.save_journal(job.journal, job.part, make_room)
-
-            def progress(self, nbytes):
-                job.count_wire(nbytes)
-                job.count_done(nbytes)
-
-        target = _Target()
-        failed = True
-        try:
+        with wholefile.Target(self, size) as target:
             drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
-            failed = False
-        finally:
-            # What the driver recorded since the last save stays held,
-            # also when it failed or was cancelled.
-            with target._lock:
-                try:
-                    target.save(make_room=failed)
-                except exceptions.TransferError as exc:
-                    # Do not hide the driver's own error behind this one.
-                    LOG.warning('could not record progress of %s: %s',
-                                self.part.path, exc)
         final = size if size is not None else self.part.size()
         if self.part.size() != final:
             raise exceptions.SizeMismatch(

@@ -83,6 +83,38 @@ def _step(target) -> int:
     return max(_MIN_STEP, min(_STEP, ckpt // 4))
 
 
+def _validator(st) -> str | None:
+    """Inode, size and modification time of a regular file; None else.
+
+    (A block device has no version: resume splices only when the size and
+    a checksum are known, the engine's rule.)
+    """
+    if stat_mod.S_ISREG(st.st_mode):
+        return 'file:%d:%d:%d' % (st.st_ino, st.st_size, st.st_mtime_ns)
+    return None
+
+
+def _check_unchanged(fd, path, ctx, when):
+    """Raise SourceChanged unless ``fd`` is the version the engine stat'ed.
+
+    A local read has no ``If-Range``: the file can be rewritten in place
+    (same inode, new mtime) or replaced by a rename (a new inode, which a
+    retry would open) while it is copied.  Checked when a read opens the
+    file and after its last byte, so a copy never joins two versions; the
+    engine then starts again or raises (``[oslo_transfer]
+    on_source_change``).  The soak found copies that held the new
+    version's end behind the old one's start.
+    """
+    expected = getattr(ctx, 'validator', None)
+    if not expected or not expected.startswith('file:'):
+        return
+    now = _validator(os.fstat(fd))
+    if now != expected:
+        raise exceptions.SourceChanged(
+            '%s changed %s (validator %s, now %s)'
+            % (path, when, expected, now), url=path)
+
+
 def _size_of(fd, st):
     if stat_mod.S_ISREG(st.st_mode):
         return st.st_size
@@ -127,13 +159,7 @@ class FileDriver(driver.Driver):
             size = _size_of(fd, st)
         finally:
             os.close(fd)
-        if stat_mod.S_ISREG(st.st_mode):
-            validator = 'file:%d:%d:%d' % (st.st_ino, st.st_size,
-                                           st.st_mtime_ns)
-        else:
-            # A block device has no version: resume splices only when the
-            # size and a checksum are known (the engine's rule).
-            validator = None
+        validator = _validator(st)
         # One stream: a local read is not latency-bound, and the engine
         # hashes a single stream from memory, where parallel segments would
         # make it read most of the data back.
@@ -194,6 +220,11 @@ class FileDriver(driver.Driver):
     def read(self, location, offset, length, ctx):
         path = _path(location)
         fd = self._open(path)
+        try:
+            _check_unchanged(fd, path, ctx, 'since it was first read')
+        except BaseException:
+            os.close(fd)
+            raise
         return self._read(fd, path, offset, length, ctx)
 
     def _read(self, fd, path, offset, length, ctx):
@@ -218,6 +249,7 @@ class FileDriver(driver.Driver):
                     break
                 pos += len(data)
                 yield data
+            _check_unchanged(fd, path, ctx, 'while it was read')
             if end is not None and pos < end:
                 raise exceptions.SizeMismatch(
                     '%s ended at %d, before %d (it shrank?)'
@@ -236,11 +268,13 @@ class FileDriver(driver.Driver):
             raise exceptions.DestinationError('%s: %s' % (
                 target.path, exc.strerror)) from exc
         try:
+            _check_unchanged(sfd, src, ctx, 'since it was first read')
             st = os.fstat(sfd)
             size = _size_of(sfd, st)
             held = target.held()
             if stat_mod.S_ISREG(st.st_mode):
                 if not held and self._reflink(sfd, dfd, src):
+                    _check_unchanged(sfd, src, ctx, 'while it was cloned')
                     target.record(0, size)
                     if progress:
                         progress(size)
@@ -250,6 +284,7 @@ class FileDriver(driver.Driver):
             else:
                 self._copy_loop(sfd, dfd, size, held, target, ctx, progress,
                                 src)
+            _check_unchanged(sfd, src, ctx, 'while it was copied')
             # No fdatasync here: the engine syncs the .part (same inode)
             # before it records the ranges, and not at all with
             # [oslo_transfer] fsync = false.
@@ -319,6 +354,7 @@ class FileDriver(driver.Driver):
                         data = os.pread(sfd, min(n, self.chunk_size), pos)
                         done = os.pwrite(dfd, data, pos) if data else 0
                     if not done:
+                        _check_unchanged(sfd, src, ctx, 'while it was copied')
                         raise exceptions.SizeMismatch(
                             '%s shrank while it was copied' % src, url=src)
                     target.record(pos, done)

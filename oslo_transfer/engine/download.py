@@ -250,7 +250,7 @@ class Download:
         for cand in self.plan.candidates:
             self.ctx.cancel.check()
             try:
-                res = self._attempt(cand)
+                res = self._attempt_whole(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
                     exceptions.DestinationError, exceptions.SourceChanged,
                     exceptions.SizeMismatch):
@@ -272,6 +272,32 @@ class Download:
             raise exceptions.NoDriverFound('nothing to try')
         self._cleanup_if_empty()
         raise last
+
+    def _attempt_whole(self, cand):
+        """:meth:`_attempt`, from zero again when the source changed.
+
+        A driver that sees its source change in the middle of a read (a
+        local file rewritten in place: no ``If-Range`` to refuse the read)
+        raises ``SourceChanged``; the bytes of this attempt may be of two
+        versions, so they are all dropped and the copy starts again, at
+        most ``[oslo_transfer] retries`` times, or the error is raised
+        with ``on_source_change = error``.  (The engine itself raises
+        ``SourceChanged`` only in that mode.)
+        """
+        restarts = 0
+        while True:
+            try:
+                return self._attempt(cand)
+            except exceptions.SourceChanged as exc:
+                if self.on_source_change == 'error' or \
+                        restarts >= self.retry.retries:
+                    raise
+                restarts += 1
+                LOG.warning('%s; starting again (%d/%d)', exc, restarts,
+                            self.retry.retries)
+                self.journal.reset()
+                self.part.close()
+                self.part.open(fresh=True)
 
     def _cleanup_if_empty(self):
         if not self.journal.ranges:

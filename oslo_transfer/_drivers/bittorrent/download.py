@@ -47,6 +47,7 @@ import time
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 from oslo_transfer._drivers.bittorrent import pieces as pieces_mod
 from oslo_transfer._drivers.bittorrent import record as record_mod
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
@@ -509,7 +510,8 @@ class TorrentDownload:
             infos = self.handle.get_peer_info()
         except RuntimeError:
             return
-        self.seen_complete.update(tuple(p.ip) for p in infos if p.seed)
+        self.seen_complete.update(tuple(p.ip) for p in infos
+                                  if session_mod.peer_is_seed(p))
 
     def _collect_stats(self):
         self._note_complete_peers()

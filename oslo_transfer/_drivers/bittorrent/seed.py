@@ -28,6 +28,7 @@ import os
 import threading
 import time
 
+from oslo_transfer._drivers.bittorrent import session as session_mod
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -338,9 +339,11 @@ class Seeds:
             except RuntimeError:
                 infos = []
             # Remembered: a peer that completes may leave at once.
-            entry.complete.update(tuple(p.ip) for p in infos if p.seed)
+            entry.complete.update(tuple(p.ip) for p in infos
+                                  if session_mod.peer_is_seed(p))
             LOG.debug('bittorrent: seeding %s: peers %s, complete %s',
-                      entry.path, [(p.ip, p.seed, p.progress)
+                      entry.path, [(p.ip, session_mod.peer_is_seed(p),
+                                    p.progress)
                                    for p in infos], entry.complete)
             ips = {ip for ip, _ in entry.complete}
             if all(ip in ips for ip, _ in entry.peers) and \

@@ -157,6 +157,18 @@ def alert_info_hash(alert) -> str | None:
         return None
 
 
+def peer_is_seed(peer) -> bool:
+    """True when a libtorrent ``peer_info`` says the peer has every piece.
+
+    ``peer_info.seed`` is the *value* of that flag (1024), the same on
+    every peer; a peer's own flags are ``peer_info.flags``.  (Reading
+    ``peer.seed`` took every connected peer for complete: a seed that
+    named its peers stopped three seconds after they connected, and the
+    kill-and-resume soak's copies then waited for a peer that was gone.)
+    """
+    return bool(peer.flags & import_libtorrent().peer_info.seed)
+
+
 class Session:
     """The process-wide libtorrent session and its alert thread."""
 

@@ -12,7 +12,8 @@
 
 """oslo.transfer: move large byte streams with the right protocol.
 
-Scripts call :func:`copy`, :func:`open`, :func:`upload` and :func:`plan`;
+Scripts call :func:`copy`, :func:`open`, :func:`upload`, :func:`plan` and
+:func:`attach`;
 services build a :class:`Transfer` on their ``ConfigOpts``.
 """
 
@@ -28,6 +29,8 @@ _EXPORTS = {
     'open': 'oslo_transfer.api',
     'plan': 'oslo_transfer.api',
     'upload': 'oslo_transfer.api',
+    'attach': 'oslo_transfer.api',
+    'LazyImage': 'oslo_transfer.lazy.image',
     'Checksum': 'oslo_transfer.checksum',
     'CancelToken': 'oslo_transfer.driver',
     'Credentials': 'oslo_transfer.locations',
@@ -41,9 +44,10 @@ _EXPORTS = {
     'TransferHandle': 'oslo_transfer.transfer',
 }
 
-__all__ = ['copy', 'open', 'upload', 'plan', 'Transfer', 'TransferHandle',
-           'Hints', 'Plan', 'Result', 'Seeding', 'Source', 'Location',
-           'Credentials', 'Checksum', 'CancelToken', 'exceptions']
+__all__ = ['copy', 'open', 'upload', 'plan', 'attach', 'Transfer',
+           'TransferHandle', 'LazyImage', 'Hints', 'Plan', 'Result',
+           'Seeding', 'Source', 'Location', 'Credentials', 'Checksum',
+           'CancelToken', 'exceptions']
 
 
 def __getattr__(name):

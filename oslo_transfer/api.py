@@ -22,7 +22,7 @@ import threading
 
 from oslo_transfer import transfer as transfer_mod
 
-__all__ = ['copy', 'open', 'upload', 'plan']
+__all__ = ['copy', 'open', 'upload', 'plan', 'attach']
 
 _default = None
 _lock = threading.Lock()
@@ -84,3 +84,20 @@ def plan(source, dest=None, hints=None, conf=None):
     finally:
         if conf is not None:
             t.close()
+
+
+def attach(source, cache, checksum=None, hints=None, manifest=None,
+           prefetch=True, profile=None, conf=None):
+    """A lazy image of ``source``; see :meth:`Transfer.attach`."""
+    t = _transfer(conf)
+    try:
+        image = t.attach(source, cache, checksum=checksum, hints=hints,
+                         manifest=manifest, prefetch=prefetch,
+                         profile=profile)
+    except BaseException:
+        if conf is not None:
+            t.close()
+        raise
+    if conf is not None:
+        image.owner = t  # closed with the image
+    return image

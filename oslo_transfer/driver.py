@@ -51,6 +51,7 @@ Rules every driver must follow:
 """
 
 import abc
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -236,6 +237,14 @@ class Context:
         contact.  Raises :class:`~oslo_transfer.exceptions.NoDriverFound`
         when no loaded driver serves the scheme; the default (a Context
         that no Transfer made) always does.
+    :ivar priority: the scheduling class of the call's connections and
+        bytes: ``"interactive"``, ``"normal"`` (the default) or
+        ``"background"`` (DESIGN, "Scheduling").  The engine sets it;
+        drivers pass it on through :meth:`slot` and :meth:`consume`.
+    :ivar scheduler: the process's scheduler, set by the
+        :class:`~oslo_transfer.transfer.Transfer`; None (a Context that
+        no Transfer made) makes :meth:`slot` and :meth:`consume` wait for
+        nothing.
     """
 
     cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
@@ -253,6 +262,31 @@ class Context:
     held_bytes: int = 0
     driver_for: typing.Callable[[typing.Any], 'Driver'] = dataclasses.field(
         default=_no_driver_for, repr=False)
+    priority: str = 'normal'
+    scheduler: typing.Any = dataclasses.field(default=None, repr=False)
+
+    def slot(self, origin: str) -> typing.ContextManager:
+        """A context manager holding one connection to ``origin``.
+
+        A driver that opens connections of its own (beyond the one each
+        ``read()`` call is given) holds a slot for each, so that the
+        per-origin caps and the classes apply to them.
+
+        :param origin: ``scheme://host:port`` of the server.
+        """
+        if self.scheduler is None:
+            return contextlib.nullcontext()
+        return self.scheduler.slot(origin, self.priority, self.deadline,
+                                   self.cancel)
+
+    def consume(self, nbytes: int, origin: str | None = None) -> None:
+        """Block until ``nbytes`` more bytes may pass (rate limits, class).
+
+        :param origin: ``scheme://host:port`` the bytes come from, if one.
+        """
+        if self.scheduler is not None:
+            self.scheduler.consume(nbytes, self.priority, origin,
+                                   self.cancel)
 
     def remaining(self) -> float | None:
         if self.deadline is None:

@@ -28,6 +28,7 @@ __all__ = [
     'TransferTimeout', 'ProtocolError', 'RangeNotSupported',
     'ChecksumMismatch', 'SizeMismatch', 'SourceChanged', 'DestinationError',
     'DestinationExists', 'Cancelled', 'URLNotAllowed', 'MissingDependency',
+    'ManifestNotTrusted',
 ]
 
 
@@ -135,3 +136,14 @@ class DestinationExists(DestinationError):
 
 class Cancelled(TransferError):
     """The transfer was cancelled; its resumable state is kept."""
+
+
+class ManifestNotTrusted(TransferError):
+    """A lazy image has no trusted manifest to verify its blocks with.
+
+    Raised by :meth:`Transfer.attach
+    <oslo_transfer.transfer.Transfer.attach>` when the caller supplied no
+    blockmap or torrent metadata, nor the sha256 of one, unless
+    ``[oslo_transfer] lazy_unverified_reads`` allows serving unverified
+    blocks.
+    """

@@ -622,9 +622,10 @@ class TransferFixture(fixtures.Fixture):
         self.useFixture(fixtures.MonkeyPatch(
             'oslo_transfer.engine.throttle.PROCESS_BUCKET',
             throttle.TokenBucket(0)))
-        self.useFixture(fixtures.MonkeyPatch(
-            'oslo_transfer.engine.throttle.ORIGINS',
-            throttle.OriginLimiter()))
+        scheduler = throttle.Scheduler()
+        for name in ('SCHEDULER', 'ORIGINS'):
+            self.useFixture(fixtures.MonkeyPatch(
+                'oslo_transfer.engine.throttle.%s' % name, scheduler))
         with api._lock:
             self.addCleanup(self._restore_module_api, api._default)
         classes = [self.memory_driver] + [self._load(d)

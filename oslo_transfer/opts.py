@@ -183,6 +183,37 @@ _opts = [
     cfg.StrOpt('state_path', default='/var/lib/oslo_transfer',
                help='Top-level directory for oslo.transfer state.',
                sample_default='/var/lib/oslo_transfer'),
+    cfg.IntOpt('lazy_block_size', default=0, min=0,
+               help='Fetch unit of a lazy image (Transfer.attach, '
+                    'oslo-transfer nbd) in bytes: a read of a missing '
+                    'block fetches the whole unit around it.  0 uses the '
+                    'manifest\'s granularity (a blockmap\'s block size, a '
+                    'torrent\'s piece size; 64 KiB without a manifest); '
+                    'any other value must be a multiple of it.\n\n'
+                    'Related options:\n\n* lazy_unverified_reads'),
+    cfg.BoolOpt('lazy_unverified_reads', default=False,
+                help='Let a lazy image serve blocks that no trusted '
+                     'manifest verifies (no blockmap or torrent supplied '
+                     'by the caller, nor its sha256).  Each such attach is '
+                     'logged, the whole-image checksum (if given) is '
+                     'checked when every block is present, and on a '
+                     'mismatch the cache is discarded and later reads '
+                     'fail.  A guest may have read wrong bytes by then: '
+                     'leave this off unless the origin and the network '
+                     'are trusted.\n\nRelated options:\n\n'
+                     '* lazy_find_blockmap'),
+    cfg.BoolOpt('lazy_find_blockmap', default=False,
+                help='When a lazy image is attached without a manifest, '
+                     'look for URL.blockmap next to each location.  A '
+                     'blockmap found there is not trusted (it proves '
+                     'nothing about the origin): its block digests are '
+                     'checked, but it is neither the cache\'s identity '
+                     'nor a source of zero blocks, and attach still needs '
+                     'lazy_unverified_reads.  A caller who knows the '
+                     'blockmap\'s sha256 passes manifest="sha256:HEX" '
+                     'instead, which looks there whatever this says and '
+                     'trusts what matches.\n\nRelated options:\n\n'
+                     '* lazy_unverified_reads'),
     cfg.IntOpt('executor_workers', default=16, min=1,
                help='Threads of the executor that runs submitted '
                     'transfers and parallel segments.'),

@@ -29,6 +29,7 @@ from oslo_transfer.engine import download
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
+from oslo_transfer.lazy import image as lazy_image
 from oslo_transfer import locations
 from oslo_transfer import opts
 from oslo_transfer import selector as selector_mod
@@ -126,7 +127,7 @@ class Transfer:
             thread_name_prefix='oslo-transfer-segment')
         if g.process_rate_limit:
             throttle.PROCESS_BUCKET.set_rate(g.process_rate_limit)
-        throttle.ORIGINS.limit = g.max_connections_per_origin
+        throttle.SCHEDULER.limit = g.max_connections_per_origin
         self._closed = False
 
     # -- loading ------------------------------------------------------------
@@ -242,7 +243,8 @@ class Transfer:
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
             expected_size=getattr(source, 'size', None),
-            checksum=checksum, driver_for=self.driver_for)
+            checksum=checksum, driver_for=self.driver_for,
+            scheduler=throttle.SCHEDULER)
 
     @staticmethod
     def _source(source) -> locations.Source:
@@ -392,6 +394,55 @@ class Transfer:
                     'no driver can read %s from offset %d'
                     % (source.urls[0].masked, offset))
         return stream.Reader(self, plan, offset, length, ck, ctx)
+
+    def attach(self, source, cache, checksum=None, hints=None,
+               manifest=None, prefetch: bool = True,
+               profile=None) -> lazy_image.LazyImage:
+        """Serve ``source`` before it has arrived: a lazy image.
+
+        Reads of the :class:`~oslo_transfer.lazy.image.LazyImage` fetch
+        missing blocks on demand (ranged reads of the selected driver),
+        verify them against the manifest, and keep them in the cache
+        ``CACHE.part`` (with its present-map ``CACHE.part.map``); the rest
+        is prefetched in the background.  Once every block is present and
+        verified the cache is renamed to ``cache``, as a ``copy()`` would
+        leave it.  See the user guide's "Lazy images".
+
+        :param source: URL, path, Location or Source; its drivers must
+            read ranges.
+        :param cache: the local path the image ends up at.
+        :param checksum: ``"ALGO:HEX"`` of the whole image, checked before
+            the rename.
+        :param hints: a :class:`~oslo_transfer.selector.Hints`.
+        :param manifest: what blocks are verified against, trusted when
+            the caller supplies it: a local path or the bytes of a
+            blockmap or ``.torrent`` file, a parsed
+            :class:`~oslo_transfer.blockmap.Blockmap` or
+            :class:`~oslo_transfer.torrent.TorrentMeta`, a ``(location,
+            "sha256:HEX")`` pair, or ``"sha256:HEX"`` alone (the
+            ``URL.blockmap`` next to a location with that digest).  A URL
+            alone is read but not trusted.  None: ``Source.torrent`` if
+            any.
+        :param prefetch: fetch the rest in the background.
+        :param profile: path of an access profile: recorded during the
+            first 60 s, or, when it matches the image, fetched first.
+        :raises ManifestNotTrusted: no trusted manifest, and
+            ``[oslo_transfer] lazy_unverified_reads`` is off.
+        :raises DestinationError: another process has the cache.
+        """
+        return self._attach(source, cache, checksum, hints, manifest,
+                            prefetch, profile)
+
+    def _attach(self, source, cache, checksum=None, hints=None,
+                manifest=None, prefetch=True, profile=None, **engine):
+        """:meth:`attach`, with the engine's knobs (the NBD plugin's)."""
+        source = self._source(source)
+        ck = self._checksum(checksum, source)
+        ctx = self._context(hints, None, source, ck)
+        plan = self._plan(self._locations(source), hints, 'read', ctx)
+        return lazy_image.attach(self, plan, source, os.fspath(cache), ck,
+                                 ctx, manifest=manifest, prefetch=prefetch,
+                                 profile=profile, **engine)
 
     def upload(self, data, dest, size: int | None = None, checksum=None,
                hints=None, progress=None,

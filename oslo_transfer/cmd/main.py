@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 COMMAND_MODULES = (
     'oslo_transfer.cmd.copy',
     'oslo_transfer.cmd.demo',
+    'oslo_transfer.cmd.lazy',
     'oslo_transfer.cmd.serve',
     'oslo_transfer.cmd.torrent',
 )

@@ -147,7 +147,7 @@ class Download:
 
     def throttle(self, n, token):
         self.bucket.consume(n, token)
-        throttle.PROCESS_BUCKET.consume(n, token)
+        throttle.SCHEDULER.consume(n, self.ctx.priority, cancel=token)
 
     def count_wire(self, n):
         with self._count_lock:

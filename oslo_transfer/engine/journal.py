@@ -26,8 +26,15 @@ Beside a destination ``DEST`` the engine keeps:
     held with ``fcntl.flock`` for the whole transfer: one writer per
     destination.
 
-The control file never holds credentials.  A future on-demand reader
-(copy-on-read) keeps the same map of present ranges.
+The control file never holds credentials.
+
+A lazy image (:mod:`oslo_transfer.lazy`) keeps the same files, and
+``DEST.part.map`` beside them: a bitmap of the blocks present, whose
+versioned header (block size, block count, the manifest that names the
+cache) is the ``lazy`` entry of the control file.  The ranges of the
+control file cover what the map says, so that a ``copy()`` resumes from
+what an attach left; a ``copy()`` that starts again from nothing drops
+the ``lazy`` entry, and the map goes with the control file.
 """
 
 import errno
@@ -70,6 +77,8 @@ class Journal:
         self.algorithm = None
         self.prefix_len = 0
         self.prefix_digest = None
+        #: the present-map's header of a lazy image, or None
+        self.lazy = None
 
     def load(self) -> bool:
         """Read the control file; False if there is none or it is unusable."""
@@ -94,6 +103,7 @@ class Journal:
             self.algorithm = data.get('algorithm')
             self.prefix_len = int(data.get('prefix_len') or 0)
             self.prefix_digest = data.get('prefix_digest')
+            self.lazy = data.get('lazy')
         except (ValueError, KeyError, TypeError) as exc:
             LOG.warning('ignoring damaged control file %s: %s', self.path,
                         exc)
@@ -109,7 +119,7 @@ class Journal:
                 'ranges': self.ranges.to_list(), 'algorithm': self.algorithm,
                 'prefix_len': self.prefix_len,
                 'prefix_digest': self.prefix_digest,
-                'updated': time.time()}
+                'lazy': self.lazy, 'updated': time.time()}
         tmp = '%s.%d.tmp' % (self.path, os.getpid())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
@@ -136,18 +146,27 @@ class Journal:
             raise exceptions.DestinationError(msg) from exc
 
     def remove(self):
-        """Remove the control file and the temp files of killed writers.
+        """Remove the control file, its present-map and stale temp files.
 
-        Only called with the destination lock held, so no other process
-        is rewriting it.
+        The temp files are those of killed writers.  Only called with the
+        destination lock held, so no other process is rewriting it.
         """
-        for p in [self.path] + glob.glob(glob.escape(self.path) + '.*.tmp'):
+        paths = [self.path, self.map_path] + glob.glob(
+            glob.escape(self.path) + '.*.tmp')
+        for p in paths:
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
 
+    @property
+    def map_path(self) -> str:
+        """``DEST.part.map``: a lazy image's present-map beside it."""
+        return self.path[:-len('.ctl')] + '.map' if \
+            self.path.endswith('.ctl') else self.path + '.map'
+
     def reset(self):
+        self.lazy = None
         self.validator = None
         self.ranges = _utils.RangeSet()
         self.prefix_len = 0

@@ -35,7 +35,6 @@ import threading
 from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import partfile as partfile_mod
-from oslo_transfer.engine import throttle
 from oslo_transfer.engine import writers
 from oslo_transfer import exceptions
 
@@ -191,7 +190,7 @@ class Fill:
         if not self.ranged and start > 0:
             # One stream from zero; drop what we already hold.
             skip, start, length = start, 0, None
-        with throttle.ORIGINS.slot(job.origin_key(self.loc), self.token):
+        with self.ctx.slot(job.origin_key(self.loc)):
             try:
                 chunks = self.drv.read(self.loc, start, length, self.ctx)
             except exceptions.RangeNotSupported as exc:

@@ -25,8 +25,10 @@ PACKAGE_DIR = os.path.dirname(oslo_transfer.__file__)
 
 #: what the command may import from oslo_transfer, besides its own modules
 #: (not ``opts``: the Transfer registers the options)
-PUBLIC = {'oslo_transfer', 'oslo_transfer.api', 'oslo_transfer.checksum',
-          'oslo_transfer.driver',
+PUBLIC = {'oslo_transfer', 'oslo_transfer.api', 'oslo_transfer.blockmap',
+          'oslo_transfer.checksum', 'oslo_transfer.driver',
+          # the NBD export's process model, shared with its nbdkit plugin
+          'oslo_transfer.lazy', 'oslo_transfer.lazy.nbd',
           'oslo_transfer.exceptions', 'oslo_transfer.locations',
           'oslo_transfer.result',
           'oslo_transfer.selector', 'oslo_transfer.torrent',

@@ -1,0 +1,392 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Lazy images: a boot-like trace served before the image has arrived.
+
+::
+
+    python benchmarks/lazy/run.py [--size 2G] [--rate 100mbit]
+        [--qd 1,16] [--rows a,b,d,e,f] [--seed 1]
+
+A real nginx serves the image in a network namespace of its own, behind a
+``--rate`` link shaped with ``tc tbf`` (the swarm benchmark's network,
+one receiver).  The trace (:mod:`trace`: a 16 MiB head, then 400 reads in
+32 regions, about 5 % of the image) is replayed through python3-libnbd at
+each queue depth of ``--qd``, on these rows:
+
+``a``  ``oslo-transfer copy``, then the trace from the local file
+       (served by ``nbdkit file``): the time until the trace is served
+       includes the whole copy;
+``b``  ``nbdkit curl URL --filter=cache cache-on-read=true``;
+``d``  ``oslo-transfer nbd`` with ``--no-prefetch``;
+``e``  ``oslo-transfer nbd`` (prefetch on);
+``f``  ``oslo-transfer nbd`` with an access profile recorded by a run
+       before (the measured run starts from an empty cache).
+
+Printed per row: the time until the trace is served, the bytes the
+origin sent during the trace and in all (its tbf counter, headers
+included), the read amplification (origin bytes during the trace / bytes
+touched), the time until the image is complete (``-``: never), and the
+peak RssAnon of the processes of the row (ours: the command and its
+nbdkit).  JSON and a PNG plot go to ``benchmarks/results/lazy.*``.
+
+Not yet: (c) qemu's curl driver with copy-on-read and (g) ``nbdkit
+torrent``, the rows of the issue that need a qemu block graph and a
+swarm.  Needs root (network namespaces), nginx, nbdkit with its curl and
+python plugins, and python3-libnbd.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+import benchlib  # noqa: E402
+import trace as trace_mod  # noqa: E402
+
+MiB = 1024 * 1024
+SYSTEM_PYTHON = '/usr/bin/python3'
+
+
+def _swarm():
+    """The swarm benchmark's network helpers (one module, one network)."""
+    spec = importlib.util.spec_from_file_location(
+        'swarm_run', os.path.join(ROOT, 'benchmarks', 'swarm', 'run.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class RssSampler:
+    """Peak RssAnon (KiB) of a process and its children, every 0.1 s."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _pids(self):
+        todo, seen = [self.pid], []
+        while todo:
+            pid = todo.pop()
+            seen.append(pid)
+            try:
+                with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+                    todo.extend(int(p) for p in f.read().split())
+            except OSError:
+                pass
+        return seen
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            for pid in self._pids():
+                try:
+                    with open('/proc/%d/status' % pid) as f:
+                        status = f.read()
+                except OSError:
+                    continue
+                name = status.split('\n')[0].split()[-1]
+                for line in status.split('\n'):
+                    if line.startswith('RssAnon:'):
+                        kib = int(line.split()[1])
+                        key = '%s-%d' % (name, pid)
+                        self.peak[key] = max(self.peak.get(key, 0), kib)
+
+    def stop(self) -> float:
+        """Stop; the sum of the processes' peaks, in MiB."""
+        self._stop.set()
+        self._thread.join()
+        return sum(self.peak.values()) / 1024.0
+
+
+class Bench:
+
+    def __init__(self, args, net, swarm, work):
+        self.args = args
+        self.net = net
+        self.swarm = swarm
+        self.work = work
+        self.size = args.size
+        self.ns = net.receiver_ns[0]
+
+    # -- set-up --------------------------------------------------------------
+
+    def prepare(self):
+        self.docroot = os.path.join(self.work, 'docroot')
+        os.makedirs(self.docroot)
+        path = os.path.join(self.docroot, 'image.raw')
+        benchlib.random_file(path, self.size)
+        self.checksum = 'sha256:' + benchlib.sha256_of(path)
+        self.blockmap = os.path.join(self.work, 'image.blockmap')
+        subprocess.run(benchlib.oslo_transfer_cmd() + [
+            'make-blockmap', path, '-o', self.blockmap], check=True,
+            stdout=subprocess.DEVNULL)
+        self.url = 'http://%s/image.raw' % self.swarm.ORIGIN_IP
+        self.trace = trace_mod.make(self.size, self.args.seed)
+        self.touched = trace_mod.touched(self.trace)
+        self.trace_path = os.path.join(self.work, 'trace.json')
+        with open(self.trace_path, 'w') as f:
+            json.dump(self.trace, f)
+        bench = self.swarm.Bench(self.args, self.net, self.work)
+        bench.docroot, bench.url = self.docroot, self.url
+        bench.start_origin()
+        self.origin = bench
+
+    def fresh(self, row):
+        d = os.path.join(self.work, 'out', row)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        return d
+
+    def in_ns(self, argv):
+        return ['ip', 'netns', 'exec', self.ns] + argv
+
+    # -- one row -------------------------------------------------------------
+
+    def replay(self, uri, qd) -> float:
+        out = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, 'trace.py'),
+                              uri, self.trace_path, str(qd)],
+                             capture_output=True, text=True,
+                             env=dict(os.environ, PATH='/usr/bin:/bin'))
+        if out.returncode:
+            raise RuntimeError('the replay failed: %s' % out.stderr)
+        return json.loads(out.stdout)['seconds']
+
+    def serve(self, argv, sock, ready_line=False):
+        """Start a server of the NBD socket ``sock``; wait until ready."""
+        proc = subprocess.Popen(self.in_ns(argv), stdout=subprocess.PIPE,
+                                stderr=open(sock + '.log', 'wb'))
+        deadline = time.monotonic() + 60
+        if ready_line:
+            line = proc.stdout.readline()
+            if not line.startswith(b'ready'):
+                raise RuntimeError('%s: %s' % (argv[0], open(
+                    sock + '.log').read()[-2000:]))
+        else:
+            while not os.path.exists(sock):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError('%s did not start' % argv[0])
+                time.sleep(0.05)
+        return proc
+
+    @staticmethod
+    def stop(proc):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+
+    def row_copy(self, qd):
+        d = self.fresh('a-%d' % qd)
+        dest = os.path.join(d, 'image.raw')
+        before = self.net.origin_tx()
+        start = time.monotonic()
+        proc = subprocess.Popen(self.in_ns(benchlib.oslo_transfer_cmd() + [
+            'copy', self.url, dest, '--checksum', self.checksum,
+            '--no-progress']))
+        rss = RssSampler(proc.pid)
+        if proc.wait():
+            raise RuntimeError('oslo-transfer copy failed')
+        complete = time.monotonic() - start
+        peak = rss.stop()
+        sock = os.path.join(d, 'sock')
+        server = self.serve(['nbdkit', '-f', '-r', '-U', sock, 'file',
+                             dest], sock)
+        served = complete + self.replay('nbd+unix:///?socket=' + sock, qd)
+        self.stop(server)
+        sent = self.net.origin_tx() - before
+        return self._row('a', qd, served, sent, sent, complete, peak)
+
+    def row_nbdkit_curl(self, qd):
+        d = self.fresh('b-%d' % qd)
+        sock = os.path.join(d, 'sock')
+        before = self.net.origin_tx()
+        server = self.serve(['nbdkit', '-f', '-r', '-U', sock,
+                             '--filter=cache', 'curl', self.url,
+                             'cache-on-read=true'], sock)
+        rss = RssSampler(server.pid)
+        start = time.monotonic()
+        served = self.replay('nbd+unix:///?socket=' + sock, qd)
+        during = self.net.origin_tx() - before
+        del start
+        self.stop(server)
+        return self._row('b', qd, served, during, during, None, rss.stop())
+
+    def row_ours(self, name, qd, *options):
+        d = self.fresh('%s-%d' % (name, qd))
+        dest = os.path.join(d, 'image.raw')
+        sock = os.path.join(d, 'sock')
+        before = self.net.origin_tx()
+        server = self.serve(benchlib.oslo_transfer_cmd() + [
+            'nbd', self.url, '--cache', dest, '--socket', sock,
+            '--blockmap', self.blockmap, '--checksum', self.checksum] +
+            list(options), sock, ready_line=True)
+        rss = RssSampler(server.pid)
+        start = time.monotonic()
+        served = self.replay('nbd+unix:///?socket=' + sock, qd)
+        during = self.net.origin_tx() - before
+        complete = None
+        if '--no-prefetch' not in options:
+            while not os.path.exists(dest):
+                time.sleep(0.2)
+            complete = time.monotonic() - start
+        peak = rss.stop()
+        self.stop(server)
+        total = self.net.origin_tx() - before
+        return self._row(name, qd, served, during, total, complete, peak)
+
+    def record_profile(self, qd):
+        profile = os.path.join(self.work, 'boot-%d.profile' % qd)
+        d = self.fresh('record-%d' % qd)
+        sock = os.path.join(d, 'sock')
+        server = self.serve(benchlib.oslo_transfer_cmd() + [
+            'nbd', self.url, '--cache', os.path.join(d, 'image.raw'),
+            '--socket', sock, '--blockmap', self.blockmap, '--profile',
+            profile, '--no-prefetch'], sock, ready_line=True)
+        self.replay('nbd+unix:///?socket=' + sock, qd)
+        self.stop(server)               # the profile is written on close
+        return profile
+
+    def _row(self, name, qd, served, during, total, complete, rss):
+        row = {'row': name, 'qd': qd, 'served_s': served,
+               'origin_during_trace': during, 'origin_total': total,
+               'amplification': during / self.touched,
+               'complete_s': complete, 'peak_rss_anon_mib': rss}
+        print('  %s qd=%-2d served %.2fs, origin %s during the trace '
+              '(x%.2f of touched), %s in all, complete %s, RssAnon %.0f MiB'
+              % (name, qd, served, benchlib.human(during),
+                 row['amplification'], benchlib.human(total),
+                 '-' if complete is None else '%.1fs' % complete, rss),
+              flush=True)
+        return row
+
+    def run(self):
+        rows = []
+        for qd in self.args.qd:
+            for name in self.args.rows:
+                if name == 'a':
+                    rows.append(self.row_copy(qd))
+                elif name == 'b':
+                    rows.append(self.row_nbdkit_curl(qd))
+                elif name == 'd':
+                    rows.append(self.row_ours('d', qd, '--no-prefetch'))
+                elif name == 'e':
+                    rows.append(self.row_ours('e', qd))
+                elif name == 'f':
+                    profile = self.record_profile(qd)
+                    rows.append(self.row_ours('f', qd, '--profile',
+                                              profile))
+        return rows
+
+
+def report(rows, size, touched, rate_bps):
+    bound = touched / rate_bps
+    print('\nimage %s, bytes touched %s, bound (touched / link) %.2fs'
+          % (benchlib.human(size), benchlib.human(touched), bound))
+    print('%-4s %-3s %9s %8s %12s %6s %12s %9s %9s' % (
+        'row', 'qd', 'served', 'x bound', 'origin/trace', 'ampl',
+        'origin/all', 'complete', 'RssAnon'))
+    for r in rows:
+        print('%-4s %-3d %8.2fs %8.2f %12s %6.2f %12s %9s %7.0fMiB' % (
+            r['row'], r['qd'], r['served_s'], r['served_s'] / bound,
+            benchlib.human(r['origin_during_trace']), r['amplification'],
+            benchlib.human(r['origin_total']),
+            '-' if r['complete_s'] is None else '%.1fs' % r['complete_s'],
+            r['peak_rss_anon_mib']))
+
+
+def save(rows, meta):
+    os.makedirs(benchlib.RESULTS, exist_ok=True)
+    with open(os.path.join(benchlib.RESULTS, 'lazy.json'), 'w') as f:
+        json.dump({'meta': meta, 'rows': rows}, f, indent=2)
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is not installed: no plot')
+        return
+    qds = sorted({r['qd'] for r in rows})
+    fig, axes = plt.subplots(1, len(qds), figsize=(6 * len(qds), 4.5),
+                             squeeze=False)
+    for ax, qd in zip(axes[0], qds):
+        sel = [r for r in rows if r['qd'] == qd]
+        ax.bar([r['row'] for r in sel], [r['served_s'] for r in sel],
+               color=['#c0392b' if r['row'] in 'def' else '#7f8c8d'
+                      for r in sel])
+        for i, r in enumerate(sel):
+            ax.text(i, r['served_s'], '%.1fs\nx%.2f' % (
+                r['served_s'], r['amplification']), ha='center',
+                va='bottom', fontsize=8)
+        ax.set_yscale('log')
+        ax.set_title('trace served, queue depth %d' % qd, fontsize=10)
+        ax.set_ylabel('seconds (log), lower is better')
+    fig.tight_layout()
+    path = os.path.join(benchlib.RESULTS, 'lazy.png')
+    fig.savefig(path, dpi=110)
+    print('plot: %s' % path)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--size', type=benchlib.parse_size, default='2G')
+    p.add_argument('--rate', default='100mbit')
+    p.add_argument('--qd', default='1,16',
+                   type=lambda s: [int(x) for x in s.split(',')])
+    p.add_argument('--rows', default='a,b,d,e,f',
+                   type=lambda s: s.split(','))
+    p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--repeat', type=int, default=1)   # (swarm's Bench)
+    args = p.parse_args()
+    swarm = _swarm()
+    prefix = 'otlz%d' % (os.getpid() % 10000)
+    swarm.check_privileges(prefix)
+    for tool in ('nginx', 'nbdkit'):
+        benchlib.require(tool)
+    work = tempfile.mkdtemp(prefix='oslo-lazy-bench-')
+    net = swarm.Network(prefix, 1, args.rate)
+    bench = None
+    try:
+        net.build()
+        bench = Bench(args, net, swarm, work)
+        bench.prepare()
+        print('image %s on %s at %s; trace of %d reads, %s touched'
+              % (benchlib.human(args.size), bench.url, args.rate,
+                 len(bench.trace), benchlib.human(bench.touched)),
+              flush=True)
+        rows = bench.run()
+        rate_bps = swarm._rate_bytes(args.rate)
+        report(rows, args.size, bench.touched, rate_bps)
+        save(rows, {'size': args.size, 'rate': args.rate,
+                    'touched': bench.touched, 'seed': args.seed})
+    finally:
+        if bench is not None and getattr(bench, 'origin', None):
+            bench.origin.stop()
+        net.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -219,6 +219,7 @@ class Fill:
                             % (self.loc.masked, self.size),
                             url=self.loc.masked)
                     job.throttle(n, self.token)
+                    _utils.cooperate()
                     self.part.write(pos, chunk)
                     inline = self._hash_inline(pos, chunk, n)
                     with self.cond:
@@ -511,6 +512,7 @@ class Fill:
                     data = self._take(avail)
                     self.hasher.update(data)
                     self._hashed_more(len(data))
+                    _utils.cooperate()
             self._drop_stale()
 
     def _drain_handoff(self):
@@ -546,6 +548,7 @@ class Fill:
                     % (self.part.path, self.hashed, size))
             self.hasher.update(data)
             self.hashed += len(data)
+            _utils.cooperate()
 
 
 def rehash_prefix(part, algorithm_new, length, block=HASH_BLOCK):
@@ -558,6 +561,7 @@ def rehash_prefix(part, algorithm_new, length, block=HASH_BLOCK):
             break
         h.update(data)
         pos += len(data)
+        _utils.cooperate()
     return h, pos
 
 

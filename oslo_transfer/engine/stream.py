@@ -18,6 +18,7 @@ import logging
 import os
 import time
 
+from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import throttle
@@ -118,6 +119,7 @@ class Reader(io.RawIOBase):
         attempts = 0
         while True:
             try:
+                _utils.cooperate()
                 return next(self._it)
             except StopIteration:
                 return b''
@@ -434,6 +436,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
 
             def counted(it):
                 for c in it:
+                    _utils.cooperate()
                     bucket.consume(len(c), ctx.cancel)
                     throttle.PROCESS_BUCKET.consume(len(c), ctx.cancel)
                     moved[0] += len(c)

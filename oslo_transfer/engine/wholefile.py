@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 
+from oslo_transfer import _utils
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer import exceptions
 
@@ -79,6 +80,7 @@ class Target:
 
         :raises DestinationError: the control file could not be written.
         """
+        _utils.cooperate()
         with self._cond:
             self._recorded.add(offset, offset + length)
             self._unsaved += length

@@ -87,16 +87,17 @@ def main(argv=None) -> int:
     own = args.workdir is None
     work = args.workdir or tempfile.mkdtemp(prefix='oslo-transfer-soak-',
                                             dir='/var/tmp')
-    reports = []
+    reports, rows = [], []
     try:
         for i, name in enumerate(names):
             reports.append(soak_one(name, os.path.join(work, name), size,
                                     args, options, seed=args.seed + i))
+            # After each protocol: a long run cut short keeps its rows.
+            rows = table(reports, size, options)
+            save(rows, args, size)
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    rows = table(reports, size, options)
-    save(rows, args, size)
     bad = [r['protocol'] for r in rows if not r['ok']]
     if bad:
         print('\nFAILED: %s' % ', '.join(bad))

@@ -41,16 +41,23 @@ KILLS = 3
 RESTARTS = 1
 #: small, so that the kills land between checkpoints
 OPTIONS = {'checkpoint_bytes': 2 * MiB, 'chunk_size': 256 * 1024}
+#: a local copy is much faster: more bytes and checkpoints, so that the
+#: kills land before it ends
+LOCAL = {'size': 64 * MiB, 'options': {'checkpoint_bytes': MiB,
+                                       'chunk_size': 256 * 1024}}
 SEED = 18
 
 
 @pytest.mark.parametrize('name', sorted(protocols.PROTOCOLS))
 def test_kill_and_resume(name, tmp_path):
     seed = SEED + sorted(protocols.PROTOCOLS).index(name)
-    proto = protocols.PROTOCOLS[name](tmp_path / 'server', SIZE, seed)
-    events = harness.schedule(SIZE, KILLS, RESTARTS, seed)
+    size, options = SIZE, OPTIONS
+    if name == 'file':
+        size, options = LOCAL['size'], LOCAL['options']
+    proto = protocols.PROTOCOLS[name](tmp_path / 'server', size, seed)
+    events = harness.schedule(size, KILLS, RESTARTS, seed)
     with proto:
-        soak = harness.Soak(proto, tmp_path / 'copy', options=OPTIONS,
+        soak = harness.Soak(proto, tmp_path / 'copy', options=options,
                             run_timeout=120, max_failures=0)
         report = soak.run(events)
     bound = proto.bound_per_kill(soak.options)

@@ -40,6 +40,7 @@ from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
+from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
 from oslo_transfer.engine import wholefile
 from oslo_transfer import exceptions
@@ -49,6 +50,18 @@ from oslo_transfer import result as result_mod
 LOG = logging.getLogger(__name__)
 
 Cap = driver_mod.Capability
+
+#: restarts of one copy because its source changed while it was being
+#: read (``[oslo_transfer] on_source_change = restart``); one change more
+#: raises ``SourceChanged``
+MAX_RESTARTS = 3
+
+#: the largest ``rate`` a caller may pass (bytes per second)
+MAX_RATE = 2 ** 63 - 1
+
+
+class _Restart(Exception):
+    """Internal: the source changed during the copy; start it again."""
 
 
 def _journal_name(loc):
@@ -83,7 +96,11 @@ class Download:
                                      segments < 1):
             raise ValueError('segments must be an integer of at least 1, '
                              'not %r' % (segments,))
-        if rate is not None and rate < 0:
+        if rate is not None and (
+                isinstance(rate, bool) or
+                not isinstance(rate, (int, float)) or
+                not 0 <= rate <= MAX_RATE):
+            # (``nan`` fails every comparison, so it lands here too.)
             raise ValueError('rate must be 0 (unlimited) or a positive '
                              'number of bytes per second, not %r' % (rate,))
         g = transfer.conf.oslo_transfer
@@ -124,6 +141,7 @@ class Download:
         self._last_progress = 0.0
         self._cancel_key = None
         self._started = time.monotonic()
+        self._changes = 0
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -177,12 +195,12 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        lock_deadline = self.ctx.deadline
+        lock_expires = self.ctx.expires_at
         if self.lock_timeout:
             t = time.monotonic() + self.lock_timeout
-            lock_deadline = t if lock_deadline is None else min(t,
-                                                                lock_deadline)
-        self.lock.acquire(self.ctx.cancel, lock_deadline)
+            lock_expires = t if lock_expires is None else min(t,
+                                                              lock_expires)
+        self.lock.acquire(self.ctx.cancel, lock_expires)
         try:
             kept = self._existing()
             if kept is not None:
@@ -209,7 +227,8 @@ class Download:
         if want is None:
             cand = self.plan.candidates[0]
             try:
-                want = cand.driver_obj.stat(cand.location, self.ctx).size
+                want = sizes.checked_stat(cand.driver_obj.stat(
+                    cand.location, self.ctx), cand.location).size
             except exceptions.TransferError as exc:
                 LOG.debug('cannot stat %s to compare: %s', cand.url, exc)
         if want is not None and want != size:
@@ -244,13 +263,22 @@ class Download:
                                  plan=self.plan, dest=self.dest)
 
     def _run_candidates(self):
+        try:
+            return self._try_candidates()
+        except BaseException:
+            # Whatever ended the copy: a .part that holds nothing (a
+            # failed prepare, a first read that failed) is not left.
+            self._cleanup_if_empty()
+            raise
+
+    def _try_candidates(self):
         attempts = []
         self.journal.load()
         last = None
         for cand in self.plan.candidates:
             self.ctx.cancel.check()
             try:
-                res = self._attempt_whole(cand)
+                res = self._attempt(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
                     exceptions.DestinationError, exceptions.SourceChanged,
                     exceptions.SizeMismatch):
@@ -260,7 +288,6 @@ class Download:
                 last = exc
                 if self.ctx.expired():
                     # total_timeout: no time left for another candidate.
-                    self._cleanup_if_empty()
                     raise
                 LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
                             exc, '; trying the next candidate'
@@ -270,45 +297,22 @@ class Download:
             return res
         if last is None:
             raise exceptions.NoDriverFound('nothing to try')
-        self._cleanup_if_empty()
         raise last
 
-    def _attempt_whole(self, cand):
-        """:meth:`_attempt`, from zero again when the source changed.
-
-        A driver that sees its source change in the middle of a read (a
-        local file rewritten in place: no ``If-Range`` to refuse the read)
-        raises ``SourceChanged``; the bytes of this attempt may be of two
-        versions, so they are all dropped and the copy starts again, at
-        most ``[oslo_transfer] retries`` times, or the error is raised
-        with ``on_source_change = error``.  (The engine itself raises
-        ``SourceChanged`` only in that mode.)
-        """
-        restarts = 0
-        while True:
-            try:
-                return self._attempt(cand)
-            except exceptions.SourceChanged as exc:
-                if self.on_source_change == 'error' or \
-                        restarts >= self.retry.retries:
-                    raise
-                restarts += 1
-                LOG.warning('%s; starting again (%d/%d)', exc, restarts,
-                            self.retry.retries)
-                self.journal.reset()
-                self.part.close()
-                self.part.open(fresh=True)
-
     def _cleanup_if_empty(self):
-        if not self.journal.ranges:
-            self.part.remove()
-            self.journal.remove()
+        if not self.journal.ranges and not self.part.refused:
+            try:
+                self.part.remove()
+                self.journal.remove()
+            except OSError as exc:
+                LOG.warning('could not remove %s: %s', self.part.path,
+                            exc.strerror or exc)
 
     def _stat(self, drv, loc):
         retried = 0
         while True:
             try:
-                return drv.stat(loc, self.ctx)
+                return sizes.checked_stat(drv.stat(loc, self.ctx), loc)
             except exceptions.TransferError as exc:
                 # A stat that timed out means a host that does not answer:
                 # the next candidate is a better bet than retries *
@@ -333,6 +337,32 @@ class Download:
         return (lambda: hashlib.new(algo)), algo
 
     def _attempt(self, cand):
+        """Copy from ``cand``, again from the start when its source changes.
+
+        A loop, not a recursion: a source whose validator changes on every
+        request raises ``SourceChanged`` after :data:`MAX_RESTARTS`
+        restarts (see :meth:`_changed_during_copy`).  A driver that sees
+        its source change in the middle of a read (a local file rewritten
+        in place: no ``If-Range`` to refuse the read) raises
+        ``SourceChanged`` itself; the bytes of this attempt may be of two
+        versions, so they are dropped and the copy starts again, within
+        the same :data:`MAX_RESTARTS`.
+        """
+        while True:
+            try:
+                return self._attempt_once(cand)
+            except _Restart:
+                continue
+            except exceptions.SourceChanged as exc:
+                if self.on_source_change == 'error' or \
+                        getattr(exc, 'restarts_exhausted', False):
+                    raise
+                try:
+                    self._driver_saw_change(cand.location, exc)
+                except _Restart:
+                    continue
+
+    def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
         limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
         whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
@@ -353,6 +383,12 @@ class Download:
         self.ctx.validator = st.validator
         self._decide_resume(loc, st, size)
         j = self.journal
+        ranged = (not whole_file and Cap.RANGED_READ in drv.capabilities and
+                  st.ranges and size is not None)
+        if not whole_file and not ranged:
+            # One stream from the start: what is held past the prefix is
+            # fetched again, so it does not count as resumed.
+            self._keep_prefix()
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
@@ -373,31 +409,58 @@ class Download:
             fill = seg_mod.Fill(self, drv, loc, final, False, 1, hasher,
                                 hashed)
         else:
-            ranged = (Cap.RANGED_READ in drv.capabilities and st.ranges and
-                      size is not None)
             nseg = self.segments if (size or 0) >= self.segment_threshold \
                 else 1
             if st.max_segments:
                 nseg = max(1, min(nseg, st.max_segments))
+            fill, final = self._fill(drv, loc, st, size, ranged, nseg,
+                                     hasher, hashed)
+            resumed_from = min(resumed_from, fill.resumed)
+        fill.finish_hash(final)
+        return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _fill(self, drv, loc, st, size, ranged, nseg, hasher, hashed):
+        """Run a :class:`~oslo_transfer.engine.segments.Fill`.
+
+        A server that ignores or mangles a ranged read makes the rest go
+        as one stream from the start (never a range: see
+        :meth:`Fill._read_piece`), after the held prefix; one that will
+        not even serve that stream is a ``ProtocolError``.
+
+        :returns: ``(fill, final size)``.
+        :raises _Restart: the source changed; the attempt starts again.
+        """
+        while True:
             fill = seg_mod.Fill(self, drv, loc, size, ranged, nseg, hasher,
                                 hashed)
             try:
-                final = fill.run()
+                return fill, fill.run()
             except seg_mod._StreamMode as exc:
-                LOG.info('%s ignored a ranged read (%s); reading it as one '
-                         'stream', loc.masked, exc)
-                st2 = self._stat(drv, loc)
-                if st2.validator != st.validator or st2.size != st.size:
-                    self._source_changed(loc, st.validator, st2.validator)
-                    return self._attempt(cand)
-                # Bytes after the verified prefix are fetched again.
-                j.ranges = _utils.RangeSet(
-                    [(0, j.ranges.prefix())] if j.ranges.prefix() else [])
-                fill = seg_mod.Fill(self, drv, loc, size, False, 1,
-                                    fill.hasher, fill.hashed)
-                final = fill.run()
-        fill.finish_hash(final)
-        return self._complete(cand, fill, final, resumed_from, algo)
+                reason = str(exc)
+            hasher, hashed = fill.hasher, fill.hashed
+            st2 = self._stat(drv, loc)
+            if st2.validator != st.validator or st2.size != st.size:
+                self._changed_during_copy(loc, st.validator, st2.validator)
+            if not ranged:
+                raise exceptions.ProtocolError(
+                    '%s refused to be read as one stream from the start: '
+                    '%s' % (loc.masked, reason), url=loc.masked,
+                    retryable=False)
+            LOG.info('%s ignored a ranged read (%s); reading it as one '
+                     'stream', loc.masked, reason)
+            ranged, nseg = False, 1
+            # Bytes after the verified prefix are fetched again: forget
+            # them, and empty them so that no leftover of a write cut
+            # short survives under a zero chunk that a sparse write skips.
+            self._keep_prefix()
+            self.part.flush()
+            self.part.prepare(size, self.journal.ranges, False)
+
+    def _keep_prefix(self):
+        """Hold only the contiguous prefix (a stream from the start)."""
+        j = self.journal
+        prefix = j.ranges.prefix()
+        j.ranges = _utils.RangeSet([(0, prefix)] if prefix else [])
 
     def _decide_resume(self, loc, st, size):
         j = self.journal
@@ -424,6 +487,53 @@ class Download:
                  'and cannot be joined with %s without a checksum',
                  self.dest, j.source, j.size, loc.masked)
         j.reset()
+
+    def _changed_during_copy(self, loc, old, new):
+        """The source changed while this call read it: restart, or give up.
+
+        :raises _Restart: start the attempt again (the held bytes are
+            dropped).
+        :raises SourceChanged: ``on_source_change = error``, or the
+            source changed more than :data:`MAX_RESTARTS` times during
+            this call; what is held stays (the last version's bytes).
+        """
+        self._changes += 1
+        if self.on_source_change != 'error' and \
+                self._changes > MAX_RESTARTS:
+            held = self.journal.ranges.total()
+            exc = exceptions.SourceChanged(
+                '%s changed %d times during the copy (validator %s, now '
+                '%s); giving up after %d restarts; %s' % (
+                    loc.masked, self._changes, old, new, MAX_RESTARTS,
+                    '%s is kept (%d bytes)' % (self.part.path, held)
+                    if held else 'nothing was kept'), url=loc.masked)
+            exc.restarts_exhausted = True
+            raise exc
+        self._source_changed(loc, old, new)
+        raise _Restart()
+
+    def _driver_saw_change(self, loc, exc):
+        """A driver raised ``SourceChanged`` in the middle of a read.
+
+        :raises _Restart: start again from zero (this attempt's bytes may
+            be of two versions: they are all dropped).
+        :raises SourceChanged: more than :data:`MAX_RESTARTS` changes
+            during this call; nothing is kept.
+        """
+        self._changes += 1
+        self.journal.reset()
+        self.part.close()
+        self.part.open(fresh=True)
+        if self._changes > MAX_RESTARTS:
+            err = exceptions.SourceChanged(
+                '%s; it changed %d times during the copy; giving up after '
+                '%d restarts; nothing was kept' % (
+                    exc, self._changes, MAX_RESTARTS), url=loc.masked)
+            err.restarts_exhausted = True
+            raise err from exc
+        LOG.warning('%s; starting again (%d/%d)', exc, self._changes,
+                    MAX_RESTARTS)
+        raise _Restart()
 
     def _source_changed(self, loc, old, new):
         if self.on_source_change == 'error':

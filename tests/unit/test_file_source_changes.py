@@ -30,6 +30,7 @@ import pytest
 
 from oslo_transfer._drivers import file as file_mod
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import download
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import testing
@@ -173,7 +174,7 @@ class _EverChanging(file_mod.FileDriver):
         return super().copy_to_path(location, target, ctx, progress)
 
 
-def test_a_source_that_never_settles_fails_after_the_retries(
+def test_a_source_that_never_settles_fails_after_the_restarts(
         tmp_path, monkeypatch):
     monkeypatch.setattr(_EverChanging, 'versions', [])
     path = _source(tmp_path)
@@ -181,7 +182,13 @@ def test_a_source_that_never_settles_fails_after_the_retries(
                              [_EverChanging])
     dest = str(tmp_path / 'dest.raw')
     with transfer_mod.Transfer(conf, drivers=[_EverChanging]) as t:
-        with pytest.raises(exceptions.SourceChanged):
+        with pytest.raises(exceptions.SourceChanged) as exc_info:
             t.copy(path, dest)
-    assert len(_EverChanging.versions) == 3     # the first try + 2 retries
+    # the first try + MAX_RESTARTS (retries do not count: a change is not
+    # a transient error)
+    assert len(_EverChanging.versions) == download.MAX_RESTARTS + 1
+    assert 'giving up after %d restarts' % download.MAX_RESTARTS in str(
+        exc_info.value)
     assert not os.path.exists(dest)
+    assert not os.path.exists(dest + '.part')
+    assert not os.path.exists(dest + '.part.ctl')

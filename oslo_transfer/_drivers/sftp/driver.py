@@ -345,7 +345,8 @@ class SFTPDriver(driver.Driver):
 
         def factory():
             return session_mod.connect(location, user, password, key_file,
-                                       timeout, self.options)
+                                       timeout, self.options,
+                                       cancel=ctx.cancel)
 
         ctx.cancel.check()
         try:

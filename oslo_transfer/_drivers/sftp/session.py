@@ -424,11 +424,16 @@ def _auth(transport, location, user, password, key_file, passphrase,
            'key_file or give a password'), url=url)
 
 
-def connect(location, user, password, key_file, timeout, options) -> Session:
+def connect(location, user, password, key_file, timeout, options,
+            cancel=None) -> Session:
     """Open, check the host key, authenticate and start SFTP.
 
     :param options: the driver's option group (known_hosts_file,
         key_passphrase, allow_agent, look_for_keys, ciphers, window_size).
+    :param cancel: the call's token (which ``total_timeout`` cancels too):
+        a cancel shuts the socket down, so that a server that trickles
+        its banner or its key exchange (each line within the timeout)
+        cannot hold the login for longer than the call may run.
     """
     p = location.parts()
     host, port = p.hostname, p.port or 22
@@ -440,6 +445,7 @@ def connect(location, user, password, key_file, timeout, options) -> Session:
     known = _load_known_hosts(known_path, location).lookup(name)
     sock = socket.create_connection((host, port), timeout)
     transport = None
+    key = cancel.on_cancel(lambda: _shutdown(sock)) if cancel else None
     try:
         sock.settimeout(timeout)
         transport = paramiko.Transport(
@@ -463,14 +469,26 @@ def connect(location, user, password, key_file, timeout, options) -> Session:
                 % (location.masked, exc), url=location.masked) from exc
         session = Session(transport, sftp)
         session.set_timeout(timeout)
+        if cancel is not None:
+            cancel.check()
     except BaseException:
         if transport is not None:
             transport.close()
         sock.close()
         raise
+    finally:
+        if key is not None:
+            cancel.remove(key)
     LOG.debug('%s: connected as %s (cipher %s)', location.masked, user,
               transport.remote_cipher)
     return session
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _secrets(location, extra):

@@ -141,6 +141,10 @@ class Request:
     headers: dict
     status: int = 0
     sent: int = 0
+    #: bytes of the status line and headers, and how many were sent
+    #: before the client went away (``Trickle('head')``)
+    head_len: int = 0
+    head_sent: int = 0
     fault: object = None
     tls: bool = False
 
@@ -163,13 +167,21 @@ class _Handler(socketserver.StreamRequestHandler):
     slow_head = None
     slow_body = None
 
-    def _write(self, data, interval):
+    def _write(self, data, interval, count=None):
+        """Write ``data``, a byte every ``interval`` s if one is given.
+
+        ``count(n)`` is told of each ``n`` bytes written.
+        """
         if interval is None:
             self.wfile.write(data)
+            if count:
+                count(len(data))
             return
         for i in range(len(data)):
             self.wfile.write(data[i:i + 1])
             self.wfile.flush()
+            if count:
+                count(1)
             time.sleep(interval)
 
     def setup(self):
@@ -218,8 +230,13 @@ class _Handler(socketserver.StreamRequestHandler):
         headers['Connection'] = 'close'
         headers['Date'] = email.utils.formatdate(usegmt=True)
         lines += ['%s: %s' % kv for kv in headers.items()]
-        self._write(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'),
-                    self.slow_head)
+        blob = ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+        req.head_len = len(blob)
+
+        def count(n):
+            req.head_sent += n
+
+        self._write(blob, self.slow_head, count)
 
     def send_body(self, req, body, limit=None):
         view = memoryview(body)

@@ -56,7 +56,7 @@ SERVERS = sorted(n for n in protocols.PROTOCOLS if n != 'file')
 
 @pytest.mark.parametrize('name', SERVERS)
 def test_kill_and_resume(name, tmp_path):
-    seed = SEED + SERVERS.index(name)
+    seed = SEED + sorted(protocols.PROTOCOLS).index(name)
     size, options = SIZE, OPTIONS
     if name == 'file':
         size, options = LOCAL['size'], LOCAL['options']

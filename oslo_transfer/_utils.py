@@ -24,6 +24,8 @@ contract rather than in it:
   a whole-file driver's view of what
   :meth:`oslo_transfer.driver.PartTarget.held` returned;
 * :func:`is_zero`, for sparse writes;
+* :func:`cooperate` and :func:`offload`, for services that run
+  monkey-patched by eventlet (or gevent);
 * :class:`FiniteFloatOpt` and :class:`IntOpt`, numeric options that
   refuse ``nan``, ``inf`` and an empty value (the global options and the
   drivers' use them).
@@ -39,6 +41,8 @@ import math
 import mmap
 import os
 import stat as stat_mod
+import sys
+import time
 
 from oslo_config import cfg
 from oslo_config import types
@@ -47,7 +51,64 @@ LOG = logging.getLogger(__name__)
 
 __all__ = ['AlignedBlock', 'is_aligned_view', 'buffer_address', 'RangeSet',
            'is_zero', 'fd_size', 'path_size', 'FiniteFloatOpt', 'IntOpt',
-           'MAX_SECONDS']
+           'MAX_SECONDS', 'cooperate', 'offload']
+
+
+# -- green threads ------------------------------------------------------------
+#
+# Under eventlet.monkey_patch() every thread of the process is a green thread
+# of one hub: a green thread runs until it blocks on something the hub
+# watches (a socket that has nothing to read, a lock, a sleep).  A loop over
+# bytes that are always ready (loopback, the page cache) never blocks, and
+# a system call the hub does not know (fsync) blocks all of them: the
+# service's other green threads (its RPC heartbeats, its API) stop for the
+# whole copy.  The engine therefore gives the hub a turn at least every
+# GREEN_SLICE seconds on its byte paths, and runs fsync in a real thread.
+
+#: the longest a byte loop keeps the hub of a green process, in seconds
+GREEN_SLICE = 0.005
+_last_turn = [0.0]
+
+
+def _green_sleep():
+    """eventlet's or gevent's ``sleep`` if it patched threads, else None."""
+    patcher = sys.modules.get('eventlet.patcher')
+    if patcher is not None and patcher.is_monkey_patched('thread'):
+        return sys.modules['eventlet'].sleep
+    monkey = sys.modules.get('gevent.monkey')
+    if monkey is not None and monkey.is_module_patched('threading'):
+        return sys.modules['gevent'].sleep
+    return None
+
+
+def cooperate() -> None:
+    """In a green process, let the other green threads run now and then.
+
+    Call it once per chunk in a loop that may never block.  In a process
+    of real threads (no eventlet or gevent patching) it does nothing; in a
+    green one it yields to the hub at most every :data:`GREEN_SLICE`.
+    """
+    sleep = _green_sleep()
+    if sleep is None:
+        return
+    now = time.monotonic()
+    if now - _last_turn[0] >= GREEN_SLICE:
+        _last_turn[0] = now
+        sleep(0)
+
+
+def offload(func, *args):
+    """``func(*args)``; in a green process, in a real thread.
+
+    For system calls that may block for long (``fsync`` of a large file
+    takes seconds): under eventlet they run in its pool of native threads
+    (``eventlet.tpool``), so that the hub goes on meanwhile.
+    """
+    patcher = sys.modules.get('eventlet.patcher')
+    if patcher is not None and patcher.is_monkey_patched('thread'):
+        from eventlet import tpool
+        return tpool.execute(func, *args)
+    return func(*args)
 
 
 # -- page-aligned memory -----------------------------------------------------

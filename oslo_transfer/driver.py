@@ -475,10 +475,18 @@ class PartTarget(typing.Protocol):
     that writes through the page cache need not sync itself; a driver whose
     writes bypass this inode (another process) must make them durable
     before it records them.
+
+    A crash costs what was written and not yet recorded: a driver records
+    as it goes, in pieces well below ``checkpoint_bytes`` (the engine's
+    ``[oslo_transfer] checkpoint_bytes``; a quarter of it, say).  The
+    engine syncs and rewrites the control file from a thread of its own
+    every half interval (and at least once a second), and ``record()``
+    waits while the bytes recorded and not yet saved reach the interval.
     """
 
     path: str
     size: int | None
+    checkpoint_bytes: int
 
     def held(self) -> list:
         """Ranges ``[(start, end), ...]`` already held from earlier runs."""

@@ -88,11 +88,14 @@ _opts = [
                   help='Per-process cap on concurrent connections to one '
                        'host:port, shared by every transfer of the process.'),
     _utils.IntOpt('checkpoint_bytes', default=16 * MiB, min=MiB, max=MAX_BYTES,
-                  help='After a crash, at most about this many bytes are sent '
-                       'again: each time the segments in flight have written '
-                       'this many bytes together, the file is made durable '
-                       '(fsync) and the written ranges are recorded in the '
-                       'control file.'),
+                  help='After a crash, at most this many bytes (plus one '
+                       'chunk per segment) are sent again: each time the '
+                       'segments in flight have written half of it '
+                       'together, the file is made durable (fsync) and the '
+                       'written ranges are recorded in the control file, '
+                       'while the segments go on; they wait when the bytes '
+                       'not yet recorded reach the whole of it (a slow '
+                       'disk).'),
     _utils.IntOpt('chunk_size', default=MiB, min=4096, max=256 * MiB,
                   help='Size of the chunks read from a driver and written to '
                        'the destination (each read allocates that much).'),

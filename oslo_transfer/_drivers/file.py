@@ -39,7 +39,11 @@ LOG = logging.getLogger(__name__)
 
 _FICLONE = 0x40049409
 _FICLONERANGE = 0x4020940d
+#: the most ``copy_to_path`` copies between two ``target.record`` calls;
+#: at most a quarter of the engine's checkpoint interval, so that the
+#: engine syncs a checkpoint while the copy goes on (see _step)
 _STEP = 64 * 1024 * 1024
+_MIN_STEP = 1024 * 1024
 
 OPTS = [
     cfg.BoolOpt('reflink', default=True,
@@ -64,6 +68,51 @@ def _open_error(path, exc):
                                            url=path)
     return exceptions.TransferError('%s: %s' % (path, exc.strerror),
                                     url=path)
+
+
+def _step(target) -> int:
+    """Bytes to copy between two records: a quarter checkpoint interval.
+
+    What a crash costs is what was copied and not yet recorded; the
+    engine starts a checkpoint every half interval and holds ``record()``
+    at the whole one, so smaller steps let a sync overlap the copy.
+    """
+    ckpt = getattr(target, 'checkpoint_bytes', None)
+    if not ckpt:
+        return _STEP
+    return max(_MIN_STEP, min(_STEP, ckpt // 4))
+
+
+def _validator(st) -> str | None:
+    """Inode, size and modification time of a regular file; None else.
+
+    (A block device has no version: resume splices only when the size and
+    a checksum are known, the engine's rule.)
+    """
+    if stat_mod.S_ISREG(st.st_mode):
+        return 'file:%d:%d:%d' % (st.st_ino, st.st_size, st.st_mtime_ns)
+    return None
+
+
+def _check_unchanged(fd, path, ctx, when):
+    """Raise SourceChanged unless ``fd`` is the version the engine stat'ed.
+
+    A local read has no ``If-Range``: the file can be rewritten in place
+    (same inode, new mtime) or replaced by a rename (a new inode, which a
+    retry would open) while it is copied.  Checked when a read opens the
+    file and after its last byte, so a copy never joins two versions; the
+    engine then starts again or raises (``[oslo_transfer]
+    on_source_change``).  The soak found copies that held the new
+    version's end behind the old one's start.
+    """
+    expected = getattr(ctx, 'validator', None)
+    if not expected or not expected.startswith('file:'):
+        return
+    now = _validator(os.fstat(fd))
+    if now != expected:
+        raise exceptions.SourceChanged(
+            '%s changed %s (validator %s, now %s)'
+            % (path, when, expected, now), url=path)
 
 
 def _size_of(fd, st):
@@ -110,13 +159,7 @@ class FileDriver(driver.Driver):
             size = _size_of(fd, st)
         finally:
             os.close(fd)
-        if stat_mod.S_ISREG(st.st_mode):
-            validator = 'file:%d:%d:%d' % (st.st_ino, st.st_size,
-                                           st.st_mtime_ns)
-        else:
-            # A block device has no version: resume splices only when the
-            # size and a checksum are known (the engine's rule).
-            validator = None
+        validator = _validator(st)
         # One stream: a local read is not latency-bound, and the engine
         # hashes a single stream from memory, where parallel segments would
         # make it read most of the data back.
@@ -177,6 +220,11 @@ class FileDriver(driver.Driver):
     def read(self, location, offset, length, ctx):
         path = _path(location)
         fd = self._open(path)
+        try:
+            _check_unchanged(fd, path, ctx, 'since it was first read')
+        except BaseException:
+            os.close(fd)
+            raise
         return self._read(fd, path, offset, length, ctx)
 
     def _read(self, fd, path, offset, length, ctx):
@@ -201,6 +249,7 @@ class FileDriver(driver.Driver):
                     break
                 pos += len(data)
                 yield data
+            _check_unchanged(fd, path, ctx, 'while it was read')
             if end is not None and pos < end:
                 raise exceptions.SizeMismatch(
                     '%s ended at %d, before %d (it shrank?)'
@@ -219,11 +268,13 @@ class FileDriver(driver.Driver):
             raise exceptions.DestinationError('%s: %s' % (
                 target.path, exc.strerror)) from exc
         try:
+            _check_unchanged(sfd, src, ctx, 'since it was first read')
             st = os.fstat(sfd)
             size = _size_of(sfd, st)
             held = target.held()
             if stat_mod.S_ISREG(st.st_mode):
                 if not held and self._reflink(sfd, dfd, src):
+                    _check_unchanged(sfd, src, ctx, 'while it was cloned')
                     target.record(0, size)
                     if progress:
                         progress(size)
@@ -233,6 +284,7 @@ class FileDriver(driver.Driver):
             else:
                 self._copy_loop(sfd, dfd, size, held, target, ctx, progress,
                                 src)
+            _check_unchanged(sfd, src, ctx, 'while it was copied')
             # No fdatasync here: the engine syncs the .part (same inode)
             # before it records the ranges, and not at all with
             # [oslo_transfer] fsync = false.
@@ -280,13 +332,14 @@ class FileDriver(driver.Driver):
                       src):
         have = _utils.RangeSet(held)
         zero_copy = self.options.zero_copy
+        step = _step(target)
         for start, end in self._extents(sfd, size):
             for s, e in have.holes(end) if have else [(start, end)]:
                 s, e = max(s, start), min(e, end)
                 pos = s
                 while pos < e:
                     ctx.cancel.check()
-                    n = min(_STEP, e - pos)
+                    n = min(step, e - pos)
                     if zero_copy:
                         try:
                             done = os.copy_file_range(sfd, dfd, n, pos, pos)
@@ -301,6 +354,7 @@ class FileDriver(driver.Driver):
                         data = os.pread(sfd, min(n, self.chunk_size), pos)
                         done = os.pwrite(dfd, data, pos) if data else 0
                     if not done:
+                        _check_unchanged(sfd, src, ctx, 'while it was copied')
                         raise exceptions.SizeMismatch(
                             '%s shrank while it was copied' % src, url=src)
                     target.record(pos, done)

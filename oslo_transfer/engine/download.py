@@ -44,6 +44,7 @@ from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
 from oslo_transfer.engine import verified
+from oslo_transfer.engine import wholefile
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import result as result_mod
@@ -459,13 +460,26 @@ class Download:
 
         A loop, not a recursion: a source whose validator changes on every
         request raises ``SourceChanged`` after :data:`MAX_RESTARTS`
-        restarts (see :meth:`_changed_during_copy`).
+        restarts (see :meth:`_changed_during_copy`).  A driver that sees
+        its source change in the middle of a read (a local file rewritten
+        in place: no ``If-Range`` to refuse the read) raises
+        ``SourceChanged`` itself; the bytes of this attempt may be of two
+        versions, so they are dropped and the copy starts again, within
+        the same :data:`MAX_RESTARTS`.
         """
         while True:
             try:
                 return self._attempt_once(cand)
             except _Restart:
                 continue
+            except exceptions.SourceChanged as exc:
+                if self.on_source_change == 'error' or \
+                        getattr(exc, 'restarts_exhausted', False):
+                    raise
+                try:
+                    self._driver_saw_change(cand.location, exc)
+                except _Restart:
+                    continue
 
     def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
@@ -626,13 +640,38 @@ class Download:
         if self.on_source_change != 'error' and \
                 self._changes > MAX_RESTARTS:
             held = self.journal.ranges.total()
-            raise exceptions.SourceChanged(
+            exc = exceptions.SourceChanged(
                 '%s changed %d times during the copy (validator %s, now '
                 '%s); giving up after %d restarts; %s' % (
                     loc.masked, self._changes, old, new, MAX_RESTARTS,
                     '%s is kept (%d bytes)' % (self.part.path, held)
                     if held else 'nothing was kept'), url=loc.masked)
+            exc.restarts_exhausted = True
+            raise exc
         self._source_changed(loc, old, new)
+        raise _Restart()
+
+    def _driver_saw_change(self, loc, exc):
+        """A driver raised ``SourceChanged`` in the middle of a read.
+
+        :raises _Restart: start again from zero (this attempt's bytes may
+            be of two versions: they are all dropped).
+        :raises SourceChanged: more than :data:`MAX_RESTARTS` changes
+            during this call; nothing is kept.
+        """
+        self._changes += 1
+        self.journal.reset()
+        self.part.close()
+        self.part.open(fresh=True)
+        if self._changes > MAX_RESTARTS:
+            err = exceptions.SourceChanged(
+                '%s; it changed %d times during the copy; giving up after '
+                '%d restarts; nothing was kept' % (
+                    exc, self._changes, MAX_RESTARTS), url=loc.masked)
+            err.restarts_exhausted = True
+            raise err from exc
+        LOG.warning('%s; starting again (%d/%d)', exc, self._changes,
+                    MAX_RESTARTS)
         raise _Restart()
 
     def _source_changed(self, loc, old, new):
@@ -668,56 +707,9 @@ class Download:
         return new(), 0
 
     def _whole_file(self, drv, loc, size):
-        job = self
-        origin = throttle.origin_key(loc)
-
-        class _Target:
-            path = job.part.path
-
-            def __init__(self):
-                self.size = size
-                self._lock = threading.Lock()
-                self._saved = time.monotonic()
-
-            def held(self):
-                return list(job.journal.ranges)
-
-            def record(self, offset, length):
-                with self._lock:
-                    job.journal.ranges.add(offset, offset + length)
-                    if time.monotonic() - self._saved > 1.0:
-                        self._saved = time.monotonic()
-                        self.save()
-
-            def save(self, make_room=False):
-                # Held means durable: whatever the driver did, the ranges
-                # reach the control file only after the .part was synced
-                # (one fdatasync a second; the inode is shared).
-                job.part.sync()
-                seg_mod.save_journal(job.journal, job.part, make_room)
-
-            def progress(self, nbytes):
-                if job.ctx.scheduler is not None:
-                    job.ctx.scheduler.account(nbytes, job.ctx.priority,
-                                              origin)
-                job.count_wire(nbytes)
-                job.count_done(nbytes)
-
-        target = _Target()
-        failed = True
-        try:
+        with wholefile.Target(self, size,
+                              throttle.origin_key(loc)) as target:
             drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
-            failed = False
-        finally:
-            # What the driver recorded since the last save stays held,
-            # also when it failed or was cancelled.
-            with target._lock:
-                try:
-                    target.save(make_room=failed)
-                except exceptions.TransferError as exc:
-                    # Do not hide the driver's own error behind this one.
-                    LOG.warning('could not record progress of %s: %s',
-                                self.part.path, exc)
         final = size if size is not None else self.part.size()
         if self.part.size() != final:
             raise exceptions.SizeMismatch(

@@ -307,7 +307,7 @@ class Journal:
                 if os.write(fd, blob) != len(blob):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 if self.durable:
-                    os.fsync(fd)
+                    _utils.offload(os.fsync, fd)
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)

@@ -331,7 +331,7 @@ class PartFile:
         if not self.durable:
             return
         try:
-            os.fdatasync(self.fd)
+            _utils.offload(os.fdatasync, self.fd)
         except OSError as exc:
             raise _dest_error(self.path, exc, 'sync') from exc
 
@@ -359,7 +359,7 @@ class PartFile:
             stamp(self.fd)
         try:
             if self.durable:
-                os.fsync(self.fd)
+                _utils.offload(os.fsync, self.fd)
             if mode is None:
                 mode = 0o666 & ~_umask()
             os.fchmod(self.fd, mode)
@@ -373,7 +373,7 @@ class PartFile:
                 dfd = os.open(os.path.dirname(os.path.abspath(dest)),
                               os.O_RDONLY | os.O_DIRECTORY)
                 try:
-                    os.fsync(dfd)
+                    _utils.offload(os.fsync, dfd)
                 finally:
                     os.close(dfd)
         except FileExistsError as exc:

@@ -221,6 +221,7 @@ class Reader(io.RawIOBase):
         attempts = 0
         while True:
             try:
+                _utils.cooperate()
                 if self._stream:
                     return self._next_from_stream()
                 return next(self._it)
@@ -639,6 +640,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
 
             def counted(it):
                 for c in it:
+                    _utils.cooperate()
                     bucket.consume(len(c), ctx.cancel)
                     ctx.consume(len(c), origin)
                     moved[0] += len(c)

@@ -93,3 +93,27 @@ def test_without_a_write_error_the_flush_is_trusted(tmp_path):
     finally:
         os.close(fd)
     assert len(job.target.recorded) == 4
+
+
+def test_a_flush_starts_at_half_the_checkpoint_interval(tmp_path):
+    """Pieces do not wait a whole second when they hold half the interval.
+
+    At loopback speeds a second of pieces was up to 67 MiB that a kill
+    cost (the soak, ``benchmarks/soak/run.py``).
+    """
+    flushes = []
+    job = types.SimpleNamespace(
+        meta=_Meta(os.urandom(8 * PIECE)),
+        target=types.SimpleNamespace(checkpoint_bytes=4 * PIECE),
+        handle=types.SimpleNamespace(
+            save_resume_data=lambda flags: flushes.append(flags)),
+        lt=types.SimpleNamespace(save_resume_flags_t=types.SimpleNamespace(
+            flush_disk_cache=1)))
+    rec = record_mod.Recorder(job, fd=-1)
+    rec.last = 10.0
+    rec.add(0)
+    rec.maybe_flush(now=10.1)
+    assert flushes == [] and rec.pending == [0]
+    rec.add(1)
+    rec.maybe_flush(now=10.2)
+    assert flushes == [1] and rec.flushing == [0, 1] and rec.pending == []

@@ -128,6 +128,23 @@ def test_one_peer_seen_by_the_download_and_one_by_the_seed(tmp_path, clock):
         'every named peer has the whole file')
 
 
+def test_an_incomplete_peer_does_not_stop_the_seed(tmp_path, clock):
+    """Both named peers connected, neither complete: the seed goes on.
+
+    libtorrent's ``peer_info.seed`` is 1024 on every peer; taking it for
+    the peer's flag stopped the seed ``_LINGER`` seconds after its peers
+    connected (found by the kill-and-resume soak: the copies then waited
+    for a seed that was gone).
+    """
+    import libtorrent as lt
+    real = lt.peer_info()       # flags 0, seed 1024 (its ip cannot be set)
+    peers = [types.SimpleNamespace(ip=ip, flags=real.flags, seed=real.seed,
+                                   progress=0.5) for ip in (A, B)]
+    assert peers[0].seed and not peers[0].flags
+    entry = _entry(tmp_path, _Handle(peers))
+    assert _ask(entry, clock, 30) is None
+
+
 def _job(peers, handle):
     meta = types.SimpleNamespace(info_hash='ab' * 20, num_pieces=4)
     job = download_mod.TorrentDownload(

@@ -35,7 +35,10 @@ class Recorder:
     Runs on the download's loop thread only.  A flush is a
     ``save_resume_data(flush_disk_cache)`` request: its alert says that
     libtorrent wrote every piece verified before the request; the ``.part``
-    file is then fsync'd and those pieces are recorded.
+    file is then fsync'd and those pieces are recorded.  A flush starts
+    once a second, or as soon as the pieces waiting for one hold half the
+    engine's ``checkpoint_bytes`` (``target.checkpoint_bytes``): what a
+    crash costs stays within the interval however fast the pieces come.
     """
 
     #: seconds between flushes while pieces arrive
@@ -51,6 +54,10 @@ class Recorder:
         self.result = None
         #: libtorrent reported a write error: check pieces before recording
         self.storage_failed = False
+        ckpt = getattr(job.target, 'checkpoint_bytes', None)
+        #: bytes of pending pieces that start a flush before the second
+        self.flush_bytes = ckpt // 2 if ckpt else None
+        self.pending_bytes = 0
 
     @property
     def idle(self) -> bool:
@@ -58,6 +65,7 @@ class Recorder:
 
     def add(self, piece):
         self.pending.append(piece)
+        self.pending_bytes += self.job.meta.piece_range(piece)[1]
 
     def flushed(self, ok: bool):
         if self.flushing is not None:
@@ -94,9 +102,12 @@ class Recorder:
     def maybe_flush(self, now, force=False):
         if self.flushing is not None or not self.pending:
             return
-        if not force and now - self.last < self.interval:
+        full = (self.flush_bytes is not None and
+                self.pending_bytes >= self.flush_bytes)
+        if not force and not full and now - self.last < self.interval:
             return
         self.flushing, self.pending = self.pending, []
+        self.pending_bytes = 0
         self.result = None
         self.started = now
         self.job.handle.save_resume_data(
@@ -124,5 +135,7 @@ class Recorder:
 
     def _requeue(self):
         self.pending = self.flushing + self.pending
+        self.pending_bytes = sum(self.job.meta.piece_range(i)[1]
+                                 for i in self.pending)
         self.flushing = None
         self.result = None

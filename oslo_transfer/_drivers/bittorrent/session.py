@@ -149,7 +149,7 @@ def is_seed(info) -> bool:
     ``peer_info.seed`` is the flag's value (a class constant, true for
     every peer), not the state: the state is a bit of ``flags``.
     """
-    return bool(info.flags & type(info).seed)
+    return bool(info.flags & import_libtorrent().peer_info.seed)
 
 
 def alert_info_hash(alert) -> str | None:

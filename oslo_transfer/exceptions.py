@@ -121,8 +121,14 @@ class SizeMismatch(TransferError):
 class SourceChanged(TransferError):
     """The source changed between attempts (its validator differs).
 
-    Raised only when ``[oslo_transfer] on_source_change = error``; by
-    default the transfer restarts from zero instead.
+    Raised to the caller only when ``[oslo_transfer] on_source_change =
+    error``; by default the transfer restarts from zero instead.
+
+    Drivers raise it from ``read()`` when the server says that the object
+    changed under the read (HTTP 412 to ``If-Match`` or ``If-Range`` on
+    ``ctx.validator``, a new object generation); the engine then follows
+    ``on_source_change`` as it does for a validator that changed between
+    attempts, never joining bytes of two versions.
     """
 
 

@@ -47,6 +47,9 @@ from oslo_transfer import result as result_mod
 
 LOG = logging.getLogger(__name__)
 
+#: restarts from zero that a source changing mid-read may cause in one call
+MAX_RESTARTS = 3
+
 Cap = driver_mod.Capability
 
 
@@ -123,6 +126,7 @@ class Download:
         self._last_progress = 0.0
         self._cancel_key = None
         self._started = time.monotonic()
+        self._restarts = 0
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -139,10 +143,10 @@ class Download:
             self.ctx.cancel.remove(self._cancel_key)
             self._cancel_key = None
 
-    def origin_key(self, loc):
-        p = loc.parts() if loc.scheme != 'file' else None
-        return '%s://%s' % (loc.scheme, p.netloc.rpartition('@')[2]
-                            if p else 'local')
+    @staticmethod
+    def origin_key(drv, loc):
+        """The origin whose connection slots the driver's calls hold."""
+        return drv.origin(loc)
 
     def throttle(self, n, token):
         self.bucket.consume(n, token)
@@ -356,6 +360,8 @@ class Download:
                                 hashed)
             try:
                 final = fill.run()
+            except exceptions.SourceChanged as exc:
+                return self._changed_mid_read(cand, st, exc)
             except seg_mod._StreamMode as exc:
                 LOG.info('%s ignored a ranged read (%s); reading it as one '
                          'stream', loc.masked, exc)
@@ -397,6 +403,29 @@ class Download:
                  'and cannot be joined with %s without a checksum',
                  self.dest, j.source, j.size, loc.masked)
         j.reset()
+
+    def _changed_mid_read(self, cand, st, exc):
+        """A driver's ``read()`` said the object changed under it.
+
+        (:class:`~oslo_transfer.exceptions.SourceChanged`, from an HTTP
+        412 to ``If-Match`` say.)  ``on_source_change = error`` raises,
+        keeping the partial copy; ``restart`` starts again from zero, at
+        most :data:`MAX_RESTARTS` times in one call.
+        """
+        drv, loc = cand.driver_obj, cand.location
+        self._restarts += 1
+        if self.on_source_change == 'error' or \
+                self._restarts > MAX_RESTARTS:
+            why = ('[oslo_transfer] on_source_change = error'
+                   if self.on_source_change == 'error' else
+                   'it changed %d times in one transfer' % self._restarts)
+            raise exceptions.SourceChanged(
+                '%s changed during the transfer (%s; %s); %s is kept'
+                % (loc.masked, exc, why, self.part.path),
+                url=loc.masked) from exc
+        st2 = self._stat(drv, loc)
+        self._source_changed(loc, st.validator, st2.validator)
+        return self._attempt(cand)
 
     def _source_changed(self, loc, old, new):
         if self.on_source_change == 'error':

@@ -185,7 +185,7 @@ class Fill:
         if not self.ranged and start > 0:
             # One stream from zero; drop what we already hold.
             skip, start, length = start, 0, None
-        with self.ctx.slot(job.origin_key(self.loc)):
+        with self.ctx.slot(job.origin_key(self.drv, self.loc)):
             try:
                 chunks = self.drv.read(self.loc, start, length, self.ctx)
             except exceptions.RangeNotSupported as exc:

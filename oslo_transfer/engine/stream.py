@@ -12,13 +12,16 @@
 
 """Streams without a local destination: ``open()`` readers and uploads."""
 
+import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import time
 
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import commit as commit_mod
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -389,6 +392,41 @@ class UploadMarker:
                       'upload from zero', self.path, exc.strerror)
             self.path = None
 
+    def load_state(self) -> dict:
+        """The driver's ``ctx.upload_state`` kept here ({} if none)."""
+        if self.path is None:
+            return {}
+        try:
+            with open(self.path, 'rb') as f:
+                raw = f.read(1 << 20)
+            state = json.loads(raw) if raw.strip() else {}
+        except (OSError, ValueError) as exc:
+            LOG.debug('upload record %s unreadable (%s): starting afresh',
+                      self.path, exc)
+            return {}
+        state = state.get('upload_state') if isinstance(state, dict) else {}
+        return state if isinstance(state, dict) else {}
+
+    def save_state(self, state: dict) -> None:
+        """Keep ``state`` durably (write, fsync, rename)."""
+        if self.path is None:
+            return
+        tmp = self.path + '.tmp'
+        data = json.dumps({'upload_state': state}).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                         os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise exceptions.DestinationError(
+                'cannot keep the upload state in %s: %s'
+                % (self.path, exc.strerror)) from exc
+
     def remove(self):
         if self.path is not None:
             try:
@@ -413,6 +451,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
         tries = 0
         resumable = (Cap.RESUMABLE_WRITE in drv.capabilities and
                      src.rewindable)
+        stateful = Cap.UPLOAD_STATE in drv.capabilities and src.rewindable
         marker = UploadMarker(transfer.conf, loc, size, checksum, src)
         while True:
             ctx.cancel.check()
@@ -427,8 +466,11 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                 if offset:
                     LOG.info('upload to %s continues at byte %d', cand.url,
                              offset)
-            if resumable:
+            if resumable or stateful:
                 marker.create()
+            wctx = dataclasses.replace(
+                ctx, upload_state=marker.load_state() if stateful else {},
+                upload_state_saver=marker.save_state if stateful else None)
             hasher = checksum.new() if checksum else None
             moved = [0]
 
@@ -444,7 +486,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             stream = counted(held_back(src.chunks(), hasher, checksum, size,
                                        cand.url, skip=offset))
             try:
-                writer = drv.write(loc, stream, ctx, offset=offset,
+                writer = drv.write(loc, stream, wctx, offset=offset,
                                    size=size)
             except exceptions.TransferError as exc:
                 if isinstance(exc, (exceptions.ChecksumMismatch,
@@ -465,9 +507,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                 attempts.append((cand.url, cand.driver, str(exc)))
                 break
             try:
-                writer.commit()
-            except BaseException:
-                writer.abort()
+                commit_mod.commit(writer, wctx, policy, cand.url)
+            except (exceptions.ChecksumMismatch, exceptions.SizeMismatch):
+                marker.remove()
                 raise
             marker.remove()
             return result_mod.Result(

@@ -526,7 +526,7 @@ class _NFSWriter(driver.Writer):
         self.bytes_written = nbytes
         self.ctx = ctx
 
-    def commit(self):
+    def commit(self, ctx=None):
         lib = _lib()
         c = self.lease.ctx
         if c is None:
@@ -539,7 +539,7 @@ class _NFSWriter(driver.Writer):
         finally:
             self.lease.release()
 
-    def abort(self):
+    def abort(self, ctx=None):
         lib = _lib()
         c = self.lease.ctx
         if c is None:

@@ -107,9 +107,10 @@ class DriverConformance:
             raise NotImplementedError(
                 '%s is read-only: its test class must provide '
                 'rewrite_object(url, data)' % type(self).__name__)
-        writer = drv.write(self._loc(url), iter([data]), self._ctx(),
+        ctx = self._ctx()
+        writer = drv.write(self._loc(url), iter([data]), ctx,
                            size=len(data))
-        writer.commit()
+        writer.commit(ctx)
 
     def missing_url(self) -> str:
         """A URL on the same server that does not exist."""
@@ -203,9 +204,10 @@ class DriverConformance:
         data = _data(self.object_size, b'write')
         url = self.new_url()
         chunks = [data[i:i + 65536] for i in range(0, len(data), 65536)]
-        writer = drv.write(self._loc(url), iter(chunks), self._ctx(),
+        ctx = self._ctx()
+        writer = drv.write(self._loc(url), iter(chunks), ctx,
                            size=len(data))
-        writer.commit()
+        writer.commit(ctx)
         assert self.read_back(url) == data
 
     def test_write_aborted_by_iterator(self):

@@ -512,8 +512,14 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
                 marker.remove()
                 raise
             marker.remove()
+            sent, resumed = moved[0], offset
+            if stateful and 0 <= writer.bytes_written < sent:
+                # Parts the server already had were read and hashed here,
+                # not sent.
+                sent, resumed = writer.bytes_written, sent - \
+                    writer.bytes_written
             return result_mod.Result(
-                bytes_transferred=moved[0], bytes_resumed=offset,
+                bytes_transferred=sent, bytes_resumed=resumed,
                 driver=cand.driver, url=cand.url,
                 digest=hasher.hexdigest() if hasher else None,
                 algorithm=checksum.algorithm if checksum else None,

@@ -67,11 +67,20 @@ class MotoServer:
         with open(self.proc.log_path, 'rb') as f:
             return f.read().decode('utf-8', 'replace').splitlines()
 
-    def requests(self, pattern) -> list:
-        """Request lines (``"PUT /b/k?partNumber=1... HTTP/1.1"``)."""
+    def requests_matching(self, pattern) -> list:
+        """The first group of ``pattern`` in each request line it matches.
+
+        Request lines read ``PUT /BUCKET/KEY?uploadId=U&partNumber=N
+        HTTP/1.1``.
+        """
         rx = re.compile(pattern)
-        return [line for line in self.log_lines()
-                if '"' in line and rx.search(line.split('"')[1])]
+        out = []
+        for line in self.log_lines():
+            if '"' in line:
+                m = rx.search(line.split('"')[1])
+                if m:
+                    out.append(m.group(1))
+        return out
 
 
 def _start(tmp_path_factory):

@@ -34,12 +34,12 @@ import logging
 import threading
 import urllib.parse
 
-from oslo_transfer import driver
-from oslo_transfer import exceptions
-from oslo_transfer import locations
 from oslo_transfer._drivers.s3 import errors
 from oslo_transfer._drivers.s3 import options
 from oslo_transfer._drivers.s3 import upload
+from oslo_transfer import driver
+from oslo_transfer import exceptions
+from oslo_transfer import locations
 
 LOG = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ class S3Driver(driver.Driver):
             aws_session_token=creds.token if creds.username else None)
 
     def call(self, location, ctx, op, **kwargs):
-        """``client.op(**kwargs)`` with the deadline checked and errors
-        translated."""
+        """``client.op(**kwargs)``, deadline checked, errors translated."""
         ctx.check_deadline()
         ctx.cancel.check()
         try:

@@ -16,7 +16,8 @@ from oslo_transfer import exceptions
 
 _NOT_FOUND = {'NoSuchKey', 'NoSuchBucket', 'NotFound', 'NoSuchUpload', '404'}
 _AUTH = {'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken',
-         'ExpiredToken', 'InvalidClientTokenId', 'AuthorizationHeaderMalformed'}
+         'ExpiredToken', 'InvalidClientTokenId',
+         'AuthorizationHeaderMalformed'}
 _RETRY = {'SlowDown', 'RequestTimeout', 'InternalError', 'ServiceUnavailable',
           'RequestTimeTooSkewed', 'Throttling', 'ThrottlingException'}
 

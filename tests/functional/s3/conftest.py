@@ -85,8 +85,8 @@ class MotoServer:
 
 def _start(tmp_path_factory):
     try:
-        import moto.server  # noqa: F401
         import boto3  # noqa: F401
+        import moto.server  # noqa: F401
     except ImportError as exc:
         pytest.fail('moto_server is not installed: pip install '
                     '"moto[server]" boto3 (test-requirements.txt): %s' % exc,

@@ -36,7 +36,7 @@ MiB = 1024 * 1024
 #: module or package ``oslo_transfer._drivers.<name>`` that holds (or
 #: re-exports) the driver class of that name.
 IN_TREE_DRIVERS = ('http', 'file', 'ftp', 'sftp', 'nfs', 'iscsi',
-                   'bittorrent')
+                   'bittorrent', 's3')
 
 _opts = [
     cfg.StrOpt('selector', default='default',

@@ -256,11 +256,47 @@ def summarize(title: str, runs: dict, size: int, reference: str) -> list:
     return rows
 
 
+def machine() -> str:
+    """One line naming the machine: CPUs, memory, kernel, Python."""
+    import platform
+    mem = ''
+    try:
+        with open('/proc/meminfo') as f:
+            kib = int(f.readline().split()[1])
+        mem = ', %d GiB' % round(kib / 1024 / 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return '%d CPUs%s, Linux %s, Python %s' % (
+        os.cpu_count() or 1, mem, platform.release(),
+        platform.python_version())
+
+
 def save(name: str, scenarios: dict):
-    """Write JSON and, when matplotlib is installed, a PNG bar chart."""
+    """Write JSON and, when matplotlib is installed, a PNG bar chart.
+
+    The JSON holds the scenarios' rows and, under ``_meta``, when, how and
+    where they were measured (``benchmarks/publish.py`` puts them in the
+    docs).
+    """
     os.makedirs(RESULTS, exist_ok=True)
+    meta = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+            'command': ' '.join(['python3'] + [
+                os.path.relpath(a, ROOT) if a.startswith(ROOT) else a
+                for a in sys.argv]),
+            'machine': machine(),
+            'baseline': os.environ.get(BASELINE_ENV)}
     with open(os.path.join(RESULTS, name + '.json'), 'w') as f:
-        json.dump(scenarios, f, indent=2)
+        json.dump(dict(scenarios, _meta=meta), f, indent=2)
+    path = plot(scenarios, os.path.join(RESULTS, name + '.png'))
+    if path:
+        print('plot: %s' % path)
+
+
+def plot(scenarios: dict, path: str, baseline: bool = True):
+    """A bar chart of each scenario's medians; None without matplotlib.
+
+    :param baseline: keep the ``[baseline]`` rows.
+    """
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -268,7 +304,11 @@ def save(name: str, scenarios: dict):
     except ImportError:
         print('matplotlib is not installed: no plot (pip install '
               'matplotlib)')
-        return
+        return None
+    scenarios = {title: [r for r in rows if baseline or
+                         not r['tool'].endswith(BASELINE_SUFFIX)]
+                 for title, rows in scenarios.items()
+                 if not title.startswith('_')}
     fig, axes = plt.subplots(1, len(scenarios),
                              figsize=(6 * len(scenarios), 4.5),
                              squeeze=False)
@@ -286,6 +326,6 @@ def save(name: str, scenarios: dict):
         ax.tick_params(axis='x', labelrotation=20, labelsize=8)
         ax.margins(y=0.25)
     fig.tight_layout()
-    path = os.path.join(RESULTS, name + '.png')
     fig.savefig(path, dpi=110)
-    print('plot: %s' % path)
+    plt.close(fig)
+    return path

@@ -23,7 +23,10 @@ contract rather than in it:
 * byte ranges (:class:`RangeSet`): the engine's journal of held bytes, and
   a whole-file driver's view of what
   :meth:`oslo_transfer.driver.PartTarget.held` returned;
-* :func:`is_zero`, for sparse writes.
+* :func:`is_zero`, for sparse writes;
+* :class:`FiniteFloatOpt` and :class:`IntOpt`, numeric options that
+  refuse ``nan``, ``inf`` and an empty value (the global options and the
+  drivers' use them).
 
 Driver authors may import this module; it imports nothing of
 oslo_transfer.
@@ -32,12 +35,16 @@ oslo_transfer.
 import bisect
 import ctypes
 import logging
+import math
 import mmap
+
+from oslo_config import cfg
+from oslo_config import types
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ['AlignedBlock', 'is_aligned_view', 'buffer_address', 'RangeSet',
-           'is_zero']
+           'is_zero', 'FiniteFloatOpt', 'IntOpt', 'MAX_SECONDS']
 
 
 # -- page-aligned memory -----------------------------------------------------
@@ -84,6 +91,19 @@ class RangeSet:
         self._ends = []
         for s, e in ranges:
             self.add(s, e)
+
+    @classmethod
+    def from_sorted(cls, starts: list, ends: list) -> 'RangeSet':
+        """A set of ranges already sorted, disjoint and not touching.
+
+        Linear in their number (:meth:`add` moves the ranges after each
+        insertion); the caller has checked ``starts[i] < ends[i] <
+        starts[i + 1]``.
+        """
+        out = cls()
+        out._starts = list(starts)
+        out._ends = list(ends)
+        return out
 
     def add(self, start: int, end: int):
         if end <= start:
@@ -165,3 +185,78 @@ def is_zero(chunk) -> bool:
     if type(chunk) is bytes:
         return chunk == _zeros(len(chunk))
     return _zeros(memoryview(chunk).nbytes).startswith(chunk)
+
+
+# -- options ------------------------------------------------------------------
+
+#: the longest wait a time option takes: over three years, far below what a
+#: timer, a ``wait()`` or a socket takes (``threading.TIMEOUT_MAX``)
+MAX_SECONDS = 10 ** 8
+
+
+class _FiniteFloat(types.Float):
+    """``types.Float`` that refuses ``nan`` and the infinities.
+
+    ``float()`` reads "nan", "inf" and "1e400" (inf), and ``nan`` passes
+    every ``min`` and ``max`` check (each comparison is false): a timeout
+    of ``nan`` or ``inf`` then fails deep in a socket call, or never
+    expires.  With ``required``, an empty value is refused too
+    (oslo.config reads ``io_timeout =`` as None, not as the default).
+    """
+
+    def __init__(self, min=None, max=None, required=False):
+        super().__init__(min=min, max=max)
+        self.required = required
+
+    def __call__(self, value):
+        result = super().__call__(value)
+        if result is None and self.required:
+            raise ValueError('Should be a number, not empty')
+        if result is not None and not math.isfinite(result):
+            raise ValueError('Should be a finite number, not %s' % result)
+        return result
+
+
+class _Int(types.Integer):
+    """``types.Integer`` that, with ``required``, refuses an empty value."""
+
+    def __init__(self, min=None, max=None, required=False):
+        super().__init__(min=min, max=max)
+        self.required = required
+
+    def __call__(self, value):
+        result = super().__call__(value)
+        if result is None and self.required:
+            raise ValueError('Should be an integer, not empty')
+        return result
+
+
+class FiniteFloatOpt(cfg.FloatOpt):
+    """A ``FloatOpt`` whose value is a finite number within its bounds.
+
+    An empty value is refused unless the default is None.
+
+    :param name: the option's name.
+    :param min: the smallest value accepted.
+    :param max: the largest value accepted (a timeout passed to a socket
+        or a wait must stay below ``threading.TIMEOUT_MAX``).
+    """
+
+    def __init__(self, name, min=None, max=None, **kwargs):
+        required = kwargs.get('default') is not None
+        cfg.Opt.__init__(self, name, type=_FiniteFloat(
+            min=min, max=max, required=required), **kwargs)
+
+
+class IntOpt(cfg.IntOpt):
+    """An ``IntOpt`` that refuses an empty value unless its default is None.
+
+    :param name: the option's name.
+    :param min: the smallest value accepted.
+    :param max: the largest value accepted.
+    """
+
+    def __init__(self, name, min=None, max=None, **kwargs):
+        required = kwargs.get('default') is not None
+        cfg.Opt.__init__(self, name, type=_Int(
+            min=min, max=max, required=required), **kwargs)

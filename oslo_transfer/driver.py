@@ -62,10 +62,12 @@ import abc
 import contextlib
 import dataclasses
 import enum
+import inspect
 import logging
 import threading
 import time
 import typing
+import warnings
 
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -73,7 +75,7 @@ from oslo_transfer import locations
 LOG = logging.getLogger(__name__)
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'Seeding',
-           'CancelToken', 'Context', 'PartTarget']
+           'CancelToken', 'Context', 'PartTarget', 'out_of_time']
 
 
 class Capability(enum.Flag):
@@ -193,6 +195,10 @@ class CancelToken:
             self._callbacks.pop(key, None)
 
 
+#: "no argument given" for Context(deadline=...)
+_UNSET = object()
+
+
 def _no_driver_for(location):
     """The default of :attr:`Context.driver_for`: no driver to give."""
     raise exceptions.NoDriverFound(
@@ -205,10 +211,16 @@ def _no_driver_for(location):
 class Context:
     """Per-transfer state handed to every driver call.
 
-    :ivar cancel: the :class:`CancelToken` of the transfer.
+    :ivar cancel: the :class:`CancelToken` of the transfer.  When
+        ``[oslo_transfer] total_timeout`` is set, the engine cancels it at
+        ``expires_at`` (the caller's own token stays as it was): a driver
+        that honours a cancel honours the deadline too.
     :ivar io_timeout: seconds one blocking I/O operation may take.
-    :ivar deadline: ``time.monotonic()`` value after which the transfer
-        gives up, or None.
+    :ivar expires_at: ``time.monotonic()`` value after which the transfer
+        gives up (``[oslo_transfer] total_timeout``), or None.  (It was
+        called ``deadline``, which still works, with a
+        ``DeprecationWarning``: a deadline is the caller's hint of when
+        the data is needed, which the scheduler may use, not this limit.)
     :ivar hints: the caller's :class:`~oslo_transfer.selector.Hints`.
     :ivar check_url: ``check_url(url) -> str``: raises
         :class:`~oslo_transfer.exceptions.URLNotAllowed` for a URL the
@@ -261,7 +273,7 @@ class Context:
 
     cancel: CancelToken = dataclasses.field(default_factory=CancelToken)
     io_timeout: float = 60.0
-    deadline: float | None = None
+    expires_at: float | None = None
     hints: typing.Any = None
     check_url: typing.Callable[[str], str] = locations.canonical_url
     torrent: typing.Any = None
@@ -307,7 +319,7 @@ class Context:
         """
         if self.scheduler is None:
             return contextlib.nullcontext()
-        return self.scheduler.slot(origin, self.priority, self.deadline,
+        return self.scheduler.slot(origin, self.priority, self.expires_at,
                                    self.cancel)
 
     def consume(self, nbytes: int, origin: str | None = None) -> None:
@@ -319,32 +331,88 @@ class Context:
             self.scheduler.consume(nbytes, self.priority, origin,
                                    self.cancel)
 
+    @property
+    def deadline(self) -> float | None:
+        """Deprecated: :attr:`expires_at`."""
+        warnings.warn('Context.deadline is deprecated: use '
+                      'Context.expires_at', DeprecationWarning, stacklevel=2)
+        return self.expires_at
+
+    @deadline.setter
+    def deadline(self, value):
+        warnings.warn('Context.deadline is deprecated: use '
+                      'Context.expires_at', DeprecationWarning, stacklevel=2)
+        self.expires_at = value
+
     def remaining(self) -> float | None:
-        if self.deadline is None:
+        if self.expires_at is None:
             return None
-        return self.deadline - time.monotonic()
+        return self.expires_at - time.monotonic()
 
     def timeout(self) -> float:
-        """The I/O timeout, shortened to what is left of the deadline."""
-        self.check_deadline()
+        """The I/O timeout, shortened to what is left before ``expires_at``.
+
+        Raises like :meth:`check_expiry` once nothing is left.
+        """
+        self.check_expiry()
         left = self.remaining()
         if left is None:
             return self.io_timeout
         return min(self.io_timeout, left)
 
     def expired(self) -> bool:
-        """True once the deadline (``total_timeout``) has passed."""
+        """True once ``expires_at`` (``total_timeout``) has passed."""
         left = self.remaining()
         return left is not None and left <= 0
 
-    def check_deadline(self) -> None:
-        """Raise a non-retryable ``TransferTimeout`` past the deadline."""
+    def check_expiry(self) -> None:
+        """Raise a non-retryable ``TransferTimeout`` past ``expires_at``.
+
+        The engine cancels :attr:`cancel` when ``total_timeout`` runs out,
+        which stops a driver blocked in an operation that honours a
+        cancel.  A driver whose client library cannot be interrupted (an
+        SDK client with its own per-client timeouts) calls this before
+        each request it makes, and between the parts of a long one, so
+        that no new request starts past the transfer's expiry.
+        """
         if self.expired():
-            exc = exceptions.TransferTimeout(
-                'the transfer ran out of time ([oslo_transfer] '
-                'total_timeout)')
-            exc.retryable = False
-            raise exc
+            raise out_of_time()
+
+    def check_deadline(self) -> None:
+        """Deprecated: :meth:`check_expiry`."""
+        warnings.warn('Context.check_deadline() is deprecated: use '
+                      'Context.check_expiry()', DeprecationWarning,
+                      stacklevel=2)
+        self.check_expiry()
+
+
+_context_init = Context.__init__
+
+
+def _init_accepting_deadline(self, *args, deadline=_UNSET, **kwargs):
+    if deadline is not _UNSET:
+        warnings.warn('Context(deadline=...) is deprecated: use '
+                      'Context(expires_at=...)', DeprecationWarning,
+                      stacklevel=2)
+        kwargs.setdefault('expires_at', deadline)
+    _context_init(self, *args, **kwargs)
+
+
+_init_accepting_deadline.__doc__ = _context_init.__doc__
+_init_accepting_deadline.__signature__ = inspect.signature(_context_init)
+Context.__init__ = _init_accepting_deadline
+
+
+def out_of_time(url: str | None = None) -> exceptions.TransferTimeout:
+    """The non-retryable ``TransferTimeout`` of ``total_timeout``.
+
+    :param url: the masked URL the call was about, if any.
+    """
+    exc = exceptions.TransferTimeout(
+        '%sthe transfer ran out of time ([oslo_transfer] total_timeout)'
+        % ('%s: ' % url if url else ''), url=url)
+    exc.retryable = False
+    return exc
 
 
 class Writer(abc.ABC):

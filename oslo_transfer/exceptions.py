@@ -121,8 +121,9 @@ class SizeMismatch(TransferError):
 class SourceChanged(TransferError):
     """The source changed between attempts (its validator differs).
 
-    Raised to the caller only when ``[oslo_transfer] on_source_change =
-    error``; by default the transfer restarts from zero instead.
+    Raised when ``[oslo_transfer] on_source_change = error``; by default
+    the transfer restarts from zero instead, a few times in one call
+    before it raises this too (a source that never holds still).
 
     Drivers raise it from ``read()`` when the server says that the object
     changed under the read (HTTP 412 to ``If-Match`` or ``If-Range`` on

@@ -181,6 +181,10 @@ class Source:
         if not self.urls and self.torrent is None:
             raise exceptions.InvalidLocation('a Source needs at least one '
                                              'location or torrent metadata')
+        if self.size is not None and (type(self.size) is not int or
+                                      not 0 <= self.size <= 2 ** 63 - 1):
+            raise ValueError('Source size must be an integer from 0 to '
+                             '2**63-1, not %.40r' % (self.size,))
 
     @property
     def locations(self) -> list:

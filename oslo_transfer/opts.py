@@ -26,11 +26,18 @@ import itertools
 
 from oslo_config import cfg
 
+from oslo_transfer import _utils
+
 __all__ = ['GROUP', 'list_opts', 'register_opts', 'set_defaults']
 
 GROUP = 'oslo_transfer'
 
 MiB = 1024 * 1024
+
+#: the largest size, offset or byte rate an option takes (an ``off_t``)
+MAX_BYTES = 2 ** 63 - 1
+#: the longest wait ``total_timeout`` and ``lock_timeout`` take
+MAX_SECONDS = _utils.MAX_SECONDS
 
 #: In-tree drivers whose options :func:`list_opts` reports: each is the
 #: module or package ``oslo_transfer._drivers.<name>`` that holds (or
@@ -61,54 +68,67 @@ _opts = [
                      'deny its own management networks, link-local and '
                      'loopback, e.g. "127.0.0.0/8,169.254.0.0/16,::1/128,'
                      '10.0.0.0/8".\n\nRelated options:\n\n* allowed_schemes'),
-    cfg.IntOpt('p2p_min_peers', default=4, min=1,
-               help='Number of hosts fetching the same data at once (this '
-                    'one included) from which peer-to-peer (BitTorrent) is '
-                    'ranked first when torrent metadata is known.'),
-    cfg.IntOpt('segments', default=4, min=1, max=64,
-               help='Parallel ranged segments (connections) per transfer '
-                    'when the driver and the server support ranged reads.  '
-                    '1 turns parallel segments off.\n\nRelated options:\n\n'
-                    '* segment_threshold\n* max_connections_per_origin'),
-    cfg.IntOpt('segment_threshold', default=64 * MiB, min=0,
-               help='Objects smaller than this many bytes are read as one '
-                    'stream.'),
-    cfg.IntOpt('segment_size', default=16 * MiB, min=MiB,
-               help='Bytes each ranged request asks for; workers take the '
-                    'next piece when they finish one.'),
-    cfg.IntOpt('max_connections_per_origin', default=8, min=1,
-               help='Per-process cap on concurrent connections to one '
-                    'host:port, shared by every transfer of the process.'),
-    cfg.IntOpt('checkpoint_bytes', default=16 * MiB, min=MiB,
-               help='After a crash, at most about this many bytes are sent '
-                    'again: each time the segments in flight have written '
-                    'this many bytes together, the file is made durable '
-                    '(fsync) and the written ranges are recorded in the '
-                    'control file.'),
-    cfg.IntOpt('chunk_size', default=MiB, min=4096,
-               help='Size of the chunks read from a driver and written to '
-                    'the destination.'),
-    cfg.FloatOpt('io_timeout', default=60.0, min=0.1,
-                 help='Seconds a single network operation (connect, read) '
-                      'may block.  A cancel takes effect within this time.'),
-    cfg.FloatOpt('total_timeout', default=0.0, min=0.0,
-                 help='Seconds a whole transfer may take, retries '
-                      'included; 0 means no limit.'),
-    cfg.IntOpt('retries', default=5, min=0,
-               help='Attempts per candidate after a retryable error (a '
-                    'dropped connection, a 5xx answer).'),
-    cfg.FloatOpt('retry_backoff', default=1.0, min=0.0,
-                 help='First wait in seconds before a retry; doubles each '
-                      'time, at most 30 seconds.'),
-    cfg.IntOpt('rate_limit', default=0, min=0,
-               help='Bytes per second per transfer; 0 means no limit.\n\n'
-                    'Related options:\n\n* process_rate_limit'),
-    cfg.IntOpt('process_rate_limit', default=0, min=0,
-               help='Bytes per second for all transfers of this process '
-                    'together; 0 means no limit.'),
+    _utils.IntOpt('p2p_min_peers', default=4, min=1, max=10 ** 6,
+                  help='Number of hosts fetching the same data at once (this '
+                       'one included) from which peer-to-peer (BitTorrent) is '
+                       'ranked first when torrent metadata is known.'),
+    _utils.IntOpt('segments', default=4, min=1, max=64,
+                  help='Parallel ranged segments (connections) per transfer '
+                       'when the driver and the server support ranged reads.  '
+                       '1 turns parallel segments off.\n\nRelated options:\n\n'
+                       '* segment_threshold\n* max_connections_per_origin'),
+    _utils.IntOpt('segment_threshold', default=64 * MiB, min=0,
+                  max=MAX_BYTES,
+                  help='Objects smaller than this many bytes are read as one '
+                       'stream.'),
+    _utils.IntOpt('segment_size', default=16 * MiB, min=MiB, max=MAX_BYTES,
+                  help='Bytes each ranged request asks for; workers take the '
+                       'next piece when they finish one.'),
+    _utils.IntOpt('max_connections_per_origin', default=8, min=1, max=4096,
+                  help='Per-process cap on concurrent connections to one '
+                       'host:port, shared by every transfer of the process.'),
+    _utils.IntOpt('checkpoint_bytes', default=16 * MiB, min=MiB, max=MAX_BYTES,
+                  help='After a crash, at most about this many bytes are sent '
+                       'again: each time the segments in flight have written '
+                       'this many bytes together, the file is made durable '
+                       '(fsync) and the written ranges are recorded in the '
+                       'control file.'),
+    _utils.IntOpt('chunk_size', default=MiB, min=4096, max=256 * MiB,
+                  help='Size of the chunks read from a driver and written to '
+                       'the destination (each read allocates that much).'),
+    _utils.FiniteFloatOpt(
+        'io_timeout', default=60.0, min=0.1, max=86400.0,
+        help='Seconds a single network operation (connect, read) may '
+             'block, at most a day.  A cancel takes effect within this '
+             'time.'),
+    _utils.FiniteFloatOpt(
+        'total_timeout', default=0.0, min=0.0,
+        max=MAX_SECONDS,
+        help='Seconds a whole transfer (a copy, an upload, an '
+             'open() reader until it is closed) may take, retries '
+             'included; 0 means no limit.  When it passes, the '
+             'transfer is stopped wherever it waits (also on a '
+             'server that trickles its answer) and raises '
+             'TransferTimeout, keeping its resumable state.'
+             '\n\nRelated options:\n\n* io_timeout'),
+    _utils.IntOpt('retries', default=5, min=0, max=10 ** 6,
+                  help='Attempts per candidate after a retryable error (a '
+                       'dropped connection, a 5xx answer).'),
+    _utils.FiniteFloatOpt(
+        'retry_backoff', default=1.0, min=0.0, max=MAX_SECONDS,
+        help='First wait in seconds before a retry; doubles each '
+             'time, at most 30 seconds.'),
+    _utils.IntOpt('rate_limit', default=0, min=0, max=MAX_BYTES,
+                  help='Bytes per second per transfer; 0 means no limit.\n\n'
+                       'Related options:\n\n* process_rate_limit'),
+    _utils.IntOpt('process_rate_limit', default=0, min=0, max=MAX_BYTES,
+                  help='Bytes per second for all transfers of this process '
+                       'together; 0 means no limit.'),
     cfg.StrOpt('on_source_change', default='restart',
                choices=[('restart', 'discard the partial data and start '
-                                    'again'),
+                                    'again (at most 3 times in one call; '
+                                    'a fourth change raises '
+                                    'SourceChanged)'),
                         ('error', 'raise SourceChanged and keep the '
                                   'partial data')],
                help='What to do when a resumed source has a different '
@@ -127,21 +147,23 @@ _opts = [
                      'safely, a power loss may cost a restart (the prefix '
                      'digest catches it) but the checksum is still '
                      'verified before the rename.'),
-    cfg.FloatOpt('switch_interval', default=None, min=0.0001, max=1.0,
-                 help='When set, creating a Transfer sets the interpreter\'s '
-                      'thread switch interval (sys.setswitchinterval) to '
-                      'this many seconds.  With the default 0.005, a thread '
-                      'that comes back from C code (a sha256 update, a '
-                      'write, a libiscsi or libnfs call) waits up to 5 ms '
-                      'for the interpreter lock when another thread only '
-                      'lets go of it for microseconds at a time (a receive '
-                      'loop of many short C calls); 0.0005 took a 1 GiB '
-                      'iSCSI copy from 1.66 to 1.32 s and 1.78 to 1.44 '
-                      'CPU-s, and changed FTP, SFTP and NFS copies by less '
-                      'than the noise.  It is process-wide, so a service '
-                      'decides: unset leaves the interpreter alone.  The '
-                      'oslo-transfer command uses 0.0005 unless this is '
-                      'set.'),
+    _utils.FiniteFloatOpt(
+        'switch_interval', default=None, min=0.0001,
+        max=1.0,
+        help='When set, creating a Transfer sets the interpreter\'s '
+             'thread switch interval (sys.setswitchinterval) to '
+             'this many seconds.  With the default 0.005, a thread '
+             'that comes back from C code (a sha256 update, a '
+             'write, a libiscsi or libnfs call) waits up to 5 ms '
+             'for the interpreter lock when another thread only '
+             'lets go of it for microseconds at a time (a receive '
+             'loop of many short C calls); 0.0005 took a 1 GiB '
+             'iSCSI copy from 1.66 to 1.32 s and 1.78 to 1.44 '
+             'CPU-s, and changed FTP, SFTP and NFS copies by less '
+             'than the noise.  It is process-wide, so a service '
+             'decides: unset leaves the interpreter alone.  The '
+             'oslo-transfer command uses 0.0005 unless this is '
+             'set.'),
     cfg.BoolOpt('direct_io', default=True,
                 help='A durable download read as one stream (fsync on, one '
                      'segment) is written with O_DIRECT, from aligned '
@@ -169,10 +191,12 @@ _opts = [
                help='hashlib algorithm of the digest reported in the '
                     'Result when the caller gives no checksum; "none" skips '
                     'hashing when no checksum is given.'),
-    cfg.FloatOpt('lock_timeout', default=0.0, min=0.0,
-                 help='Seconds to wait for another writer of the same '
-                      'destination; 0 waits as long as the transfer may '
-                      'run.'),
+    _utils.FiniteFloatOpt(
+        'lock_timeout', default=0.0, min=0.0,
+        max=MAX_SECONDS,
+        help='Seconds to wait for another writer of the same '
+             'destination; 0 waits as long as the transfer may '
+             'run.'),
     cfg.StrOpt('state_dir', default='$state_path/oslo_transfer',
                help='Directory for the state of writers that cannot keep '
                     'it beside the destination: markers of uploads that '
@@ -181,14 +205,15 @@ _opts = [
     cfg.StrOpt('state_path', default='/var/lib/oslo_transfer',
                help='Top-level directory for oslo.transfer state.',
                sample_default='/var/lib/oslo_transfer'),
-    cfg.IntOpt('lazy_block_size', default=0, min=0,
-               help='Fetch unit of a lazy image (Transfer.attach, '
-                    'oslo-transfer nbd) in bytes: a read of a missing '
-                    'block fetches the whole unit around it.  0 uses the '
-                    'manifest\'s granularity (a blockmap\'s block size, a '
-                    'torrent\'s piece size; 64 KiB without a manifest); '
-                    'any other value must be a multiple of it.\n\n'
-                    'Related options:\n\n* lazy_unverified_reads'),
+    _utils.IntOpt('lazy_block_size', default=0, min=0, max=MAX_BYTES,
+                  help='Fetch unit of a lazy image (Transfer.attach, '
+                       'oslo-transfer nbd) in bytes: a read of a missing '
+                       'block fetches the whole unit around it.  0 uses '
+                       'the manifest\'s granularity (a blockmap\'s block '
+                       'size, a torrent\'s piece size; 64 KiB without a '
+                       'manifest); any other value must be a multiple of '
+                       'it.\n\nRelated options:\n\n'
+                       '* lazy_unverified_reads'),
     cfg.BoolOpt('lazy_unverified_reads', default=False,
                 help='Let a lazy image serve blocks that no trusted '
                      'manifest verifies (no blockmap or torrent supplied '
@@ -212,9 +237,9 @@ _opts = [
                      'instead, which looks there whatever this says and '
                      'trusts what matches.\n\nRelated options:\n\n'
                      '* lazy_unverified_reads'),
-    cfg.IntOpt('executor_workers', default=16, min=1,
-               help='Threads of the executor that runs submitted '
-                    'transfers and parallel segments.'),
+    _utils.IntOpt('executor_workers', default=16, min=1, max=4096,
+                  help='Threads of the executor that runs submitted '
+                       'transfers and parallel segments.'),
 ]
 
 

@@ -26,6 +26,7 @@ from stevedore import extension
 from oslo_transfer import checksum as checksum_mod
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import download
+from oslo_transfer.engine import scope as scope_mod
 from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -233,12 +234,12 @@ class Transfer:
 
     def _context(self, hints, token=None, source=None, checksum=None):
         g = self.conf.oslo_transfer
-        deadline = None
+        expires_at = None
         if g.total_timeout:
-            deadline = time.monotonic() + g.total_timeout
+            expires_at = time.monotonic() + g.total_timeout
         return driver_mod.Context(
             cancel=token or driver_mod.CancelToken(),
-            io_timeout=g.io_timeout, deadline=deadline,
+            io_timeout=g.io_timeout, expires_at=expires_at,
             hints=hints or selector_mod.Hints(),
             check_url=self.policy.check,
             torrent=getattr(source, 'torrent', None),
@@ -375,20 +376,24 @@ class Transfer:
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
-        plan = self._plan(self._locations(source), hints, 'read', ctx)
         if isinstance(dest, locations.Location) or not locations.is_local(
                 dest):
             dest_loc = locations.as_location(dest)
             if dest_loc.scheme != 'file':
-                return self._copy_to_url(source, plan, dest_loc, ck, hints,
-                                         progress, ctx)
+                with scope_mod.CallScope(ctx):
+                    plan = self._plan(self._locations(source), hints,
+                                      'read', ctx)
+                    return self._copy_to_url(source, plan, dest_loc, ck,
+                                             hints, progress, ctx)
             dest = dest_loc.url
         dest = locations.local_path(os.fspath(dest))
-        job = download.Download(self, plan, dest, ck, ctx, progress=progress,
-                                if_exists=if_exists, mode=mode,
-                                segments=segments, rate=rate,
-                                expected_size=source.size)
-        return job.run()
+        with scope_mod.CallScope(ctx):
+            plan = self._plan(self._locations(source), hints, 'read', ctx)
+            job = download.Download(self, plan, dest, ck, ctx,
+                                    progress=progress, if_exists=if_exists,
+                                    mode=mode, segments=segments, rate=rate,
+                                    expected_size=source.size)
+            return job.run()
 
     def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx):
         first = plan.candidates[0]
@@ -419,16 +424,26 @@ class Transfer:
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, cancel, source, ck)
-        plan = self._plan(self._locations(source), hints, 'read', ctx)
-        if offset:
-            plan.candidates = [c for c in plan.candidates
-                               if driver_mod.Capability.RANGED_READ in
-                               c.driver_obj.capabilities]
-            if not plan.candidates:
-                raise exceptions.NoDriverFound(
-                    'no driver can read %s from offset %d'
-                    % (source.urls[0].masked, offset))
-        return stream.Reader(self, plan, offset, length, ck, ctx)
+        # The reader's calls run on this scope until it is closed.
+        scope = scope_mod.CallScope(ctx)
+        try:
+            plan = self._plan(self._locations(source), hints, 'read', ctx)
+            if offset:
+                plan.candidates = [c for c in plan.candidates
+                                   if driver_mod.Capability.RANGED_READ in
+                                   c.driver_obj.capabilities]
+                if not plan.candidates:
+                    raise exceptions.NoDriverFound(
+                        'no driver can read %s from offset %d'
+                        % (source.urls[0].masked, offset))
+            return stream.Reader(self, plan, offset, length, ck, ctx,
+                                 scope=scope)
+        except BaseException as exc:
+            scope.close()
+            err = scope.error(exc)
+            if err is not exc:
+                raise err from exc
+            raise
 
     def attach(self, source, cache, checksum=None, hints=None,
                manifest=None, prefetch: bool = True,
@@ -489,6 +504,10 @@ class Transfer:
         when ``data`` is a path or a seekable file; FTP and SFTP continue
         at the server's size.
         """
+        if size is not None and (type(size) is not int or
+                                 not 0 <= size <= 2 ** 63 - 1):
+            raise ValueError('size must be an integer from 0 to 2**63-1, '
+                             'not %.40r' % (size,))
         ck = checksum_mod.parse(checksum)
         dest_loc = locations.as_location(dest)
         if dest_loc.scheme == 'file':
@@ -500,9 +519,10 @@ class Transfer:
             return self.copy(src, dest_loc.url, checksum=ck, hints=hints,
                              progress=progress, cancel=cancel)
         ctx = self._context(hints, cancel, None, ck)
-        plan = self._plan([dest_loc], hints, 'write', ctx)
-        return stream.upload(self, plan, data, size, ck, ctx,
-                             progress=progress)
+        with scope_mod.CallScope(ctx):
+            plan = self._plan([dest_loc], hints, 'write', ctx)
+            return stream.upload(self, plan, data, size, ck, ctx,
+                                 progress=progress)
 
     def _upload_local(self, data, dest_loc, ck, progress, cancel, size):
         ctx = self._context(None, cancel, None, ck)
@@ -512,10 +532,11 @@ class Transfer:
             url='<data>', driver='data', rank=0,
             reason='caller-supplied data', location=loc, driver_obj=drv)],
             hints=selector_mod.Hints(), direction='write')
-        job = download.Download(self, plan, locations.local_path(
-            dest_loc.url), ck, ctx, progress=progress, if_exists='replace',
-            expected_size=size)
-        return job.run()
+        with scope_mod.CallScope(ctx):
+            job = download.Download(self, plan, locations.local_path(
+                dest_loc.url), ck, ctx, progress=progress,
+                if_exists='replace', expected_size=size)
+            return job.run()
 
     def submit(self, source, dest, **kwargs) -> TransferHandle:
         """Run :meth:`copy` in the background; returns a handle."""

@@ -267,7 +267,7 @@ def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
     """
     lines = ['* %s' % r
              for r in ('[oslo_transfer] segments',) + tuple(related)]
-    return cfg.IntOpt(
+    return _utils.IntOpt(
         'max_segments', default=1, min=0, max=64,
         help='%s\n\nPossible values:\n\n* 1 (default): one %s per object\n'
              '* N > 1: at most N segments, and never more than '

@@ -36,11 +36,13 @@
 
 import logging
 import re
+import socket
 import threading
 import urllib.parse
 
 from oslo_config import cfg
 
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -69,21 +71,21 @@ OPTS = [
                 help='Do not verify HTTPS certificates.  Never use this in '
                      'production: anyone on the path can then alter the '
                      'data (a checksum still catches it).'),
-    cfg.IntOpt('max_redirects', default=5, min=0,
-               help='Redirects followed per request; each target must pass '
-                    '[oslo_transfer] allowed_schemes and denied_networks.'),
+    _utils.IntOpt('max_redirects', default=5, min=0, max=100,
+                  help='Redirects followed per request; each target must pass '
+                       '[oslo_transfer] allowed_schemes and denied_networks.'),
     cfg.StrOpt('token_header', default='X-Auth-Token',
                help='Header that carries a Location\'s token credential '
                     '(Glance and Swift use X-Auth-Token).  "Authorization" '
                     'sends "Bearer TOKEN".'),
     cfg.StrOpt('user_agent', default='oslo.transfer',
                help='User-Agent header of every request.'),
-    cfg.IntOpt('pool_connections', default=16, min=1,
-               help='Idle sessions kept for later requests, each with at '
-                    'most one keep-alive connection per host; sessions '
-                    'beyond this number are closed when their request '
-                    'ends, so the sockets kept open do not grow with the '
-                    'number of calling threads.'),
+    _utils.IntOpt('pool_connections', default=16, min=1, max=4096,
+                  help='Idle sessions kept for later requests, each with at '
+                       'most one keep-alive connection per host; sessions '
+                       'beyond this number are closed when their request '
+                       'ends, so the sockets kept open do not grow with the '
+                       'number of calling threads.'),
 ]
 
 
@@ -259,6 +261,109 @@ def _translate(exc, loc, fetched=None):
     return exceptions.ConnectionFailed('%s: %s' % (url, text), url=url)
 
 
+#: the :class:`_Abort` of the request this thread is sending, if any
+_CURRENT = threading.local()
+_POOL_CLASSES = None
+
+
+class _Abort:
+    """Let a cancel shut down the socket of a request not yet answered.
+
+    ``session.request()`` blocks until the status line and the headers
+    have arrived (the whole body too, for a request that does not
+    stream).  A server that trickles them, a byte every quarter of a
+    second, keeps every socket read within ``io_timeout``, so only
+    closing the socket ends the wait.  While an ``_Abort`` is entered in
+    a thread, the connections of our pools (:func:`_pool_classes`) note
+    themselves in it when they open a socket or send a request; a cancel
+    of ``cancel`` then shuts that socket down (and one that comes before
+    the socket exists shuts it down as soon as it does).  The TLS
+    handshake is not covered: the socket being handshaken is not the
+    connection's yet.
+    """
+
+    def __init__(self, cancel):
+        self.cancel = cancel
+        self.conn = None
+        self.aborted = False
+        self._lock = threading.Lock()
+        self._key = None
+
+    def __enter__(self):
+        _CURRENT.abort = self
+        self._key = self.cancel.on_cancel(self.abort)
+        return self
+
+    def __exit__(self, *exc):
+        self.cancel.remove(self._key)
+        _CURRENT.abort = None
+        return False
+
+    def note(self, conn):
+        with self._lock:
+            self.conn = conn
+            aborted = self.aborted
+        if aborted:
+            _shutdown_conn(conn)
+
+    def abort(self):
+        with self._lock:
+            self.aborted = True
+            conn = self.conn
+        if conn is not None:
+            _shutdown_conn(conn)
+
+
+def _noted(conn):
+    current = getattr(_CURRENT, 'abort', None)
+    if current is not None:
+        current.note(conn)
+
+
+def _shutdown_conn(conn):
+    for sock in (getattr(conn, 'sock', None),
+                 getattr(conn, '_oslo_sock', None)):
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass        # closed, or detached by a TLS wrap
+
+
+def _pool_classes() -> dict:
+    """urllib3 pools whose connections note themselves in an ``_Abort``."""
+    global _POOL_CLASSES
+    if _POOL_CLASSES is None:
+        from urllib3 import connection as u3_connection
+        from urllib3 import connectionpool as u3_pool
+
+        class _Noting:
+            def _new_conn(self):
+                sock = super()._new_conn()
+                self._oslo_sock = sock
+                _noted(self)
+                return sock
+
+            def request(self, *args, **kwargs):
+                _noted(self)        # a kept-alive connection, too
+                return super().request(*args, **kwargs)
+
+        class _HTTPConnection(_Noting, u3_connection.HTTPConnection):
+            pass
+
+        class _HTTPSConnection(_Noting, u3_connection.HTTPSConnection):
+            pass
+
+        class _HTTPPool(u3_pool.HTTPConnectionPool):
+            ConnectionCls = _HTTPConnection
+
+        class _HTTPSPool(u3_pool.HTTPSConnectionPool):
+            ConnectionCls = _HTTPSConnection
+
+        _POOL_CLASSES = {'http': _HTTPPool, 'https': _HTTPSPool}
+    return _POOL_CLASSES
+
+
 class _SessionPool:
     """requests Sessions, each used by one request at a time.
 
@@ -323,6 +428,8 @@ class HTTPDriver(driver.Driver):
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=_HOSTS_PER_SESSION, pool_maxsize=2,
             max_retries=0)
+        # (A dict of our own: the default is urllib3's module-level one.)
+        adapter.poolmanager.pool_classes_by_scheme = dict(_pool_classes())
         s.mount('http://', adapter)
         s.mount('https://', adapter)
         s.trust_env = False
@@ -397,12 +504,13 @@ class HTTPDriver(driver.Driver):
             ctx.cancel.check()
             timeout = ctx.timeout()
             try:
-                resp = session.request(method, url, headers=hdrs, auth=auth,
-                                       stream=stream, data=data,
-                                       allow_redirects=False,
-                                       verify=self._verify(),
-                                       timeout=(timeout, timeout))
+                with _Abort(ctx.cancel):
+                    resp = session.request(
+                        method, url, headers=hdrs, auth=auth, stream=stream,
+                        data=data, allow_redirects=False,
+                        verify=self._verify(), timeout=(timeout, timeout))
             except requests.exceptions.RequestException as exc:
+                ctx.cancel.check()
                 raise _translate(exc, loc, url) from exc
             if not resp.is_redirect or data is not None:
                 return resp
@@ -574,6 +682,8 @@ class HTTPDriver(driver.Driver):
                            _clean(exc, loc, resp.url)),
                         url=loc.masked) from exc
                 if not data:
+                    # (A cancel shuts the socket down: an end of body.)
+                    ctx.cancel.check()
                     break
                 got += len(data)
                 yield data

@@ -32,12 +32,16 @@ _UNITS = {'': 1, 'k': 1024, 'm': 1024 ** 2, 'g': 1024 ** 3, 't': 1024 ** 4}
 
 def parse_rate(text: str) -> int:
     """``"50M"`` or ``"50MiB"`` -> bytes per second; ``0`` is unlimited."""
-    m = re.match(r'^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?(?:/s)?\s*$',
-                 text.lower())
+    m = re.match(r'^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kmgt]?)(?:i?b)?'
+                 r'(?:/s)?\s*$', text.lower(), re.ASCII)
     if not m:
         raise ValueError('rate must look like 50M, 800K or 1G, not %r'
-                         % text)
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+                         % _args._shorten(text))
+    value = float(m.group(1)) * _UNITS[m.group(2)]
+    if value > _args.MAX_INT:
+        raise ValueError('rate %r is more than %d bytes per second'
+                         % (text.strip(), _args.MAX_INT))
+    return int(value)
 
 
 def _rate_arg(text):
@@ -87,8 +91,9 @@ def register(sub):
     p = sub.add_parser('copy', help='copy SRC to DST (a path or a URL)')
     _add_source_args(p)
     p.add_argument('dest', metavar='DST')
-    p.add_argument('--segments', type=_args.at_least(1), metavar='N',
-                   help='parallel ranged segments, 1 or more (default 4)')
+    p.add_argument('--segments', type=_args.at_least(1, maximum=64),
+                   metavar='N',
+                   help='parallel ranged segments, 1 to 64 (default 4)')
     p.add_argument('--rate', type=_rate_arg, metavar='BYTES/S',
                    help='rate limit, e.g. 50M; 0 is unlimited')
     p.add_argument('--if-exists', choices=('verify', 'replace', 'error'),

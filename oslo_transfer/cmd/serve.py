@@ -56,22 +56,26 @@ EXIT_USAGE = 2
 def parse_bind(text: str) -> tuple:
     """``HOST:PORT`` or ``[V6]:PORT`` -> ``(host, port)``."""
     host, sep, port = text.rpartition(':')
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    number = _args.ascii_int(port)
+    if not sep or not host or number is None or number > 65535:
         raise argparse.ArgumentTypeError(
-            'expected HOST:PORT (e.g. 192.0.2.10:2121), not %r' % text)
+            'expected HOST:PORT (e.g. 192.0.2.10:2121), not %r'
+            % _args._shorten(text))
     if host.startswith('[') and host.endswith(']'):
         host = host[1:-1]
-    return host, int(port)
+    return host, number
 
 
 def parse_port_range(text: str) -> list:
     """``60000-60099`` -> the list of ports."""
     first, sep, last = text.partition('-')
-    if not sep or not first.isdigit() or not last.isdigit() or \
-            not 0 < int(first) <= int(last) <= 65535:
+    first, last = _args.ascii_int(first), _args.ascii_int(last)
+    if not sep or first is None or last is None or \
+            not 0 < first <= last <= 65535:
         raise argparse.ArgumentTypeError(
-            'expected FIRST-LAST (e.g. 60000-60099), not %r' % text)
-    return list(range(int(first), int(last) + 1))
+            'expected FIRST-LAST (e.g. 60000-60099), not %r'
+            % _args._shorten(text))
+    return list(range(first, last + 1))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

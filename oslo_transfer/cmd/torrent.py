@@ -52,7 +52,9 @@ def register(sub) -> None:
                    help='an HTTP(S) URL serving the same data (repeat)')
     p.add_argument('--tracker', action='append', default=[], metavar='URL',
                    help='a tracker announce URL (repeat)')
-    p.add_argument('--piece-size', type=_args.at_least(1), metavar='BYTES',
+    p.add_argument('--piece-size',
+                   type=_args.at_least(1, maximum=256 * 1024 * 1024),
+                   metavar='BYTES',
                    help='bytes per piece (default: from the size, 256 KiB '
                         'to 4 MiB, or [oslo_transfer_bittorrent] '
                         'piece_size)')

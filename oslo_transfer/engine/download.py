@@ -40,6 +40,7 @@ from oslo_transfer.engine import journal as journal_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
+from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -47,10 +48,19 @@ from oslo_transfer import result as result_mod
 
 LOG = logging.getLogger(__name__)
 
-#: restarts from zero that a source changing mid-read may cause in one call
+Cap = driver_mod.Capability
+
+#: restarts of one copy because its source changed while it was being
+#: read (``[oslo_transfer] on_source_change = restart``); one change more
+#: raises ``SourceChanged``
 MAX_RESTARTS = 3
 
-Cap = driver_mod.Capability
+#: the largest ``rate`` a caller may pass (bytes per second)
+MAX_RATE = 2 ** 63 - 1
+
+
+class _Restart(Exception):
+    """Internal: the source changed during the copy; start it again."""
 
 
 def _journal_name(loc):
@@ -85,7 +95,11 @@ class Download:
                                      segments < 1):
             raise ValueError('segments must be an integer of at least 1, '
                              'not %r' % (segments,))
-        if rate is not None and rate < 0:
+        if rate is not None and (
+                isinstance(rate, bool) or
+                not isinstance(rate, (int, float)) or
+                not 0 <= rate <= MAX_RATE):
+            # (``nan`` fails every comparison, so it lands here too.)
             raise ValueError('rate must be 0 (unlimited) or a positive '
                              'number of bytes per second, not %r' % (rate,))
         g = transfer.conf.oslo_transfer
@@ -126,7 +140,7 @@ class Download:
         self._last_progress = 0.0
         self._cancel_key = None
         self._started = time.monotonic()
-        self._restarts = 0
+        self._changes = 0
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -180,12 +194,12 @@ class Download:
         if not os.path.isdir(d):
             raise exceptions.DestinationError(
                 'the destination directory %s does not exist' % d)
-        lock_deadline = self.ctx.deadline
+        lock_expires = self.ctx.expires_at
         if self.lock_timeout:
             t = time.monotonic() + self.lock_timeout
-            lock_deadline = t if lock_deadline is None else min(t,
-                                                                lock_deadline)
-        self.lock.acquire(self.ctx.cancel, lock_deadline)
+            lock_expires = t if lock_expires is None else min(t,
+                                                              lock_expires)
+        self.lock.acquire(self.ctx.cancel, lock_expires)
         try:
             kept = self._existing()
             if kept is not None:
@@ -212,7 +226,8 @@ class Download:
         if want is None:
             cand = self.plan.candidates[0]
             try:
-                want = cand.driver_obj.stat(cand.location, self.ctx).size
+                want = sizes.checked_stat(cand.driver_obj.stat(
+                    cand.location, self.ctx), cand.location).size
             except exceptions.TransferError as exc:
                 LOG.debug('cannot stat %s to compare: %s', cand.url, exc)
         if want is not None and want != size:
@@ -247,6 +262,15 @@ class Download:
                                  plan=self.plan, dest=self.dest)
 
     def _run_candidates(self):
+        try:
+            return self._try_candidates()
+        except BaseException:
+            # Whatever ended the copy: a .part that holds nothing (a
+            # failed prepare, a first read that failed) is not left.
+            self._cleanup_if_empty()
+            raise
+
+    def _try_candidates(self):
         attempts = []
         self.journal.load()
         last = None
@@ -263,7 +287,6 @@ class Download:
                 last = exc
                 if self.ctx.expired():
                     # total_timeout: no time left for another candidate.
-                    self._cleanup_if_empty()
                     raise
                 LOG.warning('%s via %s failed: %s%s', cand.url, cand.driver,
                             exc, '; trying the next candidate'
@@ -273,19 +296,22 @@ class Download:
             return res
         if last is None:
             raise exceptions.NoDriverFound('nothing to try')
-        self._cleanup_if_empty()
         raise last
 
     def _cleanup_if_empty(self):
-        if not self.journal.ranges:
-            self.part.remove()
-            self.journal.remove()
+        if not self.journal.ranges and not self.part.refused:
+            try:
+                self.part.remove()
+                self.journal.remove()
+            except OSError as exc:
+                LOG.warning('could not remove %s: %s', self.part.path,
+                            exc.strerror or exc)
 
     def _stat(self, drv, loc):
         retried = 0
         while True:
             try:
-                return drv.stat(loc, self.ctx)
+                return sizes.checked_stat(drv.stat(loc, self.ctx), loc)
             except exceptions.TransferError as exc:
                 # A stat that timed out means a host that does not answer:
                 # the next candidate is a better bet than retries *
@@ -310,6 +336,19 @@ class Download:
         return (lambda: hashlib.new(algo)), algo
 
     def _attempt(self, cand):
+        """Copy from ``cand``, again from the start when its source changes.
+
+        A loop, not a recursion: a source whose validator changes on every
+        request raises ``SourceChanged`` after :data:`MAX_RESTARTS`
+        restarts (see :meth:`_changed_during_copy`).
+        """
+        while True:
+            try:
+                return self._attempt_once(cand)
+            except _Restart:
+                continue
+
+    def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
         limited = bool(self.bucket.rate or throttle.PROCESS_BUCKET.rate)
         whole_file = Cap.COPY_TO_PATH in drv.capabilities and (
@@ -330,6 +369,12 @@ class Download:
         self.ctx.validator = st.validator
         self._decide_resume(loc, st, size)
         j = self.journal
+        ranged = (not whole_file and Cap.RANGED_READ in drv.capabilities and
+                  st.ranges and size is not None)
+        if not whole_file and not ranged:
+            # One stream from the start: what is held past the prefix is
+            # fetched again, so it does not count as resumed.
+            self._keep_prefix()
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
@@ -350,33 +395,63 @@ class Download:
             fill = seg_mod.Fill(self, drv, loc, final, False, 1, hasher,
                                 hashed)
         else:
-            ranged = (Cap.RANGED_READ in drv.capabilities and st.ranges and
-                      size is not None)
             nseg = self.segments if (size or 0) >= self.segment_threshold \
                 else 1
             if st.max_segments:
                 nseg = max(1, min(nseg, st.max_segments))
+            fill, final = self._fill(drv, loc, st, size, ranged, nseg,
+                                     hasher, hashed)
+            resumed_from = min(resumed_from, fill.resumed)
+        fill.finish_hash(final)
+        return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _fill(self, drv, loc, st, size, ranged, nseg, hasher, hashed):
+        """Run a :class:`~oslo_transfer.engine.segments.Fill`.
+
+        A server that ignores or mangles a ranged read makes the rest go
+        as one stream from the start (never a range: see
+        :meth:`Fill._read_piece`), after the held prefix; one that will
+        not even serve that stream is a ``ProtocolError``.
+
+        :returns: ``(fill, final size)``.
+        :raises _Restart: the source changed; the attempt starts again.
+        """
+        while True:
             fill = seg_mod.Fill(self, drv, loc, size, ranged, nseg, hasher,
                                 hashed)
             try:
-                final = fill.run()
-            except exceptions.SourceChanged as exc:
-                return self._changed_mid_read(cand, st, exc)
+                return fill, fill.run()
             except seg_mod._StreamMode as exc:
-                LOG.info('%s ignored a ranged read (%s); reading it as one '
-                         'stream', loc.masked, exc)
+                reason = str(exc)
+            except exceptions.SourceChanged:
+                # The driver's read() says the object changed under it (a
+                # 412 to If-Match): restart or raise, by on_source_change.
                 st2 = self._stat(drv, loc)
-                if st2.validator != st.validator or st2.size != st.size:
-                    self._source_changed(loc, st.validator, st2.validator)
-                    return self._attempt(cand)
-                # Bytes after the verified prefix are fetched again.
-                j.ranges = _utils.RangeSet(
-                    [(0, j.ranges.prefix())] if j.ranges.prefix() else [])
-                fill = seg_mod.Fill(self, drv, loc, size, False, 1,
-                                    fill.hasher, fill.hashed)
-                final = fill.run()
-        fill.finish_hash(final)
-        return self._complete(cand, fill, final, resumed_from, algo)
+                self._changed_during_copy(loc, st.validator, st2.validator)
+            hasher, hashed = fill.hasher, fill.hashed
+            st2 = self._stat(drv, loc)
+            if st2.validator != st.validator or st2.size != st.size:
+                self._changed_during_copy(loc, st.validator, st2.validator)
+            if not ranged:
+                raise exceptions.ProtocolError(
+                    '%s refused to be read as one stream from the start: '
+                    '%s' % (loc.masked, reason), url=loc.masked,
+                    retryable=False)
+            LOG.info('%s ignored a ranged read (%s); reading it as one '
+                     'stream', loc.masked, reason)
+            ranged, nseg = False, 1
+            # Bytes after the verified prefix are fetched again: forget
+            # them, and empty them so that no leftover of a write cut
+            # short survives under a zero chunk that a sparse write skips.
+            self._keep_prefix()
+            self.part.flush()
+            self.part.prepare(size, self.journal.ranges, False)
+
+    def _keep_prefix(self):
+        """Hold only the contiguous prefix (a stream from the start)."""
+        j = self.journal
+        prefix = j.ranges.prefix()
+        j.ranges = _utils.RangeSet([(0, prefix)] if prefix else [])
 
     def _decide_resume(self, loc, st, size):
         j = self.journal
@@ -404,28 +479,27 @@ class Download:
                  self.dest, j.source, j.size, loc.masked)
         j.reset()
 
-    def _changed_mid_read(self, cand, st, exc):
-        """A driver's ``read()`` said the object changed under it.
+    def _changed_during_copy(self, loc, old, new):
+        """The source changed while this call read it: restart, or give up.
 
-        (:class:`~oslo_transfer.exceptions.SourceChanged`, from an HTTP
-        412 to ``If-Match`` say.)  ``on_source_change = error`` raises,
-        keeping the partial copy; ``restart`` starts again from zero, at
-        most :data:`MAX_RESTARTS` times in one call.
+        :raises _Restart: start the attempt again (the held bytes are
+            dropped).
+        :raises SourceChanged: ``on_source_change = error``, or the
+            source changed more than :data:`MAX_RESTARTS` times during
+            this call; what is held stays (the last version's bytes).
         """
-        drv, loc = cand.driver_obj, cand.location
-        self._restarts += 1
-        if self.on_source_change == 'error' or \
-                self._restarts > MAX_RESTARTS:
-            why = ('[oslo_transfer] on_source_change = error'
-                   if self.on_source_change == 'error' else
-                   'it changed %d times in one transfer' % self._restarts)
+        self._changes += 1
+        if self.on_source_change != 'error' and \
+                self._changes > MAX_RESTARTS:
+            held = self.journal.ranges.total()
             raise exceptions.SourceChanged(
-                '%s changed during the transfer (%s; %s); %s is kept'
-                % (loc.masked, exc, why, self.part.path),
-                url=loc.masked) from exc
-        st2 = self._stat(drv, loc)
-        self._source_changed(loc, st.validator, st2.validator)
-        return self._attempt(cand)
+                '%s changed %d times during the copy (validator %s, now '
+                '%s); giving up after %d restarts; %s' % (
+                    loc.masked, self._changes, old, new, MAX_RESTARTS,
+                    '%s is kept (%d bytes)' % (self.part.path, held)
+                    if held else 'nothing was kept'), url=loc.masked)
+        self._source_changed(loc, old, new)
+        raise _Restart()
 
     def _source_changed(self, loc, old, new):
         if self.on_source_change == 'error':

@@ -26,7 +26,10 @@ Beside a destination ``DEST`` the engine keeps:
     held with ``fcntl.flock`` for the whole transfer: one writer per
     destination.
 
-The control file never holds credentials.
+The control file never holds credentials.  It is read back with every
+field checked (:func:`parse`): a file that is not exactly what
+:meth:`Journal.save` writes is damage, ignored with a WARNING, and the
+copy starts again.
 
 A lazy image (:mod:`oslo_transfer.lazy`) keeps the same files, and
 ``DEST.part.map`` beside them: a bitmap of the blocks present, whose
@@ -43,6 +46,8 @@ import glob
 import json
 import logging
 import os
+import re
+import stat as stat_mod
 import time
 
 from oslo_transfer import _utils
@@ -51,6 +56,159 @@ from oslo_transfer import exceptions
 LOG = logging.getLogger(__name__)
 
 VERSION = 1
+
+#: the largest size or offset: a file's size on Linux is an ``off_t``
+MAX_SIZE = 2 ** 63 - 1
+#: a control file larger than this is damaged (:meth:`Journal.save` never
+#: writes one: see :data:`MAX_RANGES`)
+MAX_BYTES = 16 * 1024 * 1024
+#: ranges one control file records at most; :meth:`Journal.save` records
+#: the first ones (the others are fetched again), so that the file stays
+#: far below :data:`MAX_BYTES`
+MAX_RANGES = 100000
+#: characters of a recorded string (the source URL, a validator, a
+#: checksum, an algorithm name)
+MAX_TEXT = 1024 * 1024
+_HEX = re.compile(r'[0-9a-f]{2,256}\Z')
+
+
+class DamagedControlFile(ValueError):
+    """Internal: the control file is not what :meth:`Journal.save` writes."""
+
+
+def _no_constant(name):
+    # json.loads takes NaN and Infinity unless told otherwise.
+    raise DamagedControlFile('%s is not JSON' % name)
+
+
+def _text(data, key, optional=True):
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not str or len(value) > MAX_TEXT or (
+            not value and not optional):
+        raise DamagedControlFile('%s is not a string of at most %d '
+                                 'characters' % (key, MAX_TEXT))
+    return value
+
+
+def _offset(value, what):
+    # bool is an int, and json gives floats for 1.0 and 1e3: exactly int.
+    if type(value) is not int or not 0 <= value <= MAX_SIZE:
+        raise DamagedControlFile('%s is not an integer from 0 to 2**63-1'
+                                 % what)
+    return value
+
+
+def _ranges(value, size):
+    """The recorded ranges as a RangeSet, checked in one linear pass.
+
+    :meth:`Journal.save` writes them sorted, disjoint and not touching
+    (``RangeSet`` merges neighbours), each inside ``size`` when known; a
+    list in any other shape is damage, never something to merge (which
+    could also take time quadratic in its length).
+    """
+    if type(value) is not list:
+        raise DamagedControlFile('ranges is not a list')
+    if len(value) > MAX_RANGES:
+        raise DamagedControlFile('%d ranges, more than %d'
+                                 % (len(value), MAX_RANGES))
+    limit = MAX_SIZE if size is None else size
+    starts, ends = [], []
+    last = -1
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise DamagedControlFile('a range is not a pair')
+        start = _offset(item[0], 'a range start')
+        end = _offset(item[1], 'a range end')
+        if not last < start < end <= limit:
+            raise DamagedControlFile(
+                'range [%d, %d) is empty, out of order, overlaps another '
+                'or lies past the size' % (start, end))
+        starts.append(start)
+        ends.append(end)
+        last = end
+    return _utils.RangeSet.from_sorted(starts, ends)
+
+
+def _lazy(value):
+    """The ``lazy`` entry (a present-map's header): None or a flat object.
+
+    The lazy cache compares it whole with the header it expects, so only
+    its shape is checked here: at most 16 names, each value null, a
+    boolean, an integer within ``[-(2**63), 2**63-1]`` or a string.
+    """
+    if value is None:
+        return None
+    if type(value) is not dict or len(value) > 16:
+        raise DamagedControlFile('lazy is not an object of at most 16 '
+                                 'names')
+    for key, item in value.items():
+        if len(key) > 64:
+            raise DamagedControlFile('lazy has a name of %d characters'
+                                     % len(key))
+        if item is None or type(item) is bool:
+            continue
+        if type(item) is int and -MAX_SIZE - 1 <= item <= MAX_SIZE:
+            continue
+        if type(item) is str and len(item) <= MAX_TEXT:
+            continue
+        raise DamagedControlFile('lazy.%.64s is not a null, a boolean, an '
+                                 'integer or a string' % key)
+    return value
+
+
+def parse(blob: bytes) -> dict:
+    """The state recorded in a control file's bytes, every field checked.
+
+    :returns: the :class:`Journal` attributes, by name.
+    :raises DamagedControlFile: anything :meth:`Journal.save` does not
+        write: not JSON, not an object, another version, a missing or
+        mistyped field, a size or offset outside ``[0, 2**63-1]``, ranges
+        that are not sorted, disjoint pairs inside the size, a prefix
+        digest that covers bytes not held.
+    """
+    if len(blob) > MAX_BYTES:
+        raise DamagedControlFile('more than %d bytes' % MAX_BYTES)
+    try:
+        data = json.loads(blob, parse_constant=_no_constant)
+    except RecursionError:
+        raise DamagedControlFile('nested too deeply') from None
+    except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError
+        raise DamagedControlFile(str(exc)[:200]) from None
+    if type(data) is not dict:
+        raise DamagedControlFile('not a JSON object')
+    version = data.get('version')
+    if type(version) is not int or version != VERSION:
+        raise DamagedControlFile('version %.40r, not %d' % (version, VERSION))
+    size = data.get('size')
+    if size is not None:
+        size = _offset(size, 'size')
+    ranges = _ranges(data.get('ranges', []), size)
+    prefix_len = data.get('prefix_len')
+    prefix_len = 0 if prefix_len is None else _offset(prefix_len,
+                                                      'prefix_len')
+    digest = data.get('prefix_digest')
+    algorithm = _text(data, 'algorithm')
+    if prefix_len:
+        if prefix_len > ranges.prefix():
+            raise DamagedControlFile('the prefix digest covers bytes that '
+                                     'are not held')
+        if type(digest) is not str or not _HEX.match(digest) or \
+                algorithm is None:
+            raise DamagedControlFile('prefix_digest is not a hex digest '
+                                     'with its algorithm')
+    else:
+        digest = None
+    return {'lazy': _lazy(data.get('lazy')),
+            'source': _text(data, 'source', optional=False),
+            'validator': _text(data, 'validator'),
+            'size': size,
+            'checksum': _text(data, 'checksum'),
+            'ranges': ranges,
+            'algorithm': algorithm,
+            'prefix_len': prefix_len,
+            'prefix_digest': digest}
 
 
 class Journal:
@@ -81,42 +239,62 @@ class Journal:
         self.lazy = None
 
     def load(self) -> bool:
-        """Read the control file; False if there is none or it is unusable."""
+        """Read the control file; False if there is none or it is unusable.
+
+        The file is checked whole before anything of it is used (see
+        :func:`parse`): a file that is not exactly what :meth:`save`
+        writes (truncated, bit-flipped, another version, another shape)
+        is ignored with a WARNING naming it, and the copy starts again.
+        Nothing of it is kept then, and no exception escapes.
+        """
+        self._clear()
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW |
+                         os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         except OSError as exc:
-            LOG.warning('ignoring control file %s: %s', self.path, exc)
+            LOG.warning('ignoring control file %s: %s', self.path,
+                        exc.strerror or exc)
             return False
         try:
             with os.fdopen(fd, 'rb') as f:
-                data = json.loads(f.read(1 << 24))
-            if data.get('version') != VERSION:
-                raise ValueError('version %r' % data.get('version'))
-            self.source = data['source']
-            self.validator = data.get('validator')
-            self.size = data.get('size')
-            self.checksum = data.get('checksum')
-            self.ranges = _utils.RangeSet(
-                tuple(r) for r in data.get('ranges', ()))
-            self.algorithm = data.get('algorithm')
-            self.prefix_len = int(data.get('prefix_len') or 0)
-            self.prefix_digest = data.get('prefix_digest')
-            self.lazy = data.get('lazy')
-        except (ValueError, KeyError, TypeError) as exc:
-            LOG.warning('ignoring damaged control file %s: %s', self.path,
-                        exc)
-            self.ranges = _utils.RangeSet()
+                st = os.fstat(f.fileno())
+                if not stat_mod.S_ISREG(st.st_mode):
+                    raise DamagedControlFile('not a regular file')
+                if st.st_size > MAX_BYTES:
+                    raise DamagedControlFile('%d bytes, more than %d'
+                                             % (st.st_size, MAX_BYTES))
+                # (Reading MAX_BYTES at once would allocate that much.)
+                blob = f.read(st.st_size + 1)
+            state = parse(blob)
+        except OSError as exc:
+            LOG.warning('ignoring control file %s: %s', self.path,
+                        exc.strerror or exc)
             return False
+        except DamagedControlFile as exc:
+            LOG.warning('ignoring damaged control file %s (%s); starting '
+                        'again', self.path, exc)
+            return False
+        for name, value in state.items():
+            setattr(self, name, value)
         return True
+
+    def _clear(self):
+        self.source = None
+        self.validator = None
+        self.size = None
+        self.checksum = None
+        self.algorithm = None
+        self.reset()
 
     def save(self):
         """Rewrite the control file atomically and durably."""
         data = {'version': VERSION, 'source': self.source,
                 'validator': self.validator, 'size': self.size,
                 'checksum': self.checksum,
-                'ranges': self.ranges.to_list(), 'algorithm': self.algorithm,
+                'ranges': self.ranges.to_list()[:MAX_RANGES],
+                'algorithm': self.algorithm,
                 'prefix_len': self.prefix_len,
                 'prefix_digest': self.prefix_digest,
                 'lazy': self.lazy, 'updated': time.time()}
@@ -176,7 +354,7 @@ class Journal:
 class DestinationLock:
     """Exclusive ``flock`` on ``DEST.part.lock`` for one writer at a time.
 
-    Waiting polls so that a cancel or the deadline ends the wait.  After
+    Waiting polls so that a cancel or ``expires_at`` ends the wait.  After
     locking, the lock file must still be the one at the path (another
     writer may have removed it on completion); if not, lock again.
     """
@@ -185,7 +363,7 @@ class DestinationLock:
         self.path = path
         self.fd = None
 
-    def acquire(self, cancel, deadline=None, poll=0.1):
+    def acquire(self, cancel, expires_at=None, poll=0.1):
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
@@ -202,7 +380,8 @@ class DestinationLock:
                     except OSError as exc:
                         if exc.errno not in (errno.EAGAIN, errno.EACCES):
                             raise
-                    if deadline is not None and time.monotonic() > deadline:
+                    if expires_at is not None and \
+                            time.monotonic() > expires_at:
                         raise exceptions.TransferTimeout(
                             'timed out waiting for another writer of %s'
                             % self.path[:-len('.part.lock')])

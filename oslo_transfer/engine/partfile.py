@@ -145,6 +145,9 @@ class PartFile:
         self.fd = None
         self.writer = None      # see use_background()
         self.size_hint = None
+        # True once open() refused what is at the path (a symlink, not a
+        # regular file, several hard links): remove() then leaves it.
+        self.refused = False
 
     def use_background(self) -> str | None:
         """Write what follows from a thread of its own; returns its kind.
@@ -204,18 +207,23 @@ class PartFile:
             self.fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
+                self.refused = True
                 raise exceptions.DestinationError(
                     'refusing to follow the symlink %s' % self.path) from exc
+            if exc.errno == errno.EISDIR:
+                self.refused = True
             raise _dest_error(self.path, exc, 'create') from exc
         st = os.fstat(self.fd)
         if not stat_mod.S_ISREG(st.st_mode):
             os.close(self.fd)
             self.fd = None
+            self.refused = True
             raise exceptions.DestinationError(
                 '%s exists and is not a regular file' % self.path)
         if st.st_nlink > 1:
             os.close(self.fd)
             self.fd = None
+            self.refused = True
             raise exceptions.DestinationError(
                 '%s has several hard links; refusing to write it' % self.path)
         if st.st_mode & 0o077:
@@ -229,7 +237,7 @@ class PartFile:
         """
         cur = os.fstat(self.fd).st_size
         if size is not None and cur > size:
-            os.ftruncate(self.fd, size)
+            self.truncate(size)
             cur = size
         if self.sparse and held is not None and cur:
             for s, e in held.holes(cur):
@@ -245,6 +253,11 @@ class PartFile:
                 elif cur < size:
                     os.ftruncate(self.fd, size)
             except OSError as exc:
+                if exc.errno in (errno.EFBIG, errno.EINVAL):
+                    raise exceptions.DestinationError(
+                        'the file system of %s cannot hold a file of %d '
+                        'bytes (%s)' % (self.path, size,
+                                        exc.strerror or exc)) from exc
                 raise _dest_error(self.path, exc, 'allocate') from exc
 
     def write(self, offset: int, data) -> None:
@@ -367,7 +380,10 @@ class PartFile:
             self.fd = None
 
     def remove(self):
+        """Close and unlink ``.part`` (never what :meth:`open` refused)."""
         self.close()
+        if self.refused:
+            return
         try:
             os.unlink(self.path)
         except FileNotFoundError:

@@ -90,6 +90,8 @@ class Fill:
         self.journal = job.journal
         self.cond = threading.Condition()
         self.written = job.journal.ranges.copy()
+        #: bytes held before this fill began (not fetched by it)
+        self.resumed = self.written.total()
         self.pieces = collections.deque()
         self.error = None
         self.active = 0
@@ -179,11 +181,14 @@ class Fill:
     def _read_piece(self, start, end, at):
         """Read ``[start, end)``; ``at[0]`` follows the bytes written."""
         job = self.job
-        pos = start
+        pos = first = start
         length = None if end is None else end - start
         skip = 0
-        if not self.ranged and start > 0:
-            # One stream from zero; drop what we already hold.
+        if not self.ranged:
+            # One stream, never a range: from zero to the end, dropping
+            # what we already hold.  (Even ``read(0, size)`` is a ranged
+            # request to HTTP, which a server that ignores ranges may
+            # answer with a body that does not say its length.)
             skip, start, length = start, 0, None
         with self.ctx.slot(job.origin_key(self.drv, self.loc)):
             try:
@@ -194,7 +199,7 @@ class Fill:
                 for chunk in chunks:
                     if self.token.cancelled:
                         self.ctx.cancel.check()
-                    self.ctx.check_deadline()
+                    self.ctx.check_expiry()
                     n = len(chunk)
                     job.count_wire(n)
                     if skip:
@@ -247,10 +252,14 @@ class Fill:
                 close = getattr(chunks, 'close', None)
                 if close:
                     close()
+        if self.token.cancelled:
+            # A cancel (or the deadline) may end a stream early by shutting
+            # its socket down: never take that end for the object's.
+            self.ctx.cancel.check()
         if end is not None and pos < end:
             raise exceptions.ProtocolError(
                 '%s ended after %d of %d bytes' % (self.loc.masked,
-                                                   pos - start, end - start),
+                                                   pos - first, end - first),
                 url=self.loc.masked)
         return pos
 

@@ -23,6 +23,7 @@ import time
 from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import commit as commit_mod
 from oslo_transfer.engine import retry as retry_mod
+from oslo_transfer.engine import sizes
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -38,11 +39,19 @@ class Reader(io.RawIOBase):
 
     A checksum applies to a whole-object read only; a mismatch raises
     ``ChecksumMismatch`` from the read that reaches the end.  A retryable
-    failure in the middle continues by range where the driver can.
+    failure in the middle continues by range where the driver can.  A
+    server that ignores the range (``RangeNotSupported``) is read as one
+    stream from the start instead, the bytes before the position dropped,
+    unless the source changed meanwhile (``SourceChanged``).
     """
 
-    def __init__(self, transfer, plan, offset, length, checksum, ctx):
+    def __init__(self, transfer, plan, offset, length, checksum, ctx,
+                 scope=None):
         super().__init__()
+        # The call's scope (:class:`~oslo_transfer.engine.scope.CallScope`)
+        # when the reader owns it: closed with the reader, and the
+        # reader's errors pass through it.
+        self._scope = scope
         self._transfer = transfer
         self._plan = plan
         self._ctx = ctx
@@ -60,6 +69,10 @@ class Reader(io.RawIOBase):
         self._size = None
         self._hasher = None
         self._done = False
+        # One stream from the start (the server ignored a range): bytes
+        # still to drop before the position, and whether we are in it.
+        self._skip = 0
+        self._stream = False
         self.url = None
         self.driver = None
         self._next_candidate()
@@ -78,7 +91,8 @@ class Reader(io.RawIOBase):
             if Cap.READ not in drv.capabilities:
                 continue
             try:
-                st = drv.stat(cand.location, self._ctx)
+                st = sizes.checked_stat(drv.stat(cand.location, self._ctx),
+                                        cand.location)
                 if self._size is not None and st.size not in (None,
                                                               self._size):
                     raise exceptions.SourceChanged(
@@ -103,9 +117,64 @@ class Reader(io.RawIOBase):
         if self._length is not None:
             length = self._length - self._pos
         self._cand = cand
-        self._it = iter(cand.driver_obj.read(cand.location,
-                                             self._offset + self._pos,
-                                             length, self._ctx))
+        self._stream = False
+        self._skip = 0
+        try:
+            self._it = iter(cand.driver_obj.read(cand.location,
+                                                 self._offset + self._pos,
+                                                 length, self._ctx))
+        except exceptions.RangeNotSupported as exc:
+            self._stream_from_start(exc)
+
+    def _stream_from_start(self, exc):
+        """The server ignored a range: read it all, drop what came before.
+
+        :raises SourceChanged: the object is not the one being read.
+        :raises ProtocolError: even one stream from the start was refused.
+        """
+        cand = self._cand
+        drv = cand.driver_obj
+        self._close_it()
+        if self._stream:
+            raise exceptions.ProtocolError(
+                '%s refused to be read as one stream from the start: %s'
+                % (cand.url, exc), url=cand.url, retryable=False) from exc
+        st = sizes.checked_stat(drv.stat(cand.location, self._ctx),
+                                cand.location)
+        if st.validator != self._ctx.validator or (
+                self._size is not None and st.size not in (None,
+                                                           self._size)):
+            raise exceptions.SourceChanged(
+                '%s changed during the read (validator %s, now %s) after '
+                '%d bytes were read' % (cand.url, self._ctx.validator,
+                                        st.validator, self._pos),
+                url=cand.url) from exc
+        LOG.info('%s ignored a ranged read (%s); reading it as one stream '
+                 'from the start', cand.url, exc)
+        self._stream = True
+        self._skip = self._offset + self._pos
+        self._it = iter(drv.read(cand.location, 0, None, self._ctx))
+
+    def _next_from_stream(self):
+        """The next chunk at the position; b'' at the end of the range."""
+        while True:
+            data = next(self._it, b'')
+            if not data:
+                return b''
+            if self._skip:
+                if len(data) <= self._skip:
+                    self._skip -= len(data)
+                    continue
+                data = data[self._skip:]
+                self._skip = 0
+            if self._length is not None:
+                left = self._length - self._pos
+                if len(data) >= left:
+                    # The range ends here; the stream goes on.
+                    self._close_it()
+                    self._it = iter(())
+                    data = data[:left]
+            return data
 
     # -- io.RawIOBase ---------------------------------------------------------
 
@@ -121,9 +190,14 @@ class Reader(io.RawIOBase):
         attempts = 0
         while True:
             try:
+                if self._stream:
+                    return self._next_from_stream()
                 return next(self._it)
             except StopIteration:
                 return b''
+            except exceptions.RangeNotSupported as exc:
+                self._stream_from_start(exc)
+                continue
             except exceptions.TransferError as exc:
                 self._close_it()
                 drv = self._cand.driver_obj
@@ -170,6 +244,17 @@ class Reader(io.RawIOBase):
         return len(data)
 
     def _read_chunk(self):
+        if self._scope is None:
+            return self._next_chunk()
+        try:
+            return self._next_chunk()
+        except BaseException as exc:
+            err = self._scope.error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    def _next_chunk(self):
         if self._done:
             return b''
         self._ctx.cancel.check()
@@ -224,6 +309,8 @@ class Reader(io.RawIOBase):
     def close(self):
         if not self.closed:
             self._close_it()
+            if self._scope is not None:
+                self._scope.close()
             if self.owner is not None:
                 self.owner.close()
                 self.owner = None
@@ -458,10 +545,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None):
             offset = 0
             if resumable and (tries or marker.exists()):
                 try:
-                    offset = drv.written_size(loc, ctx)
+                    offset = sizes.checked_written_size(
+                        drv.written_size(loc, ctx), size, loc)
                 except exceptions.TransferError:
-                    offset = 0
-                if size is not None and offset > size:
                     offset = 0
                 if offset:
                     LOG.info('upload to %s continues at byte %d', cand.url,

@@ -389,13 +389,21 @@ def test_sparse_off(store, tmp_path):
     assert os.stat(tmp_path / 'out').st_blocks * 512 >= 4 * MiB
 
 
+class _SlowDriver(fixture.MemoryDriver):
+    """64 KiB every 10 ms (about 6 MiB/s)."""
+
+    def chunks(self, data, start, end, ctx):
+        for chunk in super().chunks(data, start, end, ctx):
+            time.sleep(0.01)
+            yield chunk
+
+
 def test_cancel_leaves_resumable_state(store, tmp_path):
     payload = fakes.data(8 * MiB)
     store.put('memory://a', payload)
-    store.pause_reads()
     out = str(tmp_path / 'out')
     seen = []
-    with make(store, segments=2) as t:
+    with make(store, driver_class=_SlowDriver, segments=2) as t:
         h = t.submit('memory://a', out, checksum=sha(payload),
                      progress=lambda d, n: seen.append(d))
         time.sleep(0.3)
@@ -403,11 +411,26 @@ def test_cancel_leaves_resumable_state(store, tmp_path):
         with pytest.raises(exceptions.Cancelled):
             h.result(timeout=10)
         assert not os.path.exists(out)
-        assert os.path.exists(out + '.part.ctl')
-        store.resume_reads()
+        with open(out + '.part.ctl') as f:
+            held = sum(e - s for s, e in json.load(f)['ranges'])
+        assert 0 < held < len(payload)
         res = t.copy('memory://a', out, checksum=sha(payload))
     assert open(out, 'rb').read() == payload
     assert res.size == len(payload)
+    assert res.bytes_resumed == held
+
+
+def test_cancel_before_any_byte_leaves_nothing(store, tmp_path):
+    store.put('memory://a', fakes.data(MiB))
+    store.pause_reads()
+    out = str(tmp_path / 'out')
+    with make(store, segments=2) as t:
+        h = t.submit('memory://a', out)
+        time.sleep(0.3)
+        h.cancel()
+        with pytest.raises(exceptions.Cancelled):
+            h.result(timeout=10)
+    assert os.listdir(tmp_path) == []
 
 
 def test_submit_runs_on_the_callers_futurist_executor(store, tmp_path):

@@ -66,9 +66,9 @@ def test_no_retry_once_cancelled():
 
 def test_the_wait_never_passes_the_deadline():
     policy = retry.RetryPolicy(backoff=20.0)
-    ctx = driver.Context(deadline=time.monotonic() + 2.0)
+    ctx = driver.Context(expires_at=time.monotonic() + 2.0)
     assert 0 < policy.next_delay(DROPPED, 0, ctx) <= 2.0
-    ctx = driver.Context(deadline=time.monotonic() - 1.0)
+    ctx = driver.Context(expires_at=time.monotonic() - 1.0)
     assert policy.next_delay(DROPPED, 0, ctx) is None
 
 

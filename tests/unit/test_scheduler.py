@@ -178,7 +178,7 @@ def test_a_context_reaches_the_scheduler_with_its_class():
             calls.append(('consume', nbytes, cls, origin, cancel))
 
     ctx = driver.Context(priority='background', scheduler=Spy(),
-                         deadline=123.0)
+                         expires_at=123.0)
     with ctx.slot(ORIGIN):
         ctx.consume(10, ORIGIN)
     assert calls == [('slot', ORIGIN, 'background', 123.0, ctx.cancel),

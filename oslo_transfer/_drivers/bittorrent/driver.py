@@ -47,6 +47,7 @@ from oslo_config import cfg
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 from oslo_transfer._drivers.bittorrent import seed as seed_mod
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -78,39 +79,43 @@ OPTS = [
                 help='Accept several peers with the same IP address.  Only '
                      'needed when several peers run on one host (tests on '
                      '127.0.0.1, containers sharing an address).'),
-    cfg.IntOpt('download_rate_limit', default=0, min=0,
-               help='Bytes per second that this process downloads from '
-                    'peers, all torrents together; 0 means no limit.  '
-                    'Applies in the data centre too.'),
-    cfg.IntOpt('upload_rate_limit', default=0, min=0,
-               help='Bytes per second that this process uploads to peers, '
-                    'all torrents together; 0 means no limit.  Limit it '
-                    'so that seeding does not starve running instances.'),
-    cfg.FloatOpt('seed_time', default=120.0, min=0.0,
-                 help='Seconds a host seeds a file after it arrived (in the '
-                      'background of a service; before "oslo-transfer '
-                      'copy" returns).  0 turns seeding off.\n\nRelated '
-                      'options:\n\n* seed_ratio'),
-    cfg.FloatOpt('seed_ratio', default=0.0, min=0.0,
-                 help='Stop seeding a file earlier, once this many times '
-                      'its size was uploaded; 0 means no ratio limit.\n\n'
-                      'Related options:\n\n* seed_time'),
-    cfg.IntOpt('piece_size', default=0, min=0,
-               help='Piece size in bytes of the torrents made by '
-                    '"oslo-transfer make-torrent" and the seed command, a '
-                    'power of two and a multiple of 16 KiB; 0 chooses one '
-                    'from the size (256 KiB to 4 MiB, about 1024 pieces).'),
-    cfg.FloatOpt('stall_timeout', default=60.0, min=1.0,
-                 help='Seconds without a verified piece (from peers or the '
-                      'web seed) after which the download fails with a '
-                      'retryable ConnectionFailed, so that the engine tries '
-                      'the next candidate (the HTTP origin) and keeps the '
-                      'verified pieces.'),
-    cfg.FloatOpt('peer_wait', default=5.0, min=0.0,
-                 help='Seconds without a piece from peers after which this '
-                      'host also fetches pieces outside its own share from '
-                      'the web seed (a receiver died, or no peer was '
-                      'named).'),
+    _utils.IntOpt('download_rate_limit', default=0, min=0, max=2 ** 31 - 1,
+                  help='Bytes per second that this process downloads from '
+                       'peers, all torrents together; 0 means no limit.  '
+                       'Applies in the data centre too.'),
+    _utils.IntOpt('upload_rate_limit', default=0, min=0, max=2 ** 31 - 1,
+                  help='Bytes per second that this process uploads to peers, '
+                       'all torrents together; 0 means no limit.  Limit it '
+                       'so that seeding does not starve running instances.'),
+    _utils.FiniteFloatOpt(
+        'seed_time', default=120.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Seconds a host seeds a file after it arrived (in the '
+             'background of a service; before "oslo-transfer '
+             'copy" returns).  0 turns seeding off.\n\nRelated '
+             'options:\n\n* seed_ratio'),
+    _utils.FiniteFloatOpt(
+        'seed_ratio', default=0.0, min=0.0, max=10 ** 6,
+        help='Stop seeding a file earlier, once this many times '
+             'its size was uploaded; 0 means no ratio limit.\n\n'
+             'Related options:\n\n* seed_time'),
+    _utils.IntOpt('piece_size', default=0, min=0, max=256 * 1024 * 1024,
+                  help='Piece size in bytes of the torrents made by '
+                       '"oslo-transfer make-torrent" and the seed command, a '
+                       'power of two and a multiple of 16 KiB; 0 chooses one '
+                       'from the size (256 KiB to 4 MiB, about 1024 pieces).'),
+    _utils.FiniteFloatOpt(
+        'stall_timeout', default=60.0, min=1.0, max=_utils.MAX_SECONDS,
+        help='Seconds without a verified piece (from peers or the '
+             'web seed) after which the download fails with a '
+             'retryable ConnectionFailed, so that the engine tries '
+             'the next candidate (the HTTP origin) and keeps the '
+             'verified pieces.'),
+    _utils.FiniteFloatOpt(
+        'peer_wait', default=5.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Seconds without a piece from peers after which this '
+             'host also fetches pieces outside its own share from '
+             'the web seed (a receiver died, or no peer was '
+             'named).'),
     cfg.BoolOpt('help_slower_peers', default=True,
                 help='Once this host has fetched its own share of the '
                      'pieces from the web seed, also fetch pieces from the '
@@ -118,9 +123,9 @@ OPTS = [
                      'has yet).  Shortens the tail of a boot storm at the '
                      'cost of some pieces sent twice by the origin.\n\n'
                      'Related options:\n\n* peer_wait'),
-    cfg.IntOpt('web_seed_connections', default=2, min=1, max=16,
-               help='Concurrent piece requests to the web seed per '
-                    'download.'),
+    _utils.IntOpt('web_seed_connections', default=2, min=1, max=16,
+                  help='Concurrent piece requests to the web seed per '
+                       'download.'),
     cfg.BoolOpt('use_metadata_web_seeds', default=True,
                 help='Also fetch pieces from the web seeds listed in the '
                      'metadata (BEP 19 url-list), after the location\'s own '
@@ -208,7 +213,8 @@ class BitTorrentDriver(driver.Driver):
         loc = dataclasses.replace(loc, url=ctx.check_url(loc.url))
         reader = ctx.driver_for(loc)
         sub = driver.Context(cancel=ctx.cancel, io_timeout=ctx.io_timeout,
-                             deadline=ctx.deadline, check_url=ctx.check_url,
+                             expires_at=ctx.expires_at,
+                             check_url=ctx.check_url,
                              driver_for=ctx.driver_for)
         buf = bytearray()
         for chunk in reader.read(loc, 0, None, sub):

@@ -187,7 +187,8 @@ class OriginFetcher:
         self.token = driver_mod.CancelToken()
         self.ctx = driver_mod.Context(
             cancel=self.token, io_timeout=ctx.io_timeout,
-            deadline=ctx.deadline, hints=ctx.hints, check_url=ctx.check_url,
+            expires_at=ctx.expires_at, hints=ctx.hints,
+            check_url=ctx.check_url,
             driver_for=ctx.driver_for)
         self._key = ctx.cancel.on_cancel(self.token.cancel)
         self._parent = ctx.cancel

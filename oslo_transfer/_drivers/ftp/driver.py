@@ -41,6 +41,7 @@ from oslo_config import cfg
 from oslo_transfer._drivers import _common
 from oslo_transfer._drivers.ftp import replies
 from oslo_transfer._drivers.ftp import session as ftp_session
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -67,12 +68,13 @@ OPTS = [
                      'so that readers never see a partial object.  Turn off '
                      'for servers that refuse renames; uploads then write '
                      'NAME in place.'),
-    cfg.IntOpt('pool_size', default=4, min=0,
-               help='Idle logged-in control connections kept per server '
-                    'and user for reuse.\n\nRelated options:\n\n'
-                    '* [oslo_transfer] max_connections_per_origin'),
-    cfg.FloatOpt('idle_timeout', default=30.0, min=0.0,
-                 help='Seconds an idle pooled connection is kept.'),
+    _utils.IntOpt('pool_size', default=4, min=0, max=4096,
+                  help='Idle logged-in control connections kept per server '
+                       'and user for reuse.\n\nRelated options:\n\n'
+                       '* [oslo_transfer] max_connections_per_origin'),
+    _utils.FiniteFloatOpt(
+        'idle_timeout', default=30.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Seconds an idle pooled connection is kept.'),
     _common.max_segments_opt(
         'Most parallel ranged segments (each its own login, REST and '
         'RETR) for one download from an FTP server.  A server such as '
@@ -159,7 +161,8 @@ class FTPDriver(driver.Driver):
 
         def factory():
             return ftp_session.connect(location, user, password, timeout,
-                                       self.options.ca_file)
+                                       self.options.ca_file,
+                                       cancel=ctx.cancel)
 
         ctx.cancel.check()
         try:
@@ -170,6 +173,13 @@ class FTPDriver(driver.Driver):
         if session.ftp.sock is not None:
             session.ftp.sock.settimeout(timeout)
         return key, session
+
+    def _release(self, key, session, ctx):
+        """Give ``session`` back, unless a cancel may have shut it down."""
+        if ctx.cancel.cancelled:
+            self._pool.discard(session)
+        else:
+            self._pool.release(key, session)
 
     def _missing_or_denied(self, session, location, path, exc, what, ctx):
         """Tell "not found" from "permission denied" after a 550."""
@@ -203,6 +213,9 @@ class FTPDriver(driver.Driver):
     def stat(self, location, ctx):
         path = ftp_session.remote_path(location)
         key, session = self._acquire(location, ctx)
+        # A reply trickled line by line keeps each read within the I/O
+        # timeout: a cancel (or the deadline) shuts the socket down.
+        cancel_key = ctx.cancel.on_cancel(session.abort_sockets)
         try:
             size = self._size(session, location, path, ctx)
             mtime = stamp = None
@@ -218,12 +231,14 @@ class FTPDriver(driver.Driver):
                 LOG.debug('%s: %s; no modification time', location.masked,
                           exc)
         except exceptions.TransferError:
-            self._pool.release(key, session)
+            self._release(key, session, ctx)
             raise
         except (ftplib.Error, OSError, EOFError) as exc:
             self._pool.discard(session)
             raise self._translate(exc, location, 'stat', ctx) from exc
-        self._pool.release(key, session)
+        finally:
+            ctx.cancel.remove(cancel_key)
+        self._release(key, session, ctx)
         validator = None
         if size is not None or stamp is not None:
             validator = 'size=%s;mdtm=%s' % (size, stamp)
@@ -381,11 +396,14 @@ class FTPDriver(driver.Driver):
         class _Lease:
             def __enter__(self):
                 self.key, self.session = driver_self._acquire(location, ctx)
+                self.cancel_key = ctx.cancel.on_cancel(
+                    self.session.abort_sockets)
                 return self.session
 
             def __exit__(self, etype, exc, tb):
+                ctx.cancel.remove(self.cancel_key)
                 if exc is None:
-                    driver_self._pool.release(self.key, self.session)
+                    driver_self._release(self.key, self.session, ctx)
                     return False
                 driver_self._pool.discard(self.session)
                 if isinstance(exc, (ftplib.Error, OSError, EOFError)):

@@ -98,10 +98,15 @@ class _ClientMixin:
     #: set False after the server refused EPSV once
     epsv_ok = True
 
+    #: set by :func:`connect`'s cancel before the socket existed
+    aborted = False
+
     def connect(self, host: str, port: int, timeout: float) -> str:
         """Connect and read the banner (as ftplib's, but tolerant text)."""
         self.host, self.port, self.timeout = host, port, timeout
         self.sock = socket.create_connection((host, port), timeout)
+        if self.aborted:
+            _shutdown_socket(self.sock)
         self.af = self.sock.family
         self._text_replies()
         self.welcome = self.getresp()
@@ -222,12 +227,22 @@ class Session:
 
     def abort_sockets(self):
         """Shut the control socket down (cancel from another thread)."""
-        sock = self.ftp.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _abort(self.ftp)
+
+
+def _shutdown_socket(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _abort(ftp):
+    """Shut ``ftp``'s control socket down, now or as soon as it exists."""
+    ftp.aborted = True
+    sock = ftp.sock
+    if sock is not None:
+        _shutdown_socket(sock)
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -239,10 +254,13 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 
 def connect(location, username, password, timeout: float,
-            ca_file: str | None = None) -> Session:
+            ca_file: str | None = None, cancel=None) -> Session:
     """Open, secure (``ftps``) and log in; binary mode; read FEAT.
 
-    ``username=None`` logs in anonymously.
+    ``username=None`` logs in anonymously.  A cancel of ``cancel`` (the
+    call's token, which the deadline cancels too) shuts the control
+    socket down, so that a banner or a reply trickled line by line cannot
+    hold the login for longer than the call may run.
     """
     p = location.parts()
     host, port = p.hostname, p.port or 21
@@ -254,6 +272,7 @@ def connect(location, username, password, timeout: float,
     else:
         ftp = _FTP(timeout=timeout)
     user, pwd = (username, password or '') if username else ANONYMOUS
+    key = cancel.on_cancel(lambda: _abort(ftp)) if cancel else None
     try:
         ftp.connect(host, port, timeout=timeout)
         if ftp.tls:
@@ -269,6 +288,12 @@ def connect(location, username, password, timeout: float,
         except Exception:  # noqa: the first error is the one to report
             pass
         raise
+    finally:
+        if key is not None:
+            cancel.remove(key)
+    if cancel is not None and cancel.cancelled:
+        ftp.close()
+        cancel.check()
     LOG.debug('logged in to %s as %s (features: %s)', location.masked,
               user, ', '.join(sorted(features)))
     return Session(ftp, features)

@@ -44,6 +44,7 @@ import urllib.parse
 from oslo_config import cfg
 
 from oslo_transfer._drivers import _common
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -70,12 +71,12 @@ OPTS = [
     cfg.StrOpt('password', secret=True,
                help='CHAP secret for "username".  Never logged.\n\n'
                     'Related options:\n\n* username'),
-    cfg.IntOpt('outstanding_requests', default=16, min=1, max=64,
-               help='READ(16)/WRITE(16) commands kept in flight on one '
-                    'session.  A deep queue on one session keeps the '
-                    'target as busy as several sessions would, without '
-                    'their logins.\n\nRelated options:\n\n'
-                    '* request_size\n* max_segments'),
+    _utils.IntOpt('outstanding_requests', default=16, min=1, max=64,
+                  help='READ(16)/WRITE(16) commands kept in flight on one '
+                       'session.  A deep queue on one session keeps the '
+                       'target as busy as several sessions would, without '
+                       'their logins.\n\nRelated options:\n\n'
+                       '* request_size\n* max_segments'),
     _common.max_segments_opt(
         'Most parallel ranged segments for one read of a LUN; each '
         'segment is a session of its own (a TCP connection and a login).  '
@@ -85,18 +86,19 @@ OPTS = [
         'reading it back to hash it).  Raise it for a portal that serves '
         'each session slower than several together.',
         'session', ('outstanding_requests',)),
-    cfg.IntOpt('request_size', default=512 * 1024, min=4096,
-               max=16 * _MiB,
-               help='Bytes per READ(16)/WRITE(16) command (rounded down to '
-                    'whole blocks).  Memory per read is about '
-                    'outstanding_requests x request_size.\n\n'
-                    'Related options:\n\n* outstanding_requests'),
-    cfg.IntOpt('idle_sessions', default=4, min=0,
-               help='Logged-in sessions kept open per LUN between calls '
-                    '(0 logs out after each call).'),
-    cfg.FloatOpt('idle_seconds', default=60.0, min=0.0,
-                 help='Idle sessions older than this are closed instead of '
-                      'reused.'),
+    _utils.IntOpt('request_size', default=512 * 1024, min=4096,
+                  max=16 * _MiB,
+                  help='Bytes per READ(16)/WRITE(16) command (rounded down to '
+                       'whole blocks).  Memory per read is about '
+                       'outstanding_requests x request_size.\n\n'
+                       'Related options:\n\n* outstanding_requests'),
+    _utils.IntOpt('idle_sessions', default=4, min=0, max=4096,
+                  help='Logged-in sessions kept open per LUN between calls '
+                       '(0 logs out after each call).'),
+    _utils.FiniteFloatOpt(
+        'idle_seconds', default=60.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Idle sessions older than this are closed instead of '
+             'reused.'),
 ]
 
 _LOGIN_STATUS = re.compile(r'Status: *([^(]*)\((\d+)\)')

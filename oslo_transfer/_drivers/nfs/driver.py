@@ -42,6 +42,7 @@ import urllib.parse
 from oslo_config import cfg
 
 from oslo_transfer._drivers import _common
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -57,21 +58,21 @@ V4_WRITE_SIZE = 3072
 _MAX_REQUEST = 1024 * 1024
 
 OPTS = [
-    cfg.IntOpt('outstanding_requests', default=4, min=1, max=64,
-               help='READ (or WRITE) requests kept in flight on one NFS '
-                    'connection.  More hide the round trip of a distant '
-                    'server; 4 already reaches loopback speed.\n\n'
-                    'Related options:\n\n* request_size\n'
-                    '* [oslo_transfer] segments (each segment has its own '
-                    'connection)'),
-    cfg.IntOpt('request_size', default=512 * 1024, min=4096,
-               max=_MAX_REQUEST,
-               help='Bytes per READ or NFSv3 WRITE request; also capped by '
-                    'what the server announces (rtmax/wtmax).  Memory per '
-                    'read is about outstanding_requests x request_size.'
-                    '\n\nPossible values:\n\n* 4096 to 1048576 (libnfs '
-                    '4.0 refuses larger replies)\n\nRelated options:\n\n'
-                    '* outstanding_requests'),
+    _utils.IntOpt('outstanding_requests', default=4, min=1, max=64,
+                  help='READ (or WRITE) requests kept in flight on one NFS '
+                       'connection.  More hide the round trip of a distant '
+                       'server; 4 already reaches loopback speed.\n\n'
+                       'Related options:\n\n* request_size\n'
+                       '* [oslo_transfer] segments (each segment has its own '
+                       'connection)'),
+    _utils.IntOpt('request_size', default=512 * 1024, min=4096,
+                  max=_MAX_REQUEST,
+                  help='Bytes per READ or NFSv3 WRITE request; also capped by '
+                       'what the server announces (rtmax/wtmax).  Memory per '
+                       'read is about outstanding_requests x request_size.'
+                       '\n\nPossible values:\n\n* 4096 to 1048576 (libnfs '
+                       '4.0 refuses larger replies)\n\nRelated options:\n\n'
+                       '* outstanding_requests'),
     _common.max_segments_opt(
         'Most parallel ranged segments for one read of a file; each '
         'segment is a connection of its own.  One connection with '
@@ -81,12 +82,13 @@ OPTS = [
         'reading it back to hash it).  Raise it for a server that serves '
         'each connection slower than several together.',
         'connection', ('outstanding_requests',)),
-    cfg.IntOpt('idle_connections', default=4, min=0,
-               help='Mounted connections kept open per export between '
-                    'calls (0 closes each one after use).'),
-    cfg.FloatOpt('idle_seconds', default=60.0, min=0.0,
-                 help='Idle connections older than this are closed instead '
-                      'of reused.'),
+    _utils.IntOpt('idle_connections', default=4, min=0, max=4096,
+                  help='Mounted connections kept open per export between '
+                       'calls (0 closes each one after use).'),
+    _utils.FiniteFloatOpt(
+        'idle_seconds', default=60.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Idle connections older than this are closed instead '
+             'of reused.'),
     cfg.StrOpt('file_mode', default='0644',
                help='Permission bits (octal) of files that a write '
                     'creates.'),

@@ -14,6 +14,8 @@
 
 from oslo_config import cfg
 
+from oslo_transfer import _utils
+
 MiB = 1024 * 1024
 
 OPTS = [
@@ -51,17 +53,18 @@ OPTS = [
     cfg.StrOpt('ca_file',
                help='CA bundle to verify the endpoint with (default: the '
                     'system\'s).'),
-    cfg.IntOpt('multipart_threshold', default=16 * MiB, min=5 * MiB,
-               help='Uploads of at least this many bytes (or of unknown '
-                    'size past it) go as multipart uploads, resumable part '
-                    'by part; smaller ones as one PUT at commit.  Related '
-                    'options: part_size.'),
-    cfg.IntOpt('part_size', default=16 * MiB, min=5 * MiB,
-               max=5 * 1024 * MiB,
-               help='Bytes per part of a multipart upload (S3: 5 MiB to '
-                    '5 GiB, at most 10000 parts).  A resumed upload re-sends '
-                    'at most the parts in flight.'),
-    cfg.IntOpt('upload_concurrency', default=4, min=1, max=64,
-               help='Parts of one multipart upload sent at once (memory: '
-                    'this many times part_size).'),
+    _utils.IntOpt('multipart_threshold', default=16 * MiB, min=5 * MiB,
+                  max=5 * 1024 * 1024 * MiB,
+                  help='Uploads of at least this many bytes (or of unknown '
+                       'size past it) go as multipart uploads, resumable part '
+                       'by part; smaller ones as one PUT at commit.  Related '
+                       'options: part_size.'),
+    _utils.IntOpt('part_size', default=16 * MiB, min=5 * MiB,
+                  max=5 * 1024 * MiB,
+                  help='Bytes per part of a multipart upload (S3: 5 MiB to '
+                       '5 GiB, at most 10000 parts).  A resumed upload '
+                       're-sends at most the parts in flight.'),
+    _utils.IntOpt('upload_concurrency', default=4, min=1, max=64,
+                  help='Parts of one multipart upload sent at once (memory: '
+                       'this many times part_size).'),
 ]

@@ -40,6 +40,7 @@ import urllib.parse
 from oslo_config import cfg
 
 from oslo_transfer._drivers import _common
+from oslo_transfer import _utils
 from oslo_transfer import driver
 from oslo_transfer import exceptions
 
@@ -81,23 +82,24 @@ OPTS = [
                 help='Ciphers offered first, in order of preference; the '
                      'rest of paramiko\'s list follows.  AES-GCM needs no '
                      'separate MAC and is the fastest with paramiko.'),
-    cfg.IntOpt('request_size', default=255 * KiB, min=4 * KiB,
-               max=255 * KiB,
-               help='Bytes per SFTP read or write request.  OpenSSH answers '
-                    'at most 255 KiB per read (larger requests come back '
-                    'short and are completed by another request).\n\n'
-                    'Related options:\n\n* requests_in_flight'),
-    cfg.IntOpt('requests_in_flight', default=128, min=1, max=1024,
-               help='Requests sent before waiting for the first answer, '
-                    'on a connection that reads alone: request_size * '
-                    'requests_in_flight bytes (32 MiB by default).  On a '
-                    'fast link the socket buffers on both sides hold '
-                    'several MiB of answers already sent, so the window '
-                    'must be larger than they are for the server to stay '
-                    'busy while the engine writes what arrived.  Reads '
-                    'running at once (parallel segments) share half that '
-                    'many, at least 8 each, so memory stays bounded.\n\n'
-                    'Related options:\n\n* window_size'),
+    _utils.IntOpt('request_size', default=255 * KiB, min=4 * KiB,
+                  max=255 * KiB,
+                  help='Bytes per SFTP read or write request.  OpenSSH '
+                       'answers at most 255 KiB per read (larger requests '
+                       'come back '
+                       'short and are completed by another request).\n\n'
+                       'Related options:\n\n* requests_in_flight'),
+    _utils.IntOpt('requests_in_flight', default=128, min=1, max=1024,
+                  help='Requests sent before waiting for the first answer, '
+                       'on a connection that reads alone: request_size * '
+                       'requests_in_flight bytes (32 MiB by default).  On a '
+                       'fast link the socket buffers on both sides hold '
+                       'several MiB of answers already sent, so the window '
+                       'must be larger than they are for the server to stay '
+                       'busy while the engine writes what arrived.  Reads '
+                       'running at once (parallel segments) share half that '
+                       'many, at least 8 each, so memory stays bounded.\n\n'
+                       'Related options:\n\n* window_size'),
     cfg.BoolOpt('read_ahead', default=True,
                 help='When a ranged read runs alone (the engine reading '
                      'one stream piece after piece), keep up to '
@@ -111,12 +113,13 @@ OPTS = [
                      'Related options:\n\n* requests_in_flight\n'
                      '* max_segments\n'
                      '* [oslo_transfer] segment_size'),
-    cfg.IntOpt('window_size', default=32 * MiB, min=256 * KiB,
-               help='SSH channel window: bytes the server may send before '
-                    'we acknowledge them; should be at least request_size '
-                    '* requests_in_flight.  Bytes received and not yet '
-                    'written wait in memory, at most this many per '
-                    'connection.'),
+    _utils.IntOpt('window_size', default=32 * MiB, min=256 * KiB,
+                  max=2 ** 31 - 1,
+                  help='SSH channel window: bytes the server may send before '
+                       'we acknowledge them; should be at least request_size '
+                       '* requests_in_flight.  Bytes received and not yet '
+                       'written wait in memory, at most this many per '
+                       'connection.'),
     cfg.BoolOpt('stage_uploads', default=True,
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '
@@ -131,12 +134,13 @@ OPTS = [
         'one connection is limited elsewhere (a server that caps each '
         'session, a long fat link).',
         'connection', ('read_ahead', 'requests_in_flight')),
-    cfg.IntOpt('pool_size', default=4, min=0,
-               help='Idle SSH connections kept per server and user for '
-                    'reuse.\n\nRelated options:\n\n'
-                    '* [oslo_transfer] max_connections_per_origin'),
-    cfg.FloatOpt('idle_timeout', default=60.0, min=0.0,
-                 help='Seconds an idle pooled connection is kept.'),
+    _utils.IntOpt('pool_size', default=4, min=0, max=4096,
+                  help='Idle SSH connections kept per server and user for '
+                       'reuse.\n\nRelated options:\n\n'
+                       '* [oslo_transfer] max_connections_per_origin'),
+    _utils.FiniteFloatOpt(
+        'idle_timeout', default=60.0, min=0.0, max=_utils.MAX_SECONDS,
+        help='Seconds an idle pooled connection is kept.'),
 ]
 
 PART_SUFFIX = '.part'
@@ -152,6 +156,44 @@ def remote_path(location) -> str:
             '%s does not name a file' % location.masked,
             url=location.masked)
     return path
+
+
+def _uint(value):
+    """An attribute's unsigned integer, or None (absent or not one)."""
+    if type(value) is int and value >= 0:
+        return value
+    return None
+
+
+def stat_result(attrs, location, max_segments=None) -> driver.Stat:
+    """The :class:`~oslo_transfer.driver.Stat` of SFTP attributes.
+
+    paramiko reads sizes as unsigned 64-bit and times and modes as
+    unsigned 32-bit, and fills only what the server sent; a size past
+    2**63-1 is passed on for the engine to refuse
+    (:mod:`oslo_transfer.engine.sizes`).  A mode that is not a regular
+    file is ``SourceNotFound``; a mode or time that is not an unsigned
+    integer counts as absent.
+
+    :param attrs: a ``paramiko.SFTPAttributes`` (or anything with its
+        ``st_size``, ``st_mode`` and ``st_mtime``).
+    """
+    size = getattr(attrs, 'st_size', None)
+    if size is not None and type(size) is not int:
+        raise exceptions.ProtocolError(
+            '%s: the server sent a size that is not an integer: %.40r'
+            % (location.masked, size), url=location.masked, retryable=False)
+    mode = _uint(getattr(attrs, 'st_mode', None))
+    if mode is not None and (mode & 0o170000) != stat_mod.S_IFREG:
+        raise exceptions.SourceNotFound(
+            '%s is not a regular file' % location.masked,
+            url=location.masked)
+    mtime = _uint(getattr(attrs, 'st_mtime', None))
+    return driver.Stat(size=size,
+                       validator='size=%s;mtime=%s' % (size, mtime),
+                       ranges=size is not None,
+                       mtime=float(mtime) if mtime is not None else None,
+                       max_segments=max_segments)
 
 
 def _import_paramiko_without_invoke():
@@ -335,17 +377,7 @@ class SFTPDriver(driver.Driver):
         path = remote_path(location)
         st = self._run(location, ctx, 'stat',
                        lambda s: s.sftp.stat(path))
-        if st.st_mode is not None and not stat_mod.S_ISREG(st.st_mode):
-            raise exceptions.SourceNotFound(
-                '%s is not a regular file' % location.masked,
-                url=location.masked)
-        mtime = st.st_mtime
-        return driver.Stat(size=st.st_size,
-                           validator='size=%s;mtime=%s' % (st.st_size,
-                                                           mtime),
-                           ranges=st.st_size is not None,
-                           mtime=float(mtime) if mtime is not None else None,
-                           max_segments=self.options.max_segments or None)
+        return stat_result(st, location, self.options.max_segments or None)
 
     # -- read ---------------------------------------------------------------
 

@@ -46,6 +46,10 @@ FX_EOF = 1
 
 _HEAD = struct.Struct('>IBI')         # length, type, request id
 _U32 = struct.Struct('>I')
+#: the longest answer taken: a DATA answer to the largest READ request
+#: (``request_size`` is at most 255 KiB) with its header, with room to
+#: spare for a server that answers a little more than asked
+MAX_ANSWER = 1024 * 1024
 _READ_TAIL = struct.Struct('>QI')     # offset, length
 _WRITE_TAIL = struct.Struct('>QI')    # offset, data length
 
@@ -196,7 +200,9 @@ class _Channel:
         if got_id != rid:
             raise PipelineError('answer to request %d where %d was '
                                 'expected' % (got_id, rid))
-        if length < 5:
+        if not 5 <= length <= MAX_ANSWER:
+            # (A claimed length is never waited for nor allocated: the
+            # largest answer is a DATA of one request.)
             raise PipelineError('an SFTP packet of %d bytes' % length)
         return ptype, length - 5, meta
 

@@ -42,6 +42,7 @@ import paramiko
 from paramiko import buffered_pipe
 from paramiko import sftp as sftp_proto
 
+from oslo_transfer._drivers.sftp import attrs as attrs_mod
 from oslo_transfer._drivers.sftp import pipeline
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -233,7 +234,22 @@ def open_sftp(transport, window_size, max_packet):
         if all(hasattr(pipe, a) for a in ('_lock', '_cv', '_event')):
             chan.in_buffer = pipe
     chan.invoke_subsystem('sftp')
-    return paramiko.SFTPClient(chan)
+    return _SFTPClient(chan)
+
+
+class _SFTPClient(paramiko.SFTPClient):
+    """paramiko's client, whose ``stat()`` parses with every length bounded.
+
+    (See :mod:`.attrs`: paramiko's parser loops for as many extended
+    attributes as the server claims.)
+    """
+
+    def stat(self, path):
+        path = self._adjust_cwd(path)
+        ptype, msg = self._request(sftp_proto.CMD_STAT, path)
+        if ptype != sftp_proto.CMD_ATTRS:
+            raise paramiko.SFTPError('Expected attributes')
+        return attrs_mod.parse(msg.get_remainder())
 
 
 class Session:

@@ -17,6 +17,8 @@ The server is a scripted control connection on loopback
 the test names.
 """
 
+import time
+
 import pytest
 
 import oslo_transfer
@@ -75,4 +77,44 @@ def test_an_endless_feature_list_is_cut_short(dest, make_conf):
     # the client stopped reading once the reply passed the bound (the
     # server only noticed when its socket buffers filled)
     assert srv.sent < 100000 * 35
+    fconf.assert_nothing_left(dest)
+
+
+def _trickle(first, line, interval=0.25, lines=400):
+    """A multi-line reply sent a line every ``interval`` seconds."""
+    def reply(send):
+        send(first + b'\r\n')
+        for _ in range(lines):
+            time.sleep(interval)
+            send(line + b'\r\n')
+        send(first[:3] + b' end\r\n')
+    return reply
+
+
+@pytest.mark.parametrize('verb', ['FEAT', 'SIZE'])
+def test_a_trickled_reply_ends_at_total_timeout(dest, make_conf, verb):
+    """A line every 0.25 s: each read is within io_timeout, the call is not.
+
+    Before, the login (FEAT) or the stat (SIZE) ran for as long as the
+    server trickled (400 lines: 100 s).
+    """
+    code = b'211' if verb == 'FEAT' else b'213'
+    script = dict(LOGIN, SIZE=b'213 100', MDTM=b'213 20240101000000')
+    script[verb] = _trickle(code + b'-here it comes', b' one more line')
+    total, io = 2.0, 1.0
+    with ftpservers.HostileFTP(script) as srv:
+        started = time.monotonic()
+        with pytest.raises(exc.TransferError) as ei:
+            oslo_transfer.copy(srv.url('img'), dest, conf=make_conf(
+                oslo_transfer={'total_timeout': total, 'io_timeout': io,
+                               'retries': 3, 'retry_backoff': 0.1}))
+        took = time.monotonic() - started
+    e = ei.value
+    assert type(e) is exc.TransferTimeout, repr(e)
+    assert 'ran out of time ([oslo_transfer] total_timeout)' in str(e)
+    assert not e.retryable
+    assert 'pw-5e0b' not in str(e)
+    # Loosely: the deadline, an I/O timeout, and room for a busy machine.
+    assert took < total + io + 5, took
+    assert srv.commands.count(verb) == 1, 'retried past the deadline'
     fconf.assert_nothing_left(dest)

@@ -24,13 +24,20 @@ resource (:class:`Resource`) holds its bytes, its validator and a queue of
     ``shift`` bytes away from the requested start (with the bytes of that
     other range): a client that trusts its own offset writes them in the
     wrong place;
-``IgnoreRange()``
-    answer a ranged GET with 200 and the whole object;
+``IgnoreRange(length=True)``
+    answer a ranged GET with 200 and the whole object; with
+    ``length=False`` (any GET) the answer has no ``Content-Length`` and
+    the body ends when the connection closes, as a server that streams
+    what it generates answers;
 ``Replace(data, etag)``
     before answering, replace the content and the ETag (the source was
     replaced between two requests);
 ``Status(code)``
-    answer with an error page of that status.
+    answer with an error page of that status;
+``Trickle(what, interval)``
+    send the status line and headers (``what='head'``) or the body
+    (``what='body'``) one byte every ``interval`` seconds, each byte well
+    within any I/O timeout, until the client goes away.
 
 A fault with ``sticky=True`` stays at the head of the queue (applies to
 every later GET).  HEAD never takes a fault.  Every request is recorded in
@@ -53,7 +60,7 @@ import threading
 import time
 
 __all__ = ['BadServer', 'Resource', 'Truncate', 'WrongContentRange',
-           'IgnoreRange', 'Replace', 'Status', 'Request']
+           'IgnoreRange', 'Replace', 'Status', 'Trickle', 'Request']
 
 _RANGE = re.compile(r'^bytes=(\d+)-(\d*)$')
 
@@ -73,6 +80,7 @@ class WrongContentRange:
 @dataclasses.dataclass
 class IgnoreRange:
     sticky: bool = False
+    length: bool = True
 
 
 @dataclasses.dataclass
@@ -92,6 +100,13 @@ class Status:
 
 
 @dataclasses.dataclass
+class Trickle:
+    what: str = 'body'
+    interval: float = 0.25
+    sticky: bool = False
+
+
+@dataclasses.dataclass
 class Resource:
     """Bytes served at one path, with a validator and a fault queue."""
 
@@ -107,6 +122,11 @@ class Resource:
     #: headers sent as they are (replacing ours of the same name), on
     #: HEAD and GET: a hostile server's Content-Length, say
     raw_headers: dict | None = None
+    #: a new ETag (and Last-Modified) for every request, HEAD included:
+    #: an object rewritten all the time
+    new_version_per_request: bool = False
+    #: requests answered so far (counts the versions above)
+    served: int = 0
 
     def replace(self, data: bytes, etag: str):
         self.data = data
@@ -139,6 +159,18 @@ _REASONS = {200: 'OK', 206: 'Partial Content', 302: 'Found',
 class _Handler(socketserver.StreamRequestHandler):
 
     tls = False
+    #: seconds between the bytes of the head / of the body (Trickle)
+    slow_head = None
+    slow_body = None
+
+    def _write(self, data, interval):
+        if interval is None:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            time.sleep(interval)
 
     def setup(self):
         ctx = self.server.owner.ssl_context
@@ -175,16 +207,19 @@ class _Handler(socketserver.StreamRequestHandler):
             pass
 
     def send_head(self, req, status, headers, body_len, reason=None):
+        """Send the status line and headers; ``body_len`` None: no length."""
         req.status = status
         lines = ['HTTP/1.1 %d %s' % (status,
                                      reason or _REASONS.get(status, 'X'))]
         headers = dict(headers)
-        if not any(k.lower() == 'content-length' for k in headers):
+        if body_len is not None and not any(
+                k.lower() == 'content-length' for k in headers):
             headers['Content-Length'] = str(body_len)
         headers['Connection'] = 'close'
         headers['Date'] = email.utils.formatdate(usegmt=True)
         lines += ['%s: %s' % kv for kv in headers.items()]
-        self.wfile.write(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'))
+        self._write(('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1'),
+                    self.slow_head)
 
     def send_body(self, req, body, limit=None):
         view = memoryview(body)
@@ -192,7 +227,7 @@ class _Handler(socketserver.StreamRequestHandler):
             view = view[:limit]
         step = 256 * 1024
         for i in range(0, len(view), step):
-            self.wfile.write(view[i:i + step])
+            self._write(view[i:i + step], self.slow_body)
             req.sent += len(view[i:i + step])
         self.wfile.flush()
 
@@ -268,6 +303,11 @@ class BadServer:
         if req.method not in ('GET', 'HEAD'):
             h.send_head(req, 405, {}, 0)
             return
+        with self._lock:
+            res.served += 1
+            if res.new_version_per_request:
+                res.etag = '"v%d"' % res.served
+                res.last_modified = time.time() + res.served
         if req.method == 'HEAD' and res.head_status is not None:
             h.send_head(req, res.head_status, {'Content-Type': 'text/html'},
                         0)
@@ -277,6 +317,11 @@ class BadServer:
         if isinstance(fault, Replace):
             res.replace(fault.data, fault.etag)
             fault = None
+        if isinstance(fault, Trickle):
+            if fault.what == 'head':
+                h.slow_head = fault.interval
+            else:
+                h.slow_body = fault.interval
         if isinstance(fault, Status):
             body = b'<html>error %d</html>\n' % fault.code
             reason = None
@@ -326,7 +371,10 @@ class BadServer:
             head['Content-Range'] = 'bytes %d-%d/%d' % (start, end - 1,
                                                         size)
         head.update(res.raw_headers or {})
-        h.send_head(req, status, head, end - start)
+        unannounced = (isinstance(fault, IgnoreRange) and not fault.length
+                       and req.method == 'GET')
+        h.send_head(req, status, head,
+                    None if unannounced else end - start)
         if req.method == 'HEAD':
             return
         limit = fault.nbytes if isinstance(fault, Truncate) else None

@@ -183,6 +183,59 @@ def test_server_claiming_ranges_but_ignoring_them(badserver, dest,
     fconf.assert_only_dest(dest, data)
 
 
+@pytest.mark.parametrize('accept_ranges', [True, False],
+                         ids=['ranges-advertised', 'no-ranges'])
+@pytest.mark.parametrize('held', [0, 2 * MiB], ids=['fresh', 'resumed'])
+def test_a_body_without_a_length_after_a_head_with_one(
+        badserver, dest, make_conf, accept_ranges, held):
+    """HEAD says the length; every GET answers 200 without one.
+
+    One stream from the start must never ask a range (the engine's
+    internal _StreamMode escaped to the caller before, from a request for
+    ``bytes=0-(size-1)``): the copy completes, and the held bytes count
+    as resumed.
+    """
+    data = os.urandom(6 * MiB)
+    res = badserver.add('nolen', bad.Resource(
+        data, accept_ranges=accept_ranges,
+        faults=[bad.Truncate(held)] if held else []))
+    ck = 'sha256:' + hashlib.sha256(data).hexdigest()
+    if held:
+        with pytest.raises(exc.ProtocolError):
+            oslo_transfer.copy(badserver.url('nolen'), dest, checksum=ck,
+                               segments=1, conf=make_conf(
+                                   oslo_transfer={'retries': 0}))
+        fconf.assert_resumable(dest)
+    res.faults = [bad.IgnoreRange(sticky=True, length=False)]
+    result = oslo_transfer.copy(badserver.url('nolen'), dest, checksum=ck,
+                                segments=1, conf=make_conf(
+                                    oslo_transfer=dict(FAST)))
+    fconf.assert_only_dest(dest, data)
+    assert result.bytes_resumed == held
+    last = badserver.requests_for('nolen', 'GET')[-1]
+    assert last.range is None and last.status == 200
+
+
+def test_an_etag_that_changes_on_every_request(badserver, dest, make_conf):
+    """Bounded restarts, then SourceChanged.
+
+    Not ~3,900 requests and a RecursionError, as before.
+    """
+    data = os.urandom(4 * MiB)
+    badserver.add('flux', bad.Resource(data, new_version_per_request=True))
+    url = badserver.url('flux', 'user:pw-1f2e')
+    with pytest.raises(exc.SourceChanged) as ei:
+        oslo_transfer.copy(url, dest, conf=make_conf(
+            oslo_transfer=dict(FAST, segment_threshold=0,
+                               segment_size=MiB)))
+    e = ei.value
+    assert 'changed 4 times during the copy' in str(e), str(e)
+    assert 'pw-1f2e' not in str(e)
+    assert e.url == badserver.url('flux', 'user:***')
+    assert len(badserver.log) < 40
+    fconf.assert_nothing_left(dest)
+
+
 @pytest.mark.parametrize('with_checksum', [True, False],
                          ids=['checksum', 'no-checksum'])
 def test_wrong_content_range_never_corrupts(badserver, dest, make_conf,

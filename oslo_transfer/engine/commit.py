@@ -102,7 +102,7 @@ def abort(writer, ctx, url: str) -> None:
     if ctx.cancel.cancelled or ctx.expired():
         ctx = dataclasses.replace(
             ctx, cancel=driver_mod.CancelToken(),
-            deadline=time.monotonic() + ctx.io_timeout)
+            expires_at=time.monotonic() + ctx.io_timeout)
     try:
         _call(writer, 'abort', ctx)
     except Exception as exc:  # noqa: the first error is the one to report

@@ -149,7 +149,7 @@ class S3Driver(driver.Driver):
 
     def call(self, location, ctx, op, **kwargs):
         """``client.op(**kwargs)``, deadline checked, errors translated."""
-        ctx.check_deadline()
+        ctx.check_expiry()
         ctx.cancel.check()
         try:
             return getattr(self.client(location, ctx), op)(**kwargs)

@@ -48,6 +48,14 @@ Rules every driver must follow:
   engine and never another driver: it reaches another protocol's driver
   through :attr:`Context.driver_for`, and the URL policy through its
   :class:`Context` too.
+* The driver must name in :meth:`Driver.policy_urls` every server it will
+  contact for a location: the engine checks those URLs against the URL
+  policy before the first connection, and keys per-origin connection slots
+  on the first one.
+* A driver whose server reports mid-read that the object changed (HTTP 412
+  to ``If-Match``, a new generation) raises
+  :class:`~oslo_transfer.exceptions.SourceChanged` from ``read()``; the
+  engine then follows ``[oslo_transfer] on_source_change``.
 """
 
 import abc
@@ -95,6 +103,10 @@ class Capability(enum.Flag):
     ATOMIC_COMMIT = enum.auto()
     #: ``copy_to_path()`` is implemented: a whole-file fast path.
     COPY_TO_PATH = enum.auto()
+    #: ``write()`` keeps its progress in ``ctx.upload_state`` (the parts of
+    #: a multipart upload) and continues from it after a retryable error
+    #: or a crash, instead of sending everything again.
+    UPLOAD_STATE = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +293,25 @@ class Context:
     priority: str = 'normal'
     deadline_at: float | None = None
     scheduler: typing.Any = dataclasses.field(default=None, repr=False)
+    #: a small JSON-able dict that a ``UPLOAD_STATE`` writer fills with what
+    #: it needs to continue an upload (an upload id, the parts sent); the
+    #: engine keeps it with its upload record and hands it back to the next
+    #: attempt, in this process or after a crash.  Empty for a new upload.
+    upload_state: dict = dataclasses.field(default_factory=dict, repr=False)
+    #: ``upload_state_saver(state)``: set by the engine; use
+    #: :meth:`save_upload_state`.
+    upload_state_saver: typing.Callable[[dict], None] | None = \
+        dataclasses.field(default=None, repr=False)
+
+    def save_upload_state(self) -> None:
+        """Make :attr:`upload_state` durable (call after each part).
+
+        A writer calls it once the server acknowledged what the state
+        records, so that the state never names a part the server lacks.
+        Without an engine behind the context it does nothing.
+        """
+        if self.upload_state_saver is not None:
+            self.upload_state_saver(self.upload_state)
 
     def slot(self, origin: str) -> typing.ContextManager:
         """A context manager holding one connection to ``origin``.
@@ -394,21 +425,38 @@ def out_of_time(url: str | None = None) -> exceptions.TransferTimeout:
 class Writer(abc.ABC):
     """Returned by :meth:`Driver.write` after the chunks were consumed.
 
-    The engine calls exactly one of :meth:`commit` or :meth:`abort`.
+    The engine calls :meth:`commit` once the chunks were consumed and the
+    data verified.  A ``commit()`` that raises a retryable error is called
+    again (the engine's retry policy, ``[oslo_transfer] retries``), so it
+    must be safe to repeat; when it finally fails, or when the engine gives
+    up for another reason, it calls :meth:`abort`.  So ``abort()`` may come
+    after a failed ``commit()``, and must then undo what it can.
+
     Drivers with ``ATOMIC_COMMIT`` make the object appear only in
-    ``commit()``; the others write in place and ``abort()`` does what it can
-    (documented per driver).
+    ``commit()``: that is where their final I/O belongs (an S3 PUT of a
+    small object, a multipart completion, a rename); the others write in
+    place and ``abort()`` does what it can (documented per driver).
+
+    Both methods receive the transfer's :class:`Context`.  After a cancel,
+    the context given to ``abort()`` is a fresh one (its own cancel token,
+    the I/O timeout), so that the clean-up can do I/O.  Writers written for
+    the older argument-less ``commit()`` and ``abort()`` still work, with a
+    ``DeprecationWarning``.
     """
 
     #: bytes written by this call (not counting ``offset``)
     bytes_written = 0
 
     @abc.abstractmethod
-    def commit(self):
-        """Make the written object final."""
+    def commit(self, ctx: Context):
+        """Make the written object final.
+
+        :raises TransferError: with ``retryable`` set, the engine calls
+            ``commit()`` again after its back-off.
+        """
 
     @abc.abstractmethod
-    def abort(self):
+    def abort(self, ctx: Context):
         """Give up: remove staged data where the protocol allows."""
 
 
@@ -548,6 +596,33 @@ class Driver(abc.ABC):
     def list_opts(cls) -> list:
         """The driver's ``oslo_config.cfg.Opt`` list (no heavy imports)."""
         return []
+
+    def policy_urls(self, location) -> list:
+        """The URLs of the servers this driver contacts for ``location``.
+
+        The engine checks each against the URL policy
+        (``[oslo_transfer] allowed_schemes`` and ``denied_networks``,
+        through the same check as :attr:`Context.check_url`) before the
+        driver's first call, and keys the per-origin connection cap
+        (``max_connections_per_origin``) on the first one.  The default is
+        the location's own URL, right for a protocol whose URL names the
+        server.  A driver whose URL names something else overrides it: an
+        object store's ``s3://BUCKET/KEY`` is served by its configured
+        endpoint; ``torrent:`` metadata names no server at all (an empty
+        list: its web seeds and trackers are checked one by one as they
+        are contacted).  Must not do I/O.
+        """
+        return [location.url]
+
+    def origin(self, location) -> str:
+        """``scheme://host:port`` whose connection slots a call holds.
+
+        The first of :meth:`policy_urls` (the location's own URL when it
+        names none), so that the per-origin cap counts connections to the
+        server, not to a bucket name.
+        """
+        urls = self.policy_urls(location) or [location.url]
+        return locations.origin_of(urls[0])
 
     def check_available(self):
         """Raise ``MissingDependency`` if the driver cannot work here.

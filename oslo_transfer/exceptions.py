@@ -134,6 +134,12 @@ class SourceChanged(TransferError):
     Raised when ``[oslo_transfer] on_source_change = error``; by default
     the transfer restarts from zero instead, a few times in one call
     before it raises this too (a source that never holds still).
+
+    Drivers raise it from ``read()`` when the server says that the object
+    changed under the read (HTTP 412 to ``If-Match`` or ``If-Range`` on
+    ``ctx.validator``, a new object generation); the engine then follows
+    ``on_source_change`` as it does for a validator that changed between
+    attempts, never joining bytes of two versions.
     """
 
 

@@ -30,7 +30,7 @@ from oslo_transfer import exceptions
 
 __all__ = ['Location', 'Source', 'Credentials', 'URLPolicy', 'parse_url',
            'canonical_url', 'join_url', 'mask_url', 'is_secret_key',
-           'as_location', 'is_local', 'local_path']
+           'as_location', 'is_local', 'local_path', 'origin_of']
 
 _MASK = '***'
 
@@ -121,7 +121,11 @@ class Location:
                               token=None, key_file=None) -> Credentials:
         """Resolve credentials: Location, then URL userinfo, then config.
 
-        The arguments are the configured fallbacks.
+        The arguments are the configured fallbacks.  A token goes with
+        the key pair it came with (an S3 session token is useless with
+        another access key): when the user name and password come from
+        the Location or from the URL, a configured ``token`` is not added
+        to them; the Location's own token always is.
         """
         parts = self.parts() if not is_local(self.url) else None
         url_user = url_pass = None
@@ -130,13 +134,12 @@ class Location:
             url_pass = parts.password and urllib.parse.unquote(parts.password)
         own = self.credentials or Credentials()
         if own.username or own.password:
-            user, pwd = own.username, own.password
+            user, pwd, tok = own.username, own.password, own.token
         elif url_user or url_pass:
-            user, pwd = url_user, url_pass
+            user, pwd, tok = url_user, url_pass, own.token
         else:
-            user, pwd = username, password
-        return Credentials(username=user, password=pwd,
-                           token=own.token or token,
+            user, pwd, tok = username, password, own.token or token
+        return Credentials(username=user, password=pwd, token=tok,
                            key_file=own.key_file or key_file)
 
     def without_userinfo(self) -> str:
@@ -347,17 +350,25 @@ def join_url(base: str, ref: str) -> str:
     return urllib.parse.urljoin(base, ref)
 
 
-# Schemes whose URL names no host to connect to: local paths, and
-# ``torrent:`` locations (the web seeds and trackers in their metadata are
-# checked one by one by the driver through ``Context.check_url``).
-_NO_HOST_SCHEMES = frozenset(('file', 'torrent'))
+def origin_of(url) -> str:
+    """``scheme://host:port`` of ``url``: the key of per-origin limits.
+
+    A local path gives ``file://local``.  The port is the URL's own (none
+    when the URL names none).
+    """
+    if is_local(url):
+        return 'file://local'
+    p = parse_url(url)
+    return '%s://%s' % (p.scheme, p.netloc.rpartition('@')[2])
 
 
 class URLPolicy:
     """``[oslo_transfer] allowed_schemes`` and ``denied_networks``.
 
-    Applied to every URL the library contacts: the caller's, redirects,
-    web seeds and trackers.  :meth:`check` parses a URL once, with
+    Applied to every URL the library contacts: the servers each driver
+    names for the caller's locations
+    (:meth:`~oslo_transfer.driver.Driver.policy_urls`), redirects, web
+    seeds and trackers.  :meth:`check` parses a URL once, with
     :func:`parse_url`, refuses it if malformed, resolves its host and
     checks every address it resolves to, and returns the canonical URL: the
     string a driver hands to its transport, so that the host judged is the
@@ -387,12 +398,7 @@ class URLPolicy:
         :raises ConnectionFailed: a denied network is set and the host
             does not resolve.
         """
-        loc = as_location(url)
-        scheme = loc.scheme
-        if self.allowed and scheme not in self.allowed:
-            raise exceptions.URLNotAllowed(
-                'scheme %r is not in [oslo_transfer] allowed_schemes: %s'
-                % (scheme, loc.masked), url=loc.masked)
+        loc = self.check_scheme(url)
         if is_local(loc.url):
             return loc.url
         try:
@@ -400,9 +406,25 @@ class URLPolicy:
         except exceptions.InvalidLocation as exc:
             raise exceptions.URLNotAllowed('refused: %s' % exc,
                                            url=exc.url) from exc
-        if self.denied and scheme not in _NO_HOST_SCHEMES and parts.hostname:
+        if self.denied and parts.hostname:
             self._check_host(parts.hostname, loc.masked)
         return canonical_url(loc.url)
+
+    def check_scheme(self, url) -> Location:
+        """Refuse ``url`` if its scheme is not allowed (no host check).
+
+        For a caller's location, whose servers the driver names
+        (:meth:`~oslo_transfer.driver.Driver.policy_urls`, each then
+        checked by :meth:`check`).
+
+        :raises URLNotAllowed: the scheme is not allowed.
+        """
+        loc = as_location(url)
+        if self.allowed and loc.scheme not in self.allowed:
+            raise exceptions.URLNotAllowed(
+                'scheme %r is not in [oslo_transfer] allowed_schemes: %s'
+                % (loc.scheme, loc.masked), url=loc.masked)
+        return loc
 
     def _check_host(self, host, masked):
         try:

@@ -43,7 +43,7 @@ MAX_SECONDS = _utils.MAX_SECONDS
 #: module or package ``oslo_transfer._drivers.<name>`` that holds (or
 #: re-exports) the driver class of that name.
 IN_TREE_DRIVERS = ('http', 'file', 'ftp', 'sftp', 'nfs', 'iscsi',
-                   'bittorrent')
+                   'bittorrent', 's3')
 
 _opts = [
     cfg.StrOpt('selector', default='default',

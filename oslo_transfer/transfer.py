@@ -290,7 +290,7 @@ class Transfer:
         allowed, refused = [], []
         for loc in locs:
             try:
-                self.policy.check(loc.url)
+                self.policy.check_scheme(loc.url)
                 allowed.append(loc)
             except exceptions.URLNotAllowed as exc:
                 refused.append((loc.masked, '-', str(exc)))
@@ -304,7 +304,11 @@ class Transfer:
                             d.capabilities])
         plan = self.selector.plan(allowed, self.drivers, hints, direction,
                                   ctx)
-        plan.dropped = refused + list(plan.dropped)
+        plan.candidates, denied = self._policy_filter(plan.candidates)
+        plan.dropped = refused + denied + list(plan.dropped)
+        if not plan.candidates and denied:
+            raise exceptions.URLNotAllowed(
+                '; '.join(r[2] for r in refused + denied))
         for name, why in sorted(self.unavailable.items()):
             plan.dropped.append(('*', name, 'unavailable: %s' % why))
         if not plan.candidates:
@@ -315,6 +319,37 @@ class Transfer:
                     direction, schemes, (' (%s)' % why) if why else ''))
         LOG.debug('%s', plan.explain())
         return plan
+
+    def _policy_filter(self, candidates):
+        """Keep the candidates whose servers the URL policy allows.
+
+        Each driver names the servers it contacts for its location
+        (:meth:`~oslo_transfer.driver.Driver.policy_urls`); all of them
+        must pass, before any connection.  Returns ``(kept, dropped)``.
+        """
+        kept, dropped, verdicts = [], [], {}
+        for cand in candidates:
+            why = None
+            try:
+                urls = cand.driver_obj.policy_urls(cand.location)
+            except exceptions.TransferError as exc:
+                why = str(exc)
+                urls = ()
+            for url in urls:
+                if url not in verdicts:
+                    try:
+                        self.policy.check(url)
+                        verdicts[url] = None
+                    except exceptions.URLNotAllowed as exc:
+                        verdicts[url] = str(exc)
+                why = why or verdicts[url]
+            if why is None:
+                kept.append(cand)
+            else:
+                dropped.append((cand.url, cand.driver, why))
+        for i, cand in enumerate(kept):
+            cand.rank = i
+        return kept, dropped
 
     # -- the API ------------------------------------------------------------
 

@@ -424,10 +424,10 @@ class _FileWriter(driver.Writer):
         self.tmp = tmp
         self.path = path
 
-    def commit(self):
+    def commit(self, ctx=None):
         os.replace(self.tmp, self.path)
 
-    def abort(self):
+    def abort(self, ctx=None):
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:

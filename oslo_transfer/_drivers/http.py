@@ -812,8 +812,8 @@ class _HTTPWriter(driver.Writer):
     def __init__(self, nbytes):
         self.bytes_written = nbytes
 
-    def commit(self):
+    def commit(self, ctx=None):
         pass
 
-    def abort(self):
+    def abort(self, ctx=None):
         LOG.debug('HTTP PUT already completed; nothing to abort')

@@ -191,8 +191,10 @@ class Download:
             self.ctx.cancel.remove(self._cancel_key)
             self._cancel_key = None
 
-    def origin_key(self, loc):
-        return throttle.origin_key(loc)
+    @staticmethod
+    def origin_key(drv, loc):
+        """The origin whose connection slots the driver's calls hold."""
+        return throttle.origin_key(loc, drv)
 
     def throttle(self, n, token, origin=None):
         """Wait until ``n`` bytes from ``origin`` may pass (all limits)."""
@@ -502,7 +504,7 @@ class Download:
             # One stream from the start: what is held past the prefix is
             # fetched again, so it does not count as resumed.
             self._keep_prefix()
-        self._admit(loc, size)
+        self._admit(drv, loc, size)
         self.part.open(fresh=not j.ranges)
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
@@ -551,6 +553,11 @@ class Download:
                 return fill, fill.run()
             except seg_mod._StreamMode as exc:
                 reason = str(exc)
+            except exceptions.SourceChanged:
+                # The driver's read() says the object changed under it (a
+                # 412 to If-Match): restart or raise, by on_source_change.
+                st2 = self._stat(drv, loc)
+                self._changed_during_copy(loc, st.validator, st2.validator)
             hasher, hashed = fill.hasher, fill.hashed
             st2 = self._stat(drv, loc)
             if st2.validator != st.validator or st2.size != st.size:
@@ -576,12 +583,12 @@ class Download:
         prefix = j.ranges.prefix()
         j.ranges = _utils.RangeSet([(0, prefix)] if prefix else [])
 
-    def _admit(self, loc, size):
+    def _admit(self, drv, loc, size):
         """Admission of the deadline: after stat, before ``.part``."""
         rec = self.sched_job
         if rec is None:
             return
-        rec.origin = throttle.origin_key(loc)
+        rec.origin = throttle.origin_key(loc, drv)
         rec.rate = self.bucket.rate
         if size is None:
             return
@@ -708,7 +715,7 @@ class Download:
 
     def _whole_file(self, drv, loc, size):
         with wholefile.Target(self, size,
-                              throttle.origin_key(loc)) as target:
+                              throttle.origin_key(loc, drv)) as target:
             drv.copy_to_path(loc, target, self.ctx, progress=target.progress)
         final = size if size is not None else self.part.size()
         if self.part.size() != final:

@@ -97,7 +97,7 @@ class Fill:
         self.active = 0
         self.token = driver_mod.CancelToken()
         self.ctx = job.child_context(self.token)
-        self.origin = job.origin_key(loc)
+        self.origin = job.origin_key(drv, loc)
         # Chunks go to the .part (and the hasher) only: views of a driver's
         # aligned blocks are welcome, and are written without a copy.
         self.ctx.aligned_views = True

@@ -12,8 +12,10 @@
 
 """Streams without a local destination: ``open()`` readers and uploads."""
 
+import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import threading
@@ -21,6 +23,7 @@ import time
 
 from oslo_transfer import _utils
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import commit as commit_mod
 from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import sizes
@@ -105,7 +108,8 @@ class Reader(io.RawIOBase):
                 self._size = st.size if st.size is not None else self._size
                 self._ctx.validator = st.validator
                 self._start(cand)
-                self._origin = throttle.origin_key(cand.location)
+                self._origin = throttle.origin_key(cand.location,
+                                                   cand.driver_obj)
                 self.url, self.driver = cand.url, cand.driver
                 if self._pos == 0 and self._checksum is not None and \
                         self._offset == 0 and self._length is None:
@@ -528,6 +532,41 @@ class UploadMarker:
                     state_dir, exc.strerror)
             self.path = None
 
+    def load_state(self) -> dict:
+        """The driver's ``ctx.upload_state`` kept here ({} if none)."""
+        if self.path is None:
+            return {}
+        try:
+            with open(self.path, 'rb') as f:
+                raw = f.read(1 << 20)
+            state = json.loads(raw) if raw.strip() else {}
+        except (OSError, ValueError) as exc:
+            LOG.debug('upload record %s unreadable (%s): starting afresh',
+                      self.path, exc)
+            return {}
+        state = state.get('upload_state') if isinstance(state, dict) else {}
+        return state if isinstance(state, dict) else {}
+
+    def save_state(self, state: dict) -> None:
+        """Keep ``state`` durably (write, fsync, rename)."""
+        if self.path is None:
+            return
+        tmp = self.path + '.tmp'
+        data = json.dumps({'upload_state': state}).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                         os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise exceptions.DestinationError(
+                'cannot keep the upload state in %s: %s'
+                % (self.path, exc.strerror)) from exc
+
     def remove(self):
         if self.path is not None:
             try:
@@ -615,8 +654,9 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
         tries = 0
         resumable = (Cap.RESUMABLE_WRITE in drv.capabilities and
                      src.rewindable)
+        stateful = Cap.UPLOAD_STATE in drv.capabilities and src.rewindable
         marker = UploadMarker(transfer.conf, loc, size, checksum, src)
-        origin = throttle.origin_key(loc)
+        origin = throttle.origin_key(loc, drv)
         kept = _existing(drv, loc, ctx, if_exists, size, checksum, marker,
                          started, plan, cand)
         if kept is not None:
@@ -633,8 +673,11 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
                 if offset:
                     LOG.info('upload to %s continues at byte %d', cand.url,
                              offset)
-            if resumable:
+            if resumable or stateful:
                 marker.create()
+            wctx = dataclasses.replace(
+                ctx, upload_state=marker.load_state() if stateful else {},
+                upload_state_saver=marker.save_state if stateful else None)
             hasher = digests_mod.Digests(algos, checksum, feed)
             moved = [0]
 
@@ -651,7 +694,7 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
             stream = counted(held_back(src.chunks(), hasher, checksum, size,
                                        cand.url, skip=offset))
             try:
-                writer = drv.write(loc, stream, ctx, offset=offset,
+                writer = drv.write(loc, stream, wctx, offset=offset,
                                    size=size)
             except exceptions.TransferError as exc:
                 if isinstance(exc, (exceptions.ChecksumMismatch,
@@ -673,13 +716,19 @@ def upload(transfer, plan, data, size, checksum, ctx, progress=None,
                 attempts.append((cand.url, cand.driver, str(exc)))
                 break
             try:
-                writer.commit()
-            except BaseException:
-                writer.abort()
+                commit_mod.commit(writer, wctx, policy, cand.url)
+            except (exceptions.ChecksumMismatch, exceptions.SizeMismatch):
+                marker.remove()
                 raise
             marker.remove()
+            sent, resumed = moved[0], offset
+            if stateful and 0 <= writer.bytes_written < sent:
+                # Parts the server already had were read and hashed here,
+                # not sent.
+                sent, resumed = writer.bytes_written, sent - \
+                    writer.bytes_written
             return result_mod.Result(
-                bytes_transferred=moved[0], bytes_resumed=offset,
+                bytes_transferred=sent, bytes_resumed=resumed,
                 driver=cand.driver, url=cand.url,
                 digest=hasher.hexdigest(), algorithm=hasher.algorithm,
                 digests=hasher.hexdigests(), size=hasher.pos,

@@ -100,8 +100,15 @@ def rank(cls: str) -> int:
                          % (cls, ', '.join(CLASSES))) from None
 
 
-def origin_key(loc) -> str:
-    """``scheme://host:port`` of a Location: the origin of its slots."""
+def origin_key(loc, drv=None) -> str:
+    """``scheme://host:port`` of a Location: the origin of its slots.
+
+    With the driver, the server it contacts
+    (:meth:`~oslo_transfer.driver.Driver.origin`: the first of its
+    ``policy_urls()``), so that an S3 bucket counts as its endpoint.
+    """
+    if drv is not None and loc.scheme != 'file':
+        return drv.origin(loc)
     if loc.scheme == 'file':
         return 'file://local'
     return '%s://%s' % (loc.scheme, loc.parts().netloc.rpartition('@')[2])

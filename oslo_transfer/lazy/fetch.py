@@ -58,11 +58,15 @@ class _Corrupt(exceptions.ChecksumMismatch):
         self.index = index
 
 
-def origin_key(loc: locations.Location) -> str:
-    """``scheme://host:port`` of ``loc``: its scheduler slots' origin."""
-    if loc.scheme == 'file':
-        return 'file://local'
-    return '%s://%s' % (loc.scheme, loc.parts().netloc.rpartition('@')[2])
+def origin_key(loc: locations.Location, drv=None) -> str:
+    """``scheme://host:port`` of ``loc``: its scheduler slots' origin.
+
+    With the driver, the server it contacts
+    (:meth:`~oslo_transfer.driver.Driver.origin`).
+    """
+    if drv is not None:
+        return drv.origin(loc)
+    return locations.origin_of(loc.url)
 
 
 def _journal_name(loc):
@@ -226,7 +230,7 @@ class Fetcher:
         end = sum(m.block(run.last))
         ctx = dataclasses.replace(self.ctx, cancel=cancel, priority=cls,
                                   validator=st.validator)
-        origin = origin_key(cand.location)
+        origin = origin_key(cand.location, cand.driver_obj)
         with ctx.slot(origin):
             cancel.check()
             try:

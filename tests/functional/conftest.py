@@ -27,12 +27,24 @@ import os
 
 import pytest
 
+# The helpers ship in oslo_transfer.testing (for driver authors too); the
+# names stay importable from here.
+from oslo_transfer.testing.files import assert_nothing_left  # noqa: F401
+from oslo_transfer.testing.files import assert_only_dest  # noqa: F401
+from oslo_transfer.testing.files import assert_resumable  # noqa: F401
+from oslo_transfer.testing.files import correct_bytes  # noqa: F401
+from oslo_transfer.testing.files import ctl_path  # noqa: F401
+from oslo_transfer.testing.files import DataFile  # noqa: F401
+from oslo_transfer.testing.files import file_equals  # noqa: F401
+from oslo_transfer.testing.files import files_beside  # noqa: F401
+from oslo_transfer.testing.files import lock_path  # noqa: F401
+from oslo_transfer.testing.files import make_data_file  # noqa: F401
+from oslo_transfer.testing.files import MiB  # noqa: F401
+from oslo_transfer.testing.files import part_path  # noqa: F401
 from tests.functional.servers import free_port  # noqa: F401 (re-export)
 from tests.functional.servers import Process
 from tests.functional.servers import require_binary  # noqa: F401
 from tests.functional.servers import wait_for_port  # noqa: F401
-
-MiB = 1024 * 1024
 
 
 class ProcessGroup:
@@ -121,121 +133,6 @@ def make_conf(tmp_path):
     return make
 
 
-class DataFile:
-    """A file with known content: ``path``, ``data``, ``sha256``, ``md5``."""
-
-    def __init__(self, path, data: bytes):
-        self.path = str(path)
-        self.data = data
-        self.size = len(data)
-        self.sha256 = hashlib.sha256(data).hexdigest()
-        self.md5 = hashlib.md5(data).hexdigest()
-        self.sha512 = hashlib.sha512(data).hexdigest()
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.path)
-
-    def checksum(self, algo: str = 'sha256') -> str:
-        return '%s:%s' % (algo, getattr(self, algo))
-
-    def rewrite(self, data: bytes, mtime_shift: float = 10.0):
-        """Replace the content (a new version of the source)."""
-        with open(self.path, 'wb') as f:
-            f.write(data)
-        st = os.stat(self.path)
-        os.utime(self.path, (st.st_atime, st.st_mtime + mtime_shift))
-        self.__init__(self.path, data)
-
-
-def make_data_file(directory, name: str, size: int, seed=None) -> DataFile:
-    """Write ``size`` random bytes (incompressible, no zero runs)."""
-    data = bytearray(os.urandom(size))
-    # No all-zero 4 KiB block: sparse writers must not punch holes in it.
-    data[::4096] = b'\x01' * len(data[::4096])
-    data = bytes(data)
-    path = os.path.join(str(directory), name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'wb') as f:
-        f.write(data)
-    return DataFile(path, data)
-
-
-def file_equals(path, data: bytes) -> bool:
-    """Compare a file with ``data`` without keeping two copies around."""
-    if os.path.getsize(path) != len(data):
-        return False
-    view = memoryview(data)
-    with open(path, 'rb') as f:
-        pos = 0
-        while pos < len(data):
-            chunk = f.read(4 * MiB)
-            if not chunk or chunk != view[pos:pos + len(chunk)]:
-                return False
-            pos += len(chunk)
-    return True
-
-
-# -- the state a transfer leaves on disk --------------------------------------
-
-def part_path(dest) -> str:
-    return '%s.part' % dest
-
-
-def ctl_path(dest) -> str:
-    return '%s.part.ctl' % dest
-
-
-def lock_path(dest) -> str:
-    return '%s.part.lock' % dest
-
-
-def files_beside(dest) -> list:
-    """Names in the destination's folder (sorted)."""
-    return sorted(os.listdir(os.path.dirname(str(dest))))
-
-
-def assert_only_dest(dest, data: bytes | None = None):
-    """After success: DEST (with ``data``) and nothing else beside it."""
-    name = os.path.basename(str(dest))
-    assert files_beside(dest) == [name], (
-        'expected only %s, found %s' % (name, files_beside(dest)))
-    if data is not None:
-        assert file_equals(dest, data), '%s differs from the source' % dest
-
-
-def assert_resumable(dest, size: int | None = None) -> dict:
-    """After a resumable failure: no DEST, ``.part`` and ``.part.ctl``.
-
-    :returns: the control file's JSON.
-    """
-    import json
-
-    assert not os.path.lexists(dest), '%s must not exist' % dest
-    assert os.path.isfile(part_path(dest)), (
-        'no %s: nothing to resume from (found %s)'
-        % (part_path(dest), files_beside(dest)))
-    assert os.path.isfile(ctl_path(dest)), (
-        'no %s (found %s)' % (ctl_path(dest), files_beside(dest)))
-    for path in (part_path(dest), ctl_path(dest)):
-        mode = os.stat(path).st_mode & 0o777
-        assert mode & 0o077 == 0, '%s is mode %o, not owner-only' % (path,
-                                                                     mode)
-    with open(ctl_path(dest)) as f:
-        ctl = json.load(f)
-    if size is not None:
-        assert ctl.get('size') == size, ctl
-    return ctl
-
-
-def assert_nothing_left(dest):
-    """After a final failure: no DEST, no ``.part``, no control file."""
-    left = [n for n in files_beside(dest)
-            if n.startswith(os.path.basename(str(dest))) and
-            not n.endswith('.part.lock')]
-    assert not left, 'expected nothing left, found %s' % left
-
-
 @pytest.fixture
 def tmpfs(tmp_path):
     """``tmpfs(size='8m', path=None)`` -> path of a mounted small tmpfs."""
@@ -319,28 +216,6 @@ def full_disk_then_resume(copy, small_dir, room_dir, data: bytes,
     assert res.bytes_transferred == len(data) - held
     assert_only_dest(again, data)
     return ei.value, held, res
-
-
-def correct_bytes(path, data: bytes, block: int = 64 * 1024) -> int:
-    """Bytes of ``path`` equal to ``data`` at the same offsets.
-
-    Counted per ``block``; random data has no zero blocks, so holes and
-    bytes never written do not count.
-    """
-    if not os.path.exists(path):
-        return 0
-    good = 0
-    view = memoryview(data)
-    with open(path, 'rb') as f:
-        pos = 0
-        while pos < len(data):
-            chunk = f.read(block)
-            if not chunk:
-                break
-            if chunk == view[pos:pos + len(chunk)]:
-                good += len(chunk)
-            pos += len(chunk)
-    return good
 
 
 @pytest.fixture

@@ -143,14 +143,21 @@ def test_checksum_dashed_names():
 
 def test_policy_does_not_resolve_torrent_pseudo_host(monkeypatch):
     # torrent://metadata names no host; resolving "metadata" would fail (or
-    # worse, hit a real host of that name).  Its web seeds and trackers are
-    # checked by the driver one by one.
+    # worse, hit a real host of that name).  The bittorrent driver names no
+    # server for it (Driver.policy_urls); its web seeds and trackers are
+    # checked by the driver one by one.  The scheme check never resolves.
+    from oslo_transfer._drivers.bittorrent import driver as bt
+
     def no_dns(*args, **kwargs):
         raise AssertionError('getaddrinfo called for %r' % (args,))
 
     monkeypatch.setattr(locations.socket, 'getaddrinfo', no_dns)
     p = locations.URLPolicy([], ['10.0.0.0/8'])
-    p.check('torrent://metadata')
+    p.check_scheme('torrent://metadata')
     p.check('/var/lib/glance/images/x')
+    drv = bt.BitTorrentDriver.__new__(bt.BitTorrentDriver)
+    assert drv.policy_urls(locations.Location('torrent://metadata')) == []
+    assert drv.policy_urls(locations.Location('http://h/x')) == [
+        'http://h/x']
     with pytest.raises(AssertionError):
         p.check('http://metadata/x')

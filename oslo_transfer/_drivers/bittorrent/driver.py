@@ -302,6 +302,16 @@ class BitTorrentDriver(driver.Driver):
 
     # -- the contract ---------------------------------------------------------
 
+    def policy_urls(self, location) -> list:
+        """None for ``torrent:`` metadata; the origin URL otherwise.
+
+        Web seeds and trackers named by the metadata are checked one by
+        one, through ``ctx.check_url``, when they are contacted.
+        """
+        if location.scheme == 'torrent':
+            return []
+        return [location.url]
+
     def accepts(self, location, ctx) -> bool:
         scheme = location.scheme
         if scheme == 'torrent':

@@ -561,7 +561,7 @@ class _FTPWriter(driver.Writer):
         self._ctx = ctx
         self.bytes_written = nbytes
 
-    def commit(self):
+    def commit(self, ctx=None):
         if self._target == self._path:
             return
         drv, loc = self._drv, self._loc
@@ -580,7 +580,7 @@ class _FTPWriter(driver.Writer):
                     raise exc from None
                 s.ftp.rename(self._target, self._path)
 
-    def abort(self):
+    def abort(self, ctx=None):
         if self._target == self._path:
             LOG.warning('%s: an in-place upload cannot be undone; the '
                         'partial object stays', self._loc.masked)

@@ -541,7 +541,7 @@ class _ISCSIWriter(driver.Writer):
         self.bytes_written = nbytes
         self.ctx = ctx
 
-    def commit(self):
+    def commit(self, ctx=None):
         lib = _lib()
         s = self.lease.session
         if s is None:
@@ -554,5 +554,5 @@ class _ISCSIWriter(driver.Writer):
         finally:
             self.lease.release()
 
-    def abort(self):
+    def abort(self, ctx=None):
         self.lease.release()

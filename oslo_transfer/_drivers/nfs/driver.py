@@ -528,7 +528,7 @@ class _NFSWriter(driver.Writer):
         self.bytes_written = nbytes
         self.ctx = ctx
 
-    def commit(self):
+    def commit(self, ctx=None):
         lib = _lib()
         c = self.lease.ctx
         if c is None:
@@ -541,7 +541,7 @@ class _NFSWriter(driver.Writer):
         finally:
             self.lease.release()
 
-    def abort(self):
+    def abort(self, ctx=None):
         lib = _lib()
         c = self.lease.ctx
         if c is None:

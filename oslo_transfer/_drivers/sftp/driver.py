@@ -589,7 +589,7 @@ class _SFTPWriter(driver.Writer):
         self._ctx = ctx
         self.bytes_written = nbytes
 
-    def commit(self):
+    def commit(self, ctx=None):
         if self._target == self._path:
             return
 
@@ -608,7 +608,7 @@ class _SFTPWriter(driver.Writer):
 
         self._drv._run(self._loc, self._ctx, 'rename', rename, writing=True)
 
-    def abort(self):
+    def abort(self, ctx=None):
         if self._target == self._path:
             LOG.warning('%s: an in-place upload cannot be undone; the '
                         'partial object stays', self._loc.masked)

@@ -63,6 +63,8 @@ class TestConformance(testing.DriverConformance):
     driver_class = ISCSIDriver
     #: a LUN is whole blocks
     object_size = 3 * MiB + 25 * 512
+    #: a LUN has no validator (a block device)
+    has_validator = False
 
     @pytest.fixture(autouse=True)
     def _server(self, make_lun, tgtd):

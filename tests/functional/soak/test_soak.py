@@ -14,13 +14,11 @@
 
 ``benchmarks/soak/run.py`` runs the full soak (256 MiB, 20 kills and 5
 server restarts per protocol); this is the same harness on
-:data:`SIZE` bytes with :data:`KILLS` kills and one server restart (for
-``file``: one replacement of the source), at seeded points, with a small
-checkpoint interval so that every kill lands between checkpoints.  For
-each protocol:
+:data:`SIZE` bytes with :data:`KILLS` kills and one server restart, at
+seeded points, with a small checkpoint interval so that every kill lands
+between checkpoints.  For each protocol with a server:
 
-* the final destination is the source, whole (for ``file``: one version
-  of it, whole, never two joined);
+* the final destination is the source, whole;
 * nothing is left beside it: no ``.part``, lock or control file;
 * the control file never recorded a byte that the ``.part`` did not hold;
 * each kill cost at most ``checkpoint_bytes`` plus one chunk per segment
@@ -41,10 +39,6 @@ KILLS = 3
 RESTARTS = 1
 #: small, so that the kills land between checkpoints
 OPTIONS = {'checkpoint_bytes': 2 * MiB, 'chunk_size': 256 * 1024}
-#: a local copy is much faster: more bytes and checkpoints, so that the
-#: kills land before it ends
-LOCAL = {'size': 64 * MiB, 'options': {'checkpoint_bytes': MiB,
-                                       'chunk_size': 256 * 1024}}
 SEED = 18
 
 
@@ -58,8 +52,6 @@ SERVERS = sorted(n for n in protocols.PROTOCOLS if n != 'file')
 def test_kill_and_resume(name, tmp_path):
     seed = SEED + sorted(protocols.PROTOCOLS).index(name)
     size, options = SIZE, OPTIONS
-    if name == 'file':
-        size, options = LOCAL['size'], LOCAL['options']
     proto = protocols.PROTOCOLS[name](tmp_path / 'server', size, seed)
     events = harness.schedule(size, KILLS, RESTARTS, seed)
     with proto:

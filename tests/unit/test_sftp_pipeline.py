@@ -19,6 +19,7 @@ import pytest
 
 from oslo_transfer._drivers.sftp import pipeline as pipe
 from oslo_transfer._drivers.sftp import session as sftp_session
+from oslo_transfer import _utils
 
 HANDLE = b'h-1'
 
@@ -212,6 +213,59 @@ def test_write_at_offset():
     assert all(t == pipe.FXP_WRITE and m <= 4096
                for t, _o, m in chan.requests)
     assert chan.max_in_flight <= 4
+
+
+def _sparse_data():
+    z = bytes(3 * 4096)
+    return z + DATA[:5000] + z + bytes(100) + DATA[:4096] + z
+
+
+@pytest.mark.parametrize('sparse', [True, False])
+def test_sparse_write_skips_zero_pieces(sparse):
+    data = _sparse_data()
+    chan = FakeChannel(b'')
+    n = pipe.write(chan, HANDLE, 0, _chunks(data, 10000), 4096, 4, None,
+                   sparse=sparse)
+    assert n == len(data)
+    sent = sum(m for _t, _o, m in chan.requests)
+    if not sparse:
+        assert sent == len(data)
+        assert bytes(chan.file) == data
+        return
+    # Only the pieces holding data went out; the file ends at the last
+    # data written (the caller sets the final size), and reads the same.
+    assert 0 < sent < len(data) - 3 * 4096
+    assert all(not _utils.is_zero(chan.file[o:o + m])
+               for _t, o, m in chan.requests)
+    end = max(o + m for _t, o, m in chan.requests)
+    assert len(chan.file) == end < len(data)
+    assert bytes(chan.file) == data[:end]
+    assert _utils.is_zero(data[end:])
+
+
+def test_sparse_write_resumes_at_the_server_size():
+    # Interrupted after some pieces: resuming at the server's size (the
+    # end of the last data written) gives the same bytes.
+    data = _sparse_data()
+    chan = FakeChannel(b'')
+
+    def first():
+        yield data[:8 * 4096]
+        raise ConnectionError('gone')
+
+    def on_data_error(exc):
+        raise exc
+
+    with pytest.raises(ConnectionError):
+        pipe.write(chan, HANDLE, 0, first(), 4096, 4, on_data_error,
+                   sparse=True)
+    have = len(chan.file)
+    assert 0 < have <= 8 * 4096
+    assert bytes(chan.file) == data[:have]
+    pipe.write(chan, HANDLE, have, _chunks(data[have:], 10000), 4096, 4,
+               None, sparse=True)
+    got = bytes(chan.file)
+    assert got + bytes(len(data) - len(got)) == data
 
 
 def test_write_failure_status():

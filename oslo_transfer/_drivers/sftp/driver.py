@@ -26,6 +26,8 @@
 * ``write``: into ``NAME.part``, renamed onto ``NAME`` on commit with the
   ``posix-rename@openssh.com`` extension (``stage_uploads``, the default),
   or in place; an interrupted upload continues at the staged file's size.
+  All-zero pieces are skipped and the size set at the end
+  (``sparse_writes``), so holes stay holes.
 * paramiko is imported on first use only.
 """
 
@@ -124,6 +126,14 @@ OPTS = [
                 help='Upload into NAME.part and rename it to NAME '
                      '(posix-rename) once the data is complete and '
                      'verified.  Turn off to write NAME in place.'),
+    cfg.BoolOpt('sparse_writes', default=True,
+                help='Uploads send no WRITE request for a piece '
+                     '(request_size bytes) that holds only zeros, and set '
+                     'the final size at the end, so that a sparse disk '
+                     'image stays sparse on the server (as rsync '
+                     '--sparse).  The file reads the same; its digest is '
+                     'computed on the data stream either way.  Turn off '
+                     'for a server whose files must be fully allocated.'),
     _common.max_segments_opt(
         'Most parallel ranged segments (each its own SSH connection, key '
         'exchange and server process) for one download.  A Python SSH '
@@ -515,7 +525,14 @@ class SFTPDriver(driver.Driver):
             f = self._open_for_write(sftp, location, target, offset)
             sent = pipeline.write(sftp.get_channel(), f.handle, offset,
                                   chunks, o.request_size,
-                                  o.requests_in_flight, on_data_error)
+                                  o.requests_in_flight, on_data_error,
+                                  sparse=o.sparse_writes)
+            if o.sparse_writes and sent:
+                # A skipped zero run at the end left the file short: set
+                # its size (SETSTAT; the tail stays a hole).  Until then
+                # the file ends at its last data written, so a resume
+                # from its size rewrites (skips) that tail only.
+                f.truncate(offset + sent)
             self._fsync(sftp, f)
             f.close()
         except Exception as exc:

@@ -33,6 +33,8 @@ Request ids start at 2**30, far above paramiko's own counter.
 import collections
 import struct
 
+from oslo_transfer import _utils
+
 __all__ = ['Reader', 'read', 'write', 'StatusError', 'ShortFile',
            'PipelineError']
 
@@ -391,14 +393,20 @@ def _reinsert_rest(ch, off, n):
         ch.send(FXP_READ, _READ_TAIL.pack(o, m), meta=(o, m))
 
 
-def write(chan, handle, offset, chunks, request_size, depth, on_data_error):
+def write(chan, handle, offset, chunks, request_size, depth, on_data_error,
+          sparse=False):
     """Write ``chunks`` at ``offset`` with ``depth`` requests in flight.
 
     An exception raised by ``chunks`` itself is passed to
     ``on_data_error(exc)`` (which must raise) once every request in flight
     was answered.
 
-    :returns: the number of bytes written.
+    :param sparse: send no request for a piece that holds only zeros (it
+        stays a hole, or reads as zeros once data follows it).  A zero run
+        at the end leaves the file short: the caller sets its size.  The
+        server's size is then always the end of the last data written, so
+        an upload resumed at that size is right.
+    :returns: the number of bytes written (skipped zeros included).
     :raises StatusError: the server refused a write (disk full, ...).
     """
     ch = _Channel(chan, handle, 64 * 1024)
@@ -428,6 +436,9 @@ def write(chan, handle, offset, chunks, request_size, depth, on_data_error):
         view = memoryview(chunk)
         for i in range(0, len(view), request_size):
             piece = view[i:i + request_size]
+            if sparse and _utils.is_zero(piece):
+                pos += len(piece)
+                continue
             settle(depth - 1)
             ch.send(FXP_WRITE, _WRITE_TAIL.pack(pos, len(piece)), piece)
             pos += len(piece)

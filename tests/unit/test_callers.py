@@ -176,6 +176,7 @@ def test_in_context_puts_back_the_threads_context():
     assert context_mod.get_current() is mine
     with pytest.raises(TypeError, match='update_store'):
         progress_mod.in_context(lambda d, t: None, object())
+    _clear_context()  # leave this thread as the other tests expect it
 
 
 def _clear_context():

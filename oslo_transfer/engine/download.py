@@ -430,24 +430,7 @@ class Download:
                             exc.strerror or exc)
 
     def _stat(self, drv, loc):
-        retried = 0
-        while True:
-            try:
-                return sizes.checked_stat(drv.stat(loc, self.ctx), loc)
-            except exceptions.TransferError as exc:
-                # A stat that timed out means a host that does not answer:
-                # the next candidate is a better bet than retries *
-                # io_timeout of waiting.
-                delay = None if isinstance(
-                    exc, exceptions.TransferTimeout) else \
-                    self.retry.next_delay(exc, retried, self.ctx)
-                if delay is None:
-                    raise
-                retried += 1
-                LOG.warning('%s: %s; retry %d/%d in %.1fs', loc.masked, exc,
-                            retried, self.retry.retries, delay)
-                if self.ctx.cancel.wait(delay):
-                    self.ctx.cancel.check()
+        return retry_mod.stat(self.retry, drv, loc, self.ctx)
 
     def _new_hasher(self):
         """``(factory of Digests, primary algorithm)``, or (None, None)."""

@@ -36,10 +36,14 @@ rules, in one place:
 """
 
 import dataclasses
+import logging
 
+from oslo_transfer.engine import sizes
 from oslo_transfer import exceptions
 
-__all__ = ['RetryPolicy', 'MAX_DELAY', 'QUICK_DELAY']
+LOG = logging.getLogger(__name__)
+
+__all__ = ['RetryPolicy', 'MAX_DELAY', 'QUICK_DELAY', 'stat']
 
 #: the longest wait between two attempts, in seconds
 MAX_DELAY = 30.0
@@ -135,3 +139,26 @@ class RetryPolicy:
                 return None
             delay = min(delay, left)
         return delay
+
+
+def stat(policy, drv, loc, ctx):
+    """``drv.stat(loc)`` with its size checked, retried by ``policy``.
+
+    A stat that timed out is not retried: a host that does not answer is
+    a better job for the next candidate than ``retries`` times
+    ``io_timeout`` of waiting.
+    """
+    retried = 0
+    while True:
+        try:
+            return sizes.checked_stat(drv.stat(loc, ctx), loc)
+        except exceptions.TransferError as exc:
+            delay = None if isinstance(exc, exceptions.TransferTimeout) \
+                else policy.next_delay(exc, retried, ctx)
+            if delay is None:
+                raise
+            retried += 1
+            LOG.warning('%s: %s; retry %d/%d in %.1fs', loc.masked, exc,
+                        retried, policy.retries, delay)
+            if ctx.cancel.wait(delay):
+                ctx.cancel.check()

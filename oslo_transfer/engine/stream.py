@@ -129,23 +129,8 @@ class Reader(io.RawIOBase):
         A stat that timed out is not retried: a host that does not answer
         is better left for the next candidate.
         """
-        retried = 0
-        while True:
-            try:
-                return sizes.checked_stat(
-                    cand.driver_obj.stat(cand.location, self._ctx),
-                    cand.location)
-            except exceptions.TransferError as exc:
-                delay = None if isinstance(
-                    exc, exceptions.TransferTimeout) else \
-                    self._retry.next_delay(exc, retried, self._ctx)
-                if delay is None:
-                    raise
-                retried += 1
-                LOG.warning('%s: %s; retry %d/%d in %.1fs', cand.url, exc,
-                            retried, self._retry.retries, delay)
-                if self._ctx.cancel.wait(delay):
-                    self._ctx.cancel.check()
+        return retry_mod.stat(self._retry, cand.driver_obj, cand.location,
+                              self._ctx)
 
     def _start(self, cand):
         length = None

@@ -137,7 +137,13 @@ class S3Driver(driver.Driver):
             region_name=o.region_name, signature_version='s3v4',
             connect_timeout=io_timeout, read_timeout=io_timeout,
             retries={'total_max_attempts': 1, 'mode': 'standard'},
-            max_pool_connections=32, s3={'addressing_style': self._style()},
+            max_pool_connections=32,
+            # Uploads carry a CRC32 of their bytes (upload.py), so the
+            # signature need not cover them: no SHA-256 of every byte in
+            # botocore (over TLS it skips it already), as boto3's own
+            # uploads do with their trailing checksums.
+            s3={'addressing_style': self._style(),
+                'payload_signing_enabled': False},
             request_checksum_calculation='when_required',
             response_checksum_validation='when_required')
         verify = (o.ca_file or True) if o.verify else False

@@ -59,11 +59,14 @@ OPTS = [
                        'size past it) go as multipart uploads, resumable part '
                        'by part; smaller ones as one PUT at commit.  Related '
                        'options: part_size.'),
-    _utils.IntOpt('part_size', default=16 * MiB, min=5 * MiB,
+    _utils.IntOpt('part_size', default=8 * MiB, min=5 * MiB,
                   max=5 * 1024 * MiB,
                   help='Bytes per part of a multipart upload (S3: 5 MiB to '
-                       '5 GiB, at most 10000 parts).  A resumed upload '
-                       're-sends at most the parts in flight.'),
+                       '5 GiB, at most 10000 parts; an object of known size '
+                       'that needs more gets larger parts).  Memory: about '
+                       'upload_concurrency + 1 parts.  A resumed upload '
+                       're-sends at most the parts in flight.  Related '
+                       'options: upload_concurrency, multipart_threshold.'),
     _utils.IntOpt('upload_concurrency', default=4, min=1, max=64,
                   help='Parts of one multipart upload sent at once (memory: '
                        'this many times part_size).'),

@@ -66,6 +66,7 @@ import inspect
 import logging
 import threading
 import time
+import types
 import typing
 import warnings
 
@@ -410,6 +411,21 @@ _init_accepting_deadline.__signature__ = inspect.signature(_context_init)
 Context.__init__ = _init_accepting_deadline
 
 
+def _location_value(location, opt, value):
+    """``value`` converted by ``opt.type``; InvalidLocation if refused."""
+    try:
+        return opt.type(value)
+    except (TypeError, ValueError) as exc:
+        if opt.secret:      # neither the value nor a message quoting it
+            raise exceptions.InvalidLocation(
+                '%s: Location option %r: not a valid value'
+                % (location.masked, opt.dest), url=location.masked) from None
+        raise exceptions.InvalidLocation(
+            '%s: Location option %r: %r is not a valid value: %s'
+            % (location.masked, opt.dest, value, exc),
+            url=location.masked) from exc
+
+
 def out_of_time(url: str | None = None) -> exceptions.TransferTimeout:
     """The non-retryable ``TransferTimeout`` of ``total_timeout``.
 
@@ -596,6 +612,52 @@ class Driver(abc.ABC):
     def list_opts(cls) -> list:
         """The driver's ``oslo_config.cfg.Opt`` list (no heavy imports)."""
         return []
+
+    @classmethod
+    def location_opts(cls) -> list:
+        """The ``oslo_config.cfg.Opt`` list that ``Location.options`` may set.
+
+        A caller gives them for one location,
+        ``Location(url, options={name: value})``.  An option that has the
+        name of one of the driver's :meth:`list_opts` overrides the
+        configured value for that location only; another one has its own
+        ``default``.  Values are converted and checked by the option's
+        type (choices, bounds, URL schemes).  The default is none: such a
+        driver takes no ``Location.options``.  Like :meth:`list_opts`, must
+        not import optional dependencies.
+        """
+        return []
+
+    def location_options(self, location):
+        """The values of :meth:`location_opts` for ``location``, checked.
+
+        :returns: a namespace with one attribute per option: the
+            location's value, else the configured one (same name in the
+            driver's group), else the option's default.
+        :raises InvalidLocation: (a ``ValueError``) a name the driver does
+            not take, or a value the option's type refuses.  The message
+            names the masked URL and the option, never a secret's value.
+        """
+        opts = {o.dest: o for o in self.location_opts()}
+        given = dict(location.options or {})
+        unknown = sorted(set(given) - set(opts))
+        if unknown:
+            raise exceptions.InvalidLocation(
+                '%s: the %s driver takes no Location option %s (it takes: '
+                '%s)' % (location.masked, self.name,
+                         ', '.join(map(repr, unknown)),
+                         ', '.join(sorted(opts)) or 'none'),
+                url=location.masked)
+        values = {}
+        for name, opt in opts.items():
+            if given.get(name) is not None:
+                values[name] = _location_value(location, opt, given[name])
+                continue
+            try:
+                values[name] = getattr(self.options, name)
+            except AttributeError:      # not an option of the group
+                values[name] = opt.default
+        return types.SimpleNamespace(**values)
 
     def policy_urls(self, location) -> list:
         """The URLs of the servers this driver contacts for ``location``.

@@ -304,8 +304,12 @@ class Transfer:
                             d.capabilities])
         plan = self.selector.plan(allowed, self.drivers, hints, direction,
                                   ctx)
+        plan.candidates, unfit = self._options_filter(plan.candidates)
         plan.candidates, denied = self._policy_filter(plan.candidates)
-        plan.dropped = refused + denied + list(plan.dropped)
+        plan.dropped = refused + unfit + denied + list(plan.dropped)
+        if not plan.candidates and unfit and not denied:
+            raise exceptions.InvalidLocation('; '.join(
+                '%s: %s' % (r[0], r[2]) for r in unfit))
         if not plan.candidates and denied:
             raise exceptions.URLNotAllowed(
                 '; '.join(r[2] for r in refused + denied))
@@ -319,6 +323,32 @@ class Transfer:
                     direction, schemes, (' (%s)' % why) if why else ''))
         LOG.debug('%s', plan.explain())
         return plan
+
+    @staticmethod
+    def _options_filter(candidates):
+        """Check each candidate's ``Location.options`` with its driver.
+
+        A value that a driver's option refuses raises ``InvalidLocation``
+        at once (the caller's mistake, whichever driver would have run); a
+        candidate whose driver does not take one of the names is dropped
+        (another driver of the scheme may take it).  Returns ``(kept,
+        dropped)``.
+        """
+        kept, dropped = [], []
+        for cand in candidates:
+            drv, loc = cand.driver_obj, cand.location
+            names = {o.dest for o in drv.location_opts()}
+            unknown = sorted(set(loc.options or ()) - names)
+            if unknown:
+                dropped.append((cand.url, cand.driver,
+                                'the %s driver takes no Location option %s '
+                                '(it takes: %s)' % (
+                                    drv.name, ', '.join(map(repr, unknown)),
+                                    ', '.join(sorted(names)) or 'none')))
+                continue
+            drv.location_options(loc)
+            kept.append(cand)
+        return kept, dropped
 
     def _policy_filter(self, candidates):
         """Keep the candidates whose servers the URL policy allows.

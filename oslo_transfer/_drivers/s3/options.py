@@ -19,14 +19,16 @@ from oslo_transfer import _utils
 MiB = 1024 * 1024
 
 OPTS = [
-    cfg.StrOpt('endpoint_url',
+    cfg.URIOpt('endpoint_url', schemes=['http', 'https'],
                help='URL of the S3 endpoint every s3://BUCKET/KEY is read '
                     'from and written to.  Possible values: unset (Amazon '
                     'S3 of region_name), or http(s)://HOST[:PORT] of a '
                     'Ceph RGW, MinIO or other S3-compatible server.  The '
                     'URL policy ([oslo_transfer] allowed_schemes, '
                     'denied_networks) judges this endpoint, not the bucket '
-                    'name.  Related options: region_name, addressing_style.'),
+                    'name.  A Location may name its own (Location.options '
+                    'endpoint_url, as region_name and addressing_style).  '
+                    'Related options: region_name, addressing_style.'),
     cfg.StrOpt('region_name', default='us-east-1',
                help='Region the requests are signed for.'),
     cfg.StrOpt('access_key_id',
@@ -71,3 +73,8 @@ OPTS = [
                   help='Parts of one multipart upload sent at once (memory: '
                        'this many times part_size).'),
 ]
+
+#: what ``Location.options`` may set for one location (the same options:
+#: a location's value wins over the configured one)
+LOCATION_OPTS = [o for o in OPTS if o.dest in ('endpoint_url', 'region_name',
+                                               'addressing_style')]

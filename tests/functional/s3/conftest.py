@@ -162,9 +162,12 @@ class RestartableMoto(MotoServer):
             self._thread.join()
             self._server = self._thread = None
 
-    def requests_matching(self, pattern) -> list:
+    def requests_matching(self, pattern, requests=None) -> list:
+        """The first group of ``pattern`` in each recorded request line."""
         rx = re.compile(pattern)
-        return [m.group(1) for m in map(rx.search, self.requests) if m]
+        return [m.group(1) for m in map(
+            rx.search, self.requests if requests is None else requests)
+            if m]
 
 
 @pytest.fixture

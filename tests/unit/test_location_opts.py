@@ -145,3 +145,36 @@ def test_s3_bad_location_options_refused_by_plan_before_any_io(options,
     assert 'SECRETKEY' not in msg
     for w in words:
         assert w in msg, msg
+
+
+class _Other(_Opts):
+    """Another driver of the same scheme that takes no location options."""
+
+    name = 'optsother'
+
+    @classmethod
+    def location_opts(cls):
+        return []
+
+
+def test_plan_drops_a_driver_that_does_not_take_a_name():
+    conf = testing.make_conf({}, [_Opts, _Other])
+    loc = locations.Location('optsdemo://host/x', options={'mode': 'safe'})
+    with transfer_mod.Transfer(conf, drivers=[_Other, _Opts]) as t:
+        plan = t.plan(loc)
+    assert [c.driver for c in plan.candidates] == ['optsdemo']
+    assert [(d[1], d[2]) for d in plan.dropped if d[1] == 'optsother'] == [
+        ('optsother', "the optsother driver takes no Location option "
+                      "'mode' (it takes: none)")]
+
+
+def test_plan_refuses_a_name_no_driver_takes():
+    conf = testing.make_conf({}, [_Other])
+    loc = locations.Location('optsdemo://u:pw@host/x', options={'mode': 1})
+    with transfer_mod.Transfer(conf, drivers=[_Other]) as t:
+        with pytest.raises(exceptions.InvalidLocation) as info:
+            t.plan(loc)
+    assert type(info.value) is exceptions.InvalidLocation
+    assert str(info.value) == (
+        "optsdemo://u:***@host/x: the optsother driver takes no Location "
+        "option 'mode' (it takes: none)")

@@ -37,6 +37,7 @@ Usage (the s3 entry point must be installed in this interpreter)::
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -70,6 +71,14 @@ def main(argv=None) -> int:
     openssl = benchlib.require('openssl')
     ours = benchlib.oslo_transfer_cmd()
     work = tempfile.mkdtemp(prefix='bench-s3-')
+    try:
+        return _measure(args, size, aws, openssl, ours, work)
+    finally:
+        # the source, the copies and moto's log: a GiB or more
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, size, aws, openssl, ours, work) -> int:
     port = servers.free_port()
     moto = servers.Process([sys.executable, '-m', 'moto.server', '-H',
                             '127.0.0.1', '-p', port], port=port,

@@ -68,7 +68,10 @@ import time
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 sys.path.insert(0, ROOT)
+
+import benchlib  # noqa: E402
 
 MiB = 1024 * 1024
 CLASSES = ('interactive', 'normal', 'background')
@@ -288,30 +291,6 @@ class Net:
             sh('ip', 'netns', 'del', ns, check=False)
 
 
-_NGINX = """\
-daemon off;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    types {{ }}
-    sendfile on;
-    keepalive_timeout 60s;
-    send_timeout 300s;
-    client_body_temp_path {prefix}/cb;
-    proxy_temp_path {prefix}/px;
-    fastcgi_temp_path {prefix}/fc;
-    uwsgi_temp_path {prefix}/uw;
-    scgi_temp_path {prefix}/sc;
-    access_log off;
-    server {{ listen {ip}:80; root {docroot}; }}
-}}
-"""
-
-
 def run_worker(kind, job):
     p = subprocess.run(['ip', 'netns', 'exec', NS_C, sys.executable, HERE,
                         '--worker', kind], input=json.dumps(job),
@@ -400,8 +379,8 @@ def main():
         os.makedirs(prefix)
         conf = os.path.join(prefix, 'nginx.conf')
         with open(conf, 'w') as f:
-            f.write(_NGINX.format(prefix=prefix, ip=ORIGIN_IP,
-                                  docroot=docroot))
+            f.write(benchlib.nginx_static_conf(prefix, ORIGIN_IP + ':80',
+                                               docroot))
         nginx = subprocess.Popen(['ip', 'netns', 'exec', NS_O, 'nginx', '-c',
                                   conf, '-p', prefix, '-e',
                                   prefix + '/error.log'])

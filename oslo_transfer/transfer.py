@@ -142,7 +142,7 @@ class Transfer:
             limit=g.max_connections_per_origin, rate=g.process_rate_limit,
             origin_rate=g.origin_rate_limit, weights=weights,
             mode=g.scheduler, admission=g.admission,
-            workers=g.executor_workers)
+            workers=g.executor_workers, bottleneck=g.shared_bottleneck)
         self._closed = False
 
     # -- loading ------------------------------------------------------------

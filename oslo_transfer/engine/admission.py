@@ -15,18 +15,27 @@
 A transfer with a deadline (``Hints(deadline=...)``) is judged after
 ``stat`` (its size is known) and before its ``.part`` exists.  It is
 admitted only if every admitted deadline stays feasible under
-earliest-deadline-first at the capacity left to its class::
+earliest-deadline-first at::
 
-    C_eff = C * (1 - sum of the minimum shares of the lower classes
-                     that have transfers running)
+    C_eff = C x (1 - sum of the minimum shares of the classes below the
+                     newcomer's that have transfers running)
 
-where a class's minimum share is its weight over the sum of the weights,
-and ``C`` is :meth:`Scheduler.capacity
-<oslo_transfer.engine.throttle.Scheduler.capacity>` (the configured limits,
-or the highest 1 s rate of the last 30 s).  With no limit and no history,
-only the transfer's own ``rate`` can make a deadline impossible.  A
-transfer without a deadline is never refused, and a deadline never cancels
-a running transfer.
+where a class's minimum share is its weight over the sum of the weights
+(what the scheduler keeps for it whoever else waits) and ``C`` is
+:meth:`Scheduler.capacity
+<oslo_transfer.engine.throttle.Scheduler.capacity>`: the highest 1 s rate
+through the newcomer's bottleneck (``shared_bottleneck``) over the last
+30 s, never sampled while pacing, or the configured limits when lower.
+The EDF schedule holds every admitted transfer that shares that
+bottleneck, whatever its class: judging only the bytes of the newcomer's
+class and above would let a newcomer with an earlier deadline make an
+admitted transfer miss.  An admitted transfer already late blocks
+nobody.
+
+With no throughput history, only the configured limits (and the
+transfer's own ``rate``) can make a deadline impossible.  A transfer
+without a deadline is never refused, and a deadline never cancels a
+running transfer.
 """
 
 import dataclasses
@@ -34,7 +43,7 @@ import dataclasses
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 
-__all__ = ['Estimate', 'check', 'edf']
+__all__ = ['Estimate', 'check', 'edf', 'judge']
 
 
 @dataclasses.dataclass
@@ -100,7 +109,6 @@ def check(sched, job, size_left, name):
     """Admit ``job`` or raise DeadlineUnreachable.
 
     :param job: a :class:`~oslo_transfer.engine.throttle.Job`.
-
     :param size_left: the bytes it still has to move.
     :param name: the source as shown in the message (masked).
     """
@@ -108,16 +116,16 @@ def check(sched, job, size_left, name):
         return
     now = sched.clock()
     cap, how = sched.capacity(job.origin)
-    lower = [c for c in throttle.CLASSES
-             if throttle.rank(c) > throttle.rank(job.cls)]
-    total_w = sum(sched.weights.values())
+    mine = throttle.rank(job.cls)
     with sched._cond:
-        others = [j for j in sched.jobs if j is not job]
-        busy_lower = {j.cls for j in others if j.cls in lower}
+        others = [j for j in sched.jobs if j is not job and
+                  sched.same_bottleneck(j.origin, job.origin)]
+        lower = {j.cls for j in others if throttle.rank(j.cls) > mine}
         admitted = [(j.deadline, max(0, j.remaining()), id(j))
                     for j in others
                     if j.deadline is not None and j.remaining is not None]
-    share = sum(sched.weights[c] for c in busy_lower) / total_w
+    share = sum(sched.weights[c] for c in lower) / sum(
+        sched.weights.values())
     eff = cap * (1 - share)
     est = judge(job.deadline, size_left, admitted, eff, now, how, job.rate)
     if est.admitted:

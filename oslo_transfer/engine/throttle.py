@@ -382,21 +382,21 @@ class _Stats:
 
         Only whole seconds in which the bytes never paused for more than
         :data:`PAUSE` s are samples (a second with a pause measured the
-        demand, not the capacity), and never a second when lower classes
-        were paced: while the window holds such seconds, C stays at least
-        what it was before pacing began.  0: unknown.
+        demand, not the capacity).  Pacing never lowers C: while the
+        window holds seconds when lower classes were paced, C stays at
+        least what it was before pacing began (a paced second counts only
+        when it is higher: no measured rate is above the capacity).
+        0: unknown.
         """
         sec = int(now)
         if self.last is not None and now - self.last > PAUSE:
             self.pauses.add(int(self.last))
-        skip = self.pauses | self.paced
         best = max((b for s, b in self.seconds
-                    if sec - CAPACITY_WINDOW <= s < sec and s not in skip),
-                   default=0)
+                    if sec - CAPACITY_WINDOW <= s < sec and
+                    s not in self.pauses), default=0)
         if any(sec - CAPACITY_WINDOW <= s < sec for s in self.paced):
             best = max(best, self.held)
-        else:
-            self.held = best
+        self.held = best
         return best
 
     def mark_paced(self, now):

@@ -245,18 +245,34 @@ def test_with_no_history_only_the_configured_limits_refuse():
 
 
 def test_a_newcomer_is_judged_with_the_lower_classes_deadlines():
-    # an admitted background copy due in 10 s, 80 MiB at 10 MiB/s; an
+    # an admitted background copy due in 10 s, 85 MiB at 10 MiB/s; an
     # interactive newcomer due earlier goes first under EDF: 20 MiB more
     # would make the background copy miss, although it meets its own
     clock = Clock()
     sched = throttle.Scheduler(rate=10 * MiB, clock=clock)
     with sched.job(B, clock() + 10.0) as bg:
-        bg.remaining = lambda: 80 * MiB
+        bg.remaining = lambda: 85 * MiB
         _check(sched, I, 2.0, 10 * MiB * 12 // 13)
         with pytest.raises(exceptions.DeadlineUnreachable,
-                           match='make an admitted transfer miss'):
+                           match='make an admitted background transfer miss'):
             _check(sched, I, 5.0, 20 * MiB)
     _check(sched, I, 5.0, 20 * MiB)              # alone: admitted
+
+
+def test_a_higher_newcomer_does_not_queue_behind_lower_classes_bytes():
+    # the scheduler serves interactive before background (which keeps
+    # only its minimum share): an admitted background copy due earlier
+    # is not ahead of an interactive newcomer
+    caps = admission.capacities(10 * MiB, throttle.DEFAULT_WEIGHTS, {B})
+    assert caps[I] == pytest.approx(10 * MiB * 12 / 13)
+    assert caps[B] == 10 * MiB
+    admitted = [(B, 103.0, 25 * MiB, 'bg')]
+    est = admission.judge_classes(I, 103.5, 8 * MiB, admitted, caps, 100.0)
+    assert est.admitted and est.ahead == 0
+    assert est.finish == pytest.approx(8 / (10 * 12 / 13))
+    # a background newcomer with the same figures waits behind it
+    est = admission.judge_classes(B, 103.2, 8 * MiB, admitted, caps, 100.0)
+    assert not est.admitted and est.ahead == 25 * MiB
 
 
 def test_the_bottleneck_decides_which_transfers_are_judged_together():

@@ -80,9 +80,11 @@ import benchlib  # noqa: E402
 
 MiB = 1024 * 1024
 CLASSES = ('interactive', 'normal', 'background')
-ORIGIN_IP = '10.78.0.1'
-CLIENT_IP = '10.78.0.2'
-NS_O, NS_C = 'oflow-o', 'oflow-c'
+#: FLOW_NET=N runs a second copy beside a first (its own namespaces)
+_NET = int(os.environ.get('FLOW_NET', '78'))
+ORIGIN_IP = '10.%d.0.1' % _NET
+CLIENT_IP = '10.%d.0.2' % _NET
+NS_O, NS_C = 'oflow%d-o' % _NET, 'oflow%d-c' % _NET
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
        7: 2.365, 8: 2.306, 9: 2.262}
 

@@ -50,6 +50,13 @@ default):
   one back in class order;
 * **submitted transfers** start in the same order (weighted by class,
   deadline then first come) when one of ``executor_workers`` is free;
+* **pacing**: when the network, not our own limit, is the bottleneck,
+  the lower classes' bytes through it (``shared_bottleneck``: the host's
+  link, or one origin) are paced to their weighted share of its capacity
+  while a higher class moves bytes through it (:meth:`Scheduler._pace`),
+  and pacing that does not help stops for a while (:class:`_Pacing`);
+* a waiter on a destination lock lends its class to the holder
+  (:class:`Loan`);
 * each class follows its :class:`ClassPolicy` (a lazy image's prefetch,
   the background class, asks for at most 256 KiB per read and pauses
   200 ms after each request of a higher class to the same origin).

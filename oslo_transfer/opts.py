@@ -288,8 +288,11 @@ _opts = [
                      'trusts what matches.\n\nRelated options:\n\n'
                      '* lazy_unverified_reads'),
     _utils.IntOpt('executor_workers', default=16, min=1, max=4096,
-                  help='Threads of the executor that runs submitted '
-                       'transfers and parallel segments.'),
+                  help='Submitted transfers that run at once.  While '
+                       'lower classes hold all of them, a transfer of a '
+                       'higher class starts at once on one of as many '
+                       'extra threads (not with an executor the caller '
+                       'gives the Transfer).'),
 ]
 
 

@@ -49,7 +49,9 @@ default):
   a higher class waits for one, keeping its class's last slot, and takes
   one back in class order;
 * **submitted transfers** start in the same order (weighted by class,
-  deadline then first come) when one of ``executor_workers`` is free;
+  deadline then first come) when one of ``executor_workers`` is free; a
+  higher class does not wait for a worker that a lower class holds: it
+  starts at once on one of as many extra workers;
 * **pacing**: when the network, not our own limit, is the bottleneck,
   the lower classes' bytes through it (``shared_bottleneck``: the host's
   link, or one origin) are paced to their weighted share of its capacity
@@ -296,6 +298,11 @@ class FairQueue:
         bisect.insort(self._queues[cls], req,
                       key=lambda r: (r.deadline, r.seq))
         return req
+
+    def first(self, cls):
+        """The first request of ``cls`` (EDF, then FIFO), or None."""
+        q = self._queues.get(self._key(cls))
+        return q[0] if q else None
 
     def remove(self, req):
         q = self._queues.get(req.cls)
@@ -565,6 +572,9 @@ class Scheduler:
     :param mode: ``"classes"`` or ``"fifo"`` (one class, no admission).
     :param admission: refuse transfers whose deadline cannot be met.
     :param workers: transfers :meth:`queue_job` runs at once.
+    :param extra_workers: transfers of a higher class that may start
+        beyond ``workers`` while lower classes hold all of them (the
+        launcher must have room for ``workers + extra_workers``).
     :param policies: ``{class: ClassPolicy}`` (default
         :data:`DEFAULT_POLICIES`).
     :param bottleneck: which flows share the network bottleneck that
@@ -575,7 +585,7 @@ class Scheduler:
 
     def __init__(self, limit=8, rate=0, origin_rate=0, weights=None,
                  mode='classes', admission=True, workers=4, policies=None,
-                 bottleneck='host', clock=time.monotonic):
+                 bottleneck='host', extra_workers=0, clock=time.monotonic):
         if mode not in ('classes', 'fifo'):
             raise ValueError('scheduler must be "classes" or "fifo", not %r'
                              % (mode,))
@@ -611,6 +621,9 @@ class Scheduler:
         self.workers = workers
         self._jobs_q = FairQueue(fq_weights)
         self._running = 0
+        self._borrowed = 0       # transfers started on extra_workers
+        self._running_cls = collections.Counter()
+        self.extra_workers = extra_workers
         self.jobs = []           # active Jobs
         self._cls_stats = {c: _Stats() for c in CLASSES}
         self._origin_stats = collections.defaultdict(_Stats)
@@ -1003,21 +1016,49 @@ class Scheduler:
             self._jobs_q.add(cls, 1.0, deadline, (start, launch))
         self._pump()
 
+    def _next_job(self):
+        """``(request, borrowed)`` to start now, or None (lock held).
+
+        In class order when a worker is free; else a queued transfer of a
+        class above one that holds a worker starts on one of the
+        ``extra_workers`` (the lower-class holder cannot give its worker
+        back mid-copy, as it gives back a connection slot; its bytes are
+        paced behind the newcomer's).
+        """
+        if not len(self._jobs_q):
+            return None
+        if self._running < self.workers:
+            return self._jobs_q.pop(), False
+        if self.mode != 'classes' or self._borrowed >= self.extra_workers:
+            return None
+        lowest = max((rank(c) for c, n in self._running_cls.items() if n),
+                     default=-1)
+        for cls in CLASSES[:max(lowest, 0)]:
+            req = self._jobs_q.first(cls)
+            if req is not None:
+                return self._jobs_q.pop(req), True
+        return None
+
     def _pump(self):
         while True:
             with self._cond:
-                if self._running >= self.workers or not len(self._jobs_q):
+                nxt = self._next_job()
+                if nxt is None:
                     return
-                req = self._jobs_q.pop()
+                req, borrowed = nxt
                 self._running += 1
+                self._borrowed += borrowed
+                self._running_cls[req.cls] += 1
             start, launch = req.payload
 
-            def run(start=start):
+            def run(start=start, cls=req.cls, borrowed=borrowed):
                 try:
                     start()
                 finally:
                     with self._cond:
                         self._running -= 1
+                        self._borrowed -= borrowed
+                        self._running_cls[cls] -= 1
                         self._cond.notify_all()
                     self._pump()
 

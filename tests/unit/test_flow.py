@@ -137,6 +137,42 @@ def test_submitted_transfers_start_by_class_then_deadline():
     assert order == ['first', 'urgent', 'soon', 'late', 'bg']
 
 
+def test_a_higher_class_does_not_wait_for_a_worker_a_lower_one_holds():
+    sched = throttle.Scheduler(workers=1, extra_workers=1)
+    release = threading.Event()
+    started = []
+
+    def job(name):
+        def run():
+            started.append(name)
+            release.wait(10)
+        return run
+
+    sched.queue_job(job('bg'), B)
+    sched.queue_job(job('bg2'), B)
+    sched.queue_job(job('i'), I)             # borrows the extra worker
+    sched.queue_job(job('n'), N)             # none left: waits
+    _until(lambda: len(started) == 2)
+    assert started == ['bg', 'i']
+    release.set()
+    sched.drain()
+    assert sorted(started) == ['bg', 'bg2', 'i', 'n']
+    # without extra workers (an executor of the caller's), or in fifo
+    # mode, the interactive transfer waits its turn
+    for sched in (throttle.Scheduler(workers=1),
+                  throttle.Scheduler(workers=1, extra_workers=1,
+                                     mode='fifo')):
+        release.clear()
+        started.clear()
+        sched.queue_job(job('bg'), B)
+        sched.queue_job(job('i'), I)
+        _until(lambda: started)
+        assert started == ['bg']
+        release.set()
+        sched.drain()
+        assert started == ['bg', 'i']
+
+
 # -- admission --------------------------------------------------------------
 
 def test_a_deadline_too_short_for_the_capacity_is_refused():

@@ -152,7 +152,8 @@ def flow(data):
     flow_run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(flow_run)
     meta = data.get('meta', {})
-    lines = _meta_lines(data.get('_meta', {}))
+    lines = _meta_lines(dict(data.get('_meta', {}),
+                             command=meta.get('command')))
     lines += ['', 'A peak of %.0f s at rho 1.2 behind a %s link, sizes / '
               '%g, %d seeds; solo rate %.2f MB/s.  Means over the seeds '
               'that count, with 95 %% confidence intervals:' % (

@@ -270,6 +270,10 @@ class Context:
         (``Hints(deadline=...)``), or None: earliest deadline first within
         a class (:meth:`slot`; without it, :attr:`expires_at`).  It never
         ends the call (:attr:`expires_at` does).
+    :ivar job: the scheduler's record of the call, set by the engine for
+        a copy (None otherwise): while a waiter of a higher class waits
+        for the call's destination lock, the call runs at that class
+        (:attr:`current_priority`).
     :ivar scheduler: the process's scheduler, set by the
         :class:`~oslo_transfer.transfer.Transfer`; None (a Context that
         no Transfer made) makes :meth:`slot` and :meth:`consume` wait for
@@ -294,6 +298,7 @@ class Context:
     priority: str = 'normal'
     deadline_at: float | None = None
     scheduler: typing.Any = dataclasses.field(default=None, repr=False)
+    job: typing.Any = dataclasses.field(default=None, repr=False)
     #: a small JSON-able dict that a ``UPLOAD_STATE`` writer fills with what
     #: it needs to continue an upload (an upload id, the parts sent); the
     #: engine keeps it with its upload record and hands it back to the next
@@ -326,7 +331,7 @@ class Context:
         if self.scheduler is None:
             return contextlib.nullcontext()
         due = self.deadline_at
-        return self.scheduler.slot(origin, self.priority,
+        return self.scheduler.slot(origin, self.current_priority,
                                    self.expires_at if due is None else due,
                                    self.cancel)
 
@@ -336,8 +341,18 @@ class Context:
         :param origin: ``scheme://host:port`` the bytes come from, if one.
         """
         if self.scheduler is not None:
-            self.scheduler.consume(nbytes, self.priority, origin,
+            self.scheduler.consume(nbytes, self.current_priority, origin,
                                    self.cancel)
+
+    @property
+    def current_priority(self) -> str:
+        """:attr:`priority`, or a higher class lent by a waiter.
+
+        A waiter on the call's destination lock lends its class to the
+        holder (:attr:`job`); the lent class applies from the next
+        :meth:`slot` or :meth:`consume`.
+        """
+        return self.priority if self.job is None else self.job.current_cls
 
     @property
     def deadline(self) -> float | None:

@@ -97,9 +97,11 @@ class Transfer:
         executor (``futurist.ThreadPoolExecutor``,
         ``futurist.GreenThreadPoolExecutor`` under eventlet) or any
         ``concurrent.futures.Executor`` the service already has.  It stays
-        the caller's: :meth:`close` does not shut it down.  Default: a
-        thread pool of ``[oslo_transfer] executor_workers`` owned by the
-        ``Transfer``.
+        the caller's: :meth:`close` does not shut it down, and a higher
+        class waits for one of its ``executor_workers`` like the others.
+        Default: a thread pool owned by the ``Transfer``, with room for
+        ``[oslo_transfer] executor_workers`` transfers and as many again
+        of a higher class while lower classes hold every worker.
     """
 
     def __init__(self, conf: cfg.ConfigOpts | None = None, drivers=None,
@@ -122,10 +124,12 @@ class Transfer:
         self.policy = locations.URLPolicy.from_conf(conf)
         # The standard library's executors: their idle workers stop at
         # once on shutdown, where futurist's poll once a second, which
-        # added a second to every command-line copy.
+        # added a second to every command-line copy.  Ours has room for
+        # as many transfers again, which a higher class starts on while
+        # lower classes hold every worker (the scheduler's extra_workers).
         self._own_executor = executor is None
         self.executor = executor or futures.ThreadPoolExecutor(
-            max_workers=g.executor_workers,
+            max_workers=2 * g.executor_workers,
             thread_name_prefix='oslo-transfer')
         self.segment_executor = futures.ThreadPoolExecutor(
             max_workers=max(8, g.executor_workers * 4),
@@ -142,7 +146,8 @@ class Transfer:
             limit=g.max_connections_per_origin, rate=g.process_rate_limit,
             origin_rate=g.origin_rate_limit, weights=weights,
             mode=g.scheduler, admission=g.admission,
-            workers=g.executor_workers)
+            workers=g.executor_workers, bottleneck=g.shared_bottleneck,
+            extra_workers=g.executor_workers if self._own_executor else 0)
         self._closed = False
 
     # -- loading ------------------------------------------------------------

@@ -308,6 +308,9 @@ class Bench:
         rows = []
         for qd in self.args.qd:
             for name in self.args.rows:
+                # (a row's 2 GiB copy goes before the next row's starts)
+                shutil.rmtree(os.path.join(self.work, 'out'),
+                              ignore_errors=True)
                 if name == 'a':
                     rows.append(self.row_copy(qd))
                 elif name == 'b':

@@ -75,7 +75,8 @@ from oslo_transfer import locations
 LOG = logging.getLogger(__name__)
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'Seeding',
-           'CancelToken', 'Context', 'PartTarget', 'out_of_time']
+           'LazyReader', 'CancelToken', 'Context', 'PartTarget',
+           'out_of_time']
 
 
 class Capability(enum.Flag):
@@ -107,6 +108,10 @@ class Capability(enum.Flag):
     #: a multipart upload) and continues from it after a retryable error
     #: or a crash, instead of sending everything again.
     UPLOAD_STATE = enum.auto()
+    #: ``lazy_reader()`` works: a lazy image reads the object's pieces on
+    #: demand through the driver's own path (BitTorrent: the swarm, with
+    #: the origin as web seed) instead of ranged reads.
+    LAZY_READ = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -512,6 +517,57 @@ class Seeding(abc.ABC):
                                self.path)
 
 
+class LazyReader(abc.ABC):
+    """The pieces of one object, on demand: :meth:`Driver.lazy_reader`.
+
+    The lazy image (:mod:`oslo_transfer.lazy`) asks for ranges with
+    :meth:`want`; the reader hands every piece it has verified to the
+    ``deliver(index, data)`` callback it was built with, once, from a
+    thread of its own, whether it was asked for or came by the reader's
+    own prefetch.  The image verifies it again against its manifest,
+    caches it and serves it.  The methods are thread-safe.
+    """
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the reader's threads (after a fork, in the NBD plugin)."""
+
+    @abc.abstractmethod
+    def want(self, offset: int, length: int, urgent: bool = False) -> None:
+        """Fetch the pieces of ``[offset, offset + length)`` soon.
+
+        ``urgent``: a reader waits for them (an on-demand read): each
+        comes from a peer that has it, otherwise from the origin within
+        100 ms.  Otherwise (a profile, an explicit prefetch) they come
+        before the reader's own prefetch.
+        """
+
+    @abc.abstractmethod
+    def failed(self, index: int) -> Exception | None:
+        """Why piece ``index`` cannot be had now, or None.
+
+        A :class:`~oslo_transfer.exceptions.TransferError` (retryable when
+        the origin could not be reached after the retries and no peer has
+        the piece): the image fails the read that waits for it.
+        """
+
+    def completed(self, path: str) -> None:
+        """The image is complete and was renamed to ``path``.
+
+        The reader lets go of the ``.part`` file; a peer-to-peer reader
+        may go on sharing ``path`` (as :meth:`Driver.after_commit`).
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop fetching and let go of the file (it is kept)."""
+
+    @property
+    def stats(self) -> dict:
+        """Counters for logs and tests (pieces from peers and origin)."""
+        return {}
+
+
 class PartTarget(typing.Protocol):
     """The engine's ``.part`` file, as handed to :meth:`Driver.copy_to_path`.
 
@@ -702,6 +758,26 @@ class Driver(abc.ABC):
         :param target_dir: the directory of the ``.part`` file.
         """
         return True
+
+    def lazy_reader(self, location, ctx: Context, path: str, meta,
+                    held, deliver, prefetch: bool = True) -> LazyReader:
+        """A :class:`LazyReader` of ``location`` for a lazy image.
+
+        Only for drivers with ``LAZY_READ``.  The reader may write the
+        pieces it fetches into ``path`` (the image's sparse ``.part``
+        file, which the image also writes every delivered piece into, at
+        the same offsets) and share them from there; it never renames
+        nor truncates it.
+
+        :param meta: the :class:`~oslo_transfer.torrent.TorrentMeta`
+            whose pieces are the image's blocks.
+        :param held: indexes of the pieces the image holds already.
+        :param deliver: ``deliver(index, data)``, called once per piece
+            verified against ``meta``.
+        :param prefetch: fetch the other pieces too, in the background
+            (the driver's own order); False fetches only what is wanted.
+        """
+        raise NotImplementedError
 
     def after_commit(self, location, path: str,
                      ctx: Context) -> Seeding | None:

@@ -186,7 +186,8 @@ class BitTorrentDriver(driver.Driver):
     schemes = ('torrent',)
     capabilities = (driver.Capability.READ |
                     driver.Capability.PEER_TO_PEER |
-                    driver.Capability.COPY_TO_PATH)
+                    driver.Capability.COPY_TO_PATH |
+                    driver.Capability.LAZY_READ)
 
     def __init__(self, conf):
         super().__init__(conf)
@@ -380,9 +381,7 @@ class BitTorrentDriver(driver.Driver):
                 % (meta.info_hash, meta.total_size, target.size))
         sess = self._session()
         origins = self._origins(location, meta, ctx)
-        trackers = []
-        if self.options.use_metadata_trackers:
-            trackers = self._allowed(meta.trackers, ctx, 'tracker')
+        trackers = self._trackers(meta, ctx)
         job = download_mod.TorrentDownload(
             sess, meta, target, ctx, self.options, origins=origins,
             trackers=trackers,
@@ -396,6 +395,25 @@ class BitTorrentDriver(driver.Driver):
                 self._seen_complete[meta.info_hash] = frozenset(
                     job.seen_complete)
 
+    def _trackers(self, meta, ctx):
+        if not self.options.use_metadata_trackers:
+            return []
+        return self._allowed(meta.trackers, ctx, 'tracker')
+
+    def lazy_reader(self, location, ctx, path, meta, held, deliver,
+                    prefetch=True):
+        """Pieces through the swarm, the origin as web seed (:mod:`.lazy`)."""
+        from oslo_transfer._drivers.bittorrent import lazy as lazy_mod
+        if not meta.single_file:
+            raise exceptions.InvalidLocation(
+                'torrent %s holds %d files; a lazy image is one file'
+                % (meta.info_hash, len(meta.files)))
+        return lazy_mod.SwarmReader(
+            self._session(), meta, path, ctx, self.options,
+            origins=self._origins(location, meta, ctx),
+            trackers=self._trackers(meta, ctx), held=held, deliver=deliver,
+            prefetch=prefetch, retries=self.conf.oslo_transfer.retries)
+
     def after_commit(self, location, path, ctx) -> seed_mod.Handle | None:
         seconds = self.options.seed_time
         if seconds <= 0:
@@ -408,9 +426,7 @@ class BitTorrentDriver(driver.Driver):
         peers = origin_mod.my_share(
             origin_mod.resolve_peers(getattr(ctx.hints, 'peer_addresses',
                                              ())), port)[2]
-        trackers = []
-        if self.options.use_metadata_trackers:
-            trackers = self._allowed(meta.trackers, ctx, 'tracker')
+        trackers = self._trackers(meta, ctx)
         entry = seed_mod.SEEDS.start(sess, meta, path, seconds,
                                      ratio=self.options.seed_ratio,
                                      peers=peers, trackers=trackers,
@@ -432,9 +448,7 @@ class BitTorrentDriver(driver.Driver):
         port = sess.listen_port()
         others = origin_mod.my_share(origin_mod.resolve_peers(peers),
                                      port)[2]
-        trackers = []
-        if self.options.use_metadata_trackers:
-            trackers = self._allowed(meta.trackers, ctx, 'tracker')
+        trackers = self._trackers(meta, ctx)
         entry = seed_mod.SEEDS.start(sess, meta, os.path.abspath(path),
                                      seconds, ratio=self.options.seed_ratio,
                                      peers=others, trackers=trackers,

@@ -130,6 +130,7 @@ class SwarmReader(driver_mod.LazyReader):
         self._bad = {}              # piece -> corrupt origin answers
         self._fails = {}            # urgent piece -> failed origin fetches
         self._avail = None
+        self._met = False
         self._peer_busy = set()
         self._closed = False
         self._thread = None
@@ -448,8 +449,13 @@ class SwarmReader(driver_mod.LazyReader):
             avail = None
         fetchers = 1 + sum(1 for p in infos if not session_mod.is_seed(p))
         with self._lock:
+            first = not self._met and avail is not None and any(avail)
+            self._met = self._met or first
             self._avail = avail
             self._peer_busy = busy
             self.plan.observe(now, avail, self.have, fetchers)
+        if first:
+            LOG.info('bittorrent: lazy %s: the peers have %d of %d pieces',
+                     self.path, sum(1 for a in avail if a), len(avail))
         if self.peers and len(infos) < len(self.peers):
             self._connect_peers()

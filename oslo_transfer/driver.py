@@ -52,6 +52,9 @@ Rules every driver must follow:
   contact for a location: the engine checks those URLs against the URL
   policy before the first connection, and keys per-origin connection slots
   on the first one.
+* A driver that declares ``LAZY_READ`` hands a lazy image only pieces it
+  verified against the image's metadata, each once, and answers
+  :meth:`LazyReader.failed` instead of letting a read wait forever.
 * A driver whose server reports mid-read that the object changed (HTTP 412
   to ``If-Match``, a new generation) raises
   :class:`~oslo_transfer.exceptions.SourceChanged` from ``read()``; the
@@ -544,11 +547,14 @@ class LazyReader(abc.ABC):
 
     @abc.abstractmethod
     def failed(self, index: int) -> Exception | None:
-        """Why piece ``index`` cannot be had now, or None.
+        """Why urgent piece ``index`` cannot be had now, or None.
 
-        A :class:`~oslo_transfer.exceptions.TransferError` (retryable when
-        the origin could not be reached after the retries and no peer has
-        the piece): the image fails the read that waits for it.
+        A :class:`~oslo_transfer.exceptions.TransferError`: a retryable
+        ``ConnectionFailed`` when no peer has the piece and the origin
+        could not be reached after the retries, ``ChecksumMismatch`` when
+        no peer has it and the origin keeps sending it corrupt.  The image
+        fails the read that waits for it; the next :meth:`want` of the
+        piece tries again.
         """
 
     def completed(self, path: str) -> None:
@@ -759,23 +765,32 @@ class Driver(abc.ABC):
         """
         return True
 
-    def lazy_reader(self, location, ctx: Context, path: str, meta,
-                    held, deliver, prefetch: bool = True) -> LazyReader:
+    def lazy_reader(self, location, path: str, meta, ctx: Context,
+                    held: typing.Iterable[int],
+                    deliver: typing.Callable[[int, bytes], None],
+                    prefetch: bool = True) -> LazyReader:
         """A :class:`LazyReader` of ``location`` for a lazy image.
 
-        Only for drivers with ``LAZY_READ``.  The reader may write the
-        pieces it fetches into ``path`` (the image's sparse ``.part``
-        file, which the image also writes every delivered piece into, at
-        the same offsets) and share them from there; it never renames
-        nor truncates it.
+        Only for drivers with ``LAZY_READ``; the image calls it (and the
+        reader's :meth:`~LazyReader.start`) when the plan's first candidate
+        is such a driver and the image's manifest is ``meta``.  The reader
+        may write the pieces it fetches into ``path`` (the image's sparse
+        ``.part`` file, which the image also writes every delivered piece
+        into, at the same offsets) and share them from there; it never
+        renames nor truncates it.
 
+        :param path: the image's ``.part`` file.
         :param meta: the :class:`~oslo_transfer.torrent.TorrentMeta`
             whose pieces are the image's blocks.
+        :param ctx: the image's context (its cancel token, hints, URL
+            policy, scheduler).
         :param held: indexes of the pieces the image holds already.
         :param deliver: ``deliver(index, data)``, called once per piece
             verified against ``meta``.
         :param prefetch: fetch the other pieces too, in the background
             (the driver's own order); False fetches only what is wanted.
+        :raises TransferError: the reader cannot work for this location
+            (the image then reads ranges of the other candidates, if any).
         """
         raise NotImplementedError
 

@@ -123,9 +123,9 @@ class SwarmFetcher:
         self._deliver = deliver
         drv = self.cand.driver_obj
         try:
-            reader = drv.lazy_reader(self.cand.location, self.ctx, path,
-                                     self.manifest.meta, held, self._on_piece,
-                                     prefetch=prefetch)
+            reader = drv.lazy_reader(self.cand.location, path,
+                                     self.manifest.meta, self.ctx, held,
+                                     self._on_piece, prefetch=prefetch)
             reader.start()
         except exceptions.TransferError as exc:
             if self.ranged is None:

@@ -400,7 +400,7 @@ class BitTorrentDriver(driver.Driver):
             return []
         return self._allowed(meta.trackers, ctx, 'tracker')
 
-    def lazy_reader(self, location, ctx, path, meta, held, deliver,
+    def lazy_reader(self, location, path, meta, ctx, held, deliver,
                     prefetch=True):
         """Pieces through the swarm, the origin as web seed (:mod:`.lazy`)."""
         from oslo_transfer._drivers.bittorrent import lazy as lazy_mod

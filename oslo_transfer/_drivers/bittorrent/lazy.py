@@ -129,6 +129,7 @@ class SwarmReader(driver_mod.LazyReader):
         self._inflight = set()      # at the origin
         self._bad = {}              # piece -> corrupt origin answers
         self._fails = {}            # urgent piece -> failed origin fetches
+        self._reported = set()      # urgent pieces failed() gave up on
         self._avail = None
         self._met = False
         self._peer_busy = set()
@@ -260,9 +261,16 @@ class SwarmReader(driver_mod.LazyReader):
                     continue
                 if urgent:
                     self._urgent.setdefault(i, now)
+                    if i in self._reported:
+                        # a read failed on it: this one tries again
+                        self._reported.discard(i)
+                        self._fails.pop(i, None)
+                        self._bad.pop(i, None)
                 else:
                     self._asked.add(i)
                 todo.append(i)
+        if urgent and todo and self.fetchers:
+            self.fetchers[0].wake()
         if self.handle is None:
             return
         for i in todo:
@@ -278,21 +286,27 @@ class SwarmReader(driver_mod.LazyReader):
             if index in self.have or index not in self._urgent:
                 return None
             avail = self._avail
-            peer_has = avail is not None and avail[index]
+            if avail is not None and avail[index]:
+                return None         # a peer has it
+            bad = self._bad.get(index, 0)
             fails = self._fails.get(index, 0)
-        if peer_has:
-            return None
-        fetcher = self.fetchers[0] if self.fetchers else None
-        dead = fetcher is None or not self.origins or fetcher.all_dead
-        if dead or fails > self.retries:
-            err = fetcher.last_error() if fetcher is not None else None
-            exc = exceptions.ConnectionFailed(
-                'piece %d of torrent %s: no peer has it and the web seed '
-                'failed (%s)' % (index, self.key,
-                                 err or 'no web seed'))
-            exc.__cause__ = err
-            return exc
-        return None
+            fetcher = self.fetchers[0] if self.fetchers else None
+            if bad >= _MAX_ORIGIN_FAILURES:
+                exc = exceptions.ChecksumMismatch(
+                    'piece %d of torrent %s: no peer has it and the web '
+                    'seed sent it corrupt %d times' % (index, self.key, bad))
+            elif fetcher is None or not self.origins or \
+                    fetcher.all_dead or fails > self.retries:
+                err = fetcher.last_error() if fetcher is not None else None
+                exc = exceptions.ConnectionFailed(
+                    'piece %d of torrent %s: no peer has it and the web '
+                    'seed failed (%s)' % (index, self.key,
+                                          err or 'no web seed'))
+                exc.__cause__ = err
+            else:
+                return None
+            self._reported.add(index)
+        return exc
 
     # -- the origin fetchers' questions ---------------------------------------
 
@@ -372,6 +386,7 @@ class SwarmReader(driver_mod.LazyReader):
             self._urgent.pop(index, None)
             self._asked.discard(index)
             self._fails.pop(index, None)
+            self._reported.discard(index)
         try:
             self.deliver(index, data)
         except Exception:  # noqa: the reader's threads must go on

@@ -141,3 +141,50 @@ def test_three_lazy_receivers_meet_through_a_tracker(
     assert data.size <= sent <= 1.3 * data.size, (
         'nginx sent %d bytes for %d bytes of data to 3 lazy receivers '
         'that know no peer list (%s)' % (sent, data.size, stats))
+
+
+def test_no_peer_and_a_failing_web_seed_is_eio_then_served(
+        own_nginx, lazy_image, export, nbd_client, tmp_path):
+    """A piece nobody can send fails its read (EIO); nothing is cached.
+
+    Corrupt on the origin's disk: ``ChecksumMismatch``; origin stopped:
+    ``ConnectionFailed``, and the next read, once it is back, is served.
+    """
+    piece = 64 * KiB
+    img = lazy_image(own_nginx, 1 * MiB)
+    torrent = tmp_path / 'image.torrent'
+    torrent.write_bytes(meta_mod.make_torrent(img.path, web_seeds=[img.url],
+                                              piece_size=piece))
+    with open(img.path, 'r+b') as f:        # the origin's disk rots
+        f.seek(5 * piece + 100)
+        f.write(b'\x00rot')
+    cache = tmp_path / 'cache.raw'
+    conf = fconf.write_conf_file(tmp_path / 'recv.conf', {
+        'oslo_transfer': {'p2p_min_peers': 2, 'retries': 0,
+                          'retry_backoff': 0.1},
+        'oslo_transfer_bittorrent': {'listen_interfaces': '127.0.0.1:0'}})
+    exp = export(img.url, cache, '--torrent', torrent, '--peers', 2,
+                 '--no-prefetch', '--config-file', conf)
+    res = nbd_client(exp.uri, [(5 * piece, 4 * KiB), (0, 4 * KiB)])
+    assert res['reads'][0]['errno'] == 5            # EIO
+    assert res['reads'][1] == {'sha256': img.sha(0, 4 * KiB)}
+    assert 'ChecksumMismatch: piece 5 of torrent %s: no peer has it and ' \
+           'the web seed sent it corrupt 2 times' % meta_mod.parse(
+               torrent.read_bytes()).info_hash in exp.tail(), exp.tail()
+    own_nginx.stop()
+    res = nbd_client(exp.uri, [(9 * piece, 4 * KiB)])
+    assert res['reads'][0]['errno'] == 5
+    assert 'ConnectionFailed: piece 9 of torrent' in exp.tail(), exp.tail()
+    own_nginx.start()
+    res = nbd_client(exp.uri, [(9 * piece, 4 * KiB)])
+    assert res['reads'][0] == {'sha256': img.sha(9 * piece, 4 * KiB)}
+    assert exp.stop() == 0
+    # the corrupt piece never reached the cache, and the map holds only
+    # the two pieces served
+    with open(str(cache) + '.part', 'rb') as f:
+        f.seek(5 * piece)
+        assert f.read(piece) == bytes(piece)
+    with open(str(cache) + '.part.map', 'rb') as f:
+        bits = f.read()
+    assert bits[:2] == bytes([0b1, 0b10]), bits
+    assert _stats(exp)['urgent_origin_pieces'] == 2

@@ -167,10 +167,8 @@ def _listen_args(args):
         path = os.path.abspath(args.socket)
         _check_socket(path)
         return ['-U', path], 'nbd+unix:///?socket=%s' % path
-    host = args.bind
-    shown = '[%s]' % host if ':' in host else host
-    uri = 'nbd://%s:%d' % (shown, args.port)
-    return ['-i', host, '-p', str(args.port)], uri
+    uri = 'nbd://%s:%d' % (_args.host_text(args.bind), args.port)
+    return ['-i', args.bind, '-p', str(args.port)], uri
 
 
 def run_nbd(args) -> int:

@@ -421,17 +421,28 @@ class BitTorrentDriver(driver.Driver):
         meta = self._require_meta(location, ctx)
         with self._lock:
             seen = self._seen_complete.pop(meta.info_hash, ())
+        entry, port = self._start_seed(
+            meta, path, seconds, ctx,
+            getattr(ctx.hints, 'peer_addresses', ()), seen_complete=seen)
+        return seed_mod.Handle(seed_mod.SEEDS, entry, port) if entry else None
+
+    def _start_seed(self, meta, path, seconds, ctx, named, **options):
+        """Seed ``path`` in the process's session: ``(entry, port)``.
+
+        :param named: ``"HOST:PORT"`` peers to connect to (this host's
+            own endpoint among them is skipped).
+        :param options: ``SEEDS.start``'s (``seen_complete``, ``verify``).
+        """
         sess = self._session()
         port = sess.listen_port()
-        peers = origin_mod.my_share(
-            origin_mod.resolve_peers(getattr(ctx.hints, 'peer_addresses',
-                                             ())), port)[2]
-        trackers = self._trackers(meta, ctx)
+        others = origin_mod.my_share(origin_mod.resolve_peers(named),
+                                     port)[2]
         entry = seed_mod.SEEDS.start(sess, meta, path, seconds,
                                      ratio=self.options.seed_ratio,
-                                     peers=peers, trackers=trackers,
-                                     seen_complete=seen)
-        return seed_mod.Handle(seed_mod.SEEDS, entry, port) if entry else None
+                                     peers=others,
+                                     trackers=self._trackers(meta, ctx),
+                                     **options)
+        return entry, port
 
     def seed(self, path, torrent, ctx, seconds=None, peers=(),
              verify=True) -> seed_mod.Handle:
@@ -444,15 +455,8 @@ class BitTorrentDriver(driver.Driver):
             torrent = meta_mod.make_torrent(
                 path, piece_size=self.options.piece_size or None)
         meta = self.load_metadata(torrent, ctx)
-        sess = self._session()
-        port = sess.listen_port()
-        others = origin_mod.my_share(origin_mod.resolve_peers(peers),
-                                     port)[2]
-        trackers = self._trackers(meta, ctx)
-        entry = seed_mod.SEEDS.start(sess, meta, os.path.abspath(path),
-                                     seconds, ratio=self.options.seed_ratio,
-                                     peers=others, trackers=trackers,
-                                     verify=verify)
+        entry, port = self._start_seed(meta, os.path.abspath(path),
+                                       seconds, ctx, peers, verify=verify)
         if entry is None:
             raise exceptions.DestinationError(
                 'cannot seed %s: torrent %s is being downloaded by this '

@@ -412,7 +412,8 @@ class BitTorrentDriver(driver.Driver):
             self._session(), meta, path, ctx, self.options,
             origins=self._origins(location, meta, ctx),
             trackers=self._trackers(meta, ctx), held=held, deliver=deliver,
-            prefetch=prefetch, retries=self.conf.oslo_transfer.retries)
+            prefetch=prefetch, retries=self.conf.oslo_transfer.retries,
+            urgent_connections=max(4, self.conf.oslo_transfer.segments))
 
     def after_commit(self, location, path, ctx) -> seed_mod.Handle | None:
         seconds = self.options.seed_time

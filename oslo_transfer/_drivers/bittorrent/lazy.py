@@ -29,8 +29,9 @@ fetched.  Pieces reach the image (``deliver(index, data)``) three ways:
 An *urgent* piece (a reader waits) gets a libtorrent deadline; when no
 connected peer has it -- or one has it and it has not come within
 :data:`PEER_GRACE` seconds -- the origin is asked for it at once, at the
-``interactive`` class, on connections of its own (the fetcher's threads
-look for work every 0.1 s).  A non-urgent want (a profile, an explicit
+``interactive`` class, on ``urgent_connections`` of its own (a want
+wakes the fetcher's threads; they also look for work every 0.1 s, for a
+peer's grace that ran out).  A non-urgent want (a profile, an explicit
 prefetch) raises the pieces' priority.
 
 Prefetch is libtorrent's own piece picking from peers, plus this host's
@@ -103,10 +104,13 @@ class SwarmReader(driver_mod.LazyReader):
     :param prefetch: fetch every piece, not only those wanted.
     :param retries: failed origin fetches of an urgent piece that no peer
         has before :meth:`failed` reports it.
+    :param urgent_connections: connections to the origin for urgent
+        pieces (the image's reads; the prefetch has one of its own).
     """
 
     def __init__(self, sess, meta, path, ctx, opts, origins, trackers,
-                 held, deliver, prefetch=True, retries=3):
+                 held, deliver, prefetch=True, retries=3,
+                 urgent_connections=4):
         self.sess = sess
         self.lt = sess.lt
         self.meta = meta
@@ -118,6 +122,7 @@ class SwarmReader(driver_mod.LazyReader):
         self.deliver = deliver
         self.prefetch = prefetch
         self.retries = max(0, retries)
+        self.urgent_connections = max(1, urgent_connections)
         self.key = meta.info_hash
         self.handle = None
         self.have = set(held)
@@ -169,8 +174,7 @@ class SwarmReader(driver_mod.LazyReader):
             towards=[o.url for o in self.origins] + self.trackers,
             key=self.key)
         self._connect_peers()
-        for urgent, n in ((True, max(2, self.opts.web_seed_connections)),
-                          (False, 1)):
+        for urgent, n in ((True, self.urgent_connections), (False, 1)):
             if urgent or self.prefetch:
                 self.fetchers.append(self._fetcher(urgent, n))
         self._thread = threading.Thread(target=self._run, daemon=True,

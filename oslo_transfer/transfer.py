@@ -35,6 +35,7 @@ from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer.lazy import image as lazy_image
+from oslo_transfer.lazy import manifest as lazy_manifest
 from oslo_transfer import locations
 from oslo_transfer import opts
 from oslo_transfer import selector as selector_mod
@@ -586,7 +587,7 @@ class Transfer:
         # Torrent metadata as the manifest is also the source's: with
         # enough peers the selector ranks BitTorrent first, and the image
         # reads through the swarm.
-        manifest = lazy_image.resolve_manifest(self, manifest, source, ctx)
+        manifest = lazy_manifest.resolve(self, manifest, source, ctx)
         if ctx.torrent is None and manifest is not None and \
                 manifest.kind == 'torrent':
             ctx.torrent = manifest.meta

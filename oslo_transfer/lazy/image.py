@@ -128,14 +128,6 @@ def _default_digest(conf):
     return checksum_mod.algorithm(name)
 
 
-def resolve_manifest(transfer, manifest, source, ctx):
-    """The :class:`~oslo_transfer.lazy.manifest.Manifest` of an attach.
-
-    See :func:`oslo_transfer.lazy.manifest.resolve`.
-    """
-    return manifest_mod.resolve(transfer, manifest, source, ctx)
-
-
 def check_trust(conf, m, source, checksum, what) -> None:
     """Refuse an untrusted manifest unless unverified reads are allowed.
 

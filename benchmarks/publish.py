@@ -116,7 +116,8 @@ LAZY_ROWS = {
     'd': 'oslo-transfer nbd --no-prefetch',
     'e': 'oslo-transfer nbd (prefetch)',
     'f': 'oslo-transfer nbd, recorded profile',
-    'g': 'nbdkit torrent',
+    'g': 'nbdkit torrent (web seed)',
+    'h': 'oslo-transfer nbd --torrent (swarm)',
 }
 
 

@@ -52,6 +52,9 @@ Rules every driver must follow:
   contact for a location: the engine checks those URLs against the URL
   policy before the first connection, and keys per-origin connection slots
   on the first one.
+* A driver that declares ``LAZY_READ`` hands a lazy image only pieces it
+  verified against the image's metadata, each once, and answers
+  :meth:`LazyReader.failed` instead of letting a read wait forever.
 * A driver whose server reports mid-read that the object changed (HTTP 412
   to ``If-Match``, a new generation) raises
   :class:`~oslo_transfer.exceptions.SourceChanged` from ``read()``; the
@@ -76,7 +79,8 @@ from oslo_transfer import locations
 LOG = logging.getLogger(__name__)
 
 __all__ = ['Capability', 'Stat', 'Driver', 'Writer', 'Seeding',
-           'CancelToken', 'Context', 'PartTarget', 'out_of_time']
+           'LazyReader', 'CancelToken', 'Context', 'PartTarget',
+           'out_of_time']
 
 
 class Capability(enum.Flag):
@@ -108,6 +112,10 @@ class Capability(enum.Flag):
     #: a multipart upload) and continues from it after a retryable error
     #: or a crash, instead of sending everything again.
     UPLOAD_STATE = enum.auto()
+    #: ``lazy_reader()`` works: a lazy image reads the object's pieces on
+    #: demand through the driver's own path (BitTorrent: the swarm, with
+    #: the origin as web seed) instead of ranged reads.
+    LAZY_READ = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -543,6 +551,60 @@ class Seeding(abc.ABC):
                                self.path)
 
 
+class LazyReader(abc.ABC):
+    """The pieces of one object, on demand: :meth:`Driver.lazy_reader`.
+
+    The lazy image (:mod:`oslo_transfer.lazy`) asks for ranges with
+    :meth:`want`; the reader hands every piece it has verified to the
+    ``deliver(index, data)`` callback it was built with, once, from a
+    thread of its own, whether it was asked for or came by the reader's
+    own prefetch.  The image verifies it again against its manifest,
+    caches it and serves it.  The methods are thread-safe.
+    """
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the reader's threads (after a fork, in the NBD plugin)."""
+
+    @abc.abstractmethod
+    def want(self, offset: int, length: int, urgent: bool = False) -> None:
+        """Fetch the pieces of ``[offset, offset + length)`` soon.
+
+        ``urgent``: a reader waits for them (an on-demand read): each
+        comes from a peer that has it, otherwise from the origin within
+        100 ms.  Otherwise (a profile, an explicit prefetch) they come
+        before the reader's own prefetch.
+        """
+
+    @abc.abstractmethod
+    def failed(self, index: int) -> Exception | None:
+        """Why urgent piece ``index`` cannot be had now, or None.
+
+        A :class:`~oslo_transfer.exceptions.TransferError`: a retryable
+        ``ConnectionFailed`` when no peer has the piece and the origin
+        could not be reached after the retries, ``ChecksumMismatch`` when
+        no peer has it and the origin keeps sending it corrupt.  The image
+        fails the read that waits for it; the next :meth:`want` of the
+        piece tries again.
+        """
+
+    def completed(self, path: str) -> None:
+        """The image is complete and was renamed to ``path``.
+
+        The reader lets go of the ``.part`` file; a peer-to-peer reader
+        may go on sharing ``path`` (as :meth:`Driver.after_commit`).
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop fetching and let go of the file (it is kept)."""
+
+    @property
+    def stats(self) -> dict:
+        """Counters for logs and tests (pieces from peers and origin)."""
+        return {}
+
+
 class PartTarget(typing.Protocol):
     """The engine's ``.part`` file, as handed to :meth:`Driver.copy_to_path`.
 
@@ -779,6 +841,35 @@ class Driver(abc.ABC):
         :param target_dir: the directory of the ``.part`` file.
         """
         return True
+
+    def lazy_reader(self, location, path: str, meta, ctx: Context,
+                    held: typing.Iterable[int],
+                    deliver: typing.Callable[[int, bytes], None],
+                    prefetch: bool = True) -> LazyReader:
+        """A :class:`LazyReader` of ``location`` for a lazy image.
+
+        Only for drivers with ``LAZY_READ``; the image calls it (and the
+        reader's :meth:`~LazyReader.start`) when the plan's first candidate
+        is such a driver and the image's manifest is ``meta``.  The reader
+        may write the pieces it fetches into ``path`` (the image's sparse
+        ``.part`` file, which the image also writes every delivered piece
+        into, at the same offsets) and share them from there; it never
+        renames nor truncates it.
+
+        :param path: the image's ``.part`` file.
+        :param meta: the :class:`~oslo_transfer.torrent.TorrentMeta`
+            whose pieces are the image's blocks.
+        :param ctx: the image's context (its cancel token, hints, URL
+            policy, scheduler).
+        :param held: indexes of the pieces the image holds already.
+        :param deliver: ``deliver(index, data)``, called once per piece
+            verified against ``meta``.
+        :param prefetch: fetch the other pieces too, in the background
+            (the driver's own order); False fetches only what is wanted.
+        :raises TransferError: the reader cannot work for this location
+            (the image then reads ranges of the other candidates, if any).
+        """
+        raise NotImplementedError
 
     def after_commit(self, location, path: str,
                      ctx: Context) -> Seeding | None:

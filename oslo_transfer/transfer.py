@@ -35,6 +35,7 @@ from oslo_transfer.engine import stream
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer.lazy import image as lazy_image
+from oslo_transfer.lazy import manifest as lazy_manifest
 from oslo_transfer import locations
 from oslo_transfer import opts
 from oslo_transfer import selector as selector_mod
@@ -618,6 +619,13 @@ class Transfer:
         source = self._source(source)
         ck = self._checksum(checksum, source)
         ctx = self._context(hints, None, source, ck)
+        # Torrent metadata as the manifest is also the source's: with
+        # enough peers the selector ranks BitTorrent first, and the image
+        # reads through the swarm.
+        manifest = lazy_manifest.resolve(self, manifest, source, ctx)
+        if ctx.torrent is None and manifest is not None and \
+                manifest.kind == 'torrent':
+            ctx.torrent = manifest.meta
         plan = self._plan(self._locations(source), hints, 'read', ctx)
         return lazy_image.attach(self, plan, source, os.fspath(cache), ck,
                                  ctx, manifest=manifest, prefetch=prefetch,

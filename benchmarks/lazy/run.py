@@ -34,17 +34,25 @@ each queue depth of ``--qd``, on these rows:
 ``d``  ``oslo-transfer nbd`` with ``--no-prefetch``;
 ``e``  ``oslo-transfer nbd`` (prefetch on);
 ``f``  ``oslo-transfer nbd`` with an access profile recorded by a run
-       before (the measured run starts from an empty cache).
+       before (the measured run starts from an empty cache);
+``g``  ``nbdkit torrent`` on the image's BitTorrent metadata (64 KiB
+       pieces, the nginx URL as web seed, no other peer): the swarm
+       reference, libtorrent's piece deadlines on the web seed;
+``h``  ``oslo-transfer nbd --torrent`` on the same metadata with
+       ``--peers 4`` (``p2p_min_peers``): ours through the swarm (the
+       driver's lazy reader: urgent pieces from the origin at once, the
+       prefetch as piece picking plus this host's share of the origin).
 
 Printed per row: the time until the trace is served, the bytes the
 origin sent during the trace and in all (its tbf counter, headers
 included), the read amplification (origin bytes during the trace / bytes
 touched), the time until the image is complete (``-``: never), and the
 peak RssAnon of the processes of the row (ours: the command and its
-nbdkit).  JSON and a PNG plot go to ``benchmarks/results/lazy.*``.
+nbdkit).  JSON and a PNG plot go to ``benchmarks/results/lazy.*``;
+``--merge`` keeps the rows of an earlier run of the same image, rate and
+seed that this run did not measure (e.g. ``--rows g,h --merge``).
 
-Not yet: (g) ``nbdkit torrent``, the row of the issue that needs a
-swarm.  Needs root (network namespaces), nginx, nbdkit with its curl and
+Needs root (network namespaces), nginx, nbdkit with its curl, torrent and
 python plugins, qemu-utils with qemu-block-extra (row c) and
 python3-libnbd.
 """
@@ -150,6 +158,11 @@ class Bench:
             'make-blockmap', path, '-o', self.blockmap], check=True,
             stdout=subprocess.DEVNULL)
         self.url = 'http://%s/image.raw' % self.swarm.ORIGIN_IP
+        self.torrent = os.path.join(self.work, 'image.torrent')
+        subprocess.run(benchlib.oslo_transfer_cmd() + [
+            'make-torrent', path, '--web-seed', self.url, '--piece-size',
+            str(64 * 1024), '-o', self.torrent], check=True,
+            stdout=subprocess.DEVNULL)
         self.trace = trace_mod.make(self.size, self.args.seed)
         self.touched = trace_mod.touched(self.trace)
         self.trace_path = os.path.join(self.work, 'trace.json')
@@ -256,15 +269,30 @@ class Bench:
         self.stop(server)
         return self._row('c', qd, served, during, during, None, rss.stop())
 
-    def row_ours(self, name, qd, *options):
+    def row_nbdkit_torrent(self, qd):
+        d = self.fresh('g-%d' % qd)
+        sock = os.path.join(d, 'sock')
+        cache = os.path.join(d, 'cache')
+        os.makedirs(cache)
+        before = self.net.origin_tx()
+        server = self.serve(['nbdkit', '-f', '-r', '-U', sock, 'torrent',
+                             self.torrent, 'cache=' + cache], sock)
+        rss = RssSampler(server.pid)
+        served = self.replay('nbd+unix:///?socket=' + sock, qd)
+        during = self.net.origin_tx() - before
+        self.stop(server)
+        return self._row('g', qd, served, during, during, None, rss.stop())
+
+    def row_ours(self, name, qd, *options, manifest=None):
         d = self.fresh('%s-%d' % (name, qd))
         dest = os.path.join(d, 'image.raw')
         sock = os.path.join(d, 'sock')
         before = self.net.origin_tx()
+        manifest = manifest or ['--blockmap', self.blockmap]
         server = self.serve(benchlib.oslo_transfer_cmd() + [
             'nbd', self.url, '--cache', dest, '--socket', sock,
-            '--blockmap', self.blockmap, '--checksum', self.checksum] +
-            list(options), sock, ready_line=True)
+            '--checksum', self.checksum] + manifest + list(options), sock,
+            ready_line=True)
         rss = RssSampler(server.pid)
         start = time.monotonic()
         served = self.replay('nbd+unix:///?socket=' + sock, qd)
@@ -308,6 +336,9 @@ class Bench:
         rows = []
         for qd in self.args.qd:
             for name in self.args.rows:
+                # (a row's 2 GiB copy goes before the next row's starts)
+                shutil.rmtree(os.path.join(self.work, 'out'),
+                              ignore_errors=True)
                 if name == 'a':
                     rows.append(self.row_copy(qd))
                 elif name == 'b':
@@ -322,6 +353,12 @@ class Bench:
                     profile = self.record_profile(qd)
                     rows.append(self.row_ours('f', qd, '--profile',
                                               profile))
+                elif name == 'g':
+                    rows.append(self.row_nbdkit_torrent(qd))
+                elif name == 'h':
+                    rows.append(self.row_ours(
+                        'h', qd, '--peers', '4',
+                        manifest=['--torrent', self.torrent]))
         return rows
 
 
@@ -341,9 +378,28 @@ def report(rows, size, touched, rate_bps):
             r['peak_rss_anon_mib']))
 
 
-def save(rows, meta):
+def _merged(rows, meta, path):
+    """``rows`` plus the rows of ``path`` (same set-up) not measured now."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return rows
+    if any(old.get('meta', {}).get(k) != meta[k]
+           for k in ('size', 'rate', 'touched', 'seed')):
+        print('%s: another set-up; not merged' % path)
+        return rows
+    now = {(r['row'], r['qd']) for r in rows}
+    kept = [r for r in old['rows'] if (r['row'], r['qd']) not in now]
+    return sorted(kept + rows, key=lambda r: (r['qd'], r['row']))
+
+
+def save(rows, meta, merge=False):
     os.makedirs(benchlib.RESULTS, exist_ok=True)
-    with open(os.path.join(benchlib.RESULTS, 'lazy.json'), 'w') as f:
+    path = os.path.join(benchlib.RESULTS, 'lazy.json')
+    if merge:
+        rows = _merged(rows, meta, path)
+    with open(path, 'w') as f:
         json.dump({'meta': meta, 'rows': rows}, f, indent=2)
     try:
         import matplotlib
@@ -358,7 +414,7 @@ def save(rows, meta):
     for ax, qd in zip(axes[0], qds):
         sel = [r for r in rows if r['qd'] == qd]
         ax.bar([r['row'] for r in sel], [r['served_s'] for r in sel],
-               color=['#c0392b' if r['row'] in 'def' else '#7f8c8d'
+               color=['#c0392b' if r['row'] in 'defh' else '#7f8c8d'
                       for r in sel])
         for i, r in enumerate(sel):
             ax.text(i, r['served_s'], '%.1fs\nx%.2f' % (
@@ -379,8 +435,11 @@ def main():
     p.add_argument('--rate', default='100mbit')
     p.add_argument('--qd', default='1,16',
                    type=lambda s: [int(x) for x in s.split(',')])
-    p.add_argument('--rows', default='a,b,c,d,e,f',
+    p.add_argument('--rows', default='a,b,c,d,e,f,g,h',
                    type=lambda s: s.split(','))
+    p.add_argument('--merge', action='store_true',
+                   help='keep the rows of the last run (same set-up) that '
+                        'this run does not measure')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--repeat', type=int, default=1)   # (swarm's Bench)
     args = p.parse_args()
@@ -404,7 +463,8 @@ def main():
         rate_bps = swarm._rate_bytes(args.rate)
         report(rows, args.size, bench.touched, rate_bps)
         save(rows, {'size': args.size, 'rate': args.rate,
-                    'touched': bench.touched, 'seed': args.seed})
+                    'touched': bench.touched, 'seed': args.seed},
+             merge=args.merge)
     finally:
         if bench is not None and getattr(bench, 'origin', None):
             bench.origin.stop()

@@ -62,6 +62,11 @@ def at_least(minimum, kind=int, maximum=None):
     return convert
 
 
+def host_text(host: str) -> str:
+    """``host`` as it goes before ``:PORT`` (an IPv6 address bracketed)."""
+    return '[%s]' % host if ':' in host else host
+
+
 def _shorten(text, limit=40):
     """``text`` for a message: at most ``limit`` characters."""
     return text if len(text) <= limit else text[:limit] + '...'

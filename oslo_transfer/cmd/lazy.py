@@ -81,7 +81,15 @@ def register(sub) -> None:
                    help='fetch only what clients read')
     p.add_argument('--peers', type=_args.at_least(1), default=1,
                    metavar='N', help='hosts fetching the same image at '
-                                     'once, this one included')
+                                     'once, this one included; with '
+                                     '--torrent and N >= [oslo_transfer] '
+                                     'p2p_min_peers the image is read '
+                                     'through the swarm')
+    p.add_argument('--peer', action='append', default=[],
+                   metavar='HOST:PORT',
+                   help='BitTorrent: a peer to connect to (repeat); '
+                        'without any, peers come from the metadata\'s '
+                        'trackers or local discovery')
     p.add_argument('--nbdkit', default='nbdkit', metavar='PATH',
                    help='the nbdkit program (default: nbdkit on PATH)')
     p.set_defaults(func=run_nbd)
@@ -159,10 +167,8 @@ def _listen_args(args):
         path = os.path.abspath(args.socket)
         _check_socket(path)
         return ['-U', path], 'nbd+unix:///?socket=%s' % path
-    host = args.bind
-    shown = '[%s]' % host if ':' in host else host
-    uri = 'nbd://%s:%d' % (shown, args.port)
-    return ['-i', host, '-p', str(args.port)], uri
+    uri = 'nbd://%s:%d' % (_args.host_text(args.bind), args.port)
+    return ['-i', args.bind, '-p', str(args.port)], uri
 
 
 def run_nbd(args) -> int:
@@ -171,7 +177,8 @@ def run_nbd(args) -> int:
     nbdkit = shutil.which(args.nbdkit) or args.nbdkit
     nbd.check_python(nbdkit)
     source = locations.Source(urls=[args.source] + list(args.also))
-    hints = selector.Hints(peers=args.peers)
+    hints = selector.Hints(peers=args.peers,
+                           peer_addresses=tuple(args.peer))
     with args.make_transfer() as t:
         prepared = nbd.prepare(t, source, checksum=args.checksum,
                                hints=hints, manifest=_manifest(args))

@@ -220,7 +220,7 @@ def run(args) -> int:
     mode = 'read-write' if args.writable else 'read-only'
     who = 'user %s' % args.user if args.user else 'anonymous'
     print('serving %s on ftp://%s:%d/ (%s, %s)'
-          % (root, '[%s]' % host if ':' in host else host, port, mode, who),
+          % (root, _args.host_text(host), port, mode, who),
           flush=True)
     try:
         # handle_exit: SystemExit/KeyboardInterrupt end the loop and

@@ -112,6 +112,19 @@ class Fetcher:
         #: the candidate that delivered the last block
         self.used = None
 
+    #: the image's own prefetch sweeps the blocks (see
+    #: :class:`~oslo_transfer.lazy.swarm.SwarmFetcher`)
+    prefetches = False
+
+    def start(self, path, held, deliver, prefetch) -> None:
+        """Nothing to start: each fetch is a ranged read."""
+
+    def completed(self, path) -> None:
+        """Nothing to hand over."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
     # -- stat -------------------------------------------------------------
 
     def stat(self, cancel=None):

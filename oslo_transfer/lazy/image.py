@@ -63,6 +63,7 @@ from oslo_transfer.lazy import fetch as fetch_mod
 from oslo_transfer.lazy import manifest as manifest_mod
 from oslo_transfer.lazy import prefetch as prefetch_mod
 from oslo_transfer.lazy import profile as profile_mod
+from oslo_transfer.lazy import swarm as swarm_mod
 from oslo_transfer import result as result_mod
 
 LOG = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class _Image:
     # -- opening --------------------------------------------------------------
 
     def _open_cache(self, g, m, lock_wait, part_factory):
-        self.fetcher = fetch_mod.Fetcher(
+        self.fetcher = swarm_mod.fetcher_for(
             self.transfer, self.plan, m, self.ctx,
             splice=bool(m and m.trusted) or self.checksum is not None)
         cand, st = self._stat(m)
@@ -324,8 +325,13 @@ class _Image:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.segments, thread_name_prefix='oslo-lazy-fetch')
         self._spawn(self._maintain, 'oslo-lazy-sync')
-        if self.prefetch_on or self.profile_units:
-            self._start_prefetch(sweep=self.prefetch_on)
+        with self._lock:
+            held = [i for i in range(self.count) if i in self.present]
+        self.fetcher.start(self.cache.part.path, held, self._deliver,
+                           self.prefetch_on)
+        sweep = self.prefetch_on and not self.fetcher.prefetches
+        if sweep or self.profile_units:
+            self._start_prefetch(sweep=sweep)
 
     def _spawn(self, target, name):
         t = threading.Thread(target=target, name=name, daemon=True)
@@ -676,6 +682,7 @@ class _Image:
         except exceptions.TransferError as exc:
             self._finish(error=exc)
             return
+        self.fetcher.completed(self.dest)
         cand = self.fetcher.used
         self._finish(result=result_mod.Result(
             bytes_transferred=self.fetcher.wire, bytes_resumed=self.resumed,
@@ -779,6 +786,8 @@ class _Image:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=self.ctx.io_timeout + 5)
+        if self.fetcher is not None:
+            self.fetcher.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
@@ -928,7 +937,8 @@ def attach(transfer, plan, source, cache, checksum, ctx,
             core.refs += 1
             if prefetch and not core.prefetch_on:
                 core.prefetch_on = True
-                if core._executor is not None:
+                if core._executor is not None and \
+                        not core.fetcher.prefetches:
                     core._start_prefetch(sweep=True)
             return LazyImage(core)
         core = _Image(transfer, plan, source, dest, checksum, ctx,

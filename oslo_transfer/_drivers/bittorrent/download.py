@@ -43,7 +43,6 @@ import queue
 import shutil
 import threading
 import time
-import urllib.parse
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 from oslo_transfer._drivers.bittorrent import pieces as pieces_mod
@@ -61,13 +60,6 @@ _MAX_ORIGIN_FAILURES = 2
 #: seconds after which a piece given to add_piece without an answer is
 #: fetched again
 _ADD_PIECE_TIMEOUT = 30.0
-
-
-def _host_of(url: str) -> str | None:
-    try:
-        return urllib.parse.urlsplit(url).hostname
-    except ValueError:
-        return None
 
 
 class TorrentDownload:
@@ -223,34 +215,11 @@ class TorrentDownload:
         return p
 
     def _plan_share(self):
-        named = getattr(self.ctx.hints, 'peer_addresses', ())
-        peers = origin_mod.resolve_peers(named)
-        port = self.sess.listen_port()
-        expected = getattr(self.ctx.hints, 'peers', 1) or 1
-        if not named and expected > 1:
-            # No peer list: the receivers meet through a tracker or local
-            # discovery, and each draws its slice from its own endpoint.
-            towards = [h for h in map(_host_of, [o.url for o in self.origins]
-                                      + list(self.trackers)) if h]
-            endpoint = origin_mod.own_endpoint(port, towards)
-            index, start = origin_mod.endpoint_share(endpoint, expected)
-            count, self.peers = expected, []
-            self.plan = pieces_mod.SpreadPlan(
-                index, count, self.meta.num_pieces, start=start,
-                have=self.have, help_slower=self.opts.help_slower_peers)
-            LOG.info('bittorrent: %s: no peer list; %s draws slice %d of '
-                     '%d (hash of the endpoint) for the origin', self.key,
-                     endpoint, index + 1, count)
-        else:
-            index, count, self.peers = origin_mod.my_share(peers, port)
-            self.plan = pieces_mod.PiecePlan(
-                index, count, self.meta.num_pieces, have=self.have,
-                help_slower=self.opts.help_slower_peers)
-            LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d '
-                     'pieces) from the origin; %d peer(s) named', self.key,
-                     index + 1, count, len(self.plan.slices[index]),
-                     len(self.peers))
-        self.stats['share'] = '%d/%d' % (index + 1, count)
+        self.plan, self.peers, self.stats['share'] = pieces_mod.plan_for(
+            self.ctx.hints, self.sess.listen_port(), self.meta.num_pieces,
+            self.have, self.opts.help_slower_peers,
+            towards=[o.url for o in self.origins] + list(self.trackers),
+            key=self.key)
 
     def _connect_peers(self):
         if not self.peers:

@@ -186,7 +186,8 @@ class BitTorrentDriver(driver.Driver):
     schemes = ('torrent',)
     capabilities = (driver.Capability.READ |
                     driver.Capability.PEER_TO_PEER |
-                    driver.Capability.COPY_TO_PATH)
+                    driver.Capability.COPY_TO_PATH |
+                    driver.Capability.LAZY_READ)
 
     def __init__(self, conf):
         super().__init__(conf)
@@ -380,9 +381,7 @@ class BitTorrentDriver(driver.Driver):
                 % (meta.info_hash, meta.total_size, target.size))
         sess = self._session()
         origins = self._origins(location, meta, ctx)
-        trackers = []
-        if self.options.use_metadata_trackers:
-            trackers = self._allowed(meta.trackers, ctx, 'tracker')
+        trackers = self._trackers(meta, ctx)
         job = download_mod.TorrentDownload(
             sess, meta, target, ctx, self.options, origins=origins,
             trackers=trackers,
@@ -396,6 +395,26 @@ class BitTorrentDriver(driver.Driver):
                 self._seen_complete[meta.info_hash] = frozenset(
                     job.seen_complete)
 
+    def _trackers(self, meta, ctx):
+        if not self.options.use_metadata_trackers:
+            return []
+        return self._allowed(meta.trackers, ctx, 'tracker')
+
+    def lazy_reader(self, location, path, meta, ctx, held, deliver,
+                    prefetch=True):
+        """Pieces through the swarm, the origin as web seed (:mod:`.lazy`)."""
+        from oslo_transfer._drivers.bittorrent import lazy as lazy_mod
+        if not meta.single_file:
+            raise exceptions.InvalidLocation(
+                'torrent %s holds %d files; a lazy image is one file'
+                % (meta.info_hash, len(meta.files)))
+        return lazy_mod.SwarmReader(
+            self._session(), meta, path, ctx, self.options,
+            origins=self._origins(location, meta, ctx),
+            trackers=self._trackers(meta, ctx), held=held, deliver=deliver,
+            prefetch=prefetch, retries=self.conf.oslo_transfer.retries,
+            urgent_connections=max(4, self.conf.oslo_transfer.segments))
+
     def after_commit(self, location, path, ctx) -> seed_mod.Handle | None:
         seconds = self.options.seed_time
         if seconds <= 0:
@@ -403,19 +422,28 @@ class BitTorrentDriver(driver.Driver):
         meta = self._require_meta(location, ctx)
         with self._lock:
             seen = self._seen_complete.pop(meta.info_hash, ())
+        entry, port = self._start_seed(
+            meta, path, seconds, ctx,
+            getattr(ctx.hints, 'peer_addresses', ()), seen_complete=seen)
+        return seed_mod.Handle(seed_mod.SEEDS, entry, port) if entry else None
+
+    def _start_seed(self, meta, path, seconds, ctx, named, **options):
+        """Seed ``path`` in the process's session: ``(entry, port)``.
+
+        :param named: ``"HOST:PORT"`` peers to connect to (this host's
+            own endpoint among them is skipped).
+        :param options: ``SEEDS.start``'s (``seen_complete``, ``verify``).
+        """
         sess = self._session()
         port = sess.listen_port()
-        peers = origin_mod.my_share(
-            origin_mod.resolve_peers(getattr(ctx.hints, 'peer_addresses',
-                                             ())), port)[2]
-        trackers = []
-        if self.options.use_metadata_trackers:
-            trackers = self._allowed(meta.trackers, ctx, 'tracker')
+        others = origin_mod.my_share(origin_mod.resolve_peers(named),
+                                     port)[2]
         entry = seed_mod.SEEDS.start(sess, meta, path, seconds,
                                      ratio=self.options.seed_ratio,
-                                     peers=peers, trackers=trackers,
-                                     seen_complete=seen)
-        return seed_mod.Handle(seed_mod.SEEDS, entry, port) if entry else None
+                                     peers=others,
+                                     trackers=self._trackers(meta, ctx),
+                                     **options)
+        return entry, port
 
     def seed(self, path, torrent, ctx, seconds=None, peers=(),
              verify=True) -> seed_mod.Handle:
@@ -428,17 +456,8 @@ class BitTorrentDriver(driver.Driver):
             torrent = meta_mod.make_torrent(
                 path, piece_size=self.options.piece_size or None)
         meta = self.load_metadata(torrent, ctx)
-        sess = self._session()
-        port = sess.listen_port()
-        others = origin_mod.my_share(origin_mod.resolve_peers(peers),
-                                     port)[2]
-        trackers = []
-        if self.options.use_metadata_trackers:
-            trackers = self._allowed(meta.trackers, ctx, 'tracker')
-        entry = seed_mod.SEEDS.start(sess, meta, os.path.abspath(path),
-                                     seconds, ratio=self.options.seed_ratio,
-                                     peers=others, trackers=trackers,
-                                     verify=verify)
+        entry, port = self._start_seed(meta, os.path.abspath(path),
+                                       seconds, ctx, peers, verify=verify)
         if entry is None:
             raise exceptions.DestinationError(
                 'cannot seed %s: torrent %s is being downloaded by this '

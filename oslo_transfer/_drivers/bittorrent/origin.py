@@ -246,6 +246,7 @@ class OriginFetcher:
         self.readers = {}
         self._lock = threading.Lock()
         self._threads = []
+        self._kick = threading.Event()
         for loc in self.origins:
             try:
                 self.readers[loc.url] = ctx.driver_for(loc)
@@ -267,8 +268,13 @@ class OriginFetcher:
             t.start()
             self._threads.append(t)
 
+    def wake(self):
+        """Look for work now (an urgent piece), not at the next poll."""
+        self._kick.set()
+
     def stop(self, timeout: float = 5.0):
         self.token.cancel('download finished')
+        self._kick.set()
         self._parent.remove(self._key)
         for t in self._threads:
             t.join(timeout)
@@ -313,7 +319,8 @@ class OriginFetcher:
                 return
             index = self.job.next_origin_piece()
             if index is None:
-                self.token.wait(0.1)
+                self._kick.wait(0.1)
+                self._kick.clear()
                 continue
             offset, length = self.job.meta.piece_range(index)
             started = time.monotonic()

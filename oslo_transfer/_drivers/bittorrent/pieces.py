@@ -46,12 +46,13 @@ none (peers found through a tracker) uses :class:`SpreadPlan`.
 import collections
 import logging
 import math
+import urllib.parse
 
 from oslo_transfer._drivers.bittorrent import origin as origin_mod
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['PiecePlan', 'SpreadPlan']
+__all__ = ['PiecePlan', 'SpreadPlan', 'plan_for']
 
 #: seconds of history behind a slice's rate
 _WINDOW = 2.0
@@ -447,3 +448,47 @@ class SpreadPlan:
             'share' if i in own else 'helped')
         self.taken += 1
         return i, self._why
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def plan_for(hints, port: int, num_pieces: int, have, help_slower: bool,
+             towards=(), key: str = '') -> tuple:
+    """This host's origin plan, for a download or a lazy image.
+
+    :param hints: the call's ``Hints`` (``peer_addresses``, ``peers``).
+    :param port: the session's listen port.
+    :param towards: URLs of the origins and trackers (the route to the
+        first that resolves names this host's endpoint).
+    :returns: ``(plan, peers, share)``: a :class:`PiecePlan` (peers
+        named) or a :class:`SpreadPlan` (none named, more receivers
+        expected), the ``(ip, port)`` peers to connect to, and
+        ``"INDEX/COUNT"`` for the statistics.
+    """
+    named = getattr(hints, 'peer_addresses', ())
+    expected = getattr(hints, 'peers', 1) or 1
+    if not named and expected > 1:
+        # No peer list: the receivers meet through a tracker or local
+        # discovery, and each draws its slice from its own endpoint.
+        hosts = [h for h in map(_host_of, towards) if h]
+        endpoint = origin_mod.own_endpoint(port, hosts)
+        index, start = origin_mod.endpoint_share(endpoint, expected)
+        plan = SpreadPlan(index, expected, num_pieces, start=start,
+                          have=have, help_slower=help_slower)
+        LOG.info('bittorrent: %s: no peer list; %s draws slice %d of %d '
+                 '(hash of the endpoint) for the origin', key, endpoint,
+                 index + 1, expected)
+        return plan, [], '%d/%d' % (index + 1, expected)
+    peers = origin_mod.resolve_peers(named)
+    index, count, others = origin_mod.my_share(peers, port)
+    plan = PiecePlan(index, count, num_pieces, have=have,
+                     help_slower=help_slower)
+    LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d pieces) '
+             'from the origin; %d peer(s) named', key, index + 1, count,
+             len(plan.slices[index]), len(others))
+    return plan, others, '%d/%d' % (index + 1, count)

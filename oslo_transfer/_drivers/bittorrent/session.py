@@ -134,6 +134,8 @@ class Event:
     :ivar piece: the piece index, for piece alerts.
     :ivar message: libtorrent's text.
     :ivar error: True for alerts in the error category.
+    :ivar data: the piece's bytes, for a ``read_piece_alert`` (None when
+        the read failed).
     """
 
     kind: str
@@ -141,6 +143,7 @@ class Event:
     piece: int | None = None
     message: str = ''
     error: bool = False
+    data: bytes | None = None
 
 
 def is_seed(info) -> bool:
@@ -264,13 +267,18 @@ class Session:
 
     def _event(self, alert, key) -> Event:
         piece = getattr(alert, 'piece_index', None)
+        data = None
+        if isinstance(alert, self.lt.read_piece_alert):
+            piece = alert.piece
+            if not alert.error.value():
+                data = bytes(alert.buffer)
         try:
             message = alert.message()
         except Exception:  # noqa: a message is only for logs
             message = ''
         return Event(kind=type(alert).__name__, info_hash=key,
                      piece=int(piece) if piece is not None else None,
-                     message=message,
+                     message=message, data=data,
                      error=bool(alert.category() &
                                 self.lt.alert.category_t.error_notification))
 

@@ -23,11 +23,18 @@ The life of a download:
    renamed to the ``.part`` file, the hinted peers are connected and the
    origin fetcher (``origin``) starts on this host's share;
 3. every piece that passes its hash check (``piece_finished_alert``) counts
-   as progress at once; about once a second libtorrent flushes its writes
-   (``save_resume_data`` with ``flush_disk_cache``), the ``.part`` file is
-   fsync'd, and only then are the pieces reported with ``target.record``
+   as progress at once; about once a second (or each quarter of the
+   engine's checkpoint interval) libtorrent flushes its writes
+   (``save_resume_data`` with ``flush_disk_cache``), and only then are the
+   pieces reported with ``target.record``, which the engine syncs before
+   its control file names them
    (:class:`~oslo_transfer._drivers.bittorrent.record.Recorder`) --
-   so the journal never claims bytes that a crash could lose;
+   so the journal never claims bytes that a crash could lose; while the
+   pieces verified and not yet recorded reach a quarter of the interval,
+   libtorrent's download rate is cut to a trickle
+   (:class:`~oslo_transfer._drivers.bittorrent.record.Backlog`), so that
+   what a crash costs stays bounded however slow a flush or a checkpoint
+   is;
 4. when every piece is held: final flush, the torrent is removed from the
    session (the file is kept; the engine renames it), the call returns.
 
@@ -94,6 +101,8 @@ class TorrentDownload:
         self._lock = threading.Lock()
         self.have = set()
         self.recorder = None
+        ckpt = getattr(target, 'checkpoint_bytes', None)
+        self.backlog = record_mod.Backlog(self, ckpt // 4 if ckpt else None)
         self._origin_inflight = set()
         self._origin_added = {}
         self._origin_bad = {}
@@ -125,6 +134,7 @@ class TorrentDownload:
             return self.stats
         held = self.meta.pieces_within(self.target.held())
         self.have = set(held)
+        self.backlog.held(held)
         self.stats['resumed_pieces'] = len(held)
         if len(held) == self.meta.num_pieces:
             return self.stats
@@ -139,7 +149,7 @@ class TorrentDownload:
                     'into another file' % self.key)
             fd = os.open(self.target.path, os.O_RDWR)
             self.handle = self.sess.add(self._params(held))
-            self.recorder = record_mod.Recorder(self, fd)
+            self.recorder = record_mod.Recorder(self, fd, self.backlog)
             LOG.debug('bittorrent: %s added to the session', self.key)
             self._plan_share()
             self._connect_peers()
@@ -241,6 +251,11 @@ class TorrentDownload:
     # -- alerts (called on the session's alert thread) ------------------------
 
     def _on_alert(self, alert):
+        if alert.kind == 'piece_finished_alert':
+            # Counted here, on the alert thread: the loop thread may be
+            # waiting in target.record() while libtorrent goes on.
+            self.backlog.verified(alert.piece,
+                                  self.meta.piece_range(alert.piece)[1])
         self.events.put(alert)
 
     def _handle(self, event, now):
@@ -530,3 +545,4 @@ class TorrentDownload:
         except RuntimeError:
             pass
         self.stats['elapsed'] = round(time.monotonic() - self._started, 3)
+        self.stats['throttled'] = self.backlog.throttles

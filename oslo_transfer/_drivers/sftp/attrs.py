@@ -80,25 +80,17 @@ def parse(data) -> Attributes:
     end = len(data)
     pos = 0
 
-    def u32():
+    def number(fmt=_U32, field='a field'):
         nonlocal pos
-        if pos + 4 > end:
-            raise BadAttributes('the attributes end inside a field '
-                                '(%d bytes)' % end)
-        pos += 4
-        return _U32.unpack_from(data, pos - 4)[0]
-
-    def u64():
-        nonlocal pos
-        if pos + 8 > end:
-            raise BadAttributes('the attributes end inside the size '
-                                '(%d bytes)' % end)
-        pos += 8
-        return _U64.unpack_from(data, pos - 8)[0]
+        if pos + fmt.size > end:
+            raise BadAttributes('the attributes end inside %s (%d bytes)'
+                                % (field, end))
+        pos += fmt.size
+        return fmt.unpack_from(data, pos - fmt.size)[0]
 
     def string():
         nonlocal pos
-        n = u32()
+        n = number()
         if n > end - pos:
             raise BadAttributes('an extended attribute of %d bytes in '
                                 '%d' % (n, end))
@@ -106,19 +98,19 @@ def parse(data) -> Attributes:
         return data[pos - n:pos]
 
     attrs = Attributes()
-    flags = u32()
+    flags = number()
     if flags & FLAG_SIZE:
-        attrs.st_size = u64()
+        attrs.st_size = number(_U64, 'the size')
     if flags & FLAG_UIDGID:
-        attrs.st_uid = u32()
-        attrs.st_gid = u32()
+        attrs.st_uid = number()
+        attrs.st_gid = number()
     if flags & FLAG_PERMISSIONS:
-        attrs.st_mode = u32()
+        attrs.st_mode = number()
     if flags & FLAG_AMTIME:
-        attrs.st_atime = u32()
-        attrs.st_mtime = u32()
+        attrs.st_atime = number()
+        attrs.st_mtime = number()
     if flags & FLAG_EXTENDED:
-        count = u32()
+        count = number()
         # Each one takes 8 bytes at least (two empty strings).
         if count > (end - pos) // 8:
             raise BadAttributes('%d extended attributes claimed in %d '

@@ -69,6 +69,14 @@ class Protocol:
     name = None
     #: False when the source changes during the soak (``file``)
     single_version = True
+    #: what :meth:`restart` does to ``self.server`` (its ``restart()``)
+    restarted = None
+    #: True when the engine reads the source in parallel ranged segments
+    #: (from ``segment_threshold`` bytes on)
+    parallel = False
+    #: a temporary tree of the server's (:func:`ftpservers.make_shared_base`)
+    #: that :meth:`stop` removes
+    base = None
 
     def __init__(self, workdir, size: int, seed: int = 0):
         self.workdir = str(workdir)
@@ -84,11 +92,14 @@ class Protocol:
         raise NotImplementedError
 
     def stop(self):
-        raise NotImplementedError
+        self.server.stop()
+        if self.base is not None:
+            ftpservers.remove_tree(self.base)
 
     def restart(self) -> str:
         """Stop and start the server (same port); returns what it did."""
-        raise NotImplementedError
+        self.server.restart()
+        return self.restarted
 
     def copy_args(self) -> list:
         """Arguments of ``oslo-transfer copy`` besides SRC and DST."""
@@ -100,6 +111,9 @@ class Protocol:
 
     def segments(self, options: dict) -> int:
         """Parallel segments the engine uses for this source."""
+        threshold = int(options.get('segment_threshold', 64 * MiB))
+        if self.parallel and self.size >= threshold:
+            return int(options.get('segments', 4))
         return 1
 
     def bound_per_kill(self, options: dict) -> int:
@@ -133,6 +147,8 @@ class HTTP(Protocol):
     """
 
     name = 'http'
+    parallel = True
+    restarted = 'nginx stopped (SIGTERM) and started'
 
     def start(self):
         base = os.path.join(self.workdir, 'nginx')
@@ -143,18 +159,6 @@ class HTTP(Protocol):
         self.server.start()
         self.url = self.server.url(NAME)
         return self
-
-    def stop(self):
-        self.server.stop()
-
-    def restart(self):
-        self.server.restart()
-        return 'nginx stopped (SIGTERM) and started'
-
-    def segments(self, options):
-        threshold = int(options.get('segment_threshold', 64 * MiB))
-        return int(options.get('segments', 4)) if self.size >= threshold \
-            else 1
 
     def served_bytes(self):
         return self.server.bytes_sent_for(NAME)
@@ -169,6 +173,7 @@ class FTP(Protocol):
     """
 
     name = 'ftp'
+    restarted = 'vsftpd killed (SIGKILL, sessions too) and started'
 
     def start(self):
         self.base = ftpservers.make_shared_base('oslo-transfer-soak-ftp-')
@@ -182,14 +187,6 @@ class FTP(Protocol):
         self.server.start()
         self.url = self.server.url(NAME)
         return self
-
-    def stop(self):
-        self.server.stop()
-        ftpservers.remove_tree(self.base)
-
-    def restart(self):
-        self.server.restart()
-        return 'vsftpd killed (SIGKILL, sessions too) and started'
 
     def served_bytes(self):
         path = os.path.join(self.server.root, 'vsftpd.log')
@@ -209,6 +206,7 @@ class SFTP(Protocol):
     """
 
     name = 'sftp'
+    restarted = 'sshd killed (SIGKILL, sessions too) and started'
 
     def start(self):
         self.base = ftpservers.make_shared_base('oslo-transfer-soak-sftp-')
@@ -228,14 +226,6 @@ class SFTP(Protocol):
         self.url = self.server.url(path)
         return self
 
-    def stop(self):
-        self.server.stop()
-        ftpservers.remove_tree(self.base)
-
-    def restart(self):
-        self.server.restart()
-        return 'sshd killed (SIGKILL, sessions too) and started'
-
     def conf_sections(self):
         return {'oslo_transfer_sftp': {
             'known_hosts_file': self.known_hosts, 'key_file': self.key,
@@ -247,6 +237,8 @@ class NFS(Protocol):
     """nfs-ganesha, NFSv4 on 127.0.0.1; restart: SIGTERM + start."""
 
     name = 'nfs'
+    parallel = True
+    restarted = 'ganesha.nfsd stopped (SIGTERM) and started'
 
     def start(self):
         base = os.path.join(self.workdir, 'ganesha')
@@ -259,18 +251,6 @@ class NFS(Protocol):
         self.url = self.server.url(NAME, version=4)
         return self
 
-    def stop(self):
-        self.server.stop()
-
-    def restart(self):
-        self.server.restart()
-        return 'ganesha.nfsd stopped (SIGTERM) and started'
-
-    def segments(self, options):
-        threshold = int(options.get('segment_threshold', 64 * MiB))
-        return int(options.get('segments', 4)) if self.size >= threshold \
-            else 1
-
 
 class ISCSI(Protocol):
     """tgtd with the source as a file-backed LUN.
@@ -280,6 +260,7 @@ class ISCSI(Protocol):
     """
 
     name = 'iscsi'
+    restarted = 'tgtd killed (SIGKILL) and started'
 
     def start(self):
         base = os.path.join(self.workdir, 'tgtd')
@@ -289,13 +270,6 @@ class ISCSI(Protocol):
         iqn = self.server.add_target(backing, name='soak-%d' % os.getpid())
         self.url = self.server.url(iqn)
         return self
-
-    def stop(self):
-        self.server.stop()
-
-    def restart(self):
-        self.server.restart()
-        return 'tgtd killed (SIGKILL) and started'
 
 
 class BitTorrent(Protocol):

@@ -236,3 +236,16 @@ def wait_for(predicate, timeout=30.0, what='the condition'):
             return
         time.sleep(0.1)
     raise AssertionError('timed out waiting for %s' % what)
+
+
+def cached(cache, offset, length) -> bytes:
+    """What the cache's part file holds at [offset, offset + length)."""
+    with open(str(cache) + '.part', 'rb') as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def present_map(cache) -> bytes:
+    """The cache's present-map, as the bytes on disk."""
+    with open(str(cache) + '.part.map', 'rb') as f:
+        return f.read()

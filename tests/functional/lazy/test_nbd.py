@@ -103,12 +103,8 @@ def test_a_corrupted_origin_block_is_eio_and_never_cached(
     assert 'does not match the manifest' in exp.tail()
     assert exp.stop() == 0
     # nothing of it reached the cache, and the map does not claim it
-    with open(str(cache) + '.part', 'rb') as f:
-        f.seek(5 * BLOCK)
-        assert f.read(BLOCK) == bytes(BLOCK)
-    with open(str(cache) + '.part.map', 'rb') as f:
-        bits = f.read()
-    assert bits[0] == 0b1                          # block 0 only
+    assert lconf.cached(cache, 5 * BLOCK, BLOCK) == bytes(BLOCK)
+    assert lconf.present_map(cache)[0] == 0b1     # block 0 only
 
 
 def test_an_origin_stopped_mid_read_then_restarted(
@@ -150,14 +146,11 @@ def test_a_full_cache_disk_is_served_on(own_nginx, lazy_image, export,
     assert 'no space left on the device' in exp.tail()
     assert exp.stop() == 0
     # the map marks only blocks whose bytes are in the cache
-    with open(cache + '.part.map', 'rb') as f:
-        bits = f.read()
+    bits = lconf.present_map(cache)
     present = [i for i in range(64) if bits[i // 8] >> (i % 8) & 1]
     assert 0 < len(present) < 64
-    with open(cache + '.part', 'rb') as f:
-        for i in present:
-            f.seek(i * BLOCK)
-            assert f.read(BLOCK) == img.block(i), i
+    for i in present:
+        assert lconf.cached(cache, i * BLOCK, BLOCK) == img.block(i), i
     ctl = json.load(open(cache + '.part.ctl'))
     assert ctl['lazy']['blocks'] == 64
 

@@ -181,10 +181,7 @@ def test_no_peer_and_a_failing_web_seed_is_eio_then_served(
     assert exp.stop() == 0
     # the corrupt piece never reached the cache, and the map holds only
     # the two pieces served
-    with open(str(cache) + '.part', 'rb') as f:
-        f.seek(5 * piece)
-        assert f.read(piece) == bytes(piece)
-    with open(str(cache) + '.part.map', 'rb') as f:
-        bits = f.read()
+    assert lconf.cached(cache, 5 * piece, piece) == bytes(piece)
+    bits = lconf.present_map(cache)
     assert bits[:2] == bytes([0b1, 0b10]), bits
     assert _stats(exp)['urgent_origin_pieces'] == 2

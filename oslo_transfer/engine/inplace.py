@@ -226,6 +226,9 @@ def reread(path, size, new_hash, cancel):
 class InPlaceDownload(download.Download):
     """One copy of a source into an existing block device or file."""
 
+    #: one location at a time (a multi-source fill is not written in place)
+    several_at_once = False
+
     def __init__(self, transfer, plan, dest, checksum, ctx,
                  assume_zeroed=False, **kwargs):
         super().__init__(transfer, plan, dest, checksum, ctx, **kwargs)

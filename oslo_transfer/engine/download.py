@@ -140,6 +140,7 @@ class Download:
                             g.max_connections_per_origin)
         self.segment_threshold = g.segment_threshold
         self.segment_size = g.segment_size
+        self.multi_source = g.multi_source
         sched = ctx.scheduler
         if sched is not None and sched.mode == 'classes':
             # A lower class asks for little at a time (its class policy),
@@ -182,6 +183,16 @@ class Download:
         self._started = time.monotonic()
         self._changes = 0
         self.sched_job = None
+        #: ``{url: TransferError}`` of the multi-source probe's failed
+        #: stats, raised by that candidate's first attempt (no second stat)
+        self._probed = {}
+        #: ``{url: bytes}`` received from each candidate tried one at a
+        #: time (see ``Result.bytes_by_location``)
+        self._wire_by = {}
+        self._cand_wire = 0
+        #: ``(url, driver, why)`` of the locations left out of a
+        #: multi-source read
+        self._left_out = []
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -397,35 +408,14 @@ class Download:
         attempts = []
         self.journal.load()
         last = None
-        candidates = list(self.plan.candidates)
-        mirrors = self._mirrors(attempts)
-        if mirrors:
-            try:
-                res = self._attempt_mirrors(mirrors)
-            except (exceptions.Cancelled, exceptions.ChecksumMismatch,
-                    exceptions.DestinationError, exceptions.SourceChanged,
-                    exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
-                raise
-            except exceptions.TransferError as exc:
-                last = exc
-                used = {m.name for m in mirrors}
-                candidates = [c for c in candidates if c.url not in used]
-                for m in mirrors:
-                    attempts.append((m.name, m.drv.name,
-                                     str(m.error or exc)))
-                if not candidates or self.ctx.expired():
-                    raise
-                LOG.warning('every location failed (%s); trying the other '
-                            'candidates', exc)
-            else:
-                res.attempts = attempts + [
-                    (m.name, m.drv.name, 'dropped: %s' % m.dropped)
-                    for m in mirrors if m.dropped]
-                return res
+        res, candidates, last = self._try_mirrors(attempts)
+        if res is not None:
+            return res
         for cand in candidates:
             self.ctx.cancel.check()
             last_cand = cand is candidates[-1]
             self.retry = self.base_retry.for_candidate(last_cand)
+            wire = self._cand_wire = self.wire
             try:
                 res = self._attempt(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
@@ -433,6 +423,7 @@ class Download:
                     exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
                 raise
             except exceptions.TransferError as exc:
+                self._count_location(cand.url, wire)
                 attempts.append((cand.url, cand.driver, str(exc)))
                 last = exc
                 if self.ctx.expired():
@@ -454,18 +445,53 @@ class Download:
 
     # -- several locations at once ------------------------------------------
 
-    def _mirrors(self, attempts):
+    def _try_mirrors(self, attempts):
+        """Read several locations at once, when :meth:`_mirrors` allows.
+
+        When every one of them fails, the candidates not read yet are
+        tried one at a time, keeping the verified bytes.
+
+        :returns: ``(Result or None, candidates to try one at a time,
+            last error or None)``.
+        """
+        candidates = list(self.plan.candidates)
+        mirrors = self._mirrors()
+        if not mirrors:
+            return None, candidates, None
+        try:
+            res = self._attempt_mirrors(mirrors)
+        except (exceptions.Cancelled, exceptions.ChecksumMismatch,
+                exceptions.DestinationError, exceptions.SourceChanged,
+                exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
+            raise
+        except exceptions.TransferError as exc:
+            used = {m.name for m in mirrors}
+            candidates = [c for c in candidates if c.url not in used]
+            attempts.extend((m.name, m.drv.name, str(m.error or exc))
+                            for m in mirrors)
+            if not candidates or self.ctx.expired():
+                raise
+            LOG.warning('every location failed (%s); trying the other '
+                        'candidates', exc)
+            return None, candidates, exc
+        res.attempts = attempts + self._left_out + [
+            (m.name, m.drv.name, 'dropped: %s' % m.dropped)
+            for m in mirrors if m.dropped]
+        return res, [], None
+
+    def _mirrors(self):
         """The locations to read at once, or None for one at a time.
 
-        Several locations of the same data are read together when the
-        best candidate and at least one other read ranges (each location
-        once, by its best driver), their stats agree on the size, and
-        the splicing rule allows it: size and checksum known, or a
-        trusted manifest.  A location whose stat fails or disagrees is
-        left out (and recorded in ``attempts``).
+        Several locations of the same data are read together when
+        ``multi_source`` is on, the best candidate and at least one other
+        read ranges (each location once, by its best driver), their stats
+        agree on the size, and the splicing rule allows it: size and
+        checksum known, or a trusted manifest.  A location whose stat
+        fails or disagrees is left out (see :meth:`_stat_mirrors`).
         """
-        if not self.several_at_once or (self.checksum is None and not (
-                self.manifest is not None and self.manifest.trusted)):
+        if not (self.several_at_once and self.multi_source) or (
+                self.checksum is None and not (
+                    self.manifest is not None and self.manifest.trusted)):
             return None
         picked, seen = [], set()
         for cand in self.plan.candidates:
@@ -480,7 +506,7 @@ class Download:
             picked.append(cand)
         if len(picked) < 2:
             return None
-        return self._stat_mirrors(picked, attempts)
+        return self._stat_mirrors(picked)
 
     def _ranged_driver(self, drv, loc) -> bool:
         caps = drv.capabilities
@@ -488,12 +514,22 @@ class Download:
                 Cap.PEER_TO_PEER not in caps and
                 not self._whole_file_wanted(drv, loc))
 
-    def _stat_mirrors(self, picked, attempts):
-        """:class:`~oslo_transfer.engine.mirrors.Mirror` of each usable one."""
+    def _stat_mirrors(self, picked):
+        """:class:`~oslo_transfer.engine.mirrors.Mirror` of each usable one.
+
+        Each stat gets one quick retry.  A failed stat is remembered
+        (``_probed``) for the candidate's turn if the copy goes on one
+        location at a time, so that a dead location is not asked twice
+        (except the plan's last candidate, which then gets its full
+        retries); a location left out is reported in ``Result.attempts``
+        (``_left_out``).
+        """
         out, size = [], self.expected_size
+        self._left_out = []
         if self.manifest is not None:
             size = self.manifest.size if size is None else size
         quick = self.base_retry.for_candidate(False)
+        last = self.plan.candidates[-1]
         for cand in picked:
             drv, loc = cand.driver_obj, cand.location
             try:
@@ -501,7 +537,9 @@ class Download:
             except exceptions.TransferError as exc:
                 LOG.warning('%s via %s: %s; not read', cand.url,
                             cand.driver, exc)
-                attempts.append((cand.url, cand.driver, str(exc)))
+                if cand is not last:
+                    self._probed[cand.url] = exc
+                self._left_out.append((cand.url, cand.driver, str(exc)))
                 continue
             if size is None:
                 size = st.size
@@ -512,7 +550,7 @@ class Download:
                 why = 'it does not serve ranged reads'
             if why:
                 LOG.warning('%s: %s; not read', cand.url, why)
-                attempts.append((cand.url, cand.driver, why))
+                self._left_out.append((cand.url, cand.driver, why))
                 continue
             workers = self.segments
             if st.max_segments:
@@ -560,7 +598,9 @@ class Download:
                                      self.manifest)
         final = fill.run()
         fill.finish_hash(final)
-        cand = next(c for c in self.plan.candidates if c.url == first.name)
+        # The Result names the location that delivered the most.
+        top = max(mirrors, key=lambda m: m.bytes)
+        cand = next(c for c in self.plan.candidates if c.url == top.name)
         res = self._complete(cand, fill, final, resumed_from, algo)
         res.bytes_by_location = {m.name: m.bytes for m in mirrors}
         return res
@@ -620,6 +660,12 @@ class Download:
         j.ranges = kept
         j.prefix_len, j.prefix_digest = 0, None
 
+    def _count_location(self, url, wire_before):
+        """Add what ``url`` sent since ``wire_before`` to its count."""
+        n = self.wire - wire_before
+        if n:
+            self._wire_by[url] = self._wire_by.get(url, 0) + n
+
     def _cleanup_if_empty(self):
         if not self.journal.ranges and not self.part.refused:
             try:
@@ -669,6 +715,10 @@ class Download:
     def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
         whole_file = self._whole_file_wanted(drv, loc)
+        failed = self._probed.pop(cand.url, None)
+        if failed is not None:
+            # Its stat failed moments ago (the multi-source probe).
+            raise failed
         st = self._stat(drv, loc)
         size = st.size
         if size is None:
@@ -942,9 +992,10 @@ class Download:
         self.total = size
         self._report()
         seeding = self._after_commit(cand)
+        self._count_location(cand.url, self._cand_wire)
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
-            bytes_by_location={cand.url: self.wire} if self.wire else {},
+            bytes_by_location=dict(self._wire_by),
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
             digests=digests, size=size,
             elapsed=time.monotonic() - self._started,

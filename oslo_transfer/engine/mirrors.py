@@ -28,6 +28,7 @@ the piece is fetched again elsewhere.  The copy fails only when every
 mirror is dropped.
 """
 
+import dataclasses
 import logging
 
 from oslo_transfer import _utils
@@ -60,6 +61,9 @@ class Mirror(split.Mirror):
         self.retry = retry
         self.retried = 0
         self.error = None
+        #: the fill's context with this mirror's validator (a ranged
+        #: read's ``If-Range``), set by :class:`MultiFill`
+        self.ctx = None
 
 
 class MultiFill(seg_mod.Fill):
@@ -81,6 +85,10 @@ class MultiFill(seg_mod.Fill):
                          sum(m.workers for m in mirrors), hasher, hashed)
         self.mirrors = mirrors
         self.manifest = manifest
+        for m in mirrors:
+            # Each location has its own validator (ETag, mtime): another
+            # mirror's would make its ranged reads fail their If-Range.
+            m.ctx = dataclasses.replace(self.ctx, validator=m.validator)
         self.splitter = split.Splitter(
             self.written.holes(size), size, mirrors, job.segment_size,
             align=manifest.block_size if manifest is not None else 1)
@@ -191,7 +199,8 @@ class MultiFill(seg_mod.Fill):
     def _stream(self, mirror, piece):
         """The chunks of ``piece``, written; returns the end reached."""
         pos = piece.pos
-        chunks = mirror.drv.read(mirror.loc, pos, piece.end - pos, self.ctx)
+        chunks = mirror.drv.read(mirror.loc, pos, piece.end - pos,
+                                 mirror.ctx)
         try:
             for chunk in chunks:
                 if self.token.cancelled:

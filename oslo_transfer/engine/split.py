@@ -25,11 +25,13 @@ the readers).  The rules:
 * The last ``tail_fraction`` of the object is cut into ``tail_bytes``
   pieces, so that no mirror takes a large piece near the end.
 * A mirror does not take a piece that it would finish after the other
-  mirrors finished everything left (a slow mirror gets less, down to
-  none, near the end).
+  mirrors finished everything left, when one of them is faster per
+  connection (a slow mirror gets less, down to none, near the end; the
+  fastest always takes).
 * When nothing is left to hand out, an idle worker takes the back of the
   piece that will end last (work stealing), split so that both should
-  end together; the slow reader stops at its new end.
+  end together, or the whole rest of a piece that has not moved for
+  :data:`STALLED` seconds; the slow reader stops at its new end.
 * A dropped mirror (failed, or served a bad block) gets nothing more, and
   its unfinished pieces go back to the others.
 
@@ -50,7 +52,9 @@ TAIL_FRACTION = 0.1
 #: the piece size in the tail
 TAIL_BYTES = MiB
 #: the smallest back of a piece that an idle worker takes over
-MIN_STEAL = 256 * KiB
+MIN_STEAL = 64 * KiB
+#: a piece that has not moved for this long is taken over whole
+STALLED = 2.0
 #: how much a new rate sample weighs against the mirror's past
 EWMA = 0.5
 #: a piece being read says something of its mirror's rate after this long
@@ -88,6 +92,8 @@ class Piece:
         self.pos = start
         self.end = end
         self.started = now
+        #: when its last bytes arrived
+        self.moved = now
 
     def __repr__(self):
         return '<Piece %s [%d, %d) at %d>' % (self.mirror.name, self.start,
@@ -165,16 +171,20 @@ class Splitter:
         return mirror.conn_rate
 
     def _others(self, mirror, now):
-        """(bytes/s of the other mirrors in use, bytes they hold)."""
-        speed = held = 0
+        """The other mirrors in use: bytes/s, bytes they hold, best rate.
+
+        (The best rate is per connection.)
+        """
+        speed = held = best = 0
         for m in self.mirrors:
             if m is mirror or m.dropped:
                 continue
             r = self.rate(m, now)
             if r:
                 speed += r * m.workers
+                best = max(best, r)
             held += sum(p.end - p.pos for p in m.pieces)
-        return speed, held
+        return speed, held, best
 
     # -- handing out ----------------------------------------------------------
 
@@ -211,9 +221,10 @@ class Splitter:
         if start < self.tail_start < end:
             end = self.tail_start
         if rate:
-            speed, held = self._others(mirror, now)
+            speed, held, best = self._others(mirror, now)
             left = sum(e - s for s, e in self.free)
-            if speed and (end - start) / rate > (left + held) / speed:
+            if best > rate and (end - start) / rate > (left + held) / speed:
+                # A faster mirror will be free before this piece is done.
                 return None
         piece = Piece(mirror, start, end, now)
         if end >= hole[1]:
@@ -225,6 +236,9 @@ class Splitter:
 
     def _steal(self, thief, now):
         """The back of the piece that will end last, or None."""
+        stalled = self._stalled(thief, now)
+        if stalled is not None:
+            return self._split(stalled, thief, now, self._stall_cut(stalled))
         mine = self.rate(thief, now)
         best = None
         for m in self.mirrors:
@@ -252,6 +266,31 @@ class Splitter:
             return None
         if mine and (victim.end - cut) / mine >= eta:
             return None
+        return self._split(victim, thief, now, cut)
+
+    def _stalled(self, thief, now):
+        """Another mirror's piece that has not moved for :data:`STALLED`."""
+        for m in self.mirrors:
+            if m is thief:
+                continue
+            for p in m.pieces:
+                if p.end > p.pos and now - p.moved >= STALLED:
+                    return p
+        return None
+
+    def _stall_cut(self, piece):
+        """Where a stalled ``piece`` is cut: the start of its current block.
+
+        Its reader may have written part of that block; the thief reads
+        all of it again (a block is verified whole), and the reader,
+        when it wakes, stops at once.
+        """
+        return max(piece.start, self._down(piece.pos))
+
+    def _split(self, victim, thief, now, cut):
+        """``[cut, victim.end)`` becomes ``thief``'s piece."""
+        if cut >= victim.end:
+            return None
         piece = Piece(thief, cut, victim.end, now)
         victim.end = cut
         thief.pieces.append(piece)
@@ -268,7 +307,9 @@ class Splitter:
         """
         with self.lock:
             n = max(0, min(n, piece.end - piece.pos))
-            piece.pos += n
+            if n:
+                piece.pos += n
+                piece.moved = self.clock()
             return n
 
     def finish(self, piece):

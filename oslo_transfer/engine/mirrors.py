@@ -115,8 +115,13 @@ class MultiFill(seg_mod.Fill):
     def _mirror_loop(self, mirror):
         while True:
             with self.cond:
-                if self.error is not None or self.token.cancelled:
+                if self.error is not None:
                     return
+            if self.token.cancelled:
+                # Between two pieces: the copy stops with the reason
+                # (never a fill that looks complete with holes in it).
+                self.ctx.cancel.check()
+                raise exceptions.Cancelled(self.token.reason or 'cancelled')
             piece = self.splitter.take(mirror)
             if piece is None:
                 if mirror.dropped or self.splitter.done():

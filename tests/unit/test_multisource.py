@@ -23,10 +23,12 @@ import json
 import os
 import re
 import threading
+import time
 
 import pytest
 
 from oslo_transfer import blockmap
+from oslo_transfer import driver as driver_mod
 from oslo_transfer import exceptions
 from oslo_transfer import fixture
 from oslo_transfer import locations
@@ -270,3 +272,44 @@ def test_per_origin_caps_and_accounting_hold(store, tmp_path):
     assert origins['memory://b']['bytes'] == res.bytes_by_location[B]
     assert origins['memory://a']['bytes'] == (res.bytes_by_location[A] +
                                               res.bytes_by_location[a2])
+
+
+class _CancelAfterPiece(fixture.MemoryDriver):
+    """B fails at once; A cancels the copy once its first piece is read."""
+
+    token = None
+    b_failed = None
+
+    def read(self, location, offset, length, ctx):
+        if location.url == B:
+            self.b_failed.set()
+            raise exceptions.ConnectionFailed('B is down', url=B)
+        self.b_failed.wait(30)
+        time.sleep(0.3)     # B is dropped meanwhile: A's worker is alone
+        return self._then_cancel(super().read(location, offset, length,
+                                              ctx))
+
+    def _then_cancel(self, chunks):
+        try:
+            yield from chunks
+        finally:
+            # When the engine closes the read: between two pieces.
+            self.token.cancel('enough')
+
+
+def test_a_cancel_between_two_pieces_stops_the_copy(store, tmp_path):
+    payload = fakes.data(8 * MiB)
+    store.put(A, payload)
+    store.put(B, payload)
+    token = driver_mod.CancelToken()
+    drv = type('Cancel', (_CancelAfterPiece,),
+               {'token': token, 'b_failed': threading.Event()})
+    out = str(tmp_path / 'out')
+    with make(store, driver_class=drv, segments=1, retries=0) as t:
+        with pytest.raises(exceptions.Cancelled):
+            t.copy(locations.Source(urls=[A, B]), out,
+                   checksum=sha(payload), cancel=token)
+    # Resumable: what A delivered is held, nothing renamed.
+    assert not os.path.exists(out)
+    ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
+    assert sum(e - s for s, e in ctl['ranges']) >= MiB

@@ -91,7 +91,8 @@ class MultiFill(seg_mod.Fill):
             m.ctx = dataclasses.replace(self.ctx, validator=m.validator)
         self.splitter = split.Splitter(
             self.written.holes(size), size, mirrors, job.segment_size,
-            align=manifest.block_size if manifest is not None else 1)
+            align=manifest.block_size if manifest is not None else 1,
+            chunk_bytes=job.transfer.conf.oslo_transfer.chunk_size)
 
     def _plan_pieces(self):
         """The splitter hands the pieces out."""

@@ -31,7 +31,10 @@ the readers).  The rules:
 * When nothing is left to hand out, an idle worker takes the back of the
   piece that will end last (work stealing), split so that both should
   end together, or the whole rest of a piece that has not moved for
-  :data:`STALLED` seconds; the slow reader stops at its new end.
+  :data:`STALLED` seconds plus two chunks' time at its mirror's measured
+  rate (:data:`STALLED_UNMEASURED` before it is measured: a slow link
+  delivers a chunk at a time, and two slow mirrors must not take each
+  other's pieces forever); the slow reader stops at its new end.
 * A dropped mirror (failed, or served a bad block) gets nothing more, and
   its unfinished pieces go back to the others.
 
@@ -55,6 +58,8 @@ TAIL_BYTES = MiB
 MIN_STEAL = 64 * KiB
 #: a piece that has not moved for this long is taken over whole
 STALLED = 2.0
+#: ... or for this long, when its mirror's rate is not measured yet
+STALLED_UNMEASURED = 20.0
 #: how much a new rate sample weighs against the mirror's past
 EWMA = 0.5
 #: a piece being read says something of its mirror's rate after this long
@@ -121,7 +126,7 @@ class Splitter:
     def __init__(self, holes, size, mirrors, piece_bytes, align=1,
                  min_piece=MiB, tail_bytes=TAIL_BYTES,
                  tail_fraction=TAIL_FRACTION, min_steal=MIN_STEAL,
-                 clock=time.monotonic):
+                 chunk_bytes=MiB, clock=time.monotonic):
         self.size = size
         self.mirrors = list(mirrors)
         self.align = max(1, align)
@@ -130,6 +135,8 @@ class Splitter:
         self.tail_bytes = self._up(tail_bytes)
         self.tail_start = self._down(int(size * (1 - tail_fraction)))
         self.min_steal = self._up(min_steal)
+        #: what a reader receives at once (its driver's chunk)
+        self.chunk_bytes = chunk_bytes
         self.clock = clock
         self.lock = threading.Lock()
         # Unassigned ranges, in order (lowest offsets first: the digest
@@ -269,12 +276,19 @@ class Splitter:
         return self._split(victim, thief, now, cut)
 
     def _stalled(self, thief, now):
-        """Another mirror's piece that has not moved for :data:`STALLED`."""
+        """Another mirror's piece that has not moved for too long.
+
+        Too long: :data:`STALLED` seconds plus two chunks at its mirror's
+        measured rate per connection, or :data:`STALLED_UNMEASURED`.
+        """
         for m in self.mirrors:
             if m is thief:
                 continue
+            rate = m.conn_rate
+            wait = (STALLED + 2 * self.chunk_bytes / rate if rate
+                    else STALLED_UNMEASURED)
             for p in m.pieces:
-                if p.end > p.pos and now - p.moved >= STALLED:
+                if p.end > p.pos and now - p.moved >= wait:
                     return p
         return None
 

@@ -34,7 +34,8 @@ class Clock:
 
 
 def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
-             piece_bytes=16 * MiB, drop=None, exactly_once=True):
+             piece_bytes=16 * MiB, drop=None, exactly_once=True,
+             chunk=None):
     """Run the split to the end; returns (finish time, mirrors, pieces).
 
     :param rates: bytes/s per connection of each mirror.
@@ -44,21 +45,24 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
         (its pieces given back, as a failing mirror's are).
     :param exactly_once: check that no byte is delivered twice (False:
         a stalled piece's last block is read again, see ``align``).
+    :param chunk: bytes arrive ``chunk`` at a time (a driver's reads),
+        not continuously.
     """
     clock = Clock()
     mirrors = [split.Mirror('m%d' % i, workers) for i in range(len(rates))]
     s = split.Splitter(holes or [(0, size)], size, mirrors, piece_bytes,
                        align=align, clock=clock)
     pieces = []
-    slots = [[m, None] for m in mirrors for _ in range(workers)]
+    # [mirror, piece, bytes arrived not yet handed over, end requested]
+    slots = [[m, None, 0.0, 0] for m in mirrors for _ in range(workers)]
     got = _utils.RangeSet()
     delivered = 0
-    while not s.done() or any(p for _, p in slots):
+    while not s.done() or any(slot[1] for slot in slots):
         if clock.now > 3600:
             raise AssertionError('no end: %r %r' % (
                 s.free, [(m, m.pieces) for m in mirrors]))
         for slot in slots:
-            m, p = slot
+            m, p = slot[:2]
             i = mirrors.index(m)
             if drop and i == drop[0] and clock.now >= drop[1] and \
                     not m.dropped:
@@ -67,7 +71,7 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
                 p = s.take(m)
                 if p is None:
                     continue
-                slot[1] = p
+                slot[1:] = [p, 0.0, p.end]
                 pieces.append(p)
             if m.dropped:
                 s.give_back(p)
@@ -77,6 +81,15 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
             if stall and i == stall[0] and clock.now >= stall[1]:
                 rate = 0
             want = int(rate * DT)
+            if chunk:
+                # What arrived so far, handed over a whole chunk at a time
+                # (of the range asked for, even if the piece was cut).
+                slot[2] += want
+                want = 0
+                need = min(chunk, slot[3] - p.pos)
+                if slot[2] >= need:
+                    want = need
+                    slot[2] -= need
             start = p.pos
             n = s.advance(p, want)
             if n:
@@ -173,3 +186,14 @@ def test_a_stalled_piece_is_taken_over_on_block_boundaries():
     assert mirrors[1].bytes > size * 0.8
     again = sum(m.bytes for m in mirrors) - size
     assert 0 < again < 4 * block, again
+
+
+def test_two_slow_links_sending_whole_chunks_keep_their_pieces():
+    # 256 KiB/s per connection, 1 MiB chunks: 4 s between two moves of a
+    # piece.  Taking over "stalled" pieces must not go round forever.
+    size = 32 * MiB
+    t, mirrors, _ = simulate(size, [256 * 1024, 256 * 1024], chunk=MiB,
+                             exactly_once=False)
+    ideal = size / (8 * 256 * 1024)
+    assert t <= ideal * 1.5, (t, ideal)
+    assert sum(m.bytes for m in mirrors) <= size * 1.1

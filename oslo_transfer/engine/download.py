@@ -183,8 +183,10 @@ class Download:
         self._started = time.monotonic()
         self._changes = 0
         self.sched_job = None
-        #: ``{url: TransferError}`` of the multi-source probe's failed
-        #: stats, raised by that candidate's first attempt (no second stat)
+        #: ``{url: TransferError or Stat}`` of the multi-source probe:
+        #: its failed stats, and the stat of a small object's first
+        #: location, taken by that candidate's first attempt (no second
+        #: stat)
         self._probed = {}
         #: ``{url: bytes}`` received from each candidate tried one at a
         #: time (see ``Result.bytes_by_location``)
@@ -526,11 +528,15 @@ class Download:
         """
         out, size = [], self.expected_size
         self._left_out = []
+        self._probed = {}
         if self.manifest is not None:
             size = self.manifest.size if size is None else size
         quick = self.base_retry.for_candidate(False)
         last = self.plan.candidates[-1]
         for cand in picked:
+            if size is not None and size < max(1, self.segment_threshold):
+                # Read as one stream anyway: no need to ask the others.
+                return None
             drv, loc = cand.driver_obj, cand.location
             try:
                 st = retry_mod.stat(quick, drv, loc, self.ctx)
@@ -543,6 +549,11 @@ class Download:
                 continue
             if size is None:
                 size = st.size
+                if size is not None and size < max(1,
+                                                   self.segment_threshold):
+                    # One stream from this one: its stat is fresh.
+                    self._probed[cand.url] = st
+                    return None
             why = None
             if st.size != size:
                 why = 'it has %s bytes, not %d' % (st.size, size)
@@ -715,11 +726,12 @@ class Download:
     def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
         whole_file = self._whole_file_wanted(drv, loc)
-        failed = self._probed.pop(cand.url, None)
-        if failed is not None:
+        st = self._probed.pop(cand.url, None)
+        if isinstance(st, exceptions.TransferError):
             # Its stat failed moments ago (the multi-source probe).
-            raise failed
-        st = self._stat(drv, loc)
+            raise st
+        if st is None:
+            st = self._stat(drv, loc)
         size = st.size
         if size is None:
             size = self.expected_size

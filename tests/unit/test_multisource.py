@@ -313,3 +313,18 @@ def test_a_cancel_between_two_pieces_stops_the_copy(store, tmp_path):
     assert not os.path.exists(out)
     ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
     assert sum(e - s for s, e in ctl['ranges']) >= MiB
+
+
+def test_a_small_object_is_read_from_one_location_asked_alone(store,
+                                                              tmp_path):
+    # Below segment_threshold nothing is read at once: the other
+    # locations are not even asked for their size.
+    payload = fakes.data(MiB)
+    store.put(A, payload)
+    store.put(B, payload)
+    with make(store, segment_threshold=4 * MiB) as t:
+        res = t.copy(locations.Source(urls=[A, B]), str(tmp_path / 'out'),
+                     checksum=sha(payload))
+    assert res.bytes_by_location == {A: len(payload)}
+    # One stat in all: A's, used by the copy itself.
+    assert store.calls['stat'] == 1

@@ -50,6 +50,51 @@ def human(n: float) -> str:
         n /= 1024.0
 
 
+#: nginx serving a folder read-only, in the foreground, everything under
+#: its prefix (see :func:`nginx_static_conf`)
+_NGINX_STATIC = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    types {{ }}
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 60s;
+    keepalive_requests 100000;
+    send_timeout 300s;
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    access_log off;
+    server {{
+        listen {listen};
+        root {docroot};
+    }}
+}}
+"""
+
+
+def nginx_static_conf(prefix: str, listen: str, docroot: str) -> str:
+    """The text of an nginx config serving ``docroot`` on ``listen``.
+
+    For ``nginx -c CONF -p PREFIX -e PREFIX/error.log`` (SERVERS.md):
+    foreground, workers as root, pid, logs and temp folders under
+    ``prefix``.
+
+    :param listen: ``IP:PORT`` (or ``IP`` for port 80).
+    """
+    return _NGINX_STATIC.format(prefix=prefix, listen=listen,
+                                docroot=docroot)
+
+
 def require(name: str) -> str:
     path = shutil.which(name)
     if path is None:

@@ -27,11 +27,13 @@ that a side-by-side benchmark wrote), writes
 
 which ``doc/source/user/performance.rst`` includes.  Commit both with
 the change that measured them: a reader sees the figures without running
-anything.  ``swarm`` (the boot storm) and ``lazy`` (lazy images) have
-JSON and plots of their own; their tables are written the same way.
+anything.  ``swarm`` (the boot storm), ``lazy`` (lazy images) and
+``flow`` (flow control at peak) have JSON and plots of their own; their
+tables are written the same way.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -146,6 +148,30 @@ def lazy(data):
                           table)
 
 
+def flow(data):
+    """The ``.inc`` lines of the flow-control benchmark's JSON."""
+    spec = importlib.util.spec_from_file_location(
+        'flow_run', os.path.join(ROOT, 'benchmarks', 'flow', 'run.py'))
+    flow_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flow_run)
+    meta = data.get('meta', {})
+    lines = _meta_lines(dict(data.get('_meta', {}),
+                             command=meta.get('command')))
+    lines += ['', 'A peak of %.0f s at rho 1.2 behind a %s link, sizes / '
+              '%g, %d seeds; solo rate %.2f MB/s.  Means over the seeds '
+              'that count, with 95 %% confidence intervals:' % (
+                  meta.get('peak', 0), meta.get('rate', '?'),
+                  meta.get('scale', 1), len(data['results'].get('fifo', [])),
+                  meta.get('solo_rate', 0) / 1e6), '',
+              '.. code-block:: text', '']
+    body = flow_run.table(data['results'])
+    if data.get('beside'):
+        body += [''] + flow_run.beside_lines(data['beside'])
+    body += ['', 'Per seed (the order of the modes alternates):', '']
+    body += flow_run.per_seed(data['results'])
+    return lines + ['   ' + b if b else '' for b in body]
+
+
 def publish(name, results):
     src = os.path.join(results, name + '.json')
     with open(src) as f:
@@ -160,8 +186,8 @@ def publish(name, results):
     os.makedirs(STATIC, exist_ok=True)
     os.makedirs(INCLUDES, exist_ok=True)
     png = os.path.join(STATIC, name + '.png')
-    if name in ('swarm', 'lazy'):
-        lines = swarm(data) if name == 'swarm' else lazy(data)
+    if name in ('swarm', 'lazy', 'flow'):
+        lines = {'swarm': swarm, 'lazy': lazy, 'flow': flow}[name](data)
         shutil.copyfile(os.path.join(results, name + '.png'), png)
     else:
         lines = side_by_side(name, data)

@@ -66,6 +66,7 @@ import inspect
 import logging
 import threading
 import time
+import types
 import typing
 import warnings
 
@@ -269,6 +270,10 @@ class Context:
         (``Hints(deadline=...)``), or None: earliest deadline first within
         a class (:meth:`slot`; without it, :attr:`expires_at`).  It never
         ends the call (:attr:`expires_at` does).
+    :ivar job: the scheduler's record of the call, set by the engine for
+        a copy (None otherwise): while a waiter of a higher class waits
+        for the call's destination lock, the call runs at that class
+        (:attr:`current_priority`).
     :ivar scheduler: the process's scheduler, set by the
         :class:`~oslo_transfer.transfer.Transfer`; None (a Context that
         no Transfer made) makes :meth:`slot` and :meth:`consume` wait for
@@ -293,6 +298,7 @@ class Context:
     priority: str = 'normal'
     deadline_at: float | None = None
     scheduler: typing.Any = dataclasses.field(default=None, repr=False)
+    job: typing.Any = dataclasses.field(default=None, repr=False)
     #: a small JSON-able dict that a ``UPLOAD_STATE`` writer fills with what
     #: it needs to continue an upload (an upload id, the parts sent); the
     #: engine keeps it with its upload record and hands it back to the next
@@ -325,7 +331,7 @@ class Context:
         if self.scheduler is None:
             return contextlib.nullcontext()
         due = self.deadline_at
-        return self.scheduler.slot(origin, self.priority,
+        return self.scheduler.slot(origin, self.current_priority,
                                    self.expires_at if due is None else due,
                                    self.cancel)
 
@@ -335,8 +341,18 @@ class Context:
         :param origin: ``scheme://host:port`` the bytes come from, if one.
         """
         if self.scheduler is not None:
-            self.scheduler.consume(nbytes, self.priority, origin,
+            self.scheduler.consume(nbytes, self.current_priority, origin,
                                    self.cancel)
+
+    @property
+    def current_priority(self) -> str:
+        """:attr:`priority`, or a higher class lent by a waiter.
+
+        A waiter on the call's destination lock lends its class to the
+        holder (:attr:`job`); the lent class applies from the next
+        :meth:`slot` or :meth:`consume`.
+        """
+        return self.priority if self.job is None else self.job.current_cls
 
     @property
     def deadline(self) -> float | None:
@@ -408,6 +424,21 @@ def _init_accepting_deadline(self, *args, deadline=_UNSET, **kwargs):
 _init_accepting_deadline.__doc__ = _context_init.__doc__
 _init_accepting_deadline.__signature__ = inspect.signature(_context_init)
 Context.__init__ = _init_accepting_deadline
+
+
+def _location_value(location, opt, value):
+    """``value`` converted by ``opt.type``; InvalidLocation if refused."""
+    try:
+        return opt.type(value)
+    except (TypeError, ValueError) as exc:
+        if opt.secret:      # neither the value nor a message quoting it
+            raise exceptions.InvalidLocation(
+                '%s: Location option %r: not a valid value'
+                % (location.masked, opt.dest), url=location.masked) from None
+        raise exceptions.InvalidLocation(
+            '%s: Location option %r: %r is not a valid value: %s'
+            % (location.masked, opt.dest, value, exc),
+            url=location.masked) from exc
 
 
 def out_of_time(url: str | None = None) -> exceptions.TransferTimeout:
@@ -596,6 +627,52 @@ class Driver(abc.ABC):
     def list_opts(cls) -> list:
         """The driver's ``oslo_config.cfg.Opt`` list (no heavy imports)."""
         return []
+
+    @classmethod
+    def location_opts(cls) -> list:
+        """The ``oslo_config.cfg.Opt`` list that ``Location.options`` may set.
+
+        A caller gives them for one location,
+        ``Location(url, options={name: value})``.  An option that has the
+        name of one of the driver's :meth:`list_opts` overrides the
+        configured value for that location only; another one has its own
+        ``default``.  Values are converted and checked by the option's
+        type (choices, bounds, URL schemes).  The default is none: such a
+        driver takes no ``Location.options``.  Like :meth:`list_opts`, must
+        not import optional dependencies.
+        """
+        return []
+
+    def location_options(self, location):
+        """The values of :meth:`location_opts` for ``location``, checked.
+
+        :returns: a namespace with one attribute per option: the
+            location's value, else the configured one (same name in the
+            driver's group), else the option's default.
+        :raises InvalidLocation: (a ``ValueError``) a name the driver does
+            not take, or a value the option's type refuses.  The message
+            names the masked URL and the option, never a secret's value.
+        """
+        opts = {o.dest: o for o in self.location_opts()}
+        given = dict(location.options or {})
+        unknown = sorted(set(given) - set(opts))
+        if unknown:
+            raise exceptions.InvalidLocation(
+                '%s: the %s driver takes no Location option %s (it takes: '
+                '%s)' % (location.masked, self.name,
+                         ', '.join(map(repr, unknown)),
+                         ', '.join(sorted(opts)) or 'none'),
+                url=location.masked)
+        values = {}
+        for name, opt in opts.items():
+            if given.get(name) is not None:
+                values[name] = _location_value(location, opt, given[name])
+                continue
+            try:
+                values[name] = getattr(self.options, name)
+            except AttributeError:      # not an option of the group
+                values[name] = opt.default
+        return types.SimpleNamespace(**values)
 
     def policy_urls(self, location) -> list:
         """The URLs of the servers this driver contacts for ``location``.

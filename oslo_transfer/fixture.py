@@ -449,6 +449,10 @@ class MemoryDriver(driver.Driver):
                             'oslo_transfer.fixture.make_driver_class()'
                             % type(self).__name__)
 
+    def policy_urls(self, location) -> list:
+        """None: the objects live in this process, on no server."""
+        return []
+
     def stat(self, location, ctx):
         self.store._called('stat', location)
         return self.store._stat(location)

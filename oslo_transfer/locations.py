@@ -73,14 +73,16 @@ class Location:
         or a mapping with the same keys; wins over URL userinfo and config.
     :param headers: extra protocol headers (HTTP); also sent to BitTorrent
         web seeds that are this location.
-    :param options: driver-specific options, as documented by each driver.
+    :param options: driver-specific options, as documented by each driver
+        (its :meth:`~oslo_transfer.driver.Driver.location_opts`), checked
+        before any I/O; kept out of ``repr`` as the headers are.
     """
 
     url: str
     credentials: Credentials | None = dataclasses.field(
         default=None, repr=False)
     headers: dict | None = dataclasses.field(default=None, repr=False)
-    options: dict | None = None
+    options: dict | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.url, (str, os.PathLike)):

@@ -161,6 +161,20 @@ _opts = [
                                  'for comparisons)')],
                help='How connections, bytes and submitted transfers are '
                     'scheduled.'),
+    cfg.StrOpt('shared_bottleneck', default='host',
+               choices=[('host', 'every transfer from the network shares '
+                                 'the host\'s link (a bulk migration from '
+                                 'another host competes for the same NIC)'),
+                        ('origin', 'only the transfers from one origin '
+                                   '(scheme://host:port) share a '
+                                   'bottleneck')],
+               help='Which transfers share the network bottleneck.  While '
+                    'a higher class moves bytes through it, the lower '
+                    'classes\' bytes through it are paced to their '
+                    'weighted share of its capacity (the highest 1 s rate '
+                    'of the last 30 s, never sampled while pacing), and '
+                    'admission judges deadlines against that capacity.\n\n'
+                    'Related options:\n\n* class_weights\n* admission'),
     cfg.BoolOpt('admission', default=True,
                 help='Refuse at once, with DeadlineUnreachable, a transfer '
                      'whose deadline (Hints(deadline=)) cannot be met.  '
@@ -285,8 +299,11 @@ _opts = [
                      'trusts what matches.\n\nRelated options:\n\n'
                      '* lazy_unverified_reads'),
     _utils.IntOpt('executor_workers', default=16, min=1, max=4096,
-                  help='Threads of the executor that runs submitted '
-                       'transfers and parallel segments.'),
+                  help='Submitted transfers that run at once.  While '
+                       'lower classes hold all of them, a transfer of a '
+                       'higher class starts at once on one of as many '
+                       'extra threads (not with an executor the caller '
+                       'gives the Transfer).'),
 ]
 
 

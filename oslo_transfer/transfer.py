@@ -98,9 +98,11 @@ class Transfer:
         executor (``futurist.ThreadPoolExecutor``,
         ``futurist.GreenThreadPoolExecutor`` under eventlet) or any
         ``concurrent.futures.Executor`` the service already has.  It stays
-        the caller's: :meth:`close` does not shut it down.  Default: a
-        thread pool of ``[oslo_transfer] executor_workers`` owned by the
-        ``Transfer``.
+        the caller's: :meth:`close` does not shut it down, and a higher
+        class waits for one of its ``executor_workers`` like the others.
+        Default: a thread pool owned by the ``Transfer``, with room for
+        ``[oslo_transfer] executor_workers`` transfers and as many again
+        of a higher class while lower classes hold every worker.
     """
 
     def __init__(self, conf: cfg.ConfigOpts | None = None, drivers=None,
@@ -123,10 +125,12 @@ class Transfer:
         self.policy = locations.URLPolicy.from_conf(conf)
         # The standard library's executors: their idle workers stop at
         # once on shutdown, where futurist's poll once a second, which
-        # added a second to every command-line copy.
+        # added a second to every command-line copy.  Ours has room for
+        # as many transfers again, which a higher class starts on while
+        # lower classes hold every worker (the scheduler's extra_workers).
         self._own_executor = executor is None
         self.executor = executor or futures.ThreadPoolExecutor(
-            max_workers=g.executor_workers,
+            max_workers=2 * g.executor_workers,
             thread_name_prefix='oslo-transfer')
         self.segment_executor = futures.ThreadPoolExecutor(
             max_workers=max(8, g.executor_workers * 4),
@@ -143,7 +147,8 @@ class Transfer:
             limit=g.max_connections_per_origin, rate=g.process_rate_limit,
             origin_rate=g.origin_rate_limit, weights=weights,
             mode=g.scheduler, admission=g.admission,
-            workers=g.executor_workers)
+            workers=g.executor_workers, bottleneck=g.shared_bottleneck,
+            extra_workers=g.executor_workers if self._own_executor else 0)
         self._closed = False
 
     # -- loading ------------------------------------------------------------
@@ -305,8 +310,12 @@ class Transfer:
                             d.capabilities])
         plan = self.selector.plan(allowed, self.drivers, hints, direction,
                                   ctx)
+        plan.candidates, unfit = self._options_filter(plan.candidates)
         plan.candidates, denied = self._policy_filter(plan.candidates)
-        plan.dropped = refused + denied + list(plan.dropped)
+        plan.dropped = refused + unfit + denied + list(plan.dropped)
+        if not plan.candidates and unfit and not denied:
+            raise exceptions.InvalidLocation('; '.join(
+                '%s: %s' % (r[0], r[2]) for r in unfit))
         if not plan.candidates and denied:
             raise exceptions.URLNotAllowed(
                 '; '.join(r[2] for r in refused + denied))
@@ -320,6 +329,32 @@ class Transfer:
                     direction, schemes, (' (%s)' % why) if why else ''))
         LOG.debug('%s', plan.explain())
         return plan
+
+    @staticmethod
+    def _options_filter(candidates):
+        """Check each candidate's ``Location.options`` with its driver.
+
+        A value that a driver's option refuses raises ``InvalidLocation``
+        at once (the caller's mistake, whichever driver would have run); a
+        candidate whose driver does not take one of the names is dropped
+        (another driver of the scheme may take it).  Returns ``(kept,
+        dropped)``.
+        """
+        kept, dropped = [], []
+        for cand in candidates:
+            drv, loc = cand.driver_obj, cand.location
+            names = {o.dest for o in drv.location_opts()}
+            unknown = sorted(set(loc.options or ()) - names)
+            if unknown:
+                dropped.append((cand.url, cand.driver,
+                                'the %s driver takes no Location option %s '
+                                '(it takes: %s)' % (
+                                    drv.name, ', '.join(map(repr, unknown)),
+                                    ', '.join(sorted(names)) or 'none')))
+                continue
+            drv.location_options(loc)
+            kept.append(cand)
+        return kept, dropped
 
     def _policy_filter(self, candidates):
         """Keep the candidates whose servers the URL policy allows.

@@ -15,41 +15,46 @@ admission, on a real origin behind a shaped link.
 
 ::
 
-    python benchmarks/flow/run.py [--peak 30] [--seeds 5] [--scale 16]
-        [--rate 100mbit] [--plot doc/source/user/flow.png]
+    python benchmarks/flow/run.py [--peak 180] [--seeds 5] [--scale 16]
+        [--rate 100mbit] [--limit 0] [--beside-repeat 3]
+    python benchmarks/flow/run.py --report benchmarks/results/flow.json
+    python benchmarks/publish.py flow
 
 Builds, and always tears down, two network namespaces joined by a veth
 pair: the origin (a real nginx, docroot in tmpfs) and the client, the
 origin's side shaped to ``--rate`` with ``tc tbf``.  Every run is a fresh
 ``python3 run.py --worker`` inside the client namespace: one ``Transfer``,
-every copy through ``submit()``.
+every copy through ``submit()``.  No ``origin_rate_limit`` by default
+(``--limit`` sets one as a fraction of the link): the link is the
+bottleneck, and the pacing of lower classes is what serves the classes.
 
-The workload (the issue's, seeded): a compressed peak of ``--peak``
-seconds with Poisson arrivals in three classes at an offered load
-rho = 1.2 of the link, a fifth of the bytes interactive and two fifths
-each normal and background (our split: the seed paper gives none); sizes
-follow the paper's laws with our parameters, divided by ``--scale`` so that
-a peak of seconds holds dozens of transfers: interactive chi-squared (4
-degrees of freedom) with a mean of 32 MiB, normal Weibull (shape 1.5) with
-a mean of 128 MiB, background Pareto (alpha 1.5, x_m 64 MiB) capped at
-2 GiB; sizes are rounded up to 256 KiB (files are made once per size).
-Each transfer's deadline is max(3 x solo, solo + 2 s), its solo time
-measured (latency + size / solo rate); refusals are not retried.
+First the interactive-beside-six-background row: the time of one 32 MiB
+interactive copy while six 256 MiB background copies run, against its
+solo time, with classes (pacing on), classes without pacing
+(``unpaced``) and fifo, alternated, ``--beside-repeat`` times.
 
-Modes, replayed on the same workload, in alternating order per seed:
-``fifo`` (``[oslo_transfer] scheduler = fifo``: one class, first come
-first served), ``classes`` (classes and weights, ``admission = false``)
-and ``admission`` (classes and admission).  All three share one
-``origin_rate_limit`` just under the link rate: without network pacing
-(not built yet) our limit must be the bottleneck for classes to act.
+Then the peak (the issue's workload, seeded): a compressed peak of
+``--peak`` seconds with Poisson arrivals in three classes at an offered
+load rho = 1.2 of the link, a fifth of the bytes interactive and two
+fifths each normal and background (our split: the seed paper gives none);
+sizes follow the paper's laws with our parameters, divided by ``--scale``
+so that a peak of minutes holds hundreds of transfers: interactive
+chi-squared (4 degrees of freedom) with a mean of 32 MiB, normal Weibull
+(shape 1.5) with a mean of 128 MiB, background Pareto (alpha 1.5, x_m
+64 MiB) capped at 2 GiB; sizes are rounded up to 256 KiB (files are made
+once per size).  Each transfer's deadline is max(3 x solo, solo + 2 s),
+its solo time measured (latency + size / solo rate); refusals are not
+retried.  Modes, replayed on the same workload, in alternating order per
+seed: ``fifo`` (``[oslo_transfer] scheduler = fifo``: one class, first
+come first served), ``classes`` (classes, weights and pacing,
+``admission = false``) and ``admission`` (classes and admission).
 
 Reported per class and overall, as means over the seeds with 95 %
 confidence intervals (Student t): denials (a refusal, or a finish after
 the deadline), p50/p95 completion time, the origin's utilisation (bytes
 its shaped interface sent over rate x makespan).  A seed counts only if
-FIFO has at least 30 denials.  Then the interactive-beside-six-background
-row: the time of one 32 MiB interactive copy while six 256 MiB background
-copies run, against its solo time (classes and fifo, alternated).
+FIFO has at least 30 denials.  The JSON (``--json``) is rewritten after
+every run, so that a run cut short keeps the seeds it finished.
 """
 
 import argparse
@@ -68,13 +73,18 @@ import time
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 sys.path.insert(0, ROOT)
+
+import benchlib  # noqa: E402
 
 MiB = 1024 * 1024
 CLASSES = ('interactive', 'normal', 'background')
-ORIGIN_IP = '10.78.0.1'
-CLIENT_IP = '10.78.0.2'
-NS_O, NS_C = 'oflow-o', 'oflow-c'
+#: FLOW_NET=N runs a second copy beside a first (its own namespaces)
+_NET = int(os.environ.get('FLOW_NET', '78'))
+ORIGIN_IP = '10.%d.0.1' % _NET
+CLIENT_IP = '10.%d.0.2' % _NET
+NS_O, NS_C = 'oflow%d-o' % _NET, 'oflow%d-c' % _NET
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
        7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -143,7 +153,9 @@ def _transfer(mode, limit, workers=16):
                  ('scheduler', 'fifo' if mode == 'fifo' else 'classes'),
                  ('admission', mode == 'admission')):
         conf.set_override(k, v, group='oslo_transfer')
-    return oslo_transfer.Transfer(conf, drivers=['http'])
+    t = oslo_transfer.Transfer(conf, drivers=['http'])
+    t.scheduler.pacing = mode != 'unpaced'
+    return t
 
 
 def _url(size):
@@ -163,8 +175,9 @@ def worker_replay(job):
         try:
             h.result()
             rec['outcome'] = 'done'
-        except exceptions.DeadlineUnreachable:
+        except exceptions.DeadlineUnreachable as exc:
             rec['outcome'] = 'refused'
+            rec['why'] = str(exc)
         except Exception as exc:  # noqa: reported
             rec['outcome'] = 'error: %s' % exc
         rec['took'] = time.monotonic() - at
@@ -253,6 +266,12 @@ def worker_beside(job):
 
 def worker(kind):
     job = json.load(sys.stdin)
+    if os.environ.get('FLOW_DEBUG'):
+        import logging
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                            format='%(relativeCreated)d %(message)s')
+        logging.getLogger('oslo_transfer.engine.throttle').setLevel(
+            logging.INFO)
     fn = {'replay': worker_replay, 'solo': worker_solo,
           'beside': worker_beside}[kind]
     json.dump(fn(job), sys.stdout)
@@ -286,30 +305,6 @@ class Net:
     def close(self):
         for ns in self.made:
             sh('ip', 'netns', 'del', ns, check=False)
-
-
-_NGINX = """\
-daemon off;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    types {{ }}
-    sendfile on;
-    keepalive_timeout 60s;
-    send_timeout 300s;
-    client_body_temp_path {prefix}/cb;
-    proxy_temp_path {prefix}/px;
-    fastcgi_temp_path {prefix}/fc;
-    uwsgi_temp_path {prefix}/uw;
-    scgi_temp_path {prefix}/sc;
-    access_log off;
-    server {{ listen {ip}:80; root {docroot}; }}
-}}
-"""
 
 
 def run_worker(kind, job):
@@ -373,23 +368,37 @@ def summarize(run, rate):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--worker')
-    ap.add_argument('--peak', type=float, default=30.0)
+    ap.add_argument('--peak', type=float, default=180.0)
     ap.add_argument('--seeds', type=int, default=5)
     ap.add_argument('--scale', type=float, default=16.0)
     ap.add_argument('--rate', default='100mbit')
-    ap.add_argument('--limit', type=float, default=0.95,
-                    help='origin_rate_limit as a fraction of the link')
+    ap.add_argument('--limit', type=float, default=0.0,
+                    help='origin_rate_limit as a fraction of the link '
+                         '(default none: the link is the bottleneck)')
     ap.add_argument('--beside-repeat', type=int, default=3)
     ap.add_argument('--plot', default=os.path.join(
-        ROOT, 'doc', 'source', 'user', 'flow.png'))
-    ap.add_argument('--json')
+        ROOT, 'benchmarks', 'results', 'flow.png'))
+    ap.add_argument('--json', default=os.path.join(
+        ROOT, 'benchmarks', 'results', 'flow.json'))
+    ap.add_argument('--report', metavar='JSON',
+                    help='print the report (and plot) of a saved run')
+    ap.add_argument('--modes', default='fifo,classes,admission')
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker)
+    if args.report:
+        with open(args.report) as f:
+            out = json.load(f)
+        args.peak, args.scale = out['meta']['peak'], out['meta']['scale']
+        return report(args, out)
     if os.geteuid() != 0:
         sys.exit('benchmarks/flow needs root (network namespaces, tc)')
     link = rate_bytes(args.rate)
     limit = link * args.limit
+    for path in (args.json, args.plot):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)),
+                        exist_ok=True)
     work = tempfile.mkdtemp(prefix='oflow-')
     docroot = tempfile.mkdtemp(prefix='oflow-docroot-', dir='/dev/shm')
     net = Net(args.rate)
@@ -400,8 +409,8 @@ def main():
         os.makedirs(prefix)
         conf = os.path.join(prefix, 'nginx.conf')
         with open(conf, 'w') as f:
-            f.write(_NGINX.format(prefix=prefix, ip=ORIGIN_IP,
-                                  docroot=docroot))
+            f.write(benchlib.nginx_static_conf(prefix, ORIGIN_IP + ':80',
+                                               docroot))
         nginx = subprocess.Popen(['ip', 'netns', 'exec', NS_O, 'nginx', '-c',
                                   conf, '-p', prefix, '-e',
                                   prefix + '/error.log'])
@@ -425,9 +434,18 @@ def bench(args, net, docroot, work, link, limit):
     solo_rate = (s2 - s1) / (t2 - t1)
     latency = max(0.0, t1 - s1 / solo_rate)
     print('solo: %.2f MB/s, %.3f s latency (link %.2f MB/s, limit %.2f)'
-          % (solo_rate / 1e6, latency, link / 1e6, limit / 1e6))
-    modes = ['fifo', 'classes', 'admission']
-    results = {m: [] for m in modes}
+          % (solo_rate / 1e6, latency, link / 1e6, limit / 1e6), flush=True)
+    out = {'meta': {'command': ' '.join(['python3'] + sys.argv),
+                    'peak': args.peak, 'scale': args.scale,
+                    'rate': args.rate, 'limit': limit,
+                    'solo_rate': solo_rate, 'latency': latency,
+                    'seeds': args.seeds},
+           'beside': None, 'results': {}}
+    if args.beside_repeat:
+        out['beside'] = beside_row(args, docroot, work, limit)
+        save(args, out)
+    modes = args.modes.split(',')
+    results = out['results'] = {m: [] for m in modes}
     for seed in range(1, args.seeds + 1):
         items = workload(seed, args.peak, args.scale, link)
         for it in items:
@@ -441,6 +459,8 @@ def bench(args, net, docroot, work, link, limit):
                                         'limit': limit, 'dest': work})
             run['sent'] = net.sent() - before
             summ = summarize(run, link)
+            summ['seed'] = seed
+            summ['makespan'] = run['makespan']
             results[mode].append(summ)
             print('seed %d %-9s n=%d denied=%d (i %d, n %d, b %d) refused=%d'
                   ' errors=%d util=%.2f makespan=%.1fs' % (
@@ -450,20 +470,31 @@ def bench(args, net, docroot, work, link, limit):
                       summ['background']['denied'],
                       summ['all']['refused'], summ['all']['errors'],
                       summ['util'], run['makespan']), flush=True)
-    beside = beside_row(args, docroot, work, limit)
-    report(args, results, beside)
+            save(args, out)
+        for fn in set(it['size'] for it in items):
+            if fn not in (32 * MiB, 256 * MiB) and fn not in probe:
+                try:
+                    os.unlink(os.path.join(docroot, 'f-%d' % fn))
+                except OSError:
+                    pass
+    report(args, out)
+
+
+def save(args, out):
+    """Write what was measured so far (a run cut short keeps its seeds)."""
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump({'results': results, 'beside': beside}, f, indent=1)
+        with open(args.json + '.tmp', 'w') as f:
+            json.dump(out, f, indent=1)
+        os.replace(args.json + '.tmp', args.json)
 
 
 def beside_row(args, docroot, work, limit):
     size, bg = 32 * MiB, 256 * MiB
     make_file(docroot, size)
     make_file(docroot, bg)
-    rows = {'solo': [], 'classes': [], 'fifo': []}
+    rows = {'solo': [], 'classes': [], 'unpaced': [], 'fifo': []}
     for r in range(args.beside_repeat):
-        order = ['solo', 'classes', 'fifo']
+        order = list(rows)
         if r % 2:
             order.reverse()
         for mode in order:
@@ -479,66 +510,115 @@ def beside_row(args, docroot, work, limit):
                 print('warning: only %d background copies ran to the end'
                       % res['running'])
             rows[mode].append(res['took'])
+        print('beside, repeat %d: %s' % (r + 1, {
+            m: round(v[-1], 2) for m, v in rows.items()}), flush=True)
     return rows
 
 
-def report(args, results, beside):
-    print()
-    print('peak %.0f s, sizes / %g, %d seeds; means with 95 %% CI'
-          % (args.peak, args.scale, args.seeds))
-    fifo_ok = [r['all']['denied'] >= 30 for r in results['fifo']]
-    print('seeds where FIFO had >= 30 denials: %d of %d'
-          % (sum(fifo_ok), len(fifo_ok)))
-    hdr = '%-10s %-12s %14s %14s %14s' % ('mode', 'class', 'denials',
-                                          'p50 s', 'p95 s')
-    print(hdr)
-    for mode, runs in results.items():
+def counted(results):
+    """The indexes of the seeds that count (FIFO had >= 30 denials)."""
+    return [i for i, r in enumerate(results.get('fifo', []))
+            if r['all']['denied'] >= 30]
+
+
+def table(results):
+    """The report's lines (also what ``benchmarks/publish.py`` shows)."""
+    keep = counted(results)
+    n = len(results.get('fifo', []))
+    lines = ['seeds where FIFO had >= 30 denials (the ones that count): '
+             '%d of %d' % (len(keep), n), '']
+    pick = {m: [runs[i] for i in keep if i < len(runs)]
+            for m, runs in results.items()}
+    lines.append('%-10s %-12s %14s %14s %14s %12s' % (
+        'mode', 'class', 'denials', 'p50 s', 'p95 s', 'transfers'))
+    for mode, runs in pick.items():
         for cls in CLASSES + ('all',):
             d = ci([r[cls]['denied'] for r in runs])
             p50 = ci([r[cls]['p50'] for r in runs])
             p95 = ci([r[cls]['p95'] for r in runs])
-            print('%-10s %-12s %7.1f ±%5.1f %7.2f ±%5.2f %7.2f ±%5.2f' % (
-                mode, cls, d[0], d[1], p50[0], p50[1], p95[0], p95[1]))
+            tn = ci([r[cls]['n'] for r in runs])
+            lines.append('%-10s %-12s %7.1f ±%5.1f %7.2f ±%5.2f '
+                         '%7.2f ±%5.2f %12.0f' % (
+                             mode, cls, d[0], d[1], p50[0], p50[1], p95[0],
+                             p95[1], tn[0]))
         u = ci([r['util'] for r in runs])
-        print('%-10s %-12s %.3f ±%.3f' % (mode, 'utilisation', u[0], u[1]))
-    print()
-    for mode in ('classes', 'admission'):
+        lines.append('%-10s %-12s %.3f ±%.3f' % (mode, 'utilisation', u[0],
+                                                 u[1]))
+    lines.append('')
+    for mode in [m for m in pick if m != 'fifo']:
         for cls in ('all', 'interactive'):
             red = [1 - r[cls]['denied'] / f[cls]['denied']
-                   for r, f in zip(results[mode], results['fifo'])
+                   for r, f in zip(pick[mode], pick['fifo'])
                    if f[cls]['denied']]
+            tot = (sum(r[cls]['denied'] for r in pick[mode]),
+                   sum(f[cls]['denied'] for f in pick['fifo']))
             m = ci(red) if red else (float('nan'), float('nan'))
-            print('%-10s fewer denials than fifo (%s): %.0f%% ±%.0f' % (
-                mode, cls, 100 * m[0], 100 * m[1]))
-        ur = [r['util'] / f['util']
-              for r, f in zip(results[mode], results['fifo'])]
+            lines.append('%-10s fewer denials than fifo (%s): %.0f%% ±%.0f '
+                         '(total %d against %d)' % (
+                             mode, cls, 100 * m[0], 100 * m[1], *tot))
+        ur = [r['util'] / f['util'] for r, f in zip(pick[mode], pick['fifo'])]
         m = ci(ur)
-        print('%-10s utilisation / fifo: %.3f ±%.3f' % (mode, m[0], m[1]))
+        lines.append('%-10s utilisation / fifo: %.3f ±%.3f'
+                     % (mode, m[0], m[1]))
+    return lines
+
+
+def beside_lines(beside):
     solo = statistics.median(beside['solo'])
+    lines = ['interactive 32 MiB beside six 256 MiB background copies '
+             '(median of %d; solo %.2f s):' % (len(beside['solo']), solo)]
+    for mode in ('classes', 'unpaced', 'fifo'):
+        if beside.get(mode):
+            t = statistics.median(beside[mode])
+            lines.append('  %-8s %6.2f s = %5.2f x solo   runs: %s' % (
+                mode, t, t / solo, ' '.join('%.2f' % x
+                                            for x in beside[mode])))
+    return lines
+
+
+def per_seed(results):
+    lines = []
+    for mode, runs in results.items():
+        for r in runs:
+            lines.append('seed %d %-9s n=%d denied=%d (i %d, n %d, b %d) '
+                         'refused=%d errors=%d util=%.2f makespan=%.1fs' % (
+                             r['seed'], mode, r['all']['n'],
+                             r['all']['denied'],
+                             r['interactive']['denied'],
+                             r['normal']['denied'],
+                             r['background']['denied'],
+                             r['all']['refused'], r['all']['errors'],
+                             r['util'], r['makespan']))
+    return lines
+
+
+def report(args, out):
     print()
-    print('interactive 32 MiB beside six background copies (median of %d):'
-          % len(beside['solo']))
-    for mode in ('classes', 'fifo'):
-        t = statistics.median(beside[mode])
-        print('  %-8s %.2f s = %.2f x solo (%.2f s)   runs: %s' % (
-            mode, t, t / solo, solo,
-            ' '.join('%.2f' % x for x in beside[mode])))
+    print('peak %.0f s, sizes / %g; means over the seeds that count, with '
+          '95 %% CI' % (args.peak, args.scale))
+    print('\n'.join(table(out['results'])))
+    if out['beside']:
+        print()
+        print('\n'.join(beside_lines(out['beside'])))
     if args.plot:
-        plot(args, results, beside)
+        plot(args, out)
 
 
-def plot(args, results, beside):
+def plot(args, out):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    results = out['results']
+    keep = counted(results)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     modes = list(results)
     groups = CLASSES + ('all',)
-    width = 0.25
+    width = 0.8 / max(1, len(modes))
     for k, mode in enumerate(modes):
+        runs = [results[mode][i] for i in keep if i < len(results[mode])]
         means, errs = [], []
         for cls in groups:
-            m, e = ci([r[cls]['denied'] for r in results[mode]])
+            m, e = ci([r[cls]['denied'] for r in runs])
             means.append(m)
             errs.append(0 if math.isnan(e) else e)
         axes[0].bar([i + k * width for i in range(len(groups))], means,
@@ -547,12 +627,13 @@ def plot(args, results, beside):
     axes[0].set_xticklabels(groups)
     axes[0].set_ylabel('denials per peak (mean, 95 % CI)')
     axes[0].set_title('peak of %.0f s, rho 1.2, %d seeds'
-                      % (args.peak, args.seeds))
+                      % (args.peak, len(keep)))
     axes[0].legend()
     for k, mode in enumerate(modes):
+        runs = [results[mode][i] for i in keep if i < len(results[mode])]
         means, errs = [], []
         for cls in CLASSES:
-            m, e = ci([r[cls]['p95'] for r in results[mode]])
+            m, e = ci([r[cls]['p95'] for r in runs])
             means.append(m)
             errs.append(0 if math.isnan(e) else e)
         axes[1].bar([i + k * width for i in range(len(CLASSES))], means,
@@ -561,11 +642,14 @@ def plot(args, results, beside):
     axes[1].set_xticklabels(CLASSES)
     axes[1].set_yscale('log')
     axes[1].set_ylabel('p95 completion time, s (log)')
-    solo = statistics.median(beside['solo'])
-    axes[1].set_title('interactive beside 6 background: %.2fx (fifo %.2fx)'
-                      % (statistics.median(beside['classes']) / solo,
-                         statistics.median(beside['fifo']) / solo),
-                      fontsize=9)
+    beside = out.get('beside')
+    if beside:
+        solo = statistics.median(beside['solo'])
+        axes[1].set_title(
+            'interactive beside 6 background: %.2fx solo (unpaced %.2fx, '
+            'fifo %.2fx)' % tuple(statistics.median(beside[m]) / solo
+                                  for m in ('classes', 'unpaced', 'fifo')),
+            fontsize=9)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=90)
     print('plot:', args.plot)

@@ -173,35 +173,6 @@ class Network:
         self.created = []
 
 
-_NGINX = """\
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    types {{ }}
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 60s;
-    keepalive_requests 100000;
-    client_body_temp_path {prefix}/client_body_temp;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    access_log off;
-    server {{
-        listen {ip}:80;
-        root {docroot};
-    }}
-}}
-"""
-
-
 def _cpu_ticks():
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open('/proc/stat') as f:
@@ -268,8 +239,8 @@ class Bench:
         os.makedirs(prefix, exist_ok=True)
         conf = os.path.join(prefix, 'nginx.conf')
         with open(conf, 'w') as f:
-            f.write(_NGINX.format(prefix=prefix, ip=ORIGIN_IP,
-                                  docroot=self.docroot))
+            f.write(benchlib.nginx_static_conf(prefix, ORIGIN_IP + ':80',
+                                               self.docroot))
         self.nginx = subprocess.Popen(
             ['ip', 'netns', 'exec', self.net.origin_ns, 'nginx', '-c', conf,
              '-p', prefix, '-e', os.path.join(prefix, 'error.log')],

@@ -15,18 +15,36 @@
 A transfer with a deadline (``Hints(deadline=...)``) is judged after
 ``stat`` (its size is known) and before its ``.part`` exists.  It is
 admitted only if every admitted deadline stays feasible under
-earliest-deadline-first at the capacity left to its class::
+earliest-deadline-first at the capacity its class can count on::
 
-    C_eff = C * (1 - sum of the minimum shares of the lower classes
-                     that have transfers running)
+    C_k = C x (1 - sum of the minimum shares of the classes below k
+                   that have transfers running)
 
-where a class's minimum share is its weight over the sum of the weights,
-and ``C`` is :meth:`Scheduler.capacity
-<oslo_transfer.engine.throttle.Scheduler.capacity>` (the configured limits,
-or the highest 1 s rate of the last 30 s).  With no limit and no history,
-only the transfer's own ``rate`` can make a deadline impossible.  A
-transfer without a deadline is never refused, and a deadline never cancels
-a running transfer.
+where a class's minimum share is its weight over the sum of the weights
+(what the scheduler keeps for it whoever else waits: the lower classes
+are paced to it while a higher class moves bytes) and ``C`` is
+:meth:`Scheduler.capacity
+<oslo_transfer.engine.throttle.Scheduler.capacity>`: the highest 1 s rate
+through the newcomer's bottleneck (``shared_bottleneck``) over the last
+30 s, never lowered by pacing, or the configured limits when lower.
+
+The transfers of class ``k`` share ``C_k`` with those of the classes
+above (the scheduler serves those first; only the lower classes' minimum
+shares are out of reach), so the newcomer of class ``k`` is judged:
+
+* at its own class: the EDF schedule of the admitted transfers of class
+  ``k`` and above, with it, at ``C_k``: it must finish by its deadline
+  and no admitted transfer of class ``k`` may miss because of it;
+* at each lower class ``j``: the EDF schedule of class ``j`` and above,
+  with it, at ``C_j``: no admitted transfer of class ``j`` may miss
+  because of it (judging only the bytes of the newcomer's class and above
+  would let a newcomer with an earlier deadline make them miss).
+
+Only the transfers that share the newcomer's bottleneck count; an
+admitted transfer already late blocks nobody.  With no throughput
+history, only the configured limits (and the transfer's own ``rate``)
+can make a deadline impossible.  A transfer without a deadline is never
+refused, and a deadline never cancels a running transfer.
 """
 
 import dataclasses
@@ -34,7 +52,8 @@ import dataclasses
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 
-__all__ = ['Estimate', 'check', 'edf']
+__all__ = ['Estimate', 'capacities', 'check', 'edf', 'judge',
+           'judge_classes']
 
 
 @dataclasses.dataclass
@@ -43,10 +62,11 @@ class Estimate:
 
     admitted: bool
     finish: float            # seconds from now the newcomer would finish
-    capacity: float          # bytes/s it was judged at (C_eff)
+    capacity: float          # bytes/s it was judged at (C_k)
     how: str                 # where C came from
     ahead: int               # bytes of admitted transfers due before it
     victim: str | None = None    # an admitted transfer it would make miss
+    victim_cls: str | None = None   # the class of the victim
 
 
 def edf(jobs, capacity, now):
@@ -67,13 +87,15 @@ def edf(jobs, capacity, now):
 
 
 def judge(new_deadline, new_bytes, admitted, capacity, now, how='',
-          rate=0) -> Estimate:
-    """The decision for one newcomer (pure: tests give the figures).
+          rate=0, watch=None) -> Estimate:
+    """The decision at one capacity (pure: tests give the figures).
 
     :param admitted: ``[(deadline, remaining_bytes, name)]`` of the
         transfers already admitted with a deadline.
-    :param capacity: C_eff in bytes/s; 0: unknown.
+    :param capacity: C_k in bytes/s; 0: unknown.
     :param rate: the newcomer's own rate limit (0: none).
+    :param watch: the names of the admitted transfers that must not miss
+        because of the newcomer (default: all of them).
     """
     own = new_bytes / rate if rate else 0.0
     if not capacity:
@@ -89,18 +111,61 @@ def judge(new_deadline, new_bytes, admitted, capacity, now, how='',
     for d, f, a, name in after:
         if name is None:
             finish, ahead = f - now, a
-        elif f > d and before.get(name):
+        elif f > d and before.get(name) and (
+                watch is None or name in watch):
             victim = name
     finish = max(finish, own)
     ok = finish <= new_deadline - now and victim is None
     return Estimate(ok, finish, capacity, how, ahead, victim)
 
 
+def capacities(c, weights, running) -> dict:
+    """``{class: C_k}``.
+
+    ``c`` less the minimum shares of the classes below ``k`` in
+    ``running``.
+    """
+    total = sum(weights.values())
+    out = {}
+    for k in throttle.CLASSES:
+        lower = [j for j in running if throttle.rank(j) > throttle.rank(k)]
+        out[k] = c * (1 - sum(weights[j] for j in lower) / total)
+    return out
+
+
+def judge_classes(cls, new_deadline, new_bytes, admitted, caps, now,
+                  how='', rate=0) -> Estimate:
+    """The decision for a newcomer of class ``cls`` (see the module).
+
+    :param admitted: ``[(class, deadline, remaining_bytes, name)]``.
+    :param caps: ``{class: C_k}`` (:func:`capacities`).
+    """
+    mine = None
+    for level in throttle.CLASSES[throttle.rank(cls):]:
+        r = throttle.rank(level)
+        jobs = [(d, b, n) for c, d, b, n in admitted
+                if throttle.rank(c) <= r]
+        watch = {n for c, d, b, n in admitted if c == level}
+        est = judge(new_deadline, new_bytes, jobs, caps[level], now, how,
+                    rate, watch)
+        if mine is None:
+            mine = est
+            if not est.admitted:
+                break
+        elif est.victim is not None:
+            mine.admitted = False
+            mine.victim = est.victim
+            break
+    if mine.victim is not None:
+        mine.victim_cls = next(c for c, d, b, n in admitted
+                               if n == mine.victim)
+    return mine
+
+
 def check(sched, job, size_left, name):
     """Admit ``job`` or raise DeadlineUnreachable.
 
     :param job: a :class:`~oslo_transfer.engine.throttle.Job`.
-
     :param size_left: the bytes it still has to move.
     :param name: the source as shown in the message (masked).
     """
@@ -108,32 +173,32 @@ def check(sched, job, size_left, name):
         return
     now = sched.clock()
     cap, how = sched.capacity(job.origin)
-    lower = [c for c in throttle.CLASSES
-             if throttle.rank(c) > throttle.rank(job.cls)]
-    total_w = sum(sched.weights.values())
     with sched._cond:
-        others = [j for j in sched.jobs if j is not job]
-        busy_lower = {j.cls for j in others if j.cls in lower}
-        admitted = [(j.deadline, max(0, j.remaining()), id(j))
+        others = [j for j in sched.jobs if j is not job and
+                  sched.same_bottleneck(j.origin, job.origin)]
+        running = {j.cls for j in others}
+        admitted = [(j.cls, j.deadline, max(0, j.remaining()), id(j))
                     for j in others
                     if j.deadline is not None and j.remaining is not None]
-    share = sum(sched.weights[c] for c in busy_lower) / total_w
-    eff = cap * (1 - share)
-    est = judge(job.deadline, size_left, admitted, eff, now, how, job.rate)
+    caps = capacities(cap, sched.weights, running)
+    est = judge_classes(job.cls, job.deadline, size_left, admitted, caps,
+                        now, how, job.rate)
     if est.admitted:
         return
     left = job.deadline - now
     if est.victim is not None and est.finish <= left:
-        why = ('it would make an admitted transfer miss its deadline under '
-               'earliest-deadline-first')
+        why = ('it would make an admitted %s transfer miss its deadline '
+               'under earliest-deadline-first' % est.victim_cls)
     else:
         why = 'estimated %.1fs' % est.finish
+    eff = caps[job.cls]
+    share = 1 - eff / cap if cap else 0
     if eff:
         figures = ('%d bytes to move after %d bytes due earlier, at '
                    '%.0f bytes/s (%s%s)' % (
                        size_left, est.ahead, eff, how,
                        ', less %.0f%% kept for lower classes' % (share * 100)
-                       if share else ''))
+                       if share > 1e-9 else ''))
     else:
         figures = '%d bytes at its rate limit of %d bytes/s' % (
             size_left, job.rate)

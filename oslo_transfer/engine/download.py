@@ -221,7 +221,7 @@ class Download:
         self.bucket.consume(n, token)
         sched = self.ctx.scheduler
         if sched is not None:
-            sched.consume(n, self.ctx.priority, origin, token,
+            sched.consume(n, self.ctx.current_priority, origin, token,
                           self.ctx.deadline_at)
 
     def count_wire(self, n):
@@ -261,6 +261,7 @@ class Download:
             return body()
         due = self.ctx.deadline_at
         self.sched_job = sched.job(self.ctx.priority, due)
+        self.ctx.job = self.sched_job
         LOG.info('copying %s to %s: class %s%s', self.plan.candidates[0].url,
                  self.dest, self.sched_job.cls,
                  '' if due is None else ', deadline in %.1fs'
@@ -275,8 +276,26 @@ class Download:
             t = time.monotonic() + self.lock_timeout
             lock_expires = t if lock_expires is None else min(t,
                                                               lock_expires)
-        self.lock.acquire(self.ctx.cancel, lock_expires,
-                          on_wait=self._waiting if self.progress_cb else None)
+        loan = throttle.Loan(self.sched_job)
+
+        def on_wait():
+            loan.lend(self._holder_job())
+            if self.progress_cb:
+                self._waiting()
+
+        try:
+            self.lock.acquire(self.ctx.cancel, lock_expires, on_wait=on_wait)
+        finally:
+            loan.end()
+
+    def _holder_job(self):
+        """The Job of the writer that holds the destination.
+
+        None: no writer, or one in another process (not seen).
+        """
+        with _active_lock:
+            leader = _ACTIVE.get(self.dest)
+        return getattr(leader, 'sched_job', None)
 
     def _locked(self):
         self._acquire()

@@ -49,7 +49,16 @@ default):
   a higher class waits for one, keeping its class's last slot, and takes
   one back in class order;
 * **submitted transfers** start in the same order (weighted by class,
-  deadline then first come) when one of ``executor_workers`` is free;
+  deadline then first come) when one of ``executor_workers`` is free; a
+  higher class does not wait for a worker that a lower class holds: it
+  starts at once on one of as many extra workers;
+* **pacing**: when the network, not our own limit, is the bottleneck,
+  the lower classes' bytes through it (``shared_bottleneck``: the host's
+  link, or one origin) are paced to their weighted share of its capacity
+  while a higher class moves bytes through it (:meth:`Scheduler._pace`),
+  and pacing that does not help stops for a while (:class:`_Pacing`);
+* a waiter on a destination lock lends its class to the holder
+  (:class:`Loan`);
 * each class follows its :class:`ClassPolicy` (a lazy image's prefetch,
   the background class, asks for at most 256 KiB per read and pauses
   200 ms after each request of a higher class to the same origin).
@@ -64,12 +73,15 @@ import collections
 import contextlib
 import dataclasses
 import itertools
+import logging
 import math
 import threading
 import time
 
+LOG = logging.getLogger(__name__)
+
 __all__ = ['INTERACTIVE', 'NORMAL', 'BACKGROUND', 'CLASSES', 'ClassPolicy',
-           'DEFAULT_WEIGHTS', 'FairQueue', 'Scheduler', 'TokenBucket',
+           'DEFAULT_WEIGHTS', 'FairQueue', 'Loan', 'Scheduler', 'TokenBucket',
            'origin_key', 'parse_weights', 'rank']
 
 #: a guest (or a caller) waits for these bytes now
@@ -89,6 +101,18 @@ KiB = 1024
 RATE_WINDOW = 5
 #: seconds of history behind the capacity estimate (the highest 1 s rate)
 CAPACITY_WINDOW = 30
+#: seconds without bytes that make a second no sample of the capacity
+PAUSE = 0.25
+#: seconds of pacing after which its effect is judged
+PACING_TRIAL = 2.0
+#: the gain the higher class must show after :data:`PACING_TRIAL` seconds
+PACING_GAIN = 1.10
+#: seconds pacing stays off after a trial that did not help
+PACING_BACKOFF = 30.0
+#: ``[oslo_transfer] shared_bottleneck`` values
+BOTTLENECKS = ('host', 'origin')
+#: the origin of local copies (no network: never paced, never pacing)
+LOCAL = 'file://local'
 
 
 def rank(cls: str) -> int:
@@ -110,7 +134,7 @@ def origin_key(loc, drv=None) -> str:
     if drv is not None and loc.scheme != 'file':
         return drv.origin(loc)
     if loc.scheme == 'file':
-        return 'file://local'
+        return LOCAL
     return '%s://%s' % (loc.scheme, loc.parts().netloc.rpartition('@')[2])
 
 
@@ -275,6 +299,11 @@ class FairQueue:
                       key=lambda r: (r.deadline, r.seq))
         return req
 
+    def first(self, cls):
+        """The first request of ``cls`` (EDF, then FIFO), or None."""
+        q = self._queues.get(self._key(cls))
+        return q[0] if q else None
+
     def remove(self, req):
         q = self._queues.get(req.cls)
         if q and req in q:
@@ -314,22 +343,47 @@ class FairQueue:
 
 
 class _Stats:
-    """Counters of one class or one origin."""
+    """Counters of one class, one origin or the host.
+
+    Also the capacity estimate of a bottleneck (:meth:`capacity`): the
+    bytes of each whole second, with the seconds that are no sample of
+    the capacity set apart (a pause in the bytes, or lower classes
+    paced).
+    """
 
     def __init__(self):
         self.completed = self.missed = self.refused = 0
         self.total = 0
         self.seconds = collections.deque()     # (second, bytes)
+        self.last = None         # when bytes last moved
+        self.pauses = set()      # seconds with a pause in the bytes
+        self.paced = set()       # seconds when lower classes were paced
+        self.held = 0            # C as estimated before pacing began
 
     def add_bytes(self, now, n):
         self.total += n
         sec = int(now)
+        self._pause_before(now)
+        self.last = now
         if self.seconds and self.seconds[-1][0] == sec:
             self.seconds[-1][1] += n
         else:
             self.seconds.append([sec, n])
         while self.seconds and self.seconds[0][0] < sec - CAPACITY_WINDOW:
             self.seconds.popleft()
+        if len(self.pauses) + len(self.paced) > 8 * CAPACITY_WINDOW:
+            self.pauses = {s for s in self.pauses
+                           if s >= sec - CAPACITY_WINDOW}
+            self.paced = {s for s in self.paced
+                          if s >= sec - CAPACITY_WINDOW}
+
+    def _pause_before(self, now):
+        """Mark the seconds of a pause (no bytes for :data:`PAUSE` s)."""
+        if self.last is None:
+            self.pauses.add(int(now))
+        elif now - self.last > PAUSE:
+            first = max(int(self.last), int(now) - CAPACITY_WINDOW - 1)
+            self.pauses.update(range(first, int(now) + 1))
 
     def rate(self, now) -> float:
         sec = int(now)
@@ -337,16 +391,78 @@ class _Stats:
                     if sec - RATE_WINDOW <= s < sec)
         return total / RATE_WINDOW
 
-    def peak(self, now, skip=()) -> float:
-        """The highest 1 s rate over the last :data:`CAPACITY_WINDOW` s.
+    def capacity(self, now) -> float:
+        """C: the highest 1 s rate over the last :data:`CAPACITY_WINDOW` s.
 
-        Only whole seconds count (not the one running), and not those in
-        ``skip`` (seconds when lower classes were paced).
+        Only whole seconds in which the bytes never paused for more than
+        :data:`PAUSE` s are samples (a second with a pause measured the
+        demand, not the capacity).  Pacing never lowers C: while the
+        window holds seconds when lower classes were paced, C stays at
+        least what it was before pacing began (a paced second counts only
+        when it is higher: no measured rate is above the capacity).
+        0: unknown.
         """
         sec = int(now)
-        return max((b for s, b in self.seconds
-                    if sec - CAPACITY_WINDOW <= s < sec and s not in skip),
-                   default=0)
+        if self.last is not None and now - self.last > PAUSE:
+            self.pauses.add(int(self.last))
+        best = max((b for s, b in self.seconds
+                    if sec - CAPACITY_WINDOW <= s < sec and
+                    s not in self.pauses), default=0)
+        if any(sec - CAPACITY_WINDOW <= s < sec for s in self.paced):
+            best = max(best, self.held)
+        self.held = best
+        return best
+
+    def mark_paced(self, now):
+        """Lower classes are paced in this second (no sample of C)."""
+        if int(now) not in self.paced:
+            self.held = self.capacity(now)
+            self.paced.add(int(now))
+
+
+class _Pacing:
+    """Pacing of one bottleneck (the host, or one origin): on, off, judged.
+
+    Pacing starts when a class holds a connection through the bottleneck
+    while a lower class does too, and the capacity ``C`` is known.  The
+    top class is then expected to get ``C`` x its connections / all
+    connections without pacing (TCP's share); after
+    :data:`PACING_TRIAL` seconds its measured rate must be at least
+    :data:`PACING_GAIN` x that, else pacing stops for
+    :data:`PACING_BACKOFF` seconds (the network was not the bottleneck:
+    per-connection limits at the server, a top class that asks for
+    little, our own rate limit).
+    """
+
+    def __init__(self):
+        self.top = None          # the class paced for (None: not pacing)
+        self.since = 0.0         # when pacing for it began
+        self.mark = 0            # the top class's bytes then
+        self.expected = 0.0      # its bytes/s without pacing
+        self.judged = False
+        self.off_until = -math.inf
+
+    def start(self, top, now, mark, expected):
+        self.top, self.since, self.mark = top, now, mark
+        self.expected, self.judged = expected, False
+
+    def stop(self):
+        self.top = None
+
+    def judge(self, now, moved) -> bool:
+        """After the trial: False (and off for a while) if it did not help.
+
+        :param moved: the top class's bytes through the bottleneck so far.
+        """
+        if self.judged or now - self.since < PACING_TRIAL:
+            return True
+        rate = (moved - self.mark) / (now - self.since)
+        if rate >= PACING_GAIN * self.expected:
+            self.judged = True
+            return True
+        self.top = None
+        self.off_until = now + PACING_BACKOFF
+        return False
 
 
 @dataclasses.dataclass(eq=False)
@@ -380,6 +496,31 @@ class Job:
         self.remaining = None
         self.rate = 0           # the transfer's own rate limit, if any
         self.outcome = None
+        #: classes lent by waiters on this transfer's destination lock
+        self.lent = []
+
+    @property
+    def current_cls(self) -> str:
+        """The class its bytes and connections go at now.
+
+        Its own, or a higher one lent by a waiter (:meth:`borrow`).
+        """
+        return min([self.cls] + self.lent, key=rank)
+
+    def borrow(self, cls):
+        """A waiter of class ``cls`` waits for this transfer: run at it.
+
+        Until :meth:`give_back`.  Lending follows the destination lock in
+        this process only: a holder in another process is not seen.
+        """
+        cls = self.sched.cls(cls)
+        with self.sched._cond:
+            self.lent.append(cls)
+            self.sched._cond.notify_all()
+
+    def give_back(self, cls):
+        with self.sched._cond:
+            self.lent.remove(self.sched.cls(cls))
 
     def __enter__(self):
         self.sched._job_start(self)
@@ -387,6 +528,36 @@ class Job:
 
     def __exit__(self, etype, exc, tb):
         self.sched._job_end(self, exc)
+
+
+class Loan:
+    """A waiter's class lent to the transfer it waits for.
+
+    DESIGN, "Scheduling": a waiter on a destination lock lends its class
+    to the holder.  :meth:`lend` raises the holder (a :class:`Job` of the
+    same scheduler) to the waiter's class until :meth:`end`; the holder's
+    next slot and bytes go at it.  Only a holder in this process is seen.
+
+    :param waiter: the waiter's :class:`Job`, or None (not scheduled).
+    """
+
+    def __init__(self, waiter):
+        self.waiter = waiter
+        self.holder = None
+
+    def lend(self, holder):
+        """Lend to ``holder`` (a :class:`Job` or None), once."""
+        if self.holder is not None or holder is None or \
+                self.waiter is None or holder.sched is not self.waiter.sched:
+            return
+        holder.borrow(self.waiter.cls)
+        self.holder = holder
+
+    def end(self):
+        """The wait is over: the holder goes back to its own class."""
+        if self.holder is not None:
+            self.holder.give_back(self.waiter.cls)
+            self.holder = None
 
 
 class Scheduler:
@@ -401,17 +572,26 @@ class Scheduler:
     :param mode: ``"classes"`` or ``"fifo"`` (one class, no admission).
     :param admission: refuse transfers whose deadline cannot be met.
     :param workers: transfers :meth:`queue_job` runs at once.
+    :param extra_workers: transfers of a higher class that may start
+        beyond ``workers`` while lower classes hold all of them (the
+        launcher must have room for ``workers + extra_workers``).
     :param policies: ``{class: ClassPolicy}`` (default
         :data:`DEFAULT_POLICIES`).
+    :param bottleneck: which flows share the network bottleneck that
+        pacing acts on (``shared_bottleneck``): ``"host"`` (all of them)
+        or ``"origin"`` (those to one origin).
     :param clock: the clock (tests give a fake one).
     """
 
     def __init__(self, limit=8, rate=0, origin_rate=0, weights=None,
                  mode='classes', admission=True, workers=4, policies=None,
-                 clock=time.monotonic):
+                 bottleneck='host', extra_workers=0, clock=time.monotonic):
         if mode not in ('classes', 'fifo'):
             raise ValueError('scheduler must be "classes" or "fifo", not %r'
                              % (mode,))
+        if bottleneck not in BOTTLENECKS:
+            raise ValueError('shared_bottleneck must be "host" or "origin", '
+                             'not %r' % (bottleneck,))
         self.clock = clock
         self.mode = mode
         self.admission = admission and mode == 'classes'
@@ -431,16 +611,24 @@ class Scheduler:
         self._bytes_q = FairQueue(fq_weights)
         self.origin_rate = origin_rate or 0
         self._origin_q = {}      # origin -> (TokenBucket, FairQueue)
-        self._pacers = {}        # (origin, class) -> TokenBucket
-        self._paced = set()      # seconds when a class was paced
+        self.bottleneck = bottleneck
+        #: pace lower classes when the network is the bottleneck
+        self.pacing = True
+        self._pacers = {}        # (bottleneck, class) -> TokenBucket
+        self._pacing = {}        # bottleneck -> _Pacing
+        self._dom_bytes = collections.Counter()  # (bottleneck, class)
         self._fq_weights = fq_weights
         self.workers = workers
         self._jobs_q = FairQueue(fq_weights)
         self._running = 0
+        self._borrowed = 0       # transfers started on extra_workers
+        self._running_cls = collections.Counter()
+        self.extra_workers = extra_workers
         self.jobs = []           # active Jobs
         self._cls_stats = {c: _Stats() for c in CLASSES}
         self._origin_stats = collections.defaultdict(_Stats)
         self._all = _Stats()
+        self._host = _Stats()    # the bytes from the network
 
     @property
     def rate(self) -> int:
@@ -627,38 +815,135 @@ class Scheduler:
             self._pace(origin, cls, nbytes, cancel)
         self.account(nbytes, cls, origin)
 
+    def _domain(self, origin):
+        """The bottleneck ``origin``'s bytes share (``shared_bottleneck``).
+
+        None for local copies (no network).
+        """
+        if origin is None or origin == LOCAL:
+            return None
+        return 'host' if self.bottleneck == 'host' else origin
+
+    def same_bottleneck(self, a, b) -> bool:
+        """Bytes from origins ``a`` and ``b`` share a bottleneck.
+
+        (``shared_bottleneck``); an origin not known yet (None) shares
+        any.
+        """
+        if a is None or b is None:
+            return True
+        return self._domain(a) == self._domain(b)
+
+    def _active(self, dom) -> dict:
+        """``{class: connections}`` held through the bottleneck ``dom``.
+
+        A copy running at a class lent by a waiter (:meth:`Job.borrow`)
+        counts in that class too.
+        """
+        active = collections.Counter()
+        for (o, c), n in self._held.items():
+            if n > 0 and self._domain(o) == dom:
+                active[c] += n
+        for j in self.jobs:
+            if j.lent and self._domain(j.origin) == dom:
+                active[j.current_cls] += 0
+        return active
+
+    def _dom_stats(self, dom) -> _Stats:
+        """The counters of the bottleneck ``dom``.
+
+        ``"host"``: every byte from the network; None (local copies, no
+        origin): every byte.
+        """
+        if dom is None:
+            return self._all
+        if dom == 'host':
+            return self._host
+        return self._origin_stats[dom]
+
+    def _peak(self, dom, now) -> float:
+        """C of the bottleneck ``dom`` as measured (0: unknown).
+
+        See :meth:`_Stats.capacity`.
+        """
+        return self._dom_stats(dom).capacity(now)
+
+    def _pace_cap(self, dom, now) -> float:
+        """C of the bottleneck: measured, or else the configured limits."""
+        limits = [r for r in (self.bucket.rate, self.origin_rate
+                              if dom != 'host' else 0) if r]
+        peak = self._peak(dom, now)
+        return min([peak] + limits) if peak else min(limits, default=0)
+
+    def _pacing_update(self, dom, active, now):
+        """Start, judge or stop pacing ``dom`` (the lock is held).
+
+        :returns: the top class paced for, or None.
+        """
+        state = self._pacing.get(dom)
+        if state is None:
+            state = self._pacing[dom] = _Pacing()
+        top = min(active, key=rank) if active else None
+        if top is None or all(c == top for c in active):
+            state.stop()
+            return None
+        if state.top is not None and state.top != top:
+            state.stop()
+        if state.top is None:
+            if now < state.off_until:
+                return None
+            cap = self._pace_cap(dom, now)
+            if not cap:
+                return None
+            total = sum(active.values()) or 1
+            expected = cap * max(active[top], 1) / max(total, 1)
+            state.start(top, now, self._dom_bytes[dom, top], expected)
+            return top
+        moved = self._dom_bytes[dom, top]
+        if not state.judge(now, moved):
+            LOG.info('pacing the classes below %s did not raise its rate '
+                     'by %d%% in %.0fs (%.0f bytes/s against %.0f '
+                     'unpaced): not pacing %s for %.0fs', top,
+                     round((PACING_GAIN - 1) * 100), PACING_TRIAL,
+                     (moved - state.mark) / (now - state.since),
+                     state.expected, dom, PACING_BACKOFF)
+            return None
+        return top
+
     def _pace(self, origin, cls, nbytes, cancel):
         """Pace a lower class to its share while a higher one is active.
 
-        Active: holds a slot to ``origin``.  Even when the higher one does
-        not wait here: its bytes may be stuck in the network, where TCP
-        would give it only its share of the connections.
+        Active: holds a connection through the same bottleneck (the host,
+        or the origin: ``shared_bottleneck``), even when it does not wait
+        in the scheduler: its bytes may be stuck in the network, where TCP
+        would give it only its share of the connections.  The share is
+        the class's weight over the active classes' of the capacity ``C``
+        (the highest 1 s rate of the last 30 s, never sampled while
+        pacing; else the configured limits).  See :class:`_Pacing` for
+        when pacing stops.
         """
-        r = rank(cls)
+        dom = self._domain(origin)
+        if dom is None or not self.pacing:
+            return
+        now = self.clock()
         with self._cond:
-            active = {c for (o, c), n in self._held.items()
-                      if o == origin and n > 0}
-            if not any(rank(c) < r for c in active):
+            active = self._active(dom)
+            active[cls] = max(active[cls], 1)     # the caller's bytes
+            top = self._pacing_update(dom, active, now)
+            if top is None:
                 return
-            cap = self.origin_rate or self.bucket.rate
-            if not cap:
-                cap = self._all.peak(self.clock(), self._paced)
-            if not cap:
+            self._dom_stats(dom).mark_paced(now)
+            if rank(cls) <= rank(top):
                 return
-            active.add(cls)
+            cap = self._pace_cap(dom, now)
             share = self.weights[cls] / sum(self.weights[c] for c in active)
             rate = max(1, int(cap * share))
-            pacer = self._pacers.get((origin, cls))
+            pacer = self._pacers.get((dom, cls))
             if pacer is None:
-                pacer = self._pacers[origin, cls] = TokenBucket(
+                pacer = self._pacers[dom, cls] = TokenBucket(
                     rate, burst=max(64 * KiB, nbytes), clock=self.clock)
             elif pacer.rate != rate:
                 pacer.rate = rate
-            sec = int(self.clock())
-            self._paced.add(sec)
-            if len(self._paced) > 4 * CAPACITY_WINDOW:
-                self._paced = {s for s in self._paced
-                               if s >= sec - CAPACITY_WINDOW}
         pacer.consume(nbytes, cancel)
 
     def account(self, nbytes, cls=NORMAL, origin=None):
@@ -669,6 +954,11 @@ class Scheduler:
             self._all.add_bytes(now, nbytes)
             if origin is not None:
                 self._origin_stats[origin].add_bytes(now, nbytes)
+                dom = self._domain(origin)
+                if dom is not None:
+                    self._dom_bytes[dom, self.cls(cls)] += nbytes
+                    if dom == 'host':
+                        self._host.add_bytes(now, nbytes)
 
     def _origin_queue(self, origin):
         with self._cond:
@@ -726,21 +1016,49 @@ class Scheduler:
             self._jobs_q.add(cls, 1.0, deadline, (start, launch))
         self._pump()
 
+    def _next_job(self):
+        """``(request, borrowed)`` to start now, or None (lock held).
+
+        In class order when a worker is free; else a queued transfer of a
+        class above one that holds a worker starts on one of the
+        ``extra_workers`` (the lower-class holder cannot give its worker
+        back mid-copy, as it gives back a connection slot; its bytes are
+        paced behind the newcomer's).
+        """
+        if not len(self._jobs_q):
+            return None
+        if self._running < self.workers:
+            return self._jobs_q.pop(), False
+        if self.mode != 'classes' or self._borrowed >= self.extra_workers:
+            return None
+        lowest = max((rank(c) for c, n in self._running_cls.items() if n),
+                     default=-1)
+        for cls in CLASSES[:max(lowest, 0)]:
+            req = self._jobs_q.first(cls)
+            if req is not None:
+                return self._jobs_q.pop(req), True
+        return None
+
     def _pump(self):
         while True:
             with self._cond:
-                if self._running >= self.workers or not len(self._jobs_q):
+                nxt = self._next_job()
+                if nxt is None:
                     return
-                req = self._jobs_q.pop()
+                req, borrowed = nxt
                 self._running += 1
+                self._borrowed += borrowed
+                self._running_cls[req.cls] += 1
             start, launch = req.payload
 
-            def run(start=start):
+            def run(start=start, cls=req.cls, borrowed=borrowed):
                 try:
                     start()
                 finally:
                     with self._cond:
                         self._running -= 1
+                        self._borrowed -= borrowed
+                        self._running_cls[cls] -= 1
                         self._cond.notify_all()
                     self._pump()
 
@@ -792,13 +1110,14 @@ class Scheduler:
         """``(bytes/s, how)``: the capacity deadlines are judged against.
 
         The configured limits (``process_rate_limit``, and
-        ``origin_rate_limit`` for ``origin``) and the highest 1 s rate of
-        the last 30 s, the lowest of them; ``(0, ...)`` when none is
-        known (no limit and no history).
+        ``origin_rate_limit`` for ``origin``) and C, the highest 1 s rate
+        of the last 30 s through ``origin``'s bottleneck
+        (``shared_bottleneck``), never sampled while pacing, the lowest of
+        them; ``(0, ...)`` when none is known (no limit and no history).
         """
         now = self.clock()
         with self._cond:
-            peak = self._all.peak(now, self._paced)
+            peak = self._peak(self._domain(origin), now)
         known = []
         if self.bucket.rate:
             known.append((self.bucket.rate, 'process_rate_limit'))

@@ -37,6 +37,17 @@ than what the driver writes in one request (a multipart threshold) so
 that the abort test aborts a multipart write.  The scratch folder
 (``/tmp/conformance-*``) is removed after each test.
 
+Errors beyond a missing object: ``wrong_credentials(url)`` returns a
+location the server refuses (``AuthenticationFailed``), or the class sets
+``auth_errors = False`` (and says why: a test server that authenticates
+nobody); ``unresponsive_location(url, address)`` puts ``url`` on a server
+at ``address`` that accepts connections and never answers
+(``TransferTimeout``; the default swaps the URL's host and port, right
+when the URL names the server), or the class sets ``timeout_errors =
+False`` (a driver that contacts no server).  A URL with a password in it
+must be masked in every message, and ``[oslo_transfer] denied_networks``
+must refuse the driver's servers before any byte is copied.
+
 The tests run with pytest or unittest.  The in-tree drivers run the same
 suite against their real servers.
 """
@@ -44,7 +55,10 @@ suite against their real servers.
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import urllib.parse
 
 from oslo_config import cfg
 
@@ -83,6 +97,47 @@ def _data(size, seed=b'conformance'):
     return bytes(out[:size])
 
 
+_SECRET = 'S3CR3T-conformance'
+
+
+def _assert_masked(msg, loc):
+    """No password or token of ``loc`` (its URL's or its own) in ``msg``."""
+    secrets = [urllib.parse.unquote(p) for p in [
+        urllib.parse.urlsplit(loc.url).password] if p]
+    if loc.credentials is not None:
+        secrets += [v for v in (loc.credentials.password,
+                                loc.credentials.token) if v]
+    for secret in secrets:
+        assert secret not in msg, 'a secret is in the message: %s' % msg
+
+
+class _Interrupting:
+    """Makes a driver class whose reads fail past ``limit`` bytes."""
+
+    @staticmethod
+    def of(base, limit):
+        lock = threading.Lock()
+        read = [0]
+
+        def use_copy_to_path(self, *args, **kwargs):
+            return False        # the engine must stream through read()
+
+        def interrupted_read(self, location, offset, length, ctx):
+            for chunk in base.read(self, location, offset, length, ctx):
+                with lock:
+                    read[0] += len(chunk)
+                    cut = read[0] > limit
+                if cut:
+                    raise exceptions.ConnectionFailed(
+                        'conformance: cut after %d bytes' % limit,
+                        url=location.masked)
+                yield chunk
+
+        return type(base.__name__, (base,), {
+            'read': interrupted_read, 'use_copy_to_path': use_copy_to_path,
+            '__module__': base.__module__})
+
+
 class DriverConformance:
     """Mixin: the contract every driver keeps.  See the module docstring."""
 
@@ -93,6 +148,11 @@ class DriverConformance:
     object_size = 3 * 1024 * 1024 + 12345
     #: False for a driver whose objects have no validator (block devices)
     has_validator = True
+    #: False when the test server authenticates nobody (say why); else
+    #: provide :meth:`wrong_credentials`
+    auth_errors = True
+    #: False for a driver that contacts no server (local files)
+    timeout_errors = True
 
     # -- to be provided by the test class -----------------------------------
 
@@ -125,6 +185,21 @@ class DriverConformance:
         """A URL on the same server that does not exist."""
         url = self.make_object(b'x')
         return url + '-missing-object'
+
+    def wrong_credentials(self, url):
+        """``url`` as a Location with credentials its server refuses."""
+        raise NotImplementedError
+
+    def unresponsive_location(self, url, address):
+        """``url`` on a server at ``address`` (host, port) that never answers.
+
+        The default replaces the URL's host and port.
+        """
+        p = urllib.parse.urlsplit(url)
+        userinfo = p.netloc.rpartition('@')[0]
+        netloc = '%s:%d' % address
+        return locations.Location(urllib.parse.urlunsplit(p._replace(
+            netloc=userinfo + '@' + netloc if userinfo else netloc)))
 
     # -- helpers --------------------------------------------------------------
 
@@ -301,6 +376,124 @@ class DriverConformance:
                    % hashlib.sha256(data).hexdigest())
         with open(dest, 'rb') as f:
             assert f.read() == data
+
+    def test_segmented_copy_resumes_after_interruption(self):
+        drv = self._driver()
+        if Cap.RANGED_READ not in drv.capabilities:
+            return
+        data = _data(self.object_size, b'resume')
+        url = self.make_object(data)
+        checksum = 'sha256:%s' % hashlib.sha256(data).hexdigest()
+        overrides = self._engine_overrides()
+        overrides.update({('oslo_transfer', 'segment_threshold'): 0,
+                          ('oslo_transfer', 'segment_size'): 1024 * 1024,
+                          ('oslo_transfer', 'segments'): 4,
+                          ('oslo_transfer', 'checkpoint_bytes'): 1024 * 1024,
+                          ('oslo_transfer', 'retries'): 0})
+        conf = make_conf(overrides, [self.driver_class])
+        dest = os.path.join(self.scratch_dir(), 'conformance-resume')
+        cut = _Interrupting.of(self.driver_class, len(data) * 2 // 3)
+        with transfer_mod.Transfer(conf, drivers=[cut]) as t:
+            try:
+                t.copy(url, dest, checksum=checksum)
+            except exceptions.ConnectionFailed as exc:
+                assert 'conformance: cut' in str(exc), exc
+            else:
+                raise AssertionError('the copy was not interrupted: the '
+                                     'engine did not read through read()')
+        assert not os.path.exists(dest), 'an interrupted copy left DEST'
+        conf = make_conf(overrides, [self.driver_class])
+        with transfer_mod.Transfer(conf, drivers=[self.driver_class]) as t:
+            res = t.copy(url, dest, checksum=checksum)
+        with open(dest, 'rb') as f:
+            assert f.read() == data
+        assert res.bytes_resumed > 0, 'nothing was kept from the ' \
+            'interrupted copy: %r' % (res,)
+        assert res.bytes_resumed + res.bytes_transferred == len(data), res
+        left = [n for n in os.listdir(os.path.dirname(dest))
+                if n.startswith('conformance-resume.')]
+        assert not left, 'left beside DEST: %s' % left
+
+    def test_wrong_credentials(self):
+        if not self.auth_errors:
+            return
+        url = self.make_object(b'guarded')
+        try:
+            loc = self.wrong_credentials(url)
+        except NotImplementedError:
+            raise AssertionError(
+                'provide wrong_credentials(url), or set auth_errors = '
+                'False when the test server authenticates nobody') from None
+        try:
+            self._driver().stat(loc, self._ctx())
+        except exceptions.AuthenticationFailed as exc:
+            _assert_masked(str(exc), loc)
+        else:
+            raise AssertionError('stat with wrong credentials must raise '
+                                 'AuthenticationFailed')
+
+    def test_secret_masked_in_errors(self):
+        url = self.missing_url()
+        if locations.is_local(url):
+            return      # a path has no place for a password
+        p = urllib.parse.urlsplit(url)
+        host = p.netloc.rpartition('@')[2]
+        loc = locations.Location(urllib.parse.urlunsplit(p._replace(
+            netloc='conformance:%s@%s' % (_SECRET, host))))
+        try:
+            self._driver().stat(loc, self._ctx())
+        except exceptions.TransferError as exc:
+            msg = str(exc)
+            assert _SECRET not in msg, 'the password is in: %s' % msg
+            assert '***' in msg or loc.masked not in msg, msg
+        else:
+            raise AssertionError('stat of a missing object succeeded')
+
+    def test_unresponsive_server_times_out(self):
+        if not self.timeout_errors:
+            return
+        url = self.make_object(b'never')
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # Connections complete in the backlog; nobody ever answers.
+            s.bind(('127.0.0.1', 0))
+            s.listen(64)
+            loc = self.unresponsive_location(url, s.getsockname())
+            ctx = driver_mod.Context(io_timeout=1.0)
+            try:
+                self._driver().stat(loc, ctx)
+            except exceptions.TransferTimeout as exc:
+                _assert_masked(str(exc), loc)
+            except exceptions.TransferError as exc:
+                raise AssertionError(
+                    'a server that never answers must end in '
+                    'TransferTimeout after io_timeout, not %s: %s'
+                    % (type(exc).__name__, exc)) from exc
+            else:
+                raise AssertionError('stat on a server that never answers '
+                                     'returned')
+
+    def test_denied_network_refused(self):
+        data = _data(4096, b'denied')
+        url = self.make_object(data)
+        urls = self._driver().policy_urls(self._loc(url))
+        if not urls or all(locations.is_local(u) for u in urls):
+            return      # no server for the URL policy to judge
+        overrides = self._engine_overrides()
+        overrides[('oslo_transfer', 'denied_networks')] = ['0.0.0.0/0',
+                                                           '::/0']
+        conf = make_conf(overrides, [self.driver_class])
+        dest = os.path.join(self.scratch_dir(), 'conformance-denied')
+        with transfer_mod.Transfer(conf, drivers=[self.driver_class]) as t:
+            try:
+                t.copy(url, dest)
+            except exceptions.URLNotAllowed as exc:
+                assert 'denied' in str(exc), exc
+            else:
+                raise AssertionError('denied_networks 0.0.0.0/0 let a copy '
+                                     'from %s through' % urls)
+        assert not [n for n in os.listdir(os.path.dirname(dest))
+                    if n.startswith('conformance-denied')], \
+            'a refused copy left files'
 
     def _engine_overrides(self):
         out = dict(self.conf_overrides)

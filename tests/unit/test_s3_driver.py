@@ -19,10 +19,14 @@ import pytest
 from oslo_transfer._drivers import s3
 from oslo_transfer._drivers.s3 import driver as s3_driver
 from oslo_transfer._drivers.s3 import errors
+from oslo_transfer._drivers.s3 import upload
+from oslo_transfer import driver
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import testing
 from oslo_transfer import transfer as transfer_mod
+
+MiB = 1024 * 1024
 
 
 def _driver(**opts):
@@ -117,3 +121,57 @@ def test_options_listed_without_boto3_import():
         assert name in names
     secret = {o.name for o in s3.S3Driver.list_opts() if o.secret}
     assert secret == {'secret_access_key', 'session_token'}
+
+
+# -- upload: parts, their size, their checksum ------------------------------
+
+def test_parts_cut_any_chunk_sizes_into_whole_parts():
+    data = bytes(range(256)) * 100          # 25600 bytes
+    p = upload.Parts(7000)
+    got = []
+    for size in (1, 6999, 7001, 3, 11596):
+        piece, data = data[:size], data[size:]
+        got += [bytes(x) for x in p.add(piece)]
+    rest = bytes(p.rest())
+    assert [len(x) for x in got] == [7000, 7000, 7000] and len(rest) == 4600
+    assert b''.join(got) + rest == bytes(range(256)) * 100
+
+
+def test_parts_rest_is_empty_on_a_boundary():
+    p = upload.Parts(4)
+    assert [bytes(x) for x in p.add(b'abcdefgh')] == [b'abcd', b'efgh']
+    assert p.rest() == b''
+
+
+@pytest.mark.parametrize('size,part', [
+    (None, 8 * MiB),                         # unknown: the option
+    (8 * MiB * 10000, 8 * MiB),              # just fits
+    (8 * MiB * 10000 + 1, 9 * MiB),          # one byte more: whole MiB up
+    (100 * 1024 * MiB, 11 * MiB),            # 100 GiB: 10.24 MiB -> 11
+])
+def test_part_size_for_the_10000_part_limit(size, part):
+    assert upload.part_size_for(size, 8 * MiB) == part
+    if size:
+        assert -(-size // part) <= upload.MAX_PARTS
+
+
+def test_crc32_is_the_base64_big_endian_header_value():
+    # zlib.crc32(b'hello') == 0x3610a686
+    assert upload.crc32(b'hello') == 'NhCmhg=='
+    assert upload.crc32(bytearray(b'hello')) == 'NhCmhg=='
+
+
+def test_bad_digest_is_retried():
+    e = errors.translate(_client_error(400, 'BadDigest'), 's3://b/k')
+    assert isinstance(e, exceptions.ProtocolError) and e.retryable
+
+
+def test_part_past_the_limit_is_refused_before_any_request():
+    up = upload.Upload(_driver(endpoint_url='http://127.0.0.1:1'),
+                       _loc('s3://b/k'), driver.Context(), None)
+    up._number = upload.MAX_PARTS
+    with pytest.raises(exceptions.DestinationError) as info:
+        up._submit(bytearray(5))
+    assert 'more than 10000 parts' in str(info.value)
+    assert 's3://b/k' in str(info.value) and 'part_size' in str(info.value)
+    assert up._number == upload.MAX_PARTS and not up._futures

@@ -17,6 +17,7 @@ import itertools
 import pytest
 
 from oslo_transfer import driver
+from oslo_transfer import exceptions
 from oslo_transfer import fixture
 from oslo_transfer import testing
 
@@ -25,6 +26,10 @@ _n = itertools.count()
 
 class _MemoryConformance(testing.DriverConformance):
     """The mixin against the memory driver (a fresh store per test)."""
+
+    #: objects in this process: no login, no server to wait for
+    auth_errors = False
+    timeout_errors = False
 
     def setup_store(self, base, scratch):
         self.store = fixture.MemoryStore()
@@ -102,3 +107,60 @@ def test_mixin_passes_the_good_driver_on_these_tests(tmp_path):
     suite = _suite(fixture.MemoryDriver, tmp_path)
     suite.test_cancel_stops_read()
     suite.test_validator_changes_with_content()
+
+
+class _LeaksPassword(fixture.MemoryDriver):
+    def stat(self, location, ctx):
+        raise exceptions.SourceNotFound('%s not found' % location.url)
+
+
+class _NamesItsHostAsServer(fixture.MemoryDriver):
+    def policy_urls(self, location):
+        return ['http://%s/' % location.parts().hostname]
+
+
+class _ForgetsWhatItRead(fixture.MemoryDriver):
+    def __init__(self, conf):
+        super().__init__(conf)
+        self.session = next(_n)
+
+    def stat(self, location, ctx):
+        # A validator of its own per driver object (per Transfer): the
+        # next copy cannot reuse what the interrupted one kept.
+        st = super().stat(location, ctx)
+        return driver.Stat(size=st.size, validator='v%d' % self.session,
+                           ranges=st.ranges)
+
+
+def test_mixin_fails_a_message_with_the_password(tmp_path):
+    suite = _suite(_LeaksPassword, tmp_path)
+    with pytest.raises(AssertionError, match='password is in'):
+        suite.test_secret_masked_in_errors()
+
+
+def test_mixin_fails_policy_urls_that_name_no_real_server(tmp_path):
+    # memory://store names a host that does not resolve: a denied network
+    # must refuse it as URLNotAllowed, not fail to resolve it.
+    suite = _suite(_NamesItsHostAsServer, tmp_path)
+    with pytest.raises(exceptions.ConnectionFailed, match='resolve store'):
+        suite.test_denied_network_refused()
+
+
+def test_mixin_fails_a_copy_that_does_not_resume(tmp_path):
+    suite = _suite(_ForgetsWhatItRead, tmp_path)
+    with pytest.raises(AssertionError, match='nothing was kept'):
+        suite.test_segmented_copy_resumes_after_interruption()
+
+
+def test_mixin_asks_for_wrong_credentials_or_a_reason(tmp_path):
+    suite = _suite(fixture.MemoryDriver, tmp_path)
+    suite.auth_errors = True
+    with pytest.raises(AssertionError, match='provide wrong_credentials'):
+        suite.test_wrong_credentials()
+
+
+def test_mixin_passes_the_good_driver_on_the_error_tests(tmp_path):
+    suite = _suite(fixture.MemoryDriver, tmp_path)
+    suite.test_secret_masked_in_errors()
+    suite.test_segmented_copy_resumes_after_interruption()
+    suite.test_denied_network_refused()

@@ -21,6 +21,8 @@
   answers 412, raised as
   :class:`~oslo_transfer.exceptions.SourceChanged` (``[oslo_transfer]
   on_source_change`` then decides).
+* A Location may name its own ``endpoint_url``, ``region_name`` and
+  ``addressing_style`` (``Location.options``, :meth:`S3Driver.location_opts`).
 * Credentials: a Location's (or the URL's) user name is the access key id,
   its password the secret access key, its token the session token; else
   the options of ``[oslo_transfer_s3]``; else boto3's own chain.
@@ -81,6 +83,11 @@ class S3Driver(driver.Driver):
     def list_opts(cls):
         return options.OPTS
 
+    @classmethod
+    def location_opts(cls):
+        """``endpoint_url``, ``region_name``, ``addressing_style``."""
+        return options.LOCATION_OPTS
+
     def check_available(self):
         try:
             import boto3  # noqa: F401
@@ -91,20 +98,27 @@ class S3Driver(driver.Driver):
 
     # -- the server ---------------------------------------------------------
 
-    def _style(self) -> str:
-        style = self.options.addressing_style
-        if style == 'auto':
-            return 'path' if self.options.endpoint_url else 'virtual'
-        return style
+    @staticmethod
+    def _style(lo) -> str:
+        if lo.addressing_style == 'auto':
+            return 'path' if lo.endpoint_url else 'virtual'
+        return lo.addressing_style
 
-    def _endpoint(self) -> str:
-        return self.options.endpoint_url or (
-            'https://s3.%s.amazonaws.com' % self.options.region_name)
+    @staticmethod
+    def _endpoint(lo) -> str:
+        return lo.endpoint_url or (
+            'https://s3.%s.amazonaws.com' % lo.region_name)
 
     def policy_urls(self, location) -> list:
-        """The endpoint, with the bucket in its host for virtual style."""
-        endpoint = locations.canonical_url(self._endpoint())
-        if self._style() != 'virtual':
+        """The endpoint, with the bucket in its host for virtual style.
+
+        The location's own ``endpoint_url``, ``region_name`` and
+        ``addressing_style`` (``Location.options``) win over the
+        configured ones.
+        """
+        lo = self.location_options(location)
+        endpoint = locations.canonical_url(self._endpoint(lo))
+        if self._style(lo) != 'virtual':
             return [endpoint]
         bucket, _ = split(location)
         p = urllib.parse.urlsplit(endpoint)
@@ -121,28 +135,36 @@ class S3Driver(driver.Driver):
     def client(self, location, ctx):
         """A boto3 client for ``location``'s credentials (cached)."""
         creds = self.credentials(location)
-        key = (creds.username, creds.password, creds.token, ctx.io_timeout)
+        lo = self.location_options(location)
+        key = (creds.username, creds.password, creds.token, ctx.io_timeout,
+               lo.endpoint_url, lo.region_name, self._style(lo))
         with self._lock:
             c = self._clients.get(key)
             if c is None:
                 c = self._clients[key] = self._new_client(creds,
-                                                          ctx.io_timeout)
+                                                          ctx.io_timeout, lo)
         return c
 
-    def _new_client(self, creds, io_timeout):
+    def _new_client(self, creds, io_timeout, lo):
         import boto3
         from botocore import config as boto_config
         o = self.options
         cfg = boto_config.Config(
-            region_name=o.region_name, signature_version='s3v4',
+            region_name=lo.region_name, signature_version='s3v4',
             connect_timeout=io_timeout, read_timeout=io_timeout,
             retries={'total_max_attempts': 1, 'mode': 'standard'},
-            max_pool_connections=32, s3={'addressing_style': self._style()},
+            max_pool_connections=32,
+            # Uploads carry a CRC32 of their bytes (upload.py), so the
+            # signature need not cover them: no SHA-256 of every byte in
+            # botocore (over TLS it skips it already), as boto3's own
+            # uploads do with their trailing checksums.
+            s3={'addressing_style': self._style(lo),
+                'payload_signing_enabled': False},
             request_checksum_calculation='when_required',
             response_checksum_validation='when_required')
         verify = (o.ca_file or True) if o.verify else False
         return boto3.session.Session().client(
-            's3', endpoint_url=o.endpoint_url, verify=verify, config=cfg,
+            's3', endpoint_url=lo.endpoint_url, verify=verify, config=cfg,
             aws_access_key_id=creds.username,
             aws_secret_access_key=creds.password,
             aws_session_token=creds.token if creds.username else None)

@@ -19,7 +19,9 @@ _AUTH = {'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken',
          'ExpiredToken', 'InvalidClientTokenId',
          'AuthorizationHeaderMalformed'}
 _RETRY = {'SlowDown', 'RequestTimeout', 'InternalError', 'ServiceUnavailable',
-          'RequestTimeTooSkewed', 'Throttling', 'ThrottlingException'}
+          'RequestTimeTooSkewed', 'Throttling', 'ThrottlingException',
+          # a part's bytes did not match its CRC32: damaged on the way
+          'BadDigest'}
 
 
 def translate(exc: Exception, masked: str) -> exceptions.TransferError:

@@ -19,14 +19,16 @@ from oslo_transfer import _utils
 MiB = 1024 * 1024
 
 OPTS = [
-    cfg.StrOpt('endpoint_url',
+    cfg.URIOpt('endpoint_url', schemes=['http', 'https'],
                help='URL of the S3 endpoint every s3://BUCKET/KEY is read '
                     'from and written to.  Possible values: unset (Amazon '
                     'S3 of region_name), or http(s)://HOST[:PORT] of a '
                     'Ceph RGW, MinIO or other S3-compatible server.  The '
                     'URL policy ([oslo_transfer] allowed_schemes, '
                     'denied_networks) judges this endpoint, not the bucket '
-                    'name.  Related options: region_name, addressing_style.'),
+                    'name.  A Location may name its own (Location.options '
+                    'endpoint_url, as region_name and addressing_style).  '
+                    'Related options: region_name, addressing_style.'),
     cfg.StrOpt('region_name', default='us-east-1',
                help='Region the requests are signed for.'),
     cfg.StrOpt('access_key_id',
@@ -59,12 +61,20 @@ OPTS = [
                        'size past it) go as multipart uploads, resumable part '
                        'by part; smaller ones as one PUT at commit.  Related '
                        'options: part_size.'),
-    _utils.IntOpt('part_size', default=16 * MiB, min=5 * MiB,
+    _utils.IntOpt('part_size', default=8 * MiB, min=5 * MiB,
                   max=5 * 1024 * MiB,
                   help='Bytes per part of a multipart upload (S3: 5 MiB to '
-                       '5 GiB, at most 10000 parts).  A resumed upload '
-                       're-sends at most the parts in flight.'),
+                       '5 GiB, at most 10000 parts; an object of known size '
+                       'that needs more gets larger parts).  Memory: about '
+                       'upload_concurrency + 1 parts.  A resumed upload '
+                       're-sends at most the parts in flight.  Related '
+                       'options: upload_concurrency, multipart_threshold.'),
     _utils.IntOpt('upload_concurrency', default=4, min=1, max=64,
                   help='Parts of one multipart upload sent at once (memory: '
                        'this many times part_size).'),
 ]
+
+#: what ``Location.options`` may set for one location (the same options:
+#: a location's value wins over the configured one)
+LOCATION_OPTS = [o for o in OPTS if o.dest in ('endpoint_url', 'region_name',
+                                               'addressing_style')]

@@ -482,6 +482,14 @@ def connect(location, user, password, key_file, timeout, options,
         if known:
             _offer_known_types(transport, known)
         transport.start_client(timeout=timeout)
+        if not getattr(transport, 'initial_kex_done', True):
+            # start_client() returns at its timeout without raising; the
+            # next call would fail as "No existing session".
+            raise exceptions.TransferTimeout(
+                '%s: no SSH handshake within %.1fs (the server accepted the '
+                'connection but did not answer)' % (location.masked,
+                                                    timeout),
+                url=location.masked)
         check_host_key(transport, known, name, known_path, location)
         _auth(transport, location, user, password, key_file,
               options.key_passphrase, options.allow_agent,

@@ -25,6 +25,9 @@ _n = itertools.count()
 
 class _FileConformance(testing.DriverConformance):
     driver_class = file_drv.FileDriver
+    #: local files: no server to log in to, or to wait for
+    auth_errors = False
+    timeout_errors = False
 
     @pytest.fixture(autouse=True)
     def _directory(self, tmp_path):

@@ -82,6 +82,10 @@ class TestConformanceVsftpd(_Conformance):
     def fix_owner(self, path):
         self.server.user.chown(path)
 
+    def wrong_credentials(self, url):
+        return locations.Location(ftpconf.vsftpd_url(
+            self.server, url.rsplit('/', 1)[1], password='wrong-password'))
+
 
 class TestConformanceServe(_Conformance):
     """The contract against ``oslo-transfer serve --ftp --writable``."""
@@ -93,6 +97,11 @@ class TestConformanceServe(_Conformance):
 
     def url(self, name):
         return self.server.url(name)
+
+    def wrong_credentials(self, url):
+        return locations.Location(
+            self.server.url(url.rsplit('/', 1)[1], with_password=False),
+            credentials=(self.server.user, 'wrong-password'))
 
 
 @pytest.fixture(params=['vsftpd', 'serve'])

@@ -20,7 +20,9 @@ import os
 import pytest
 
 from oslo_transfer._drivers import http
+from oslo_transfer import locations
 from oslo_transfer import testing
+from tests.functional.http import nginx
 
 _n = itertools.count()
 
@@ -55,6 +57,12 @@ class TestConformance(testing.DriverConformance):
         name = url.split('/dav/', 1)[1]
         with open(os.path.join(self.server.upload_dir, name), 'rb') as f:
             return f.read()
+
+    def wrong_credentials(self, url):
+        # /private/ (plain HTTP) serves the same files behind auth_basic
+        return locations.Location(
+            self.server.url(url.rsplit('/', 1)[1], 'private'),
+            credentials=(nginx.USER, 'wrong-' + nginx.PASSWORD))
 
 
 class TestConformanceTLS(TestConformance):

@@ -90,6 +90,11 @@ class TestConformance(testing.DriverConformance):
     def missing_url(self):
         return self._tgtd.url('iqn.2024-01.org.test:missing-object')
 
+    def wrong_credentials(self, url):
+        lun = self._make_lun(b'\0' * 4096, chap=CHAP)
+        return locations.Location(lun.url_with('%s:wrong-secret-4567'
+                                               % CHAP[0]))
+
 
 # -- reads --------------------------------------------------------------------
 

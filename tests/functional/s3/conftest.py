@@ -109,3 +109,77 @@ def moto(tmp_path_factory):
         yield MotoServer(proc)
     finally:
         proc.stop()
+
+
+class RestartableMoto(MotoServer):
+    """moto's S3 app served from a thread of this process, on one port.
+
+    :meth:`stop` closes the listening socket (a client then meets a
+    refused connection) and :meth:`start` listens again on the same port
+    with the same buckets and multipart uploads: moto keeps them in this
+    process, where a ``moto_server`` restarted in a new process would
+    have lost them.  Every request line is recorded (:attr:`requests`).
+    """
+
+    def __init__(self):
+        from moto.moto_server import werkzeug_app
+        self.app = werkzeug_app.DomainDispatcherApplication(
+            werkzeug_app.create_backend_app)
+        self.requests = []
+        self.port = servers.free_port()
+        self._server = self._thread = None
+        self.start()
+        self.endpoint = 'http://127.0.0.1:%d' % self.port
+        import boto3
+        self.client = boto3.client(
+            's3', endpoint_url=self.endpoint, region_name='us-east-1',
+            aws_access_key_id='test-key', aws_secret_access_key='test-secret')
+
+    def _recorded(self, environ, start_response):
+        query = environ.get('QUERY_STRING')
+        self.requests.append('%s %s%s' % (
+            environ['REQUEST_METHOD'], environ['PATH_INFO'],
+            '?' + query if query else ''))
+        return self.app(environ, start_response)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self):
+        import threading
+        from werkzeug import serving
+        self._server = serving.make_server('127.0.0.1', self.port,
+                                           self._recorded, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name='moto-in-process', daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = self._thread = None
+
+    def requests_matching(self, pattern, requests=None) -> list:
+        """The first group of ``pattern`` in each recorded request line."""
+        rx = re.compile(pattern)
+        return [m.group(1) for m in map(
+            rx.search, self.requests if requests is None else requests)
+            if m]
+
+
+@pytest.fixture
+def restartable_moto():
+    """A :class:`RestartableMoto` for one test."""
+    try:
+        import moto.moto_server.werkzeug_app  # noqa: F401
+    except ImportError as exc:
+        pytest.fail('moto[server] is not installed (test-requirements.txt): '
+                    '%s' % exc, pytrace=False)
+    server = RestartableMoto()
+    try:
+        yield server
+    finally:
+        server.stop()

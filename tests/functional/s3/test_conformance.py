@@ -18,6 +18,7 @@ import itertools
 import pytest
 
 from oslo_transfer._drivers import s3
+from oslo_transfer import locations
 from oslo_transfer import testing
 
 _n = itertools.count()
@@ -29,6 +30,8 @@ class TestConformance(testing.DriverConformance):
     driver_class = s3.S3Driver
     #: more ``[oslo_transfer_s3]`` options
     extra_options = {}
+    #: moto_server takes any key pair (its IAM checks are off by default)
+    auth_errors = False
 
     @pytest.fixture(autouse=True)
     def _server(self, moto):
@@ -51,6 +54,11 @@ class TestConformance(testing.DriverConformance):
 
     def read_back(self, url):
         return self.server.get(self.bucket_name, url.rsplit('/', 1)[1])
+
+    def unresponsive_location(self, url, address):
+        # The URL names a bucket; the endpoint is an option of the location.
+        return locations.Location(url, options={
+            'endpoint_url': 'http://%s:%d' % address})
 
 
 class TestConformanceMultipart(TestConformance):

@@ -21,6 +21,7 @@ record, never by a sleep).
 
 import glob
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -135,6 +136,86 @@ def test_upload_with_wrong_checksum_leaves_no_object(moto, make_conf,
     # The multipart upload was aborted, not left to cost storage.
     assert not moto.client.list_multipart_uploads(
         Bucket=bucket).get('Uploads')
+    assert not glob.glob(os.path.join(str(tmp_path), 'state',
+                                      'oslo_transfer', 'uploads', '*'))
+
+
+# -- commit meets a refused connection ----------------------------------------
+
+class _StopsServerBeforeCommit(s3.S3Driver):
+    """The s3 driver; the server stops once write() returned its writer.
+
+    That is, after the last part was acknowledged and before the engine
+    commits (the CompleteMultipartUpload, or the single PUT).
+    """
+
+    server = None
+
+    def write(self, location, chunks, ctx, offset=0, size=None):
+        writer = super().write(location, chunks, ctx, offset=offset,
+                               size=size)
+        self.server.stop()
+        return writer
+
+
+class _RestartOnCommitRetry(logging.Handler):
+    """Starts the server again when the engine logs a commit retry."""
+
+    def __init__(self, server):
+        super().__init__(logging.WARNING)
+        self.server = server
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+        if not self.server.running:
+            self.server.start()
+
+
+@pytest.mark.parametrize('size,how', [(2 * MiB, 'PUT'),
+                                      (12 * MiB + 7, 'multipart')])
+def test_commit_refused_is_retried_until_the_server_is_back(
+        restartable_moto, make_conf, tmp_path, size, how):
+    server = restartable_moto
+    src = fconf.make_data_file(tmp_path, 'src.raw', size)
+    bucket = server.bucket()
+    url = 's3://%s/image' % bucket
+    conf = make_conf(
+        oslo_transfer={'retries': 2, 'retry_backoff': 0.1},
+        oslo_transfer_s3=server.options(multipart_threshold=5 * MiB,
+                                        part_size=5 * MiB))
+    drv = type('S3', (_StopsServerBeforeCommit,), {'server': server})
+    retried = _RestartOnCommitRetry(server)
+    commit_log = logging.getLogger('oslo_transfer.engine.commit')
+    commit_log.addHandler(retried)
+    try:
+        with oslo_transfer.Transfer(conf, drivers=[drv]) as t:
+            r = t.upload(src.path, url, checksum=src.checksum())
+    finally:
+        commit_log.removeHandler(retried)
+    sent = list(server.requests)        # before this test's own reads
+    # One refused commit, retried once the server was back.
+    assert len(retried.messages) == 1, retried.messages
+    msg = retried.messages[0]
+    assert msg.startswith('commit of %s: ' % url), msg
+    assert 'Could not connect' in msg and 'retry 1' in msg, msg
+    assert 'test-secret' not in msg
+    # The object is whole, and nothing else is left at the server.
+    assert server.get(bucket, 'image') == src.data
+    assert r.bytes_transferred == size and r.bytes_resumed == 0
+    assert not server.client.list_multipart_uploads(
+        Bucket=bucket).get('Uploads')
+    # The refused attempt never reached the server; no byte went twice.
+    obj = r'^(\w+) /%s/image' % bucket
+    if how == 'PUT':
+        assert server.requests_matching(obj + r'$', sent) == ['PUT'], sent
+    else:
+        parts = server.requests_matching(
+            r'^PUT /%s/image\?.*partNumber=(\d+)' % bucket, sent)
+        assert sorted(parts) == ['1', '2', '3'], parts
+        assert server.requests_matching(
+            obj + r'\?uploadId=[^&]+$', sent) == ['POST'], sent
+    # Nothing left on disk: the upload record is gone.
     assert not glob.glob(os.path.join(str(tmp_path), 'state',
                                       'oslo_transfer', 'uploads', '*'))
 

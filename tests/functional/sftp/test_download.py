@@ -61,6 +61,10 @@ class TestConformance(testing.DriverConformance):
         with open(locations.Location(url).parts().path, 'rb') as f:
             return f.read()
 
+    def wrong_credentials(self, url):
+        return locations.Location(url, credentials={
+            'username': 'conformance-nobody', 'password': 'wrong-password'})
+
 
 def test_copy_with_checksum(sshd, put, sftp_conf, dest):
     df = put(5 * MiB + 11)

@@ -56,6 +56,9 @@ def _meta_lines(meta):
                      % (meta['date'], meta.get('machine', '?')))
     if meta.get('command'):
         lines += ['', 'Command::', '', '    ' + meta['command']]
+    for note in meta.get('notes', ()):
+        # what a benchmark adds beside its table (a bound, shares)
+        lines += ['', note]
     return lines
 
 

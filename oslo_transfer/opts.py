@@ -87,6 +87,17 @@ _opts = [
     _utils.IntOpt('max_connections_per_origin', default=8, min=1, max=4096,
                   help='Per-process cap on concurrent connections to one '
                        'host:port, shared by every transfer of the process.'),
+    cfg.BoolOpt('multi_source', default=True,
+                help='Read several locations of the same data at once (a '
+                     'Source with several URLs, the command\'s --also) when '
+                     'at least two of them serve ranged reads and a '
+                     'checksum or a trusted manifest is known: segments '
+                     'come from every location in proportion to its '
+                     'measured throughput.  False reads one location at a '
+                     'time, the others as fallbacks (when reading a '
+                     'location costs, e.g. egress fees).\n\nRelated '
+                     'options:\n\n* segments\n* max_connections_per_origin'
+                     '\n* origin_rate_limit'),
     _utils.IntOpt('checkpoint_bytes', default=16 * MiB, min=MiB, max=MAX_BYTES,
                   help='After a crash, at most this many bytes (plus one '
                        'chunk per segment) are sent again: each time the '

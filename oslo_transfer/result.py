@@ -24,6 +24,12 @@ class Result:
     :ivar bytes_transferred: bytes moved over the wire by this call.
     :ivar bytes_resumed: bytes already held from an earlier attempt that
         were not sent again.
+    :ivar bytes_by_location: ``{masked url: bytes}`` taken from each
+        location by this call.  With several locations read at once (see
+        the user guide's "Several locations at once") the bytes each one
+        delivered and that were kept (a piece that failed its manifest
+        check does not count); with one location, ``{url:
+        bytes_transferred}``.  Empty when nothing was moved.
     :ivar driver: entry-point name of the driver that delivered the data
         (None when an existing destination was kept).
     :ivar url: the location used, password masked.
@@ -51,6 +57,7 @@ class Result:
 
     bytes_transferred: int = 0
     bytes_resumed: int = 0
+    bytes_by_location: dict = dataclasses.field(default_factory=dict)
     driver: str | None = None
     url: str | None = None
     digest: str | None = None
@@ -71,6 +78,7 @@ class Result:
     def to_dict(self) -> dict:
         return {'bytes_transferred': self.bytes_transferred,
                 'bytes_resumed': self.bytes_resumed,
+                'bytes_by_location': dict(self.bytes_by_location),
                 'driver': self.driver, 'url': self.url,
                 'digest': self.digest, 'algorithm': self.algorithm,
                 'digests': dict(self.digests),

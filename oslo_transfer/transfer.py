@@ -412,7 +412,8 @@ class Transfer:
              write_in_place: bool | None = None,
              assume_zeroed: bool = False,
              hash_algos=None, retries: int | None = None,
-             retry_backoff: float | None = None, context=None):
+             retry_backoff: float | None = None, context=None,
+             manifest=None):
         """Copy ``source`` to ``dest`` (a local path or a URL).
 
         :param source: URL, path, :class:`~oslo_transfer.locations.Location`
@@ -451,6 +452,12 @@ class Transfer:
             instead of ``[oslo_transfer] retry_backoff``.
         :param context: a request context (``oslo_context``) made current
             around each ``progress`` call, which runs on an engine thread.
+        :param manifest: a blockmap or torrent metadata, in any form
+            :meth:`attach` takes.  When several locations are read at
+            once (a ``Source`` with several URLs that read ranges), each
+            piece is verified against it and a location that serves a bad
+            one is dropped; a trusted manifest also allows the splice
+            without a checksum.  Not used when one location is read.
         :returns: a :class:`~oslo_transfer.result.Result`.
         :raises DeadlineUnreachable: ``hints.deadline`` cannot be met
             (decided after the source's stat; nothing is written).
@@ -462,13 +469,15 @@ class Transfer:
                           write_in_place=write_in_place,
                           assume_zeroed=assume_zeroed,
                           hash_algos=hash_algos, retries=retries,
-                          retry_backoff=retry_backoff, context=context)
+                          retry_backoff=retry_backoff, context=context,
+                          manifest=manifest)
 
     def _copy(self, source, dest, checksum=None, hints=None, progress=None,
               if_exists='verify', mode=None, segments=None, rate=None,
               cancel=None, deadline_at=None, write_in_place=None,
               assume_zeroed=False, hash_algos=None, verifier=None,
-              retries=None, retry_backoff=None, context=None):
+              retries=None, retry_backoff=None, context=None,
+              manifest=None):
         policy = retry_mod.RetryPolicy.for_call(self.conf, retries,
                                                 retry_backoff)
         progress = progress_mod.in_context(progress, context)
@@ -509,7 +518,11 @@ class Transfer:
                                               assume_zeroed=assume_zeroed,
                                               **kwargs)
             else:
-                job = download.Download(self, plan, dest, ck, ctx, **kwargs)
+                if manifest is not None:
+                    manifest = lazy_manifest.resolve(self, manifest, source,
+                                                     ctx)
+                job = download.Download(self, plan, dest, ck, ctx,
+                                        manifest=manifest, **kwargs)
             return job.run()
 
     def _copy_to_url(self, source, plan, dest_loc, ck, hints, progress, ctx,

@@ -57,7 +57,9 @@ def _add_source_args(p):
                    help='URL or path to read; repeat --also for more '
                         'locations of the same data')
     p.add_argument('--also', action='append', default=[], metavar='URL',
-                   help='another location of the same data (fallback)')
+                   help='another location of the same data: read at once '
+                        'with SRC when --checksum is given and both serve '
+                        'ranged reads, else a fallback')
     p.add_argument('--checksum', metavar='ALGO:HEX',
                    help='expected digest, e.g. sha256:9f86d0...')
     p.add_argument('--peers', type=_args.at_least(1), default=1, metavar='N',

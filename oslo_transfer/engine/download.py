@@ -38,6 +38,7 @@ from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import admission
 from oslo_transfer.engine import digests as digests_mod
 from oslo_transfer.engine import journal as journal_mod
+from oslo_transfer.engine import mirrors as mirrors_mod
 from oslo_transfer.engine import partfile
 from oslo_transfer.engine import retry as retry_mod
 from oslo_transfer.engine import segments as seg_mod
@@ -101,10 +102,13 @@ _active_lock = threading.Lock()
 class Download:
     """One copy of a source into the local path ``dest``."""
 
+    #: several locations may be read at once (see :meth:`_mirrors`)
+    several_at_once = True
+
     def __init__(self, transfer, plan, dest, checksum, ctx, progress=None,
                  if_exists='verify', mode=None, segments=None, rate=None,
                  expected_size=None, hash_algos=None, verifier=None,
-                 retry=None):
+                 retry=None, manifest=None):
         if if_exists not in ('verify', 'replace', 'error'):
             raise ValueError('if_exists must be "verify", "replace" or '
                              '"error", not %r' % (if_exists,))
@@ -129,10 +133,14 @@ class Download:
         self.if_exists = if_exists
         self.mode = mode
         self.expected_size = expected_size
+        #: a resolved manifest (``lazy.manifest.Manifest``) or None: with
+        #: several locations, each piece is verified against it
+        self.manifest = manifest
         self.segments = min(segments or g.segments,
                             g.max_connections_per_origin)
         self.segment_threshold = g.segment_threshold
         self.segment_size = g.segment_size
+        self.multi_source = g.multi_source
         sched = ctx.scheduler
         if sched is not None and sched.mode == 'classes':
             # A lower class asks for little at a time (its class policy),
@@ -175,6 +183,18 @@ class Download:
         self._started = time.monotonic()
         self._changes = 0
         self.sched_job = None
+        #: ``{url: TransferError or Stat}`` of the multi-source probe:
+        #: its failed stats, and the stat of a small object's first
+        #: location, taken by that candidate's first attempt (no second
+        #: stat)
+        self._probed = {}
+        #: ``{url: bytes}`` received from each candidate tried one at a
+        #: time (see ``Result.bytes_by_location``)
+        self._wire_by = {}
+        self._cand_wire = 0
+        #: ``(url, driver, why)`` of the locations left out of a
+        #: multi-source read
+        self._left_out = []
 
     # -- helpers used by Fill ---------------------------------------------
 
@@ -409,10 +429,14 @@ class Download:
         attempts = []
         self.journal.load()
         last = None
-        for cand in self.plan.candidates:
+        res, candidates, last = self._try_mirrors(attempts)
+        if res is not None:
+            return res
+        for cand in candidates:
             self.ctx.cancel.check()
-            last_cand = cand is self.plan.candidates[-1]
+            last_cand = cand is candidates[-1]
             self.retry = self.base_retry.for_candidate(last_cand)
+            wire = self._cand_wire = self.wire
             try:
                 res = self._attempt(cand)
             except (exceptions.Cancelled, exceptions.ChecksumMismatch,
@@ -420,6 +444,7 @@ class Download:
                     exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
                 raise
             except exceptions.TransferError as exc:
+                self._count_location(cand.url, wire)
                 attempts.append((cand.url, cand.driver, str(exc)))
                 last = exc
                 if self.ctx.expired():
@@ -438,6 +463,238 @@ class Download:
         if last is None:
             raise exceptions.NoDriverFound('nothing to try')
         raise last
+
+    # -- several locations at once ------------------------------------------
+
+    def _try_mirrors(self, attempts):
+        """Read several locations at once, when :meth:`_mirrors` allows.
+
+        When every one of them fails, the candidates not read yet are
+        tried one at a time, keeping the verified bytes.
+
+        :returns: ``(Result or None, candidates to try one at a time,
+            last error or None)``.
+        """
+        candidates = list(self.plan.candidates)
+        mirrors = self._mirrors()
+        if not mirrors:
+            return None, candidates, None
+        try:
+            res = self._attempt_mirrors(mirrors)
+        except (exceptions.Cancelled, exceptions.ChecksumMismatch,
+                exceptions.DestinationError, exceptions.SourceChanged,
+                exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
+            raise
+        except exceptions.TransferError as exc:
+            used = {m.name for m in mirrors}
+            candidates = [c for c in candidates if c.url not in used]
+            attempts.extend((m.name, m.drv.name, str(m.error or exc))
+                            for m in mirrors)
+            if not candidates or self.ctx.expired():
+                raise
+            LOG.warning('every location failed (%s); trying the other '
+                        'candidates', exc)
+            return None, candidates, exc
+        res.attempts = attempts + self._left_out + [
+            (m.name, m.drv.name, 'dropped: %s' % m.dropped)
+            for m in mirrors if m.dropped]
+        return res, [], None
+
+    def _mirrors(self):
+        """The locations to read at once, or None for one at a time.
+
+        Several locations of the same data are read together when
+        ``multi_source`` is on, the best candidate and at least one other
+        read ranges (each location once, by its best driver), their stats
+        agree on the size, and the splicing rule allows it: size and
+        checksum known, or a trusted manifest.  A location whose stat
+        fails or disagrees is left out (see :meth:`_stat_mirrors`).
+        """
+        if not (self.several_at_once and self.multi_source) or (
+                self.checksum is None and not (
+                    self.manifest is not None and self.manifest.trusted)):
+            return None
+        picked, seen = [], set()
+        for cand in self.plan.candidates:
+            drv = cand.driver_obj
+            if cand.url in seen:
+                continue
+            if not self._ranged_driver(drv, cand.location):
+                if not picked:
+                    return None
+                continue
+            seen.add(cand.url)
+            picked.append(cand)
+        if len(picked) < 2:
+            return None
+        return self._stat_mirrors(picked)
+
+    def _ranged_driver(self, drv, loc) -> bool:
+        caps = drv.capabilities
+        return (Cap.READ in caps and Cap.RANGED_READ in caps and
+                Cap.PEER_TO_PEER not in caps and
+                not self._whole_file_wanted(drv, loc))
+
+    def _stat_mirrors(self, picked):
+        """:class:`~oslo_transfer.engine.mirrors.Mirror` of each usable one.
+
+        Each stat gets one quick retry.  A failed stat is remembered
+        (``_probed``) for the candidate's turn if the copy goes on one
+        location at a time, so that a dead location is not asked twice
+        (except the plan's last candidate, which then gets its full
+        retries); a location left out is reported in ``Result.attempts``
+        (``_left_out``).
+        """
+        out, size = [], self.expected_size
+        self._left_out = []
+        self._probed = {}
+        if self.manifest is not None:
+            size = self.manifest.size if size is None else size
+        quick = self.base_retry.for_candidate(False)
+        last = self.plan.candidates[-1]
+        for cand in picked:
+            if size is not None and size < max(1, self.segment_threshold):
+                # Read as one stream anyway: no need to ask the others.
+                return None
+            drv, loc = cand.driver_obj, cand.location
+            try:
+                st = retry_mod.stat(quick, drv, loc, self.ctx)
+            except exceptions.TransferError as exc:
+                LOG.warning('%s via %s: %s; not read', cand.url,
+                            cand.driver, exc)
+                if cand is not last:
+                    self._probed[cand.url] = exc
+                self._left_out.append((cand.url, cand.driver, str(exc)))
+                continue
+            if size is None:
+                size = st.size
+                if size is not None and size < max(1,
+                                                   self.segment_threshold):
+                    # One stream from this one: its stat is fresh.
+                    self._probed[cand.url] = st
+                    return None
+            why = None
+            if st.size != size:
+                why = 'it has %s bytes, not %d' % (st.size, size)
+            elif not st.ranges:
+                why = 'it does not serve ranged reads'
+            if why:
+                LOG.warning('%s: %s; not read', cand.url, why)
+                self._left_out.append((cand.url, cand.driver, why))
+                continue
+            workers = self.segments
+            if st.max_segments:
+                workers = max(1, min(workers, st.max_segments))
+            out.append(mirrors_mod.Mirror(
+                drv, loc, cand.url, throttle.origin_key(loc, drv),
+                st.validator, workers, quick))
+        if len(out) < 2 or size is None or size < max(
+                1, self.segment_threshold):
+            return None
+        self.total = size
+        return out
+
+    def _attempt_mirrors(self, mirrors):
+        """Copy from every mirror at once (see :mod:`.mirrors`)."""
+        first = mirrors[0]
+        size = self.total
+        if self.manifest is not None and self.manifest.size != size:
+            raise exceptions.SizeMismatch(
+                '%s has %d bytes; the manifest describes %d'
+                % (first.name, size, self.manifest.size), url=first.name)
+        self.ctx.validator = first.validator
+        self._decide_resume_mirrors(mirrors, size)
+        j = self.journal
+        self._admit(first.drv, first.loc, size)
+        self.part.open(fresh=not j.ranges)
+        if j.ranges and self.manifest is not None and self.checksum is None:
+            self._reverify_held()
+        self.part.prepare(size, j.ranges, self.preallocate)
+        new, algo = self._new_hasher()
+        j.source = _journal_name(first.loc)
+        j.validator = first.validator
+        j.sources = {_journal_name(m.loc): m.validator for m in mirrors}
+        j.size = size
+        j.checksum = str(self.checksum) if self.checksum else None
+        hasher, hashed = self._verify_prefix(new, algo)
+        resumed_from = j.ranges.total()
+        j.algorithm = algo
+        j.save()
+        self.done = resumed_from
+        self._report()
+        LOG.info('reading %s from %d locations at once: %s', self.dest,
+                 len(mirrors), ', '.join(m.name for m in mirrors))
+        fill = mirrors_mod.MultiFill(self, mirrors, size, hasher, hashed,
+                                     self.manifest)
+        final = fill.run()
+        fill.finish_hash(final)
+        # The Result names the location that delivered the most.
+        top = max(mirrors, key=lambda m: m.bytes)
+        cand = next(c for c in self.plan.candidates if c.url == top.name)
+        res = self._complete(cand, fill, final, resumed_from, algo)
+        res.bytes_by_location = {m.name: m.bytes for m in mirrors}
+        return res
+
+    def _decide_resume_mirrors(self, mirrors, size):
+        """Keep the held bytes only if no location changed since.
+
+        The control file records one validator per location: a location
+        whose validator differs now restarts the copy (or raises
+        ``SourceChanged``, by ``on_source_change``); the bytes of
+        locations not recorded are joined by the splicing rule.
+        """
+        j = self.journal
+        if not j.ranges:
+            j.reset()
+            return
+        recorded = dict(j.sources or {})
+        if not recorded and j.source:
+            recorded[j.source] = j.validator
+        for m in mirrors:
+            old = recorded.get(_journal_name(m.loc))
+            if old and m.validator is not None and old != m.validator:
+                self._source_changed(m.loc, old, m.validator)
+                return
+        trusted = self.manifest is not None and self.manifest.trusted
+        if j.size == size and (trusted or (
+                self.checksum is not None and
+                j.checksum == str(self.checksum))):
+            LOG.info('resuming %s: %d bytes held from %s', self.dest,
+                     j.ranges.total(), ', '.join(sorted(recorded)))
+            return
+        LOG.info('not resuming %s: the held bytes (size %s) cannot be '
+                 'joined without a checksum or a trusted manifest',
+                 self.dest, j.size)
+        j.reset()
+
+    def _reverify_held(self):
+        """Keep only the held blocks that match the manifest.
+
+        Without a checksum nothing else checks them at the end.
+        """
+        m, j = self.manifest, self.journal
+        kept = _utils.RangeSet()
+        for s, e in j.ranges.to_list():
+            i = -(-s // m.block_size)
+            while True:
+                off, n = m.block(i)
+                if off >= e or off + n > e:
+                    break
+                if m.verify(i, self.part.read(off, n)):
+                    kept.add(off, off + n)
+                i += 1
+        if kept.total() != j.ranges.total():
+            LOG.warning('%s: %d held bytes do not match the manifest; '
+                        'fetched again', self.part.path,
+                        j.ranges.total() - kept.total())
+        j.ranges = kept
+        j.prefix_len, j.prefix_digest = 0, None
+
+    def _count_location(self, url, wire_before):
+        """Add what ``url`` sent since ``wire_before`` to its count."""
+        n = self.wire - wire_before
+        if n:
+            self._wire_by[url] = self._wire_by.get(url, 0) + n
 
     def _cleanup_if_empty(self):
         if not self.journal.ranges and not self.part.refused:
@@ -488,7 +745,12 @@ class Download:
     def _attempt_once(self, cand):
         drv, loc = cand.driver_obj, cand.location
         whole_file = self._whole_file_wanted(drv, loc)
-        st = self._stat(drv, loc)
+        st = self._probed.pop(cand.url, None)
+        if isinstance(st, exceptions.TransferError):
+            # Its stat failed moments ago (the multi-source probe).
+            raise st
+        if st is None:
+            st = self._stat(drv, loc)
         size = st.size
         if size is None:
             size = self.expected_size
@@ -761,8 +1023,10 @@ class Download:
         self.total = size
         self._report()
         seeding = self._after_commit(cand)
+        self._count_location(cand.url, self._cand_wire)
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
+            bytes_by_location=dict(self._wire_by),
             driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
             digests=digests, size=size,
             elapsed=time.monotonic() - self._started,

@@ -226,6 +226,9 @@ def reread(path, size, new_hash, cancel):
 class InPlaceDownload(download.Download):
     """One copy of a source into an existing block device or file."""
 
+    #: one location at a time (a multi-source fill is not written in place)
+    several_at_once = False
+
     def __init__(self, transfer, plan, dest, checksum, ctx,
                  assume_zeroed=False, **kwargs):
         super().__init__(transfer, plan, dest, checksum, ctx, **kwargs)
@@ -340,9 +343,11 @@ class InPlaceDownload(download.Download):
         self.journal.remove()
         self.done = self.total = size
         self._report()
+        self._count_location(cand.url, self._cand_wire)
         return result_mod.Result(
             bytes_transferred=self.wire, bytes_resumed=resumed_from,
-            driver=cand.driver, url=cand.url, digest=digest, algorithm=algo,
+            bytes_by_location=dict(self._wire_by), driver=cand.driver,
+            url=cand.url, digest=digest, algorithm=algo,
             digests=digests, size=size,
             elapsed=time.monotonic() - self._started, plan=self.plan,
             dest=self.dest)

@@ -69,6 +69,8 @@ MAX_RANGES = 100000
 #: characters of a recorded string (the source URL, a validator, a
 #: checksum, an algorithm name)
 MAX_TEXT = 1024 * 1024
+#: locations of one multi-source copy that the control file records
+MAX_SOURCES = 64
 _HEX = re.compile(r'[0-9a-f]{2,256}\Z')
 
 
@@ -129,6 +131,22 @@ def _ranges(value, size):
         ends.append(end)
         last = end
     return _utils.RangeSet.from_sorted(starts, ends)
+
+
+def _sources(value):
+    """The ``sources`` entry: ``{source: validator or null}``, or ``{}``."""
+    if value is None:
+        return {}
+    if type(value) is not dict or len(value) > MAX_SOURCES:
+        raise DamagedControlFile('sources is not an object of at most %d '
+                                 'names' % MAX_SOURCES)
+    for key, item in value.items():
+        if len(key) > MAX_TEXT or not (
+                item is None or (type(item) is str and
+                                 len(item) <= MAX_TEXT)):
+            raise DamagedControlFile('sources holds something other than '
+                                     'validators')
+    return value
 
 
 def _lazy(value):
@@ -201,6 +219,7 @@ def parse(blob: bytes) -> dict:
     else:
         digest = None
     return {'lazy': _lazy(data.get('lazy')),
+            'sources': _sources(data.get('sources')),
             'source': _text(data, 'source', optional=False),
             'validator': _text(data, 'validator'),
             'size': size,
@@ -216,6 +235,9 @@ class Journal:
 
     :ivar source: URL of the source, credentials removed.
     :ivar validator: the source's validator when the bytes were received.
+    :ivar sources: ``{source: validator}`` of every location a
+        multi-source copy reads (empty for one location): on resume each
+        is checked.
     :ivar size: the source's size, if known.
     :ivar ranges: a :class:`~oslo_transfer._utils.RangeSet` of durable bytes.
     :ivar prefix_len: bytes of the prefix covered by ``prefix_digest``.
@@ -229,6 +251,7 @@ class Journal:
         self.durable = durable
         self.source = None
         self.validator = None
+        self.sources = {}
         self.size = None
         self.checksum = None
         self.ranges = _utils.RangeSet()
@@ -298,6 +321,8 @@ class Journal:
                 'prefix_len': self.prefix_len,
                 'prefix_digest': self.prefix_digest,
                 'lazy': self.lazy, 'updated': time.time()}
+        if self.sources:
+            data['sources'] = dict(list(self.sources.items())[:MAX_SOURCES])
         tmp = '%s.%d.tmp' % (self.path, os.getpid())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
@@ -346,6 +371,7 @@ class Journal:
     def reset(self):
         self.lazy = None
         self.validator = None
+        self.sources = {}
         self.ranges = _utils.RangeSet()
         self.prefix_len = 0
         self.prefix_digest = None

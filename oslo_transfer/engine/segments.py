@@ -148,6 +148,10 @@ class Fill:
 
     # -- workers ------------------------------------------------------------
 
+    def _workers(self):
+        """The functions the worker threads run (one per segment)."""
+        return [self._worker] * min(self.segments, max(1, len(self.pieces)))
+
     def _worker(self):
         attempts = 0
         while True:
@@ -224,31 +228,9 @@ class Fill:
                             '%s is larger than its announced size %d'
                             % (self.loc.masked, self.size),
                             url=self.loc.masked)
-                    job.throttle(n, self.token, self.origin)
-                    _utils.cooperate()
-                    self.part.write(pos, chunk)
-                    inline = self._hash_inline(pos, chunk, n)
-                    with self.cond:
-                        if not inline:
-                            # Before it counts as written: one stream's
-                            # hasher then never finds a written chunk
-                            # missing from memory (and reads nothing back).
-                            self._offer(pos, chunk, n)
-                        self.written.add(pos, pos + n)
-                        self.since_snapshot += n
-                        due = self.since_snapshot >= self.interval // 2
-                        full = (self.since_snapshot + self.checkpointing >=
-                                self.interval)
-                        if not inline:
-                            # (Hashed here: nothing for the hash loop.)
-                            self.cond.notify_all()
+                    self._store(pos, chunk, n, self.origin)
                     pos += n
                     at[0] = pos
-                    job.count_done(n)
-                    if due or full:
-                        self.ckpt_due.set()
-                    if full:
-                        self._hold_back()
             except exceptions.RangeNotSupported as exc:
                 raise _StreamMode(str(exc)) from exc
             except exceptions.TransferError:
@@ -271,6 +253,32 @@ class Fill:
                                                    pos - first, end - first),
                 url=self.loc.masked)
         return pos
+
+    def _store(self, pos, chunk, n, origin):
+        """Write ``chunk`` (``n`` bytes at ``pos``) and count it as held."""
+        self.job.throttle(n, self.token, origin)
+        _utils.cooperate()
+        self.part.write(pos, chunk)
+        inline = self._hash_inline(pos, chunk, n)
+        with self.cond:
+            if not inline:
+                # Before it counts as written: one stream's hasher then
+                # never finds a written chunk missing from memory (and
+                # reads nothing back).
+                self._offer(pos, chunk, n)
+            self.written.add(pos, pos + n)
+            self.since_snapshot += n
+            due = self.since_snapshot >= self.interval // 2
+            full = (self.since_snapshot + self.checkpointing >=
+                    self.interval)
+            if not inline:
+                # (Hashed here: nothing for the hash loop.)
+                self.cond.notify_all()
+        self.job.count_done(n)
+        if due or full:
+            self.ckpt_due.set()
+        if full:
+            self._hold_back()
 
     def _hash_inline(self, pos, chunk, n) -> bool:
         """One stream from a ``background_reads`` driver: hash ``chunk`` here.
@@ -461,7 +469,8 @@ class Fill:
         :raises _StreamMode: the caller should retry without ranges.
         """
         self._plan_pieces()
-        n = min(self.segments, max(1, len(self.pieces)))
+        workers = self._workers()
+        n = len(workers)
         self.active = n
         if n == 1:
             # One worker writes in order and the hasher takes its chunks
@@ -475,7 +484,7 @@ class Fill:
         ckpt = threading.Thread(target=self._checkpointer,
                                 name='oslo-transfer-checkpoint', daemon=True)
         ckpt.start()
-        futures = [self.job.executor.submit(self._worker) for _ in range(n)]
+        futures = [self.job.executor.submit(w) for w in workers]
         try:
             self._hash_loop()
         except BaseException as exc:

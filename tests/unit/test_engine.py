@@ -183,7 +183,8 @@ def test_fallback_to_next_location_keeps_verified_bytes(tmp_path):
     conf = testing.make_conf({('oslo_transfer', 'retries'): 0,
                               ('oslo_transfer', 'segment_threshold'): 0,
                               ('oslo_transfer', 'segment_size'): MiB,
-                              ('oslo_transfer', 'checkpoint_bytes'): MiB},
+                              ('oslo_transfer', 'checkpoint_bytes'): MiB,
+                              ('oslo_transfer', 'multi_source'): False},
                              [d1, d2])
     src = oslo_transfer.Source(urls=['one://x', 'two://x'])
     with transfer_mod.Transfer(conf, drivers=[d1, d2]) as t:
@@ -193,6 +194,10 @@ def test_fallback_to_next_location_keeps_verified_bytes(tmp_path):
     assert res.attempts and res.attempts[0][1] == 'one'
     assert res.bytes_resumed >= MiB
     assert (tmp_path / 'out').read_bytes() == payload
+    # One location at a time: what each one sent, kept or not.
+    assert res.bytes_by_location['one://x'] == 2 * MiB
+    assert res.bytes_by_location['two://x'] == len(payload) - \
+        res.bytes_resumed
 
 
 def test_stat_timeout_goes_to_next_location_without_retries(tmp_path):

@@ -353,6 +353,8 @@ class Bench:
         # timed); a receiver that was not ready in time is reported.
         start_at = time.time() + 4.0 + 1.0 * n
         procs = []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
         before = self.net.origin_tx()
         for i in range(n):
             argv = ['ip', 'netns', 'exec', self.net.receiver_ns[i],
@@ -372,8 +374,9 @@ class Bench:
                 argv += ['--lt', item]
             if self.args.timeline:
                 argv.append('--timeline')
+            # this checkout's oslo_transfer, not an installed one
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                          text=True, cwd=ROOT))
+                                          text=True, cwd=ROOT, env=env))
         self.procs.extend(procs)
         sampler = _Sampler(self.net, before, start_at)
         sampler.start()

@@ -158,3 +158,110 @@ def test_it_waits_while_ahead_of_its_part():
     avail = [i in held or i >= 300 for i in range(400)]
     plan.observe(1.0, avail, held, fetchers=4)
     assert plan.next(lambda i: i not in held, avail, held, False) is not None
+
+
+# -- ranked slices once every host is met ------------------------------------
+
+def _ranked(endpoints, count, n=256):
+    """Each host's plan after it met all the others.
+
+    As libtorrent reports them: the IP, and a port that may be a source
+    port.
+    """
+    plans = []
+    for k, me in enumerate(endpoints):
+        index, start = origin.endpoint_share(me, count)
+        plan = pieces.SpreadPlan(index, count, n, start=start, endpoint=me)
+        others = [(e.rsplit(':', 1)[0], 40000 + k)
+                  for e in endpoints if e != me]
+        assert plan.meet(others) is True
+        plans.append(plan)
+    return plans
+
+
+def test_benchmark_endpoints_get_one_slice_each():
+    """The benchmark's eight hosts, whose hashes share slices 1 and 8."""
+    endpoints = ['10.77.0.%d:6881' % (10 + i) for i in range(8)]
+    hashed = sorted(origin.endpoint_share(e, 8)[0] for e in endpoints)
+    assert len(set(hashed)) < 8      # why the rank is needed
+    plans = _ranked(endpoints, 8)
+    assert [p.index for p in plans] == list(range(8))
+    assert all(p.ranked for p in plans)
+    for p in plans:
+        assert p.home == p.slices[p.index].start
+
+
+@hypothesis.given(st.sets(st.ip_addresses(v=4), min_size=2, max_size=24),
+                  st.randoms(use_true_random=False))
+def test_ranked_slices_have_exactly_one_owner(ips, rnd):
+    endpoints = ['%s:6881' % ip for ip in ips]
+    rnd.shuffle(endpoints)
+    plans = _ranked(endpoints, len(endpoints), n=max(64, len(endpoints)))
+    assert sorted(p.index for p in plans) == list(range(len(endpoints)))
+
+
+def test_hash_kept_until_count_minus_one_met():
+    me = '10.0.0.9:6881'
+    index, start = origin.endpoint_share(me, 4)
+    plan = pieces.SpreadPlan(index, 4, 100, start=start, endpoint=me)
+    home = plan.home
+    # itself, and the same address twice, do not count
+    assert plan.meet([('10.0.0.9', 6881), ('10.0.0.1', 6881),
+                      ('10.0.0.1', 51234)]) is False
+    assert (plan.index, plan.home, plan.ranked) == (index, home, False)
+    # met over several calls: the peers seen before still count
+    assert plan.meet([('10.0.0.2', 6881)]) is False
+    assert plan.index == index
+    assert plan.meet([('10.0.0.3', 6881)]) is True
+    assert plan.index == 3 and plan.ranked
+    # once: later peers change nothing
+    assert plan.meet([('10.0.0.4', 6881)]) is False
+    assert plan.index == 3
+
+
+def test_no_switch_without_an_address_or_with_too_many_hosts():
+    plan = pieces.SpreadPlan(1, 3, 90, endpoint='myhost:6881')
+    assert plan.meet([('10.0.0.1', 1), ('10.0.0.2', 1)]) is False
+    assert plan.index == 1
+    plan = pieces.SpreadPlan(1, 3, 90, endpoint='10.0.0.5:6881')
+    # three others at once for three receivers: someone is not one
+    assert plan.meet([('10.0.0.1', 1), ('10.0.0.2', 1),
+                      ('10.0.0.3', 1)]) is False
+    assert plan.index == 1 and not plan.ranked
+    # a PiecePlan (peer list) is ranked from the start
+    assert pieces.PiecePlan(0, 2, 10).meet([('10.0.0.1', 1)]) is False
+
+
+def test_switch_keeps_fetched_pieces_and_moves_the_runs():
+    """Pieces fetched under the hashed slice stay.
+
+    The next run starts at the front of the ranked slice.
+    """
+    me = '10.0.0.1:6881'
+    plan = pieces.SpreadPlan(3, 4, 40, start=0.5, endpoint=me)
+    held = set()
+    for _ in range(3):
+        i, _why = plan.next(lambda i: i not in held, None, held, False)
+        held.add(i)
+    assert held == {35, 36, 37}
+    assert plan.meet(['10.0.0.2', '10.0.0.3', '10.0.0.4']) is True
+    assert plan.index == 0
+    got = _drain(plan, 40, held=held)
+    assert got[0] == (0, 'share')
+    # every other piece once, none of those already held
+    assert sorted(i for i, _ in got) == [i for i in range(40)
+                                         if i not in {35, 36, 37}]
+
+
+def test_piece_plan_of_the_rank_leaves_out_held_pieces():
+    plan = pieces.SpreadPlan(3, 4, 40, start=0.5, endpoint='10.0.0.2:1')
+    assert plan.meet(['10.0.0.1', '10.0.0.3', '10.0.0.4'])
+    held = {10, 11, 35}
+    pp = plan.piece_plan(held)
+    assert isinstance(pp, pieces.PiecePlan)
+    assert (pp.index, pp.count, pp.num_pieces) == (1, 4, 40)
+    assert pp.share == list(range(12, 20))
+    # its slice front to back, after the pieces it holds (then it paces
+    # on the others' slices, none of which is visible here)
+    got = _drain(pp, 40, held=set(held))
+    assert [i for i, _ in got] == [12, 13]

@@ -430,16 +430,23 @@ class TorrentDownload:
         try:
             busy = {d['piece_index'] for d in self.handle.get_download_queue()}
             avail = self.handle.piece_availability()
-            fetchers = 1 + sum(1 for p in self.handle.get_peer_info()
-                               if not session_mod.is_seed(p))
+            fetching = [p for p in self.handle.get_peer_info()
+                        if not session_mod.is_seed(p)]
         except RuntimeError:
             return
+        fetchers = 1 + len(fetching)
         if len(avail) != self.meta.num_pieces:
             avail = None            # not known yet (torrent starting)
         now = time.monotonic()
         with self._lock:
             self._peer_busy = busy
             self._avail = avail
+            if self.plan.meet(p.ip for p in fetching):
+                # every receiver met: the slice of its rank, as if told
+                # the peers
+                self.plan = self.plan.piece_plan(self.have)
+                self.stats['share'] = '%d/%d' % (self.plan.index + 1,
+                                                 self.plan.count)
             self.plan.observe(now, avail, self.have, fetchers)
             if avail is not None:
                 # A piece this host is fetching from the origin (or has

@@ -466,12 +466,19 @@ class SwarmReader(driver_mod.LazyReader):
             return
         if len(avail) != self.meta.num_pieces:
             avail = None
-        fetchers = 1 + sum(1 for p in infos if not session_mod.is_seed(p))
+        fetching = [p for p in infos if not session_mod.is_seed(p)]
+        fetchers = 1 + len(fetching)
         with self._lock:
             first = not self._met and avail is not None and any(avail)
             self._met = self._met or first
             self._avail = avail
             self._peer_busy = busy
+            if self.plan.meet(p.ip for p in fetching):
+                # every receiver met: the slice of its rank, as if told
+                # the peers
+                self.plan = self.plan.piece_plan(self.have)
+                self._stats['share'] = '%d/%d' % (self.plan.index + 1,
+                                                  self.plan.count)
             self.plan.observe(now, avail, self.have, fetchers)
         if first:
             LOG.info('bittorrent: lazy %s: the peers have %d of %d pieces',

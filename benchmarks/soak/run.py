@@ -25,6 +25,17 @@ suites' launchers (``tests/functional/soak/protocols.py``):
   place, from the end backwards, and by a rename, by turns): the copy must
   then start again or fail, never join two versions.
 
+Row ``lazy`` (``tests/functional/soak/lazy.py``): ``oslo-transfer nbd``
+over nginx with a blockmap, killed with SIGKILL (the command and its
+nbdkit) ``--kills`` times while a python3-libnbd client reads random
+ranges, then restarted: the client reads the same ranges again (they must
+be the source's bytes), the blocks the origin sent again are compared with
+the present-map's bound (the blocks sent in the last second before the
+kill), and once the prefetch completed the cache, it must be the source
+with nothing beside it.  Its size is ``--lazy-size`` (default 64 MiB).
+The row fails if no kill cut a read in flight (a read that started before
+the kill and failed).
+
 Reported per protocol (``tests/functional/soak/harness.py`` measures):
 whether the final sha256 is right, the bytes each kill cost (correct bytes
 of ``DEST.part`` that the control file did not record: the next run
@@ -56,10 +67,11 @@ sys.path.insert(0, ROOT)
 
 from benchmarks import benchlib  # noqa: E402
 from tests.functional.soak import harness  # noqa: E402
+from tests.functional.soak import lazy  # noqa: E402
 from tests.functional.soak import protocols  # noqa: E402
 
 MiB = benchlib.MiB
-ALL = ('http', 'ftp', 'sftp', 'nfs', 'iscsi', 'file', 'bittorrent')
+ALL = ('http', 'ftp', 'sftp', 'nfs', 'iscsi', 'file', 'bittorrent', 'lazy')
 
 
 def main(argv=None) -> int:
@@ -67,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument('--protocols', default=','.join(ALL),
                    help='comma-separated, from: %s' % ', '.join(ALL))
     p.add_argument('--size', default='256M', help='bytes to copy')
+    p.add_argument('--lazy-size', default='64M',
+                   help='bytes of the lazy image (row lazy)')
     p.add_argument('--kills', type=int, default=20)
     p.add_argument('--restarts', type=int, default=5)
     p.add_argument('--seed', type=int, default=1)
@@ -87,13 +101,18 @@ def main(argv=None) -> int:
     own = args.workdir is None
     work = args.workdir or tempfile.mkdtemp(prefix='oslo-transfer-soak-',
                                             dir='/var/tmp')
-    reports, rows = [], []
+    reports, rows, lazy_rows = [], [], []
     try:
         for i, name in enumerate(names):
-            reports.append(soak_one(name, os.path.join(work, name), size,
-                                    args, options, seed=args.seed + i))
+            if name == 'lazy':
+                lazy_rows = [soak_lazy(os.path.join(work, name), args,
+                                       seed=args.seed + i)]
+            else:
+                reports.append(soak_one(name, os.path.join(work, name),
+                                        size, args, options,
+                                        seed=args.seed + i))
             # After each protocol: a long run cut short keeps its rows.
-            rows = table(reports, size, options)
+            rows = table(reports, size, options) + lazy_rows
             save(rows, args, size)
     finally:
         if own:
@@ -120,6 +139,40 @@ def soak_one(name, work, size, args, options, seed):
     report['options'] = {k: v for k, v in soak.options.items()
                          if k != 'state_path'}
     return report
+
+
+def soak_lazy(work, args, seed):
+    """The ``lazy`` row: its own table line (a read, not a copy)."""
+    size = benchlib.parse_size(args.lazy_size)
+    print('\nlazy: %s image, %d kills of oslo-transfer nbd while a client '
+          'reads (seed %d)' % (benchlib.human(size), args.kills, seed),
+          flush=True)
+    r = lazy.LazySoak(work, size, seed, args.kills,
+                      log=lambda msg: print(msg, flush=True)).run()
+    cut = sum(k['reads_cut'] for k in r['kills'])
+    ok = (r['digest_ok'] and not r['reads_wrong'] and not r['leftovers']
+          and not r['over_bound'] and cut > 0)
+    print('\n%-10s %-6s %5s %9s %11s %11s %11s %9s %9s' % (
+        'protocol', 'digest', 'kills', 'reads cut', 'reads wrong',
+        'lost max', 'over bound', 'served', 'leftover'))
+    print('%-10s %-6s %5d %9d %11d %7.2f MiB %11d %5.0f MiB %9s' % (
+        'lazy', 'ok' if r['digest_ok'] else 'WRONG', len(r['kills']), cut,
+        r['reads_wrong'], r['lost_max'] / MiB, len(r['over_bound']),
+        r['served'] / MiB, ','.join(r['leftovers']) or 'none'))
+    print('(lost: 64 KiB blocks the origin sent again after a kill; the '
+          'bound of each kill is the blocks it sent in the last %.2f s '
+          'before it)' % lazy.WINDOW)
+    return {'protocol': 'lazy', 'digest_ok': r['digest_ok'], 'size': size,
+            'kills': len(r['kills']), 'reads_wrong': r['reads_wrong'],
+            'reads_cut': cut,
+            'kills_that_cut': sum(1 for k in r['kills'] if k['reads_cut']),
+            'lost_total': r['lost_total'], 'lost_max': r['lost_max'],
+            'lost_per_kill': [k['lost'] for k in r['kills']],
+            'bound_per_kill': max([k['bound'] for k in r['kills']] or [0]),
+            'bounds': [k['bound'] for k in r['kills']],
+            'over_bound': r['over_bound'], 'served': r['served'],
+            'leftovers': r['leftovers'], 'elapsed': round(r['elapsed'], 1),
+            'ok': ok}
 
 
 def table(reports, size, options):

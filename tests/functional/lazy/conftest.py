@@ -98,16 +98,20 @@ def blocks_fetched(server, name) -> list:
     """
     out = []
     for line in server.settled_requests_for(name, quiet=0.3, timeout=3):
-        if not line.startswith('GET '):
-            continue
-        rng = server.field(line, 'range')
-        assert rng.startswith('bytes='), line
-        first, last = (int(x) for x in rng[6:].split('-'))
-        sent = int(server.field(line, 'sent'))
-        if sent == 0:
-            continue
-        out.extend(range(first // BLOCK, (first + sent - 1) // BLOCK + 1))
+        out.extend(blocks_of(server, line))
     return out
+
+
+def blocks_of(server, line) -> range:
+    """The 64 KiB blocks one access log line sent (none but for a GET)."""
+    if not line.startswith('GET '):
+        return range(0)
+    rng = server.field(line, 'range')
+    assert rng.startswith('bytes='), line
+    first = int(rng[6:].split('-')[0])
+    sent = int(server.field(line, 'sent'))
+    return range(first // BLOCK, (first + sent - 1) // BLOCK + 1) if sent \
+        else range(0)
 
 
 def write_conf(tmp_path, **options) -> str:
@@ -127,6 +131,14 @@ class Export:
         self.uri = 'nbd+unix:///?socket=%s' % socket_path
         self.proc = None
         self.ready_line = None
+
+    @classmethod
+    def build(cls, src, cache, sock, log_path, *options) -> 'Export':
+        """``oslo-transfer nbd SRC --cache CACHE --socket SOCK -v OPTIONS``."""
+        argv = [sys.executable, '-m', 'oslo_transfer.cmd.main', 'nbd', src,
+                '--cache', str(cache), '--socket', sock, '-v'] + [
+                    str(o) for o in options]
+        return cls(argv, log_path, sock)
 
     def start(self, timeout=60.0) -> 'Export':
         env = dict(os.environ,
@@ -195,10 +207,8 @@ def export(tmp_path):
 
     def start(src, cache, *options, name='export'):
         sock = str(tmp_path / ('%s-%d.sock' % (name, len(started))))
-        argv = [sys.executable, '-m', 'oslo_transfer.cmd.main', 'nbd', src,
-                '--cache', str(cache), '--socket', sock, '-v'] + [
-                    str(o) for o in options]
-        exp = Export(argv, str(tmp_path / ('%s.log' % name)), sock)
+        exp = Export.build(src, cache, sock, str(tmp_path / (
+            '%s.log' % name)), *options)
         started.append(exp)
         return exp.start()
 
@@ -218,15 +228,21 @@ def nbd_client():
                     pytrace=False)
 
     def run(uri, reads=(), connections=1, extents=False):
-        req = {'reads': [list(r) for r in reads],
-               'connections': connections, 'extents': extents}
-        res = subprocess.run([SYSTEM_PYTHON, CLIENT, uri, json.dumps(req)],
-                             capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, PATH='/usr/bin:/bin'))
+        res = subprocess.run(**client_call(uri, reads, connections, extents),
+                             capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout)
 
     return run
+
+
+def client_call(uri, reads=(), connections=1, extents=False,
+                times=False) -> dict:
+    """``args`` and ``env`` of one run of :mod:`.nbdclient` (subprocess)."""
+    req = {'reads': [list(r) for r in reads], 'connections': connections,
+           'extents': extents, 'times': times}
+    return {'args': [SYSTEM_PYTHON, CLIENT, uri, json.dumps(req)],
+            'env': dict(os.environ, PATH='/usr/bin:/bin')}
 
 
 def wait_for(predicate, timeout=30.0, what='the condition'):

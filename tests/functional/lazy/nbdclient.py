@@ -18,6 +18,13 @@ JSON object: ``{"size": .., "flags": {..}, "reads": [{"sha256": HEX} or
 {"error": TEXT, "errno": N}, ...], "extents": [[offset, length, flags],
 ...]}``.  The reads are spread over ``connections`` connections and run
 at once (a guest's queue), in threads.
+
+With ``"times": true`` each read also gets ``start`` and ``end``
+(``time.monotonic()``, CLOCK_MONOTONIC: comparable with another process's
+on the same host), ``connected`` is written to stderr once every
+connection is up, and a failed shutdown (the server is gone) still prints
+the report: the soak (:mod:`tests.functional.soak.lazy`) kills the server
+mid-read.
 """
 
 import concurrent.futures
@@ -25,18 +32,23 @@ import errno
 import hashlib
 import json
 import sys
+import time
 
 import nbd
 
 
-def _read(h, off, n):
+def _read(h, off, n, times=False):
+    start = time.monotonic()
     try:
-        return {'sha256': hashlib.sha256(h.pread(n, off)).hexdigest()}
+        out = {'sha256': hashlib.sha256(h.pread(n, off)).hexdigest()}
     except nbd.Error as exc:
         code = exc.errno
         if isinstance(code, str):       # libnbd names it ("EIO")
             code = getattr(errno, code, code)
-        return {'error': str(exc), 'errno': code}
+        out = {'error': str(exc), 'errno': code}
+    if times:
+        out.update(start=start, end=time.monotonic())
+    return out
 
 
 def main(uri, request):
@@ -47,6 +59,10 @@ def main(uri, request):
         h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
         h.connect_uri(uri)
         handles.append(h)
+    times = bool(request.get('times'))
+    if times:
+        sys.stderr.write('connected\n')
+        sys.stderr.flush()
     h = handles[0]
     out = {'size': h.get_size(),
            'flags': {'read_only': h.is_read_only(),
@@ -55,7 +71,7 @@ def main(uri, request):
                      'can_trim': h.can_trim(), 'can_zero': h.can_zero()}}
     reads = request.get('reads', [])
     with concurrent.futures.ThreadPoolExecutor(max(1, conns)) as pool:
-        futs = [pool.submit(_read, handles[i % conns], off, n)
+        futs = [pool.submit(_read, handles[i % conns], off, n, times)
                 for i, (off, n) in enumerate(reads)]
         out['reads'] = [f.result() for f in futs]
     if request.get('extents'):
@@ -75,7 +91,11 @@ def main(uri, request):
                 out['size']
         out['extents'] = seen
     for h in handles:
-        h.shutdown()
+        try:
+            h.shutdown()
+        except nbd.Error:
+            if not times:
+                raise
     print(json.dumps(out))
 
 

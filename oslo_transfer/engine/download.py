@@ -64,6 +64,13 @@ MAX_RESTARTS = 3
 #: the largest ``rate`` a caller may pass (bytes per second)
 MAX_RATE = 2 ** 63 - 1
 
+#: errors that another location would not cure: raised at once, never a
+#: reason to try the next candidate or to read the mirrors one at a time
+_NOT_LOCATION_FAULTS = (
+    exceptions.Cancelled, exceptions.ChecksumMismatch,
+    exceptions.DestinationError, exceptions.SourceChanged,
+    exceptions.SizeMismatch, exceptions.DeadlineUnreachable)
+
 
 class _Restart(Exception):
     """Internal: the source changed during the copy; start it again."""
@@ -439,9 +446,7 @@ class Download:
             wire = self._cand_wire = self.wire
             try:
                 res = self._attempt(cand)
-            except (exceptions.Cancelled, exceptions.ChecksumMismatch,
-                    exceptions.DestinationError, exceptions.SourceChanged,
-                    exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
+            except _NOT_LOCATION_FAULTS:
                 raise
             except exceptions.TransferError as exc:
                 self._count_location(cand.url, wire)
@@ -481,9 +486,7 @@ class Download:
             return None, candidates, None
         try:
             res = self._attempt_mirrors(mirrors)
-        except (exceptions.Cancelled, exceptions.ChecksumMismatch,
-                exceptions.DestinationError, exceptions.SourceChanged,
-                exceptions.SizeMismatch, exceptions.DeadlineUnreachable):
+        except _NOT_LOCATION_FAULTS:
             raise
         except exceptions.TransferError as exc:
             used = {m.name for m in mirrors}

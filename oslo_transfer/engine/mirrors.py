@@ -278,15 +278,7 @@ class MultiFill(seg_mod.Fill):
 
     def _held(self, start, end):
         """``[start, end)`` is written and verified: count it as held."""
-        n = end - start
         with self.cond:
-            self.written.add(start, end)
-            self.since_snapshot += n
-            due = self.since_snapshot >= self.interval // 2
-            full = self.since_snapshot + self.checkpointing >= self.interval
+            due, full = self._mark_written(start, end)
             self.cond.notify_all()
-        self.job.count_done(n)
-        if due or full:
-            self.ckpt_due.set()
-        if full:
-            self._hold_back()
+        self._counted(end - start, due, full)

@@ -266,14 +266,29 @@ class Fill:
                 # never finds a written chunk missing from memory (and
                 # reads nothing back).
                 self._offer(pos, chunk, n)
-            self.written.add(pos, pos + n)
-            self.since_snapshot += n
-            due = self.since_snapshot >= self.interval // 2
-            full = (self.since_snapshot + self.checkpointing >=
-                    self.interval)
+            due, full = self._mark_written(pos, pos + n)
             if not inline:
                 # (Hashed here: nothing for the hash loop.)
                 self.cond.notify_all()
+        self._counted(n, due, full)
+
+    def _mark_written(self, start, end):
+        """Add ``[start, end)`` to what is written (the lock is held).
+
+        :returns: ``(due, full)``: a checkpoint is due (half the interval
+            is not recorded yet), and writers must hold back (a whole
+            interval is not).
+        """
+        self.written.add(start, end)
+        self.since_snapshot += end - start
+        return (self.since_snapshot >= self.interval // 2,
+                self.since_snapshot + self.checkpointing >= self.interval)
+
+    def _counted(self, n, due, full):
+        """Count ``n`` bytes done, checkpoint and hold back as told.
+
+        Called after :meth:`_mark_written`, with the lock released.
+        """
         self.job.count_done(n)
         if due or full:
             self.ckpt_due.set()

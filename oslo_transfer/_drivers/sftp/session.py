@@ -571,6 +571,11 @@ def translate(exc, location, what, writing=False, cancel=None,
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return exceptions.TransferTimeout('%s: %s timed out' % (url, what),
                                           url=url)
+    if isinstance(exc, paramiko.SSHException) and isinstance(
+            exc.__cause__ or exc.__context__, (socket.timeout, TimeoutError)):
+        # paramiko's banner reader wraps the socket's timeout
+        return exceptions.TransferTimeout('%s: %s timed out: %s'
+                                          % (url, what, text), url=url)
     if isinstance(exc, (paramiko.SSHException, EOFError)):
         return exceptions.ConnectionFailed(msg, url=url)
     if isinstance(exc, OSError):

@@ -17,6 +17,9 @@ admission, on a real origin behind a shaped link.
 
     python benchmarks/flow/run.py [--peak 180] [--seeds 5] [--scale 16]
         [--rate 100mbit] [--limit 0] [--beside-repeat 3]
+        [--beside-modes solo,classes,unpaced,fifo]
+    python benchmarks/flow/run.py --seeds 0 --json /tmp/beside.json \
+        --plot '' --beside-modes solo,classes,unpaced     # the row alone
     python benchmarks/flow/run.py --report benchmarks/results/flow.json
     python benchmarks/publish.py flow
 
@@ -31,7 +34,12 @@ bottleneck, and the pacing of lower classes is what serves the classes.
 First the interactive-beside-six-background row: the time of one 32 MiB
 interactive copy while six 256 MiB background copies run, against its
 solo time, with classes (pacing on), classes without pacing
-(``unpaced``) and fifo, alternated, ``--beside-repeat`` times.
+(``unpaced``) and fifo, alternated, ``--beside-repeat`` times
+(``--beside-modes`` picks the rows; ``--seeds 0`` runs only this row).
+Diagnostics on stderr: ``FLOW_DEBUG=1`` (bytes per class each second,
+pacing decisions; ``FLOW_DEBUG=2`` adds every request) and ``FLOW_SS=1``
+(each client socket's unread bytes and receive buffer, from ``ss``,
+every 0.5 s).
 
 Then the peak (the issue's workload, seeded): a compressed peak of
 ``--peak`` seconds with Poisson arrivals in three classes at an offered
@@ -245,8 +253,24 @@ def worker_beside(job):
                 for c, v in st['classes'].items()}, st['origins']),
                 file=sys.stderr)
 
+    def sockets():
+        # FLOW_SS=1: what the client's sockets hold (Recv-Q, rcvbuf)
+        while not stop.wait(0.5):
+            ss = subprocess.run(['ss', '-tmnH', 'state', 'established'],
+                                capture_output=True, text=True).stdout
+            rows = re.findall(r'^(\d+)\s+\d+\s+\S+\s+\S+\s*\n'
+                              r'\s*skmem:\(r\d+,rb(\d+)', ss, re.M)
+            held = ' '.join('%d/%d' % (int(q) // 1024, int(rb) // 1024)
+                            for q, rb in rows)
+            print('%.1f ss Recv-Q/rcvbuf KiB: %s'
+                  % (time.monotonic() - t0, held), file=sys.stderr)
+
     if os.environ.get('FLOW_DEBUG'):
+        import logging
+        logging.warning('the interactive copy starts')
         threading.Thread(target=watch, daemon=True).start()
+    if os.environ.get('FLOW_SS'):
+        threading.Thread(target=sockets, daemon=True).start()
     t.copy(_url(job['size']), os.path.join(out, 'i'),
            hints=Hints(priority='interactive'))
     took = time.monotonic() - t0
@@ -269,9 +293,14 @@ def worker(kind):
     if os.environ.get('FLOW_DEBUG'):
         import logging
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                            format='%(relativeCreated)d %(message)s')
+                            format='%(relativeCreated)d %(threadName)s '
+                                   '%(message)s')
         logging.getLogger('oslo_transfer.engine.throttle').setLevel(
             logging.INFO)
+        if os.environ['FLOW_DEBUG'] == '2':
+            for name in ('oslo_transfer', 'urllib3',
+                         'oslo_transfer.engine.throttle'):
+                logging.getLogger(name).setLevel(logging.DEBUG)
     fn = {'replay': worker_replay, 'solo': worker_solo,
           'beside': worker_beside}[kind]
     json.dump(fn(job), sys.stdout)
@@ -314,7 +343,7 @@ def run_worker(kind, job):
                        env=dict(os.environ, PYTHONPATH=ROOT))
     if p.returncode:
         raise RuntimeError('worker %s failed: %s' % (kind, p.stderr[-2000:]))
-    if os.environ.get('FLOW_DEBUG'):
+    if os.environ.get('FLOW_DEBUG') or os.environ.get('FLOW_SS'):
         sys.stderr.write(p.stderr)
     return json.loads(p.stdout)
 
@@ -376,6 +405,9 @@ def main():
                     help='origin_rate_limit as a fraction of the link '
                          '(default none: the link is the bottleneck)')
     ap.add_argument('--beside-repeat', type=int, default=3)
+    ap.add_argument('--beside-modes', default='solo,classes,unpaced,fifo',
+                    help='the rows of the beside run (--seeds 0 runs '
+                         'only them)')
     ap.add_argument('--plot', default=os.path.join(
         ROOT, 'benchmarks', 'results', 'flow.png'))
     ap.add_argument('--json', default=os.path.join(
@@ -492,7 +524,9 @@ def beside_row(args, docroot, work, limit):
     size, bg = 32 * MiB, 256 * MiB
     make_file(docroot, size)
     make_file(docroot, bg)
-    rows = {'solo': [], 'classes': [], 'unpaced': [], 'fifo': []}
+    rows = {m: [] for m in args.beside_modes.split(',')}
+    if 'solo' not in rows:
+        rows['solo'] = []
     for r in range(args.beside_repeat):
         order = list(rows)
         if r % 2:
@@ -594,9 +628,10 @@ def per_seed(results):
 
 def report(args, out):
     print()
-    print('peak %.0f s, sizes / %g; means over the seeds that count, with '
-          '95 %% CI' % (args.peak, args.scale))
-    print('\n'.join(table(out['results'])))
+    if any(out['results'].values()):
+        print('peak %.0f s, sizes / %g; means over the seeds that count, '
+              'with 95 %% CI' % (args.peak, args.scale))
+        print('\n'.join(table(out['results'])))
     if out['beside']:
         print()
         print('\n'.join(beside_lines(out['beside'])))

@@ -413,6 +413,21 @@ class _Stats:
         self.held = best
         return best
 
+    def floor(self, now) -> float:
+        """A lower bound of C: the highest rate of any whole second.
+
+        Over the last :data:`CAPACITY_WINDOW` s, pauses included (no
+        measured rate is above the capacity).  Pacing falls back on it
+        while :meth:`capacity` is unknown: many connections that each
+        hand over their bytes in large chunks (an HTTP read's 1 MiB) do
+        so in bursts, with gaps longer than :data:`PAUSE` between them
+        although the link never idled, which can leave no second that
+        counts as a sample for several seconds.  0: nothing measured.
+        """
+        sec = int(now)
+        return max((b for s, b in self.seconds
+                    if sec - CAPACITY_WINDOW <= s < sec), default=0)
+
     def mark_paced(self, now):
         """Lower classes are paced in this second (no sample of C)."""
         if int(now) not in self.paced:
@@ -869,10 +884,15 @@ class Scheduler:
         return self._dom_stats(dom).capacity(now)
 
     def _pace_cap(self, dom, now) -> float:
-        """C of the bottleneck: measured, or else the configured limits."""
+        """C of the bottleneck: measured, or else the configured limits.
+
+        While C is not known (no second without a pause yet), the highest
+        rate of any second (:meth:`_Stats.floor`): a lower bound, which
+        paces the lower classes harder rather than not at all.
+        """
         limits = [r for r in (self.bucket.rate, self.origin_rate
                               if dom != 'host' else 0) if r]
-        peak = self._peak(dom, now)
+        peak = self._peak(dom, now) or self._dom_stats(dom).floor(now)
         return min([peak] + limits) if peak else min(limits, default=0)
 
     def _pacing_update(self, dom, active, now):
@@ -894,10 +914,14 @@ class Scheduler:
                 return None
             cap = self._pace_cap(dom, now)
             if not cap:
+                LOG.debug('not pacing the classes below %s through %s: its '
+                          'capacity is not known yet', top, dom)
                 return None
             total = sum(active.values()) or 1
             expected = cap * max(active[top], 1) / max(total, 1)
             state.start(top, now, self._dom_bytes[dom, top], expected)
+            LOG.debug('pacing the classes below %s through %s (capacity '
+                      '%.0f bytes/s)', top, dom, cap)
             return top
         moved = self._dom_bytes[dom, top]
         if not state.judge(now, moved):

@@ -552,6 +552,29 @@ def test_the_capacity_is_never_sampled_while_pacing():
     assert sched.capacity(ORIGIN)[0] == 0
 
 
+def test_pacing_starts_before_the_capacity_is_known():
+    # Six background copies reading 1 MiB chunks hand them over in bursts
+    # (every connection finishes its chunk at about the same time): the
+    # bytes pause for longer than PAUSE between bursts although the link
+    # never idled, so no second is a sample of C.  Pacing does not wait
+    # for one: it paces at the highest rate of any second (a lower bound).
+    clock = Clock(1000.5)
+    sched = throttle.Scheduler(clock=clock, policies=NO_PAUSE)
+    for _ in range(5):
+        for _ in range(6):
+            sched.account(MiB, B, ORIGIN)
+        clock.t += 0.5                           # 12 MiB/s, in bursts
+    assert sched.capacity(ORIGIN)[0] == 0
+    with sched.slot(ORIGIN, I):
+        sched.consume(1024, B, ORIGIN)
+        assert sched._pacing['host'].top == I
+        assert _paced_rate(sched, B) == pytest.approx(12 * MiB / 9,
+                                                      rel=0.01)
+    # admission still judges only by a busy second (or the limits)
+    assert sched.capacity(ORIGIN) == (0, 'no limit and no throughput '
+                                         'history')
+
+
 def _pace_for(sched, clock, seconds, top_rate, step=0.125):
     """The top class moves ``top_rate`` while background is paced."""
     for _ in range(int(round(seconds / step))):

@@ -363,6 +363,23 @@ class Context:
         return self.priority if self.job is None else self.job.current_cls
 
     @property
+    def receive_buffer(self) -> int | None:
+        """``SO_RCVBUF`` (bytes) for the sockets this call opens, or None.
+
+        The receive buffer of the call's class (:attr:`current_priority`:
+        the background class's is 256 KiB by default), so that what a
+        lower class has in flight when a higher class arrives stays small.
+        A driver that honours it sets it on a new socket *before*
+        ``connect()`` (the TCP window scale is fixed at the handshake)
+        and never hands a socket opened with one buffer size to a call
+        that asks for another (a pool of kept-alive connections is keyed
+        by it).  None (no scheduler, ``scheduler = fifo``, a class
+        without a cap): leave the kernel's autotuning alone.
+        """
+        policy = getattr(self.scheduler, 'receive_buffer', None)
+        return None if policy is None else policy(self.current_priority)
+
+    @property
     def deadline(self) -> float | None:
         """Deprecated: :attr:`expires_at`."""
         warnings.warn('Context.deadline is deprecated: use '

@@ -15,7 +15,9 @@
 * :class:`SessionPool`: logged-in sessions for FTP and SFTP;
 * :class:`BlockPool` and :func:`block_pool`: page-aligned read buffers for
   the drivers that fill memory from C (nfs, iscsi) or ``preadv`` (file);
-* :func:`max_segments_opt`: the option of a driver that caps its segments.
+* :func:`max_segments_opt`: the option of a driver that caps its segments;
+* :func:`create_connection`: a TCP connection with the call's receive
+  buffer (:attr:`oslo_transfer.driver.Context.receive_buffer`).
 
 The engine never imports this module (what the engine and the drivers both
 need lives in :mod:`oslo_transfer._utils`).
@@ -46,6 +48,7 @@ import contextlib
 import ctypes
 import logging
 import mmap
+import socket
 import sys
 import threading
 import time
@@ -57,7 +60,8 @@ from oslo_transfer import _utils
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['SessionPool', 'BlockPool', 'block_pool', 'max_segments_opt']
+__all__ = ['SessionPool', 'BlockPool', 'block_pool', 'max_segments_opt',
+           'create_connection']
 
 #: answers shorter than this are copied into ``bytes``, not into a block
 MIN_BLOCK_BYTES = 4096
@@ -274,3 +278,34 @@ def max_segments_opt(why: str, unit: str, related=()) -> cfg.IntOpt:
              '[oslo_transfer] segments\n* 0: no cap of its own; '
              '[oslo_transfer] segments decides\n\nRelated options:\n\n%s'
              % (why, unit, '\n'.join(lines)))
+
+
+def create_connection(address: tuple, timeout: float | None,
+                      receive_buffer: int | None = None) -> socket.socket:
+    """:func:`socket.create_connection`, with ``SO_RCVBUF`` set first.
+
+    :param receive_buffer: bytes (``ctx.receive_buffer``), set before
+        ``connect()`` so that the window the connection offers is scaled
+        for it (set afterwards, it would bound the buffer but not the
+        window scale); None: the kernel's autotuning.
+    """
+    if not receive_buffer:
+        return socket.create_connection(address, timeout)
+    host, port = address
+    error = None
+    for family, kind, proto, _name, addr in socket.getaddrinfo(
+            host, port, 0, socket.SOCK_STREAM):
+        sock = None
+        try:
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                            receive_buffer)
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            error = exc
+            if sock is not None:
+                sock.close()
+    raise error if error is not None else OSError(
+        'getaddrinfo returned no address for %s' % (host,))

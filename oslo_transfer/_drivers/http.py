@@ -25,6 +25,10 @@
 * Requests take a session from a small shared pool for as long as their
   response is open: a session is never used by two requests at once, and
   the sockets kept open do not grow with the number of calling threads.
+  A call whose class has a receive buffer (``ctx.receive_buffer``: the
+  background class) takes its sessions from a pool of their own, whose
+  connections set ``SO_RCVBUF`` before they connect: a kept-alive
+  connection never passes from one buffer size to another.
 * Query parameters that carry secrets (signatures, tokens) are masked in
   every message and log line, like passwords: requests and urllib3 put the
   URL being fetched, with its query, into their error text and their own
@@ -412,7 +416,7 @@ class HTTPDriver(driver.Driver):
 
     def __init__(self, conf):
         super().__init__(conf)
-        self._pool = None
+        self._pools = {}        # receive buffer (None: autotuned) -> pool
         self._lock = threading.Lock()
 
     @classmethod
@@ -421,7 +425,7 @@ class HTTPDriver(driver.Driver):
 
     # -- plumbing -----------------------------------------------------------
 
-    def _new_session(self) -> 'requests.Session':
+    def _new_session(self, receive_buffer=None) -> 'requests.Session':
         s = requests.Session()
         # One request at a time per session: one connection per host is
         # enough, a second one covers a connection still being released.
@@ -430,18 +434,27 @@ class HTTPDriver(driver.Driver):
             max_retries=0)
         # (A dict of our own: the default is urllib3's module-level one.)
         adapter.poolmanager.pool_classes_by_scheme = dict(_pool_classes())
+        if receive_buffer:
+            # urllib3 sets these on a new socket before connect()
+            from urllib3 import connection as u3_connection
+            adapter.poolmanager.connection_pool_kw['socket_options'] = (
+                list(u3_connection.HTTPConnection.default_socket_options) +
+                [(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)])
         s.mount('http://', adapter)
         s.mount('https://', adapter)
         s.trust_env = False
         return s
 
-    def _sessions(self) -> _SessionPool:
+    def _sessions(self, receive_buffer=None) -> _SessionPool:
+        """The pool of sessions whose sockets have ``receive_buffer``."""
         with self._lock:
-            if self._pool is None:
+            pool = self._pools.get(receive_buffer)
+            if pool is None:
                 _requests()
-                self._pool = _SessionPool(self._new_session,
-                                          self.options.pool_connections)
-            return self._pool
+                pool = self._pools[receive_buffer] = _SessionPool(
+                    lambda: self._new_session(receive_buffer),
+                    self.options.pool_connections)
+            return pool
 
     def _verify(self):
         if self.options.insecure:
@@ -475,7 +488,7 @@ class HTTPDriver(driver.Driver):
 
         The response holds a session of the pool until :meth:`_done`.
         """
-        pool = self._sessions()
+        pool = self._sessions(ctx.receive_buffer)
         session = pool.get()
         try:
             resp = self._send(session, method, loc, ctx, headers, stream,
@@ -483,7 +496,7 @@ class HTTPDriver(driver.Driver):
         except BaseException:
             pool.put(session)
             raise
-        resp._oslo_session = session
+        resp._oslo_session = (pool, session)
         if not stream:
             self._done(resp)
         return resp
@@ -491,9 +504,10 @@ class HTTPDriver(driver.Driver):
     def _done(self, resp):
         """Close ``resp`` and give its session back to the pool."""
         resp.close()
-        session = resp.__dict__.pop('_oslo_session', None)
-        if session is not None:
-            self._sessions().put(session)
+        held = resp.__dict__.pop('_oslo_session', None)
+        if held is not None:
+            pool, session = held
+            pool.put(session)
 
     def _send(self, session, method, loc, ctx, headers, stream, data):
         url = loc.without_userinfo()
@@ -716,8 +730,8 @@ class HTTPDriver(driver.Driver):
 
     def close(self):
         with self._lock:
-            pool = self._pool
-        if pool is not None:
+            pools = list(self._pools.values())
+        for pool in pools:
             pool.close()
 
 

@@ -60,8 +60,9 @@ default):
 * a waiter on a destination lock lends its class to the holder
   (:class:`Loan`);
 * each class follows its :class:`ClassPolicy` (a lazy image's prefetch,
-  the background class, asks for at most 256 KiB per read and pauses
-  200 ms after each request of a higher class to the same origin).
+  the background class, asks for at most 256 KiB per read, through
+  sockets with a 256 KiB receive buffer, and pauses 200 ms after each
+  request of a higher class to the same origin).
 
 ``scheduler = fifo`` keeps the behaviour before classes (one class, first
 come first served, no admission) for comparisons.  Admission of deadlines
@@ -235,20 +236,33 @@ class ClassPolicy:
     :param yield_seconds: after a higher class asked for a slot to the
         same origin, the class waits this long before its next slot or
         bytes.
+    :param receive_buffer: ``SO_RCVBUF`` in bytes of the sockets the
+        class's calls open (set before ``connect()``, so that it also
+        bounds the TCP window the connection may scale to); None: the
+        kernel's autotuning (which a fixed size turns off for that
+        socket, so only lower classes get one).  A small buffer bounds
+        what a connection of the class has in flight, in the network and
+        in its receive buffer, when a higher class arrives.  Drivers read
+        it as :attr:`Context.receive_buffer
+        <oslo_transfer.driver.Context.receive_buffer>`; not every driver
+        honours it (see :doc:`/user/flow`).
     """
 
     connections: int | None = None
     request_bytes: int | None = None
     yield_seconds: float = 0.0
+    receive_buffer: int | None = None
 
 
-#: the policy of each class: background reads ask for at most 256 KiB and
-#: pause 200 ms after each request of a higher class to the same origin
-#: (a lazy image's on-demand miss overtakes its prefetch).
+#: the policy of each class: background reads ask for at most 256 KiB,
+#: through sockets with a 256 KiB receive buffer, and pause 200 ms after
+#: each request of a higher class to the same origin (a lazy image's
+#: on-demand miss overtakes its prefetch).
 DEFAULT_POLICIES = {
     INTERACTIVE: ClassPolicy(),
     NORMAL: ClassPolicy(),
-    BACKGROUND: ClassPolicy(request_bytes=256 * KiB, yield_seconds=0.2),
+    BACKGROUND: ClassPolicy(request_bytes=256 * KiB, yield_seconds=0.2,
+                            receive_buffer=256 * KiB),
 }
 
 
@@ -659,6 +673,16 @@ class Scheduler:
         """The :class:`ClassPolicy` of ``cls``."""
         rank(cls)
         return self.policies.get(cls, ClassPolicy())
+
+    def receive_buffer(self, cls: str) -> int | None:
+        """``SO_RCVBUF`` for the new sockets of ``cls``, or None.
+
+        The :attr:`ClassPolicy.receive_buffer` of the class; None with
+        ``scheduler = fifo`` (one class: the kernel's autotuning).
+        """
+        if self.mode != 'classes':
+            return None
+        return self.policy(cls).receive_buffer or None
 
     # -- connections ----------------------------------------------------------
 

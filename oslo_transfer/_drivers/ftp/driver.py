@@ -170,6 +170,9 @@ class FTPDriver(driver.Driver):
         except (ftplib.Error, OSError, EOFError) as exc:
             raise self._translate(exc, location, 'login', ctx) from exc
         session.ftp.timeout = timeout
+        # (Each transfer opens its own data connection: the call's class
+        # sets the receive buffer of the ones it opens.)
+        session.ftp.receive_buffer = ctx.receive_buffer
         if session.ftp.sock is not None:
             session.ftp.sock.settimeout(timeout)
         return key, session

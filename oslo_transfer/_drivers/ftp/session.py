@@ -32,6 +32,7 @@ import socket
 import ssl
 import urllib.parse
 
+from oslo_transfer._drivers import _common
 from oslo_transfer._drivers.ftp import replies
 from oslo_transfer import exceptions
 from oslo_transfer import locations
@@ -101,6 +102,10 @@ class _ClientMixin:
     #: set by :func:`connect`'s cancel before the socket existed
     aborted = False
 
+    #: ``SO_RCVBUF`` of the data connections (the call's
+    #: ``ctx.receive_buffer``); None: the kernel's autotuning
+    receive_buffer = None
+
     def connect(self, host: str, port: int, timeout: float) -> str:
         """Connect and read the banner (as ftplib's, but tolerant text)."""
         self.host, self.port, self.timeout = host, port, timeout
@@ -153,7 +158,8 @@ class _ClientMixin:
         :returns: ``(socket, size or None)``.
         """
         host, port = self.makepasv()
-        conn = socket.create_connection((host, port), self.timeout)
+        conn = _common.create_connection((host, port), self.timeout,
+                                         self.receive_buffer)
         try:
             if rest:
                 try:

@@ -35,7 +35,9 @@ First the interactive-beside-six-background row: the time of one 32 MiB
 interactive copy while six 256 MiB background copies run, against its
 solo time, with classes (pacing on), classes without pacing
 (``unpaced``) and fifo, alternated, ``--beside-repeat`` times
-(``--beside-modes`` picks the rows; ``--seeds 0`` runs only this row).
+(``--beside-modes`` picks the rows, among them ``autobuf``: classes and
+pacing with every class's sockets autotuned, no receive buffer of the
+background class; ``--seeds 0`` runs only this row).
 Diagnostics on stderr: ``FLOW_DEBUG=1`` (bytes per class each second,
 pacing decisions; ``FLOW_DEBUG=2`` adds every request) and ``FLOW_SS=1``
 (each client socket's unread bytes and receive buffer, from ``ss``,
@@ -163,6 +165,12 @@ def _transfer(mode, limit, workers=16):
         conf.set_override(k, v, group='oslo_transfer')
     t = oslo_transfer.Transfer(conf, drivers=['http'])
     t.scheduler.pacing = mode != 'unpaced'
+    if mode == 'autobuf':
+        # classes and pacing, the lower classes' sockets autotuned
+        import dataclasses
+        t.scheduler.policies = {
+            c: dataclasses.replace(p, receive_buffer=None)
+            for c, p in t.scheduler.policies.items()}
     return t
 
 
@@ -601,7 +609,7 @@ def beside_lines(beside):
     solo = statistics.median(beside['solo'])
     lines = ['interactive 32 MiB beside six 256 MiB background copies '
              '(median of %d; solo %.2f s):' % (len(beside['solo']), solo)]
-    for mode in ('classes', 'unpaced', 'fifo'):
+    for mode in ('classes', 'autobuf', 'unpaced', 'fifo'):
         if beside.get(mode):
             t = statistics.median(beside[mode])
             lines.append('  %-8s %6.2f s = %5.2f x solo   runs: %s' % (
@@ -678,7 +686,8 @@ def plot(args, out):
     axes[1].set_yscale('log')
     axes[1].set_ylabel('p95 completion time, s (log)')
     beside = out.get('beside')
-    if beside:
+    if beside and all(beside.get(m) for m in ('solo', 'classes', 'unpaced',
+                                              'fifo')):
         solo = statistics.median(beside['solo'])
         axes[1].set_title(
             'interactive beside 6 background: %.2fx solo (unpaced %.2fx, '

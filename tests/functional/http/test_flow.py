@@ -17,6 +17,8 @@ times.
 """
 
 import os
+import re
+import subprocess
 import threading
 
 from oslo_config import cfg
@@ -140,3 +142,55 @@ def test_a_deadline_the_origin_limit_cannot_meet_is_refused(
     assert os.listdir(dest.parent) == []     # no .part, .ctl nor lock
     assert stats['classes']['interactive']['refused'] == 1
     assert stats['classes']['interactive']['completed'] == 1
+
+
+def _client_sockets(port) -> dict:
+    """``{local port: (rcvbuf, rcv_wscale)}``: our connections to ``port``.
+
+    From ``ss`` (this process's established TCP connections to nginx):
+    the receive buffer the kernel gives the socket and the window scale
+    its handshake announced.
+    """
+    out = subprocess.run(
+        ['ss', '-tmnipH', 'state', 'established', 'dst',
+         '127.0.0.1:%d' % port], capture_output=True, text=True,
+        check=True).stdout
+    found = {}
+    for rec in re.split(r'\n(?=\S)', out.strip()):
+        if 'pid=%d,' % os.getpid() not in rec:
+            continue
+        local = int(rec.split()[2].rsplit(':', 1)[1])
+        rb = int(re.search(r'skmem:\(r\d+,rb(\d+)', rec).group(1))
+        wscale = int(re.search(r'wscale:\d+,(\d+)', rec).group(1))
+        found[local] = (rb, wscale)
+    return found
+
+
+def test_a_background_copy_reads_through_a_small_receive_buffer(
+        nginx, serve, tmp_path):
+    """Its sockets have a 256 KiB SO_RCVBUF (Linux shows it doubled)."""
+    f = serve(3 * MiB)
+    url = nginx.url(f.name)
+    t = _transfer()
+    try:
+        before = _client_sockets(nginx.port)
+        t.copy(url, str(tmp_path / 'bg'), checksum='sha256:' + f.sha256,
+               hints=Hints(priority='background'))
+        # (kept alive in the driver's pool after the copy)
+        kept = _client_sockets(nginx.port)
+        t.copy(url, str(tmp_path / 'normal'),
+               checksum='sha256:' + f.sha256)
+        after = _client_sockets(nginx.port)
+    finally:
+        t.close()
+    background = [v for p, v in kept.items() if p not in before]
+    normal = [v for p, v in after.items() if p not in kept]
+    assert background, 'no connection of the background copy kept alive'
+    assert normal, 'the normal copy reused a background connection'
+    for rb, wscale in background:
+        assert rb == 2 * 256 * 1024
+        assert wscale <= 4          # set before connect(): a small window
+    for rb, wscale in normal:       # autotuned: tcp_rmem's maximum
+        assert rb != 2 * 256 * 1024
+        assert wscale > max(w for _, w in background)
+    assert fconf.file_equals(str(tmp_path / 'bg'), f.data)

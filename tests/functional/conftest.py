@@ -24,6 +24,8 @@
 
 import hashlib
 import os
+import re
+import subprocess
 
 import pytest
 
@@ -321,3 +323,26 @@ def rates(monkeypatch):
 
     monkeypatch.setattr(throttle.TokenBucket, 'consume', spy)
     return seen
+
+
+def client_sockets(host: str = '127.0.0.1') -> dict:
+    """This process's established TCP connections to ``host``, from ``ss``.
+
+    ``{(local port, peer port): (rcvbuf, rcv_wscale)}``: the receive
+    buffer the kernel gives the socket (``SO_RCVBUF``, doubled) and the
+    window scale its handshake announced (which a buffer set before
+    ``connect()`` keeps small).
+    """
+    out = subprocess.run(
+        ['ss', '-tmnipH', 'state', 'established', 'dst', host],
+        capture_output=True, text=True, check=True).stdout
+    found = {}
+    for rec in re.split(r'\n(?=\S)', out.strip()):
+        if 'pid=%d,' % os.getpid() not in rec:
+            continue
+        fields = rec.split()
+        local, peer = (int(a.rsplit(':', 1)[1]) for a in fields[2:4])
+        rb = int(re.search(r'skmem:\(r\d+,rb(\d+)', rec).group(1))
+        wscale = int(re.search(r'wscale:\d+,(\d+)', rec).group(1))
+        found[local, peer] = (rb, wscale)
+    return found

@@ -22,6 +22,7 @@ import pytest
 
 from oslo_transfer._drivers.ftp import driver as ftp
 from oslo_transfer import driver as driver_mod
+from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
 from oslo_transfer import locations
 from oslo_transfer import testing
@@ -340,3 +341,32 @@ def test_pasv_spoofing_vsftpd(ftp_base, tmp_path, caplog):
         srv.stop()
     assert got == df.data[1000:]
     assert 'EPSV refused' in caplog.text
+
+
+def test_a_background_read_has_a_small_receive_buffer(vsftpd, put):
+    """The data connection of a background read: 256 KiB SO_RCVBUF."""
+    df = put(vsftpd, 3 * MiB)
+    drv = _driver()
+    loc = locations.Location(_url(vsftpd, df.name))
+    sched = throttle.Scheduler()
+
+    def data_connection(cls):
+        """The new data connection's (rcvbuf, wscale), mid-read."""
+        before = fconf.client_sockets()
+        ctx = driver_mod.Context(io_timeout=10.0, scheduler=sched,
+                                 priority=cls)
+        chunks = drv.read(loc, 0, None, ctx)
+        got = [next(chunks)]
+        found = [v for (local, peer), v in fconf.client_sockets().items()
+                 if peer != vsftpd.port and (local, peer) not in before]
+        got.extend(chunks)
+        assert b''.join(got) == df.data
+        assert len(found) == 1, found
+        return found[0]
+
+    rb, wscale = data_connection(throttle.BACKGROUND)
+    assert rb == 2 * 256 * 1024
+    assert wscale <= 4               # set before connect()
+    rb, normal_wscale = data_connection(throttle.NORMAL)
+    assert rb != 2 * 256 * 1024      # autotuned
+    assert normal_wscale > wscale

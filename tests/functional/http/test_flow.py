@@ -17,8 +17,6 @@ times.
 """
 
 import os
-import re
-import subprocess
 import threading
 
 from oslo_config import cfg
@@ -145,25 +143,9 @@ def test_a_deadline_the_origin_limit_cannot_meet_is_refused(
 
 
 def _client_sockets(port) -> dict:
-    """``{local port: (rcvbuf, rcv_wscale)}``: our connections to ``port``.
-
-    From ``ss`` (this process's established TCP connections to nginx):
-    the receive buffer the kernel gives the socket and the window scale
-    its handshake announced.
-    """
-    out = subprocess.run(
-        ['ss', '-tmnipH', 'state', 'established', 'dst',
-         '127.0.0.1:%d' % port], capture_output=True, text=True,
-        check=True).stdout
-    found = {}
-    for rec in re.split(r'\n(?=\S)', out.strip()):
-        if 'pid=%d,' % os.getpid() not in rec:
-            continue
-        local = int(rec.split()[2].rsplit(':', 1)[1])
-        rb = int(re.search(r'skmem:\(r\d+,rb(\d+)', rec).group(1))
-        wscale = int(re.search(r'wscale:\d+,(\d+)', rec).group(1))
-        found[local] = (rb, wscale)
-    return found
+    """``{local port: (rcvbuf, rcv_wscale)}``: our connections to ``port``."""
+    return {local: v for (local, peer), v in fconf.client_sockets().items()
+            if peer == port}
 
 
 def test_a_background_copy_reads_through_a_small_receive_buffer(

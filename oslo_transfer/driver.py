@@ -373,8 +373,11 @@ class Context:
         ``connect()`` (the TCP window scale is fixed at the handshake)
         and never hands a socket opened with one buffer size to a call
         that asks for another (a pool of kept-alive connections is keyed
-        by it).  None (no scheduler, ``scheduler = fifo``, a class
-        without a cap): leave the kernel's autotuning alone.
+        by it); it also yields at most that many bytes per chunk, so that
+        a consumer whose class is paced stops the sender within one
+        buffer (the window is full once the consumer stops reading).
+        None (no scheduler, ``scheduler = fifo``, a class without a
+        cap): leave the kernel's autotuning alone.
         """
         policy = getattr(self.scheduler, 'receive_buffer', None)
         return None if policy is None else policy(self.current_priority)

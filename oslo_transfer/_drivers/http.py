@@ -28,7 +28,8 @@
   A call whose class has a receive buffer (``ctx.receive_buffer``: the
   background class) takes its sessions from a pool of their own, whose
   connections set ``SO_RCVBUF`` before they connect: a kept-alive
-  connection never passes from one buffer size to another.
+  connection never passes from one buffer size to another, and its body
+  is handed over a buffer's worth at a time.
 * Query parameters that carry secrets (signatures, tokens) are masked in
   every message and log line, like passwords: requests and urllib3 put the
   URL being fetched, with its query, into their error text and their own
@@ -675,7 +676,9 @@ class HTTPDriver(driver.Driver):
         raise _status_error(resp, loc)
 
     def _body(self, resp, loc, ctx, length):
-        chunk = self.chunk_size
+        # (At most a receive buffer's worth per chunk: a consumer whose
+        # class is paced stops the sender within one buffer.)
+        chunk = min(self.chunk_size, ctx.receive_buffer or self.chunk_size)
         raw = resp.raw
         key = ctx.cancel.on_cancel(lambda: _abort(resp))
         got = 0

@@ -54,7 +54,7 @@ LOG = logging.getLogger(__name__)
 
 Cap = driver_mod.Capability
 #: the smallest piece a class policy makes a ranged read ask for
-MIN_PIECE = 1024 * 1024
+MIN_PIECE = 256 * 1024
 
 #: restarts of one copy because its source changed while it was being
 #: read (``[oslo_transfer] on_source_change = restart``); one change more
@@ -157,7 +157,7 @@ class Download:
             most = sched.policy(ctx.priority).request_bytes
             if most:
                 self.segment_size = min(self.segment_size,
-                                        max(most * 4, MIN_PIECE))
+                                        max(most, MIN_PIECE))
         self.checkpoint_bytes = g.checkpoint_bytes
         self.base_retry = retry or retry_mod.RetryPolicy.from_conf(
             transfer.conf)

@@ -31,7 +31,7 @@ from oslo_transfer.engine import throttle
 I, N, B = throttle.INTERACTIVE, throttle.NORMAL, throttle.BACKGROUND
 KiB = 1024
 CAP = 256 * KiB
-BODY = bytes(range(256)) * 1024          # 256 KiB
+BODY = bytes(range(256)) * 4096          # 1 MiB
 
 
 def _rcvbuf(sock) -> int:
@@ -169,3 +169,18 @@ def test_capped_and_autotuned_connections_never_mix(server):
         assert _rcvbuf(capped) == 2 * CAP
         assert _rcvbuf(plain) != 2 * CAP
         assert _rcv_wscale(capped) < _rcv_wscale(plain)
+
+
+def test_a_capped_read_hands_over_a_buffer_at_a_time(server):
+    """So that a paced consumer stops the sender within one buffer."""
+    url, _peers = server
+    with oslo_transfer.Transfer(drivers=['http']) as t:
+        drv = t.driver('http')
+        loc = oslo_transfer.Location(url)
+        sizes = {}
+        for cls in (N, B):
+            ctx = driver.Context(scheduler=t.scheduler, priority=cls)
+            chunks = list(drv.read(loc, 0, len(BODY), ctx))
+            assert b''.join(chunks) == BODY
+            sizes[cls] = max(len(c) for c in chunks)
+    assert sizes == {N: len(BODY), B: CAP}

@@ -335,8 +335,12 @@ class FTPDriver(driver.Driver):
                 self._pool.discard(session)
 
     def _receive(self, conn, length, ctx):
-        """Yield ``chunk_size`` pieces from the data connection."""
-        size = self.chunk_size
+        """Yield ``chunk_size`` pieces from the data connection.
+
+        At most ``ctx.receive_buffer`` bytes each when the call's class
+        has one: a paced consumer then stops the sender within a buffer.
+        """
+        size = min(self.chunk_size, ctx.receive_buffer or self.chunk_size)
         buf = bytearray(size)
         view = memoryview(buf)
         left = length

@@ -29,7 +29,10 @@ which ``doc/source/user/performance.rst`` includes.  Commit both with
 the change that measured them: a reader sees the figures without running
 anything.  ``swarm`` (the boot storm), ``lazy`` (lazy images) and
 ``flow`` (flow control at peak) have JSON and plots of their own; their
-tables are written the same way.
+tables are written the same way.  ``flow_beside`` is the flow
+benchmark's interactive-beside-background row run alone
+(``benchmarks/flow/run.py --seeds 0 --json
+benchmarks/results/flow_beside.json --plot ''``): a table, no plot.
 """
 
 import argparse
@@ -151,10 +154,7 @@ def lazy(data):
 
 def flow(data):
     """The ``.inc`` lines of the flow-control benchmark's JSON."""
-    spec = importlib.util.spec_from_file_location(
-        'flow_run', os.path.join(ROOT, 'benchmarks', 'flow', 'run.py'))
-    flow_run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flow_run)
+    flow_run = _flow_run()
     meta = data.get('meta', {})
     lines = _meta_lines(dict(data.get('_meta', {}),
                              command=meta.get('command')))
@@ -173,6 +173,26 @@ def flow(data):
     return lines + ['   ' + b if b else '' for b in body]
 
 
+def flow_beside(data):
+    """The ``.inc`` lines of the beside row run alone (``--seeds 0``)."""
+    meta = data.get('meta', {})
+    lines = _meta_lines(dict(data.get('_meta', {}),
+                             command=meta.get('command')))
+    lines += ['', 'Behind a %s link; solo rate %.2f MB/s:' % (
+        meta.get('rate', '?'), meta.get('solo_rate', 0) / 1e6), '',
+        '.. code-block:: text', '']
+    body = _flow_run().beside_lines(data['beside'])
+    return lines + ['   ' + b if b else '' for b in body]
+
+
+def _flow_run():
+    spec = importlib.util.spec_from_file_location(
+        'flow_run', os.path.join(ROOT, 'benchmarks', 'flow', 'run.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def publish(name, results):
     src = os.path.join(results, name + '.json')
     with open(src) as f:
@@ -187,7 +207,9 @@ def publish(name, results):
     os.makedirs(STATIC, exist_ok=True)
     os.makedirs(INCLUDES, exist_ok=True)
     png = os.path.join(STATIC, name + '.png')
-    if name in ('swarm', 'lazy', 'flow'):
+    if name == 'flow_beside':
+        lines = flow_beside(data)        # (a table, no plot)
+    elif name in ('swarm', 'lazy', 'flow'):
         lines = {'swarm': swarm, 'lazy': lazy, 'flow': flow}[name](data)
         shutil.copyfile(os.path.join(results, name + '.png'), png)
     else:

@@ -73,6 +73,7 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -475,7 +476,7 @@ def bench(args, net, docroot, work, link, limit):
     latency = max(0.0, t1 - s1 / solo_rate)
     print('solo: %.2f MB/s, %.3f s latency (link %.2f MB/s, limit %.2f)'
           % (solo_rate / 1e6, latency, link / 1e6, limit / 1e6), flush=True)
-    out = {'meta': {'command': ' '.join(['python3'] + sys.argv),
+    out = {'meta': {'command': shlex.join(['python3'] + sys.argv),
                     'peak': args.peak, 'scale': args.scale,
                     'rate': args.rate, 'limit': limit,
                     'solo_rate': solo_rate, 'latency': latency,

@@ -790,7 +790,8 @@ class Transfer:
         h = TransferHandle(fut, token)
         holder['h'] = h
         self.scheduler.queue_job(run, hints.priority, kwargs['deadline_at'],
-                                 self.executor.submit)
+                                 self.executor.submit,
+                                 size=getattr(source, 'size', None))
         return h
 
     def stats(self) -> dict:

@@ -41,7 +41,12 @@ shares are out of reach), so the newcomer of class ``k`` is judged:
   would let a newcomer with an earlier deadline make them miss).
 
 Only the transfers that share the newcomer's bottleneck count; an
-admitted transfer already late blocks nobody.  With no throughput
+admitted transfer already late blocks nobody.  Transfers queued by
+``submit()`` and not started yet count when their size is known before
+their ``stat`` (a :class:`~oslo_transfer.locations.Source` with a
+``size``): their bytes are due by their deadlines, but the newcomer is
+not refused for making one of them late (each is judged when it
+starts).  With no throughput
 history, only the configured limits (and the transfer's own ``rate``)
 can make a deadline impossible.  A transfer without a deadline is never
 refused, and a deadline never cancels a running transfer.
@@ -134,18 +139,22 @@ def capacities(c, weights, running) -> dict:
 
 
 def judge_classes(cls, new_deadline, new_bytes, admitted, caps, now,
-                  how='', rate=0) -> Estimate:
+                  how='', rate=0, queued=()) -> Estimate:
     """The decision for a newcomer of class ``cls`` (see the module).
 
     :param admitted: ``[(class, deadline, remaining_bytes, name)]``.
     :param caps: ``{class: C_k}`` (:func:`capacities`).
+    :param queued: the names in ``admitted`` of transfers queued and not
+        judged yet: their bytes count, but the newcomer is not refused
+        for making one of them late (each is judged when it starts).
     """
     mine = None
     for level in throttle.CLASSES[throttle.rank(cls):]:
         r = throttle.rank(level)
         jobs = [(d, b, n) for c, d, b, n in admitted
                 if throttle.rank(c) <= r]
-        watch = {n for c, d, b, n in admitted if c == level}
+        watch = {n for c, d, b, n in admitted
+                 if c == level and n not in queued}
         est = judge(new_deadline, new_bytes, jobs, caps[level], now, how,
                     rate, watch)
         if mine is None:
@@ -180,9 +189,14 @@ def check(sched, job, size_left, name):
         admitted = [(j.cls, j.deadline, max(0, j.remaining()), id(j))
                     for j in others
                     if j.deadline is not None and j.remaining is not None]
+        # submitted copies not started yet whose size is known (a
+        # Source's size): their bytes are due too (their origin is not
+        # known yet: they share any bottleneck)
+        queued = sched.queued_load()
     caps = capacities(cap, sched.weights, running)
-    est = judge_classes(job.cls, job.deadline, size_left, admitted, caps,
-                        now, how, job.rate)
+    est = judge_classes(job.cls, job.deadline, size_left,
+                        admitted + queued, caps, now, how, job.rate,
+                        {n for _c, _d, _b, n in queued})
     if est.admitted:
         return
     left = job.deadline - now

@@ -329,6 +329,10 @@ class FairQueue:
     def queued(self, cls) -> int:
         return len(self._queues.get(self._key(cls), ()))
 
+    def requests(self) -> list:
+        """Every waiting request, any class."""
+        return [r for q in self._queues.values() for r in q]
+
     def head(self):
         """The request that goes next, or None."""
         best = None
@@ -1052,17 +1056,31 @@ class Scheduler:
 
     # -- transfers ------------------------------------------------------------
 
-    def queue_job(self, start, cls=NORMAL, deadline=None, launch=None):
+    def queue_job(self, start, cls=NORMAL, deadline=None, launch=None,
+                  size=None):
         """Queue ``start()`` to run when a worker is free, in class order.
 
         :param start: the callable (it runs in ``launch``'s thread).
         :param launch: ``launch(fn)`` runs ``fn`` (an executor's
             ``submit``); default a new thread.
+        :param size: the bytes it will move, if known before its
+            ``stat`` (admission counts a queued transfer with a deadline
+            and a size: :meth:`queued_load`).
         """
         cls = self.cls(cls)
         with self._cond:
-            self._jobs_q.add(cls, 1.0, deadline, (start, launch))
+            self._jobs_q.add(cls, 1.0, deadline, (start, launch, size))
         self._pump()
+
+    def queued_load(self) -> list:
+        """``[(class, deadline, bytes, key)]`` of the queued transfers.
+
+        Those not started yet that have a deadline and a known size (the
+        lock is held by the caller): admission counts their bytes.
+        """
+        return [(r.cls, r.deadline, r.payload[2], ('queued', r.seq))
+                for r in self._jobs_q.requests()
+                if r.deadline != math.inf and r.payload[2] is not None]
 
     def _next_job(self):
         """``(request, borrowed)`` to start now, or None (lock held).
@@ -1097,7 +1115,7 @@ class Scheduler:
                 self._running += 1
                 self._borrowed += borrowed
                 self._running_cls[req.cls] += 1
-            start, launch = req.payload
+            start, launch, _size = req.payload
 
             def run(start=start, cls=req.cls, borrowed=borrowed):
                 try:

@@ -264,6 +264,28 @@ def test_a_second_with_a_pause_is_no_sample_of_the_capacity():
         _check(sched, N, 1.0, 30 * MiB)
 
 
+def test_queued_copies_of_a_known_size_count_in_admission():
+    # Nothing starts (no worker): the submitted copies stay queued.
+    clock = Clock()
+    sched = throttle.Scheduler(clock=clock, workers=0)
+    _flow(sched, clock, 10 * MiB, 3)                 # C = 10 MiB/s
+    sched.queue_job(lambda: None, N, clock() + 3.0, size=20 * MiB)
+    sched.queue_job(lambda: None, N, clock() + 1.0)  # no size: not counted
+    assert len(sched.queued_load()) == 1
+    # alone, 25 MiB take 2.5 s; after the 20 MiB queued and due earlier,
+    # 4.5 s: it would finish late
+    with pytest.raises(exceptions.DeadlineUnreachable,
+                       match='after 20971520 bytes due earlier'):
+        _check(sched, N, 4.0, 25 * MiB)
+    _check(sched, N, 5.0, 25 * MiB)
+    # a queued copy due later is not protected: it is judged when it
+    # starts (and this newcomer, 1.5 s, would make it finish at 3.5 s)
+    later = throttle.Scheduler(clock=clock, workers=0)
+    _flow(later, clock, 10 * MiB, 3)
+    later.queue_job(lambda: None, N, clock() + 3.0, size=20 * MiB)
+    _check(later, I, 2.0, 15 * MiB)
+
+
 def test_with_no_history_only_the_configured_limits_refuse():
     clock = Clock()
     sched = throttle.Scheduler(origin_rate=10 * MiB, clock=clock)

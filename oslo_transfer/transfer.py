@@ -760,7 +760,9 @@ class Transfer:
         The transfer queues in the scheduler: it starts when one of
         ``[oslo_transfer] executor_workers`` is free, the classes of
         ``hints.priority`` by weight, then the earliest deadline, then
-        first come.  ``hints.deadline`` counts from this call.
+        first come.  ``hints.deadline`` counts from this call.  While it
+        waits, admission counts its bytes if ``source`` is a
+        :class:`~oslo_transfer.locations.Source` with a ``size``.
         """
         token = kwargs.pop('cancel', None) or driver_mod.CancelToken()
         hints = kwargs.get('hints') or selector_mod.Hints()

@@ -32,8 +32,9 @@ every copy through ``submit()``.  No ``origin_rate_limit`` by default
 bottleneck, and the pacing of lower classes is what serves the classes.
 
 First the interactive-beside-six-background row: the time of one 32 MiB
-interactive copy while six 256 MiB background copies run, against its
-solo time, with classes (pacing on), classes without pacing
+interactive copy while six 256 MiB background copies run
+(``--beside-bg-mib``), against its solo time, with classes (pacing on),
+classes without pacing
 (``unpaced``) and fifo, alternated, ``--beside-repeat`` times
 (``--beside-modes`` picks the rows, among them ``autobuf``: classes and
 pacing with every class's sockets autotuned, no receive buffer of the
@@ -414,6 +415,10 @@ def main():
                     help='origin_rate_limit as a fraction of the link '
                          '(default none: the link is the bottleneck)')
     ap.add_argument('--beside-repeat', type=int, default=3)
+    ap.add_argument('--beside-bg-mib', type=int, default=256,
+                    help='size of each background copy of the beside row '
+                         '(below segment_threshold, 64 MiB: one stream '
+                         'each)')
     ap.add_argument('--beside-modes', default='solo,classes,unpaced,fifo',
                     help='the rows of the beside run (--seeds 0 runs '
                          'only them)')
@@ -530,12 +535,13 @@ def save(args, out):
 
 
 def beside_row(args, docroot, work, limit):
-    size, bg = 32 * MiB, 256 * MiB
+    size, bg = 32 * MiB, args.beside_bg_mib * MiB
     make_file(docroot, size)
     make_file(docroot, bg)
     rows = {m: [] for m in args.beside_modes.split(',')}
     if 'solo' not in rows:
         rows['solo'] = []
+    rows['bg_mib'] = args.beside_bg_mib
     for r in range(args.beside_repeat):
         order = list(rows)
         if r % 2:
@@ -554,7 +560,8 @@ def beside_row(args, docroot, work, limit):
                       % res['running'])
             rows[mode].append(res['took'])
         print('beside, repeat %d: %s' % (r + 1, {
-            m: round(v[-1], 2) for m, v in rows.items()}), flush=True)
+            m: round(v[-1], 2) for m, v in rows.items()
+            if isinstance(v, list)}), flush=True)
     return rows
 
 
@@ -608,8 +615,9 @@ def table(results):
 
 def beside_lines(beside):
     solo = statistics.median(beside['solo'])
-    lines = ['interactive 32 MiB beside six 256 MiB background copies '
-             '(median of %d; solo %.2f s):' % (len(beside['solo']), solo)]
+    lines = ['interactive 32 MiB beside six %d MiB background copies '
+             '(median of %d; solo %.2f s):' % (beside.get('bg_mib', 256),
+                                               len(beside['solo']), solo)]
     for mode in ('classes', 'autobuf', 'unpaced', 'fifo'):
         if beside.get(mode):
             t = statistics.median(beside[mode])

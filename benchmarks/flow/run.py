@@ -541,9 +541,10 @@ def beside_row(args, docroot, work, limit):
     rows = {m: [] for m in args.beside_modes.split(',')}
     if 'solo' not in rows:
         rows['solo'] = []
+    modes = list(rows)
     rows['bg_mib'] = args.beside_bg_mib
     for r in range(args.beside_repeat):
-        order = list(rows)
+        order = list(modes)
         if r % 2:
             order.reverse()
         for mode in order:

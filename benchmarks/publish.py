@@ -32,7 +32,9 @@ anything.  ``swarm`` (the boot storm), ``lazy`` (lazy images) and
 tables are written the same way.  ``flow_beside`` is the flow
 benchmark's interactive-beside-background row run alone
 (``benchmarks/flow/run.py --seeds 0 --json
-benchmarks/results/flow_beside.json --plot ''``): a table, no plot.
+benchmarks/results/flow_beside.json --plot ''``; ``flow_beside_stream``
+the same with background copies read as one stream each,
+``--beside-bg-mib 48``): a table, no plot.
 """
 
 import argparse
@@ -207,7 +209,7 @@ def publish(name, results):
     os.makedirs(STATIC, exist_ok=True)
     os.makedirs(INCLUDES, exist_ok=True)
     png = os.path.join(STATIC, name + '.png')
-    if name == 'flow_beside':
+    if name.startswith('flow_beside'):
         lines = flow_beside(data)        # (a table, no plot)
     elif name in ('swarm', 'lazy', 'flow'):
         lines = {'swarm': swarm, 'lazy': lazy, 'flow': flow}[name](data)

@@ -12,7 +12,8 @@
 
 """Helpers that several drivers share, and nothing else needs.
 
-* :class:`SessionPool`: logged-in sessions for FTP and SFTP;
+* :class:`SessionPool` and :class:`Lease`: logged-in sessions (ftp,
+  sftp, iscsi) and mounted contexts (nfs);
 * :class:`BlockPool` and :func:`block_pool`: page-aligned read buffers for
   the drivers that fill memory from C (nfs, iscsi) or ``preadv`` (file);
 * :func:`max_segments_opt`: the option of a driver that caps its segments.
@@ -26,10 +27,11 @@ once.  Each call of a driver *leases* a session for its own use; a session
 is never shared by two threads at the same time.  When the call ends
 cleanly the session goes back to the pool, keyed by everything that
 identifies the login (scheme, host, port, user and a digest of the
-secret); after an error it is closed, because its protocol state is
-unknown.  Idle sessions older than ``max_idle_seconds`` are closed instead
-of reused (servers drop idle control connections), and a session is
-checked with ``is_alive`` before it is handed out again.
+secret); after an error it is destroyed, because its protocol state is
+unknown (an iSCSI session logs out politely only when it is clean).
+Idle sessions older than ``max_idle_seconds`` are destroyed instead of
+reused (servers drop idle control connections), and a session is checked
+with ``is_alive`` before it is handed out again.
 
 **Blocks.**  When the consumer of a read takes views of page-aligned
 memory (:attr:`oslo_transfer.driver.Context.aligned_views`: the download
@@ -57,7 +59,8 @@ from oslo_transfer import _utils
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['SessionPool', 'BlockPool', 'block_pool', 'max_segments_opt']
+__all__ = ['SessionPool', 'Lease', 'BlockPool', 'block_pool',
+           'max_segments_opt']
 
 #: answers shorter than this are copied into ``bytes``, not into a block
 MIN_BLOCK_BYTES = 4096
@@ -66,17 +69,22 @@ MIN_BLOCK_BYTES = 4096
 class SessionPool:
     """Idle sessions per key; at most ``max_idle`` kept per key.
 
-    :param close: ``close(session)``; must not raise.
+    :param close: ``close(session)`` of a clean session; must not raise.
     :param is_alive: ``is_alive(session) -> bool``, called on an idle
-        session before reuse; a dead one is closed and skipped.
+        session before reuse; a dead one is destroyed and skipped.
     :param max_idle: idle sessions kept per key (extra ones are closed).
-    :param max_idle_seconds: idle sessions older than this are closed.
+    :param max_idle_seconds: idle sessions older than this are destroyed.
+    :param destroy: ``destroy(session)`` of a session in an unknown state
+        (after an error, stale or dead); must not raise.  Default
+        ``close``.
     """
 
     def __init__(self, close: typing.Callable,
                  is_alive: typing.Callable | None = None, max_idle: int = 4,
-                 max_idle_seconds: float = 30.0):
+                 max_idle_seconds: float = 30.0,
+                 destroy: typing.Callable | None = None):
         self._close = close
+        self._destroy = destroy or close
         self._is_alive = is_alive
         self.max_idle = max_idle
         self.max_idle_seconds = max_idle_seconds
@@ -101,15 +109,15 @@ class SessionPool:
             if not idle:
                 self._idle.pop(key, None)
         for s in stale:
-            self._close(s)
+            self._destroy(s)
         return found
 
-    def acquire(self, key, factory: typing.Callable):
-        """An idle session of ``key`` that is still alive, or ``factory()``."""
+    def take(self, key):
+        """An idle session of ``key`` that is still alive, or None."""
         while True:
             session = self._take(key)
             if session is None:
-                return factory()
+                return None
             try:
                 alive = self._is_alive is None or self._is_alive(session)
             except Exception:  # noqa: any failure means "not alive"
@@ -117,7 +125,12 @@ class SessionPool:
             if alive:
                 return session
             LOG.debug('dropping a dead pooled session')
-            self._close(session)
+            self._destroy(session)
+
+    def acquire(self, key, factory: typing.Callable):
+        """An idle session of ``key`` that is still alive, or ``factory()``."""
+        session = self.take(key)
+        return factory() if session is None else session
 
     def release(self, key, session) -> None:
         """Give back a session that is in a clean protocol state."""
@@ -128,8 +141,8 @@ class SessionPool:
         self._close(session)
 
     def discard(self, session) -> None:
-        """Close a session whose state is unknown (after an error)."""
-        self._close(session)
+        """Destroy a session whose state is unknown (after an error)."""
+        self._destroy(session)
 
     @contextlib.contextmanager
     def lease(self, key, factory: typing.Callable):
@@ -163,6 +176,34 @@ class SessionPool:
             if key is not None:
                 return len(self._idle.get(key, []))
             return sum(len(v) for v in self._idle.values())
+
+
+class Lease:
+    """One pooled session, borrowed by one call and given back once.
+
+    For drivers whose reads outlive the call that opened them (a
+    generator, a writer object): :meth:`release` puts the session back in
+    its pool, or destroys it when its ``broken`` attribute is true (a
+    call on it failed half-way).  A lease dropped unreleased (a generator
+    closed before its first ``next()`` never runs its ``finally``)
+    destroys its session.
+    """
+
+    def __init__(self, pool: SessionPool, key, session):
+        self.pool, self.key, self.session = pool, key, session
+
+    def release(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        if getattr(session, 'broken', False):
+            self.pool.discard(session)
+        else:
+            self.pool.release(self.key, session)
+
+    def __del__(self):
+        if self.session is not None:
+            self.pool.discard(self.session)
 
 
 def _refs(items, i):

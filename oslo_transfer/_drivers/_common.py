@@ -16,6 +16,7 @@
   sftp, iscsi) and mounted contexts (nfs);
 * :class:`BlockPool` and :func:`block_pool`: page-aligned read buffers for
   the drivers that fill memory from C (nfs, iscsi) or ``preadv`` (file);
+* :class:`ServiceLoop`: the event loop of a libnfs or libiscsi context;
 * :func:`max_segments_opt`: the option of a driver that caps its segments.
 
 The engine never imports this module (what the engine and the drivers both
@@ -48,6 +49,8 @@ import contextlib
 import ctypes
 import logging
 import mmap
+import select
+import socket
 import sys
 import threading
 import time
@@ -56,11 +59,12 @@ import typing
 from oslo_config import cfg
 
 from oslo_transfer import _utils
+from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ['SessionPool', 'Lease', 'BlockPool', 'block_pool',
-           'max_segments_opt']
+           'ServiceLoop', 'socket_error', 'max_segments_opt']
 
 #: answers shorter than this are copied into ``bytes``, not into a block
 MIN_BLOCK_BYTES = 4096
@@ -204,6 +208,82 @@ class Lease:
     def __del__(self):
         if self.session is not None:
             self.pool.discard(self.session)
+
+
+class ServiceLoop:
+    """The event loop of one libnfs or libiscsi context, run by a caller.
+
+    Both libraries drive one TCP connection through the same three calls:
+    the socket (``*_get_fd``; it changes when the library reconnects), the
+    poll events it waits for (``*_which_events``), and
+    ``*_service(revents)``, which reads, writes and runs the completion
+    callbacks, and returns a negative number when the connection failed.
+    :meth:`run` polls and services in the calling thread until the
+    operation is done, checks ``cancel`` every :attr:`tick` seconds, and
+    gives up after ``timeout`` seconds *without socket activity* (a deep
+    queue on a slow link is not a timeout).
+
+    :param get_fd: ``get_fd() -> int``; negative: no connection.
+    :param which_events: ``which_events() -> int``, the poll mask.
+    :param service: ``service(revents) -> int``.
+    :param error: ``error(kind, reason) -> Exception`` in the library's
+        terms, for ``kind`` ``"timeout"`` (no activity), ``"closed"`` (no
+        socket), ``"socket"`` (``POLLNVAL``: the socket went away under
+        the library) or ``"failed"`` (``service`` failed; ``reason`` is
+        the socket's pending errno or 0).
+    """
+
+    #: the longest poll between two checks of ``cancel``
+    tick = 0.2
+
+    def __init__(self, get_fd, which_events, service, error):
+        self._get_fd = get_fd
+        self._which_events = which_events
+        self._service = service
+        self._error = error
+        self._poll = select.poll()
+        self._fd = -1
+
+    def run(self, done, cancel, timeout: float) -> None:
+        """Until ``done()``; raises ``error(...)`` or ``Cancelled``."""
+        limit = time.monotonic() + timeout
+        reason = 0
+        while not done():
+            if cancel is not None and cancel.cancelled:
+                raise exceptions.Cancelled(cancel.reason or 'cancelled')
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise self._error('timeout', 0)
+            fd = self._get_fd()
+            if fd != self._fd:
+                if self._fd >= 0:
+                    try:
+                        self._poll.unregister(self._fd)
+                    except KeyError:
+                        pass
+                self._fd = fd
+            if fd < 0:
+                raise self._error('closed', 0)
+            self._poll.register(fd, self._which_events())
+            events = self._poll.poll(min(left, self.tick) * 1000)
+            revents = events[0][1] if events else 0
+            if revents & select.POLLNVAL:
+                raise self._error('socket', 0)
+            if revents & (select.POLLERR | select.POLLHUP):
+                reason = socket_error(fd)
+            if self._service(revents) < 0:
+                raise self._error('failed', reason)
+            if revents:
+                limit = time.monotonic() + timeout
+
+
+def socket_error(fd: int) -> int:
+    """The pending error (``SO_ERROR``) of a library's socket, or 0."""
+    try:
+        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError:
+        return 0
 
 
 def _refs(items, i):

@@ -16,7 +16,8 @@
   sftp, iscsi) and mounted contexts (nfs);
 * :class:`BlockPool` and :func:`block_pool`: page-aligned read buffers for
   the drivers that fill memory from C (nfs, iscsi) or ``preadv`` (file);
-* :class:`ServiceLoop`: the event loop of a libnfs or libiscsi context;
+* :func:`load_library` and :class:`ServiceLoop`: loading libnfs or
+  libiscsi, and the event loop of one of their contexts;
 * :func:`max_segments_opt`: the option of a driver that caps its segments.
 
 The engine never imports this module (what the engine and the drivers both
@@ -64,7 +65,7 @@ from oslo_transfer import exceptions
 LOG = logging.getLogger(__name__)
 
 __all__ = ['SessionPool', 'Lease', 'BlockPool', 'block_pool',
-           'ServiceLoop', 'socket_error', 'max_segments_opt']
+           'load_library', 'ServiceLoop', 'socket_error', 'max_segments_opt']
 
 #: answers shorter than this are copied into ``bytes``, not into a block
 MIN_BLOCK_BYTES = 4096
@@ -208,6 +209,40 @@ class Lease:
     def __del__(self):
         if self.session is not None:
             self.pool.discard(self.session)
+
+
+_libraries = {}
+_libraries_lock = threading.Lock()
+
+
+def load_library(soname: str, prototypes: dict, needs: str,
+                 package: str) -> ctypes.CDLL:
+    """Load a shared object once per process and declare its prototypes.
+
+    :param prototypes: ``{name: (restype, argtypes)}``.
+    :param needs: what needs it, for the message (``"the nfs driver needs
+        libnfs 4"``).
+    :param package: the Debian package that ships it.
+    :raises MissingDependency: the library or one of its symbols is
+        missing; the message names the package.
+    """
+    with _libraries_lock:
+        lib = _libraries.get(soname)
+        if lib is not None:
+            return lib
+        try:
+            lib = ctypes.CDLL(soname)
+            for name, (restype, argtypes) in prototypes.items():
+                func = getattr(lib, name)
+                func.restype = restype
+                func.argtypes = argtypes
+        except (OSError, AttributeError) as exc:
+            raise exceptions.MissingDependency(
+                '%s (%s): %s; install the Debian package %s (or your '
+                'distribution\'s equivalent)'
+                % (needs, soname, exc, package)) from exc
+        _libraries[soname] = lib
+        return lib
 
 
 class ServiceLoop:

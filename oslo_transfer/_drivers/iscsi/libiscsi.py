@@ -43,7 +43,6 @@ import collections
 import ctypes
 import itertools
 import os
-import threading
 
 from oslo_transfer._drivers import _common
 from oslo_transfer import exceptions
@@ -120,9 +119,6 @@ _PROTOTYPES = {
     'scsi_sense_ascq_str': (_STR, [_INT]),
 }
 
-_load_lock = threading.Lock()
-_libs = {}
-
 
 def load(soname: str | None = None) -> ctypes.CDLL:
     """Load libiscsi once and declare the prototypes this module uses.
@@ -130,24 +126,8 @@ def load(soname: str | None = None) -> ctypes.CDLL:
     :raises MissingDependency: the library or a symbol is missing; the
         message names the Debian package.
     """
-    soname = soname or SONAME
-    with _load_lock:
-        lib = _libs.get(soname)
-        if lib is not None:
-            return lib
-        try:
-            lib = ctypes.CDLL(soname)
-            for name, (restype, argtypes) in _PROTOTYPES.items():
-                func = getattr(lib, name)
-                func.restype = restype
-                func.argtypes = argtypes
-        except (OSError, AttributeError) as exc:
-            raise exceptions.MissingDependency(
-                'the iscsi driver needs libiscsi (%s): %s; install the '
-                'Debian package %s (or your distribution\'s libiscsi)' % (
-                    soname, exc, PACKAGE)) from exc
-        _libs[soname] = lib
-        return lib
+    return _common.load_library(soname or SONAME, _PROTOTYPES,
+                                'the iscsi driver needs libiscsi', PACKAGE)
 
 
 class ISCSIError(Exception):

@@ -44,10 +44,8 @@ import errno
 import itertools
 import os
 import socket
-import threading
 
 from oslo_transfer._drivers import _common
-from oslo_transfer import exceptions
 
 #: the shared object and the Debian package that ships it
 SONAME = 'libnfs.so.13'
@@ -104,9 +102,6 @@ _PROTOTYPES = {
     'nfs4_set_verifier': (None, [_VP, _STR]),
 }
 
-_load_lock = threading.Lock()
-_libs = {}
-
 
 def load(soname: str | None = None) -> ctypes.CDLL:
     """Load libnfs once and declare the prototypes this module uses.
@@ -116,24 +111,8 @@ def load(soname: str | None = None) -> ctypes.CDLL:
     :raises MissingDependency: the library or one of its symbols is missing;
         the message names the Debian package.
     """
-    soname = soname or SONAME
-    with _load_lock:
-        lib = _libs.get(soname)
-        if lib is not None:
-            return lib
-        try:
-            lib = ctypes.CDLL(soname)
-            for name, (restype, argtypes) in _PROTOTYPES.items():
-                func = getattr(lib, name)
-                func.restype = restype
-                func.argtypes = argtypes
-        except (OSError, AttributeError) as exc:
-            raise exceptions.MissingDependency(
-                'the nfs driver needs libnfs 4 (%s): %s; install the Debian '
-                'package %s (or your distribution\'s libnfs)' % (
-                    soname, exc, PACKAGE)) from exc
-        _libs[soname] = lib
-        return lib
+    return _common.load_library(soname or SONAME, _PROTOTYPES,
+                                'the nfs driver needs libnfs 4', PACKAGE)
 
 
 class NFSError(Exception):

@@ -430,8 +430,8 @@ class TorrentDownload:
         try:
             busy = {d['piece_index'] for d in self.handle.get_download_queue()}
             avail = self.handle.piece_availability()
-            fetching = [p for p in self.handle.get_peer_info()
-                        if not session_mod.is_seed(p)]
+            infos = self.handle.get_peer_info()
+            fetching = [p for p in infos if not session_mod.is_seed(p)]
         except RuntimeError:
             return
         fetchers = 1 + len(fetching)
@@ -447,7 +447,8 @@ class TorrentDownload:
                 self.plan = self.plan.piece_plan(self.have)
                 self.stats['share'] = '%d/%d' % (self.plan.index + 1,
                                                  self.plan.count)
-            self.plan.observe(now, avail, self.have, fetchers)
+            self.plan.observe(now, avail, self.have, fetchers,
+                              peers=[p.ip[0] for p in infos])
             if avail is not None:
                 # A piece this host is fetching from the origin (or has
                 # not yet seen verified) that a peer has: another host

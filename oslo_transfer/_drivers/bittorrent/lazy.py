@@ -152,6 +152,8 @@ class SwarmReader(driver_mod.LazyReader):
     # -- life -----------------------------------------------------------------
 
     def start(self) -> None:
+        # A copy's torrent waiting for its commit gives way.
+        seed_mod.SEEDS.release(self.key, 'read lazily')
         if self.sess.find(self.key) is not None:
             raise exceptions.ConnectionFailed(
                 'torrent %s is already in this process\'s session (a copy '

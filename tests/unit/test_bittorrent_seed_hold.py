@@ -31,7 +31,8 @@ KEY = 'ab' * 20
 
 
 class _Handle:
-    def __init__(self):
+    def __init__(self, connected=1):
+        self.connected_now = [object()] * connected
         self.renamed = []
         self.flags = []
         self.connected = []
@@ -44,6 +45,9 @@ class _Handle:
 
     def connect_peer(self, endpoint):
         self.connected.append(endpoint)
+
+    def get_peer_info(self):
+        return list(self.connected_now)
 
 
 class _Session:
@@ -126,6 +130,25 @@ def test_a_seed_that_verifies_does_not_take_the_held_torrent(
     entry = seeds.start(sess, _meta(100), dest, 10.0, verify=True)
     assert sess.removed == [h]
     assert entry.handle is not h
+
+
+def test_a_named_peer_not_connected_gets_a_new_torrent(tmp_path, seeds):
+    """libtorrent gives up an address after 3 failed attempts.
+
+    The download may have spent them on a peer that was not up yet: a new
+    torrent tries every named peer again.
+    """
+    sess, h = _Session(), _Handle(connected=1)
+    part = _part(tmp_path)
+    seeds.hold(sess, _meta(100), part, h)
+    dest = str(tmp_path / 'image.raw')
+    os.rename(part, dest)
+    entry = seeds.start(sess, _meta(100), dest, 10.0,
+                        peers=[('10.0.0.2', 6881), ('10.0.0.3', 6881)])
+    assert sess.removed == [h] and h.renamed == []
+    assert entry.handle is seeds.added[0][0]
+    assert entry.handle.connected == [('10.0.0.2', 6881),
+                                      ('10.0.0.3', 6881)]
 
 
 def test_a_torrent_nobody_takes_leaves_once_its_file_is_gone(

@@ -145,8 +145,8 @@ class Seeds:
         path = os.path.abspath(path)
         with self._lock:
             held = self._held.pop(key, None)
-        handle = self._adopt(held, meta, path) if held and not verify \
-            else None
+        handle = self._adopt(held, meta, path, peers) \
+            if held and not verify else None
         if held is not None and handle is None:
             sess.remove(held.handle, key)
         if handle is None:
@@ -171,18 +171,26 @@ class Seeds:
                  handle is held.handle else '')
         return entry
 
-    def _adopt(self, held, meta, path):
+    def _adopt(self, held, meta, path, peers=()):
         """The held torrent of the file now at ``path``, or None.
 
         The engine renamed the ``.part`` file within its folder: the same
         file (device, inode, size and modification time) under another
-        name.  libtorrent is told
-        the new name (its file is gone, so it only notes the name) and
-        goes on serving its peers, who never see this host leave.
+        name.  libtorrent is told the new name (its file is gone, so it only
+        notes the name) and goes on serving its peers, who never see this
+        host leave.
+
+        Not when fewer peers are connected than ``peers`` names: libtorrent
+        stops trying an address after ``max_failcount`` (3) failed
+        attempts, and the download may have spent them on a peer that was
+        not up yet; a new torrent tries every named peer again.
         """
         try:
             st = os.stat(path)
-        except OSError:
+            connected = len(held.handle.get_peer_info()) if peers else 0
+        except (OSError, RuntimeError):
+            return None
+        if connected < len(peers):
             return None
         if not meta.single_file or _ident(st) != held.ident or \
                 os.path.dirname(path) != os.path.dirname(held.path):

@@ -284,3 +284,62 @@ def test_no_help_for_a_receiver_that_just_appeared():
     assert plan.next(st.wanted, a, st.have, False) is None
     plan.observe(3.1, a, st.have)
     assert plan.next(st.wanted, a, st.have, False) == (15, 'helped')
+
+
+# -- an owner that is connected but shows nothing ----------------------------
+
+def _owned(owners=(None, '10.0.0.2')):
+    """Slice 0 of 2 over 16 pieces, its own slice held."""
+    plan = pieces.PiecePlan(0, 2, 16, owners=owners)
+    st = _State(16)
+    st.have.update(range(8))
+    plan.fetched(0.1)
+    return plan, st
+
+
+def test_help_a_connected_owner_that_shows_nothing():
+    """Its origin connection is starved: it is slow, not absent.
+
+    Seen in the benchmark: a host whose first origin pieces took 2 s each
+    showed nothing of its slice for 5 s, and fetched all of it at the end.
+    """
+    plan, st = _owned()
+    zero = [0] * 16
+    plan.observe(0.0, zero, st.have, peers=['10.0.0.2'])
+    plan.observe(1.0, zero, st.have, peers=['10.0.0.2'])
+    # connected for less than a rate window: it may just have started
+    assert plan.next(st.wanted, zero, st.have, False) is None
+    plan.observe(2.5, zero, st.have, peers=['10.0.0.2'])
+    assert plan.next(st.wanted, zero, st.have, False) == (15, 'helped')
+
+
+def test_no_help_for_a_slice_whose_owner_never_connected():
+    plan, st = _owned()
+    zero = [0] * 16
+    # another host is connected, not the owner of slice 1
+    _observe(plan, [zero] * 3, st.have, [0.0, 1.0, 2.5])
+    plan.observe(3.0, zero, st.have, peers=['10.0.0.7'])
+    assert plan.next(st.wanted, zero, st.have, False) is None
+
+
+def test_an_address_that_owns_two_slices_tells_nothing():
+    """Receivers that share an address cannot be told apart."""
+    plan = pieces.PiecePlan(0, 3, 24, owners=[None, '10.0.0.2',
+                                              '10.0.0.2'])
+    st = _State(24)
+    st.have.update(range(8))
+    plan.fetched(0.1)
+    zero = [0] * 24
+    for t in (0.0, 1.0, 2.5, 3.0):
+        plan.observe(t, zero, st.have, peers=['10.0.0.2'])
+    assert plan.next(st.wanted, zero, st.have, False) is None
+
+
+def test_slice_owners_follow_the_order_of_the_shares(monkeypatch):
+    monkeypatch.setattr(origin, 'is_local_ip', lambda ip: ip == '10.0.0.2')
+    peers = [('10.0.0.3', 6881), ('10.0.0.1', 6881), ('10.0.0.2', 6881)]
+    index, count, _ = origin.my_share(peers, 6881)
+    assert (index, count) == (1, 3)
+    assert origin.slice_owners(peers, 6881) == ['10.0.0.1', None,
+                                                '10.0.0.3']
+    assert origin.slice_owners([], 6881) == []

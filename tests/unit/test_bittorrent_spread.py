@@ -265,3 +265,20 @@ def test_piece_plan_of_the_rank_leaves_out_held_pieces():
     # on the others' slices, none of which is visible here)
     got = _drain(pp, 40, held=set(held))
     assert [i for i, _ in got] == [12, 13]
+
+
+def test_piece_plan_of_the_rank_knows_the_owners():
+    """The ranked plan can tell a connected slow owner from an absent one."""
+    plan = pieces.SpreadPlan(3, 4, 40, start=0.5, endpoint='10.0.0.2:1')
+    assert plan.meet([('10.0.0.4', 50000), '10.0.0.1', '10.0.0.3'])
+    assert plan.owners == ['10.0.0.1', None, '10.0.0.3', '10.0.0.4']
+    pp = plan.piece_plan(set(range(10, 20)))
+    zero = [0] * 40
+    for t in (0.0, 2.5):
+        pp.observe(t, zero, set(range(10, 20)), peers=['10.0.0.4'])
+    # slice 3 (10.0.0.4) is connected for 2.5 s and shows nothing: helped
+    # from its back; slices 0 and 2, never connected, are not
+    found = pp.next(lambda i: i not in range(10, 20), zero,
+                    set(range(10, 20)), False)
+    assert found is not None and found[1] == 'helped'
+    assert found[0] in range(30, 40)

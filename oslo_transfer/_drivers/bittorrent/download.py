@@ -35,8 +35,11 @@ The life of a download:
    (:class:`~oslo_transfer._drivers.bittorrent.record.Backlog`), so that
    what a crash costs stays bounded however slow a flush or a checkpoint
    is;
-4. when every piece is held: final flush, the torrent is removed from the
-   session (the file is kept; the engine renames it), the call returns.
+4. when every piece is held: final flush, the call returns.  With
+   ``seed_time`` the torrent stays in the session, still connected to its
+   peers, while the engine verifies and renames the file, and becomes the
+   seed of the renamed file (:meth:`~.seed.Seeds.hold`); otherwise it is
+   removed (the file is kept; the engine renames it).
 
 A cancel, the deadline, or no piece for ``stall_timeout`` seconds ends the
 download early; what was verified is recorded first, so a rerun (or the
@@ -142,7 +145,12 @@ class TorrentDownload:
         cancel_key = self.ctx.cancel.on_cancel(
             lambda: self.events.put(_WAKE))
         fd = None
+        completed = False
         try:
+            if self.seeds is not None:
+                # A torrent of an earlier copy that the engine did not
+                # commit (a failed checksum, say) gives way to this one.
+                self.seeds.release(self.key, 'downloaded again')
             if self.sess.find(self.key) is not None:
                 raise exceptions.ConnectionFailed(
                     'torrent %s is already being downloaded by this process '
@@ -163,6 +171,7 @@ class TorrentDownload:
                     'torrent %s: no web seed, no tracker and no peer '
                     'address: nothing can send the data' % self.key)
             self._loop()
+            completed = True
             return self.stats
         finally:
             self._done = True
@@ -177,7 +186,8 @@ class TorrentDownload:
                 finally:
                     self._collect_stats()
                     t_rm = time.monotonic()
-                    self.sess.remove(self.handle, self.key)
+                    if not (completed and self._hold()):
+                        self.sess.remove(self.handle, self.key)
                     LOG.debug('bittorrent: %s: fetcher stop and final flush '
                               '%.3fs, removal %.3fs', self.key,
                               t_rm - t_end, time.monotonic() - t_rm)
@@ -430,8 +440,8 @@ class TorrentDownload:
         try:
             busy = {d['piece_index'] for d in self.handle.get_download_queue()}
             avail = self.handle.piece_availability()
-            fetching = [p for p in self.handle.get_peer_info()
-                        if not session_mod.is_seed(p)]
+            infos = self.handle.get_peer_info()
+            fetching = [p for p in infos if not session_mod.is_seed(p)]
         except RuntimeError:
             return
         fetchers = 1 + len(fetching)
@@ -447,7 +457,8 @@ class TorrentDownload:
                 self.plan = self.plan.piece_plan(self.have)
                 self.stats['share'] = '%d/%d' % (self.plan.index + 1,
                                                  self.plan.count)
-            self.plan.observe(now, avail, self.have, fetchers)
+            self.plan.observe(now, avail, self.have, fetchers,
+                              peers=[p.ip[0] for p in infos])
             if avail is not None:
                 # A piece this host is fetching from the origin (or has
                 # not yet seen verified) that a peer has: another host
@@ -531,6 +542,22 @@ class TorrentDownload:
                     self._handle(item, time.monotonic())
             except queue.Empty:
                 pass
+
+    def _hold(self) -> bool:
+        """Leave the complete torrent in the session for the seed.
+
+        Its peers keep this host as a source while the engine verifies and
+        renames the file, and the seed that follows is this torrent, still
+        connected (:meth:`~.seed.Seeds.hold`).
+        """
+        if self.seeds is None or self.opts.seed_time <= 0 or \
+                not self.recorder.idle:
+            return False
+        with self._lock:
+            if len(self.have) < self.meta.num_pieces:
+                return False
+        return self.seeds.hold(self.sess, self.meta, self.target.path,
+                               self.handle)
 
     def _note_complete_peers(self):
         if not self.peers:

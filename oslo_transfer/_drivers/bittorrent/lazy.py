@@ -152,6 +152,8 @@ class SwarmReader(driver_mod.LazyReader):
     # -- life -----------------------------------------------------------------
 
     def start(self) -> None:
+        # A copy's torrent waiting for its commit gives way.
+        seed_mod.SEEDS.release(self.key, 'read lazily')
         if self.sess.find(self.key) is not None:
             raise exceptions.ConnectionFailed(
                 'torrent %s is already in this process\'s session (a copy '
@@ -479,7 +481,8 @@ class SwarmReader(driver_mod.LazyReader):
                 self.plan = self.plan.piece_plan(self.have)
                 self._stats['share'] = '%d/%d' % (self.plan.index + 1,
                                                   self.plan.count)
-            self.plan.observe(now, avail, self.have, fetchers)
+            self.plan.observe(now, avail, self.have, fetchers,
+                              peers=[p.ip[0] for p in infos])
         if first:
             LOG.info('bittorrent: lazy %s: the peers have %d of %d pieces',
                      self.path, sum(1 for a in avail if a), len(avail))

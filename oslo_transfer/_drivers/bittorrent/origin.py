@@ -52,7 +52,8 @@ from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['parse_peer', 'resolve_peers', 'my_share', 'share_range',
+__all__ = ['parse_peer', 'resolve_peers', 'my_share', 'slice_owners',
+           'share_range',
            'steal_order', 'endpoint_share', 'own_endpoint', 'OriginFetcher']
 
 
@@ -130,6 +131,23 @@ def my_share(peers, listen_port: int) -> tuple:
     :returns: this host's position in the sorted list of receivers, their
         number, and the peers that are not this host.
     """
+    me, others, ordered = _receivers(peers, listen_port)
+    if not ordered:
+        return 0, 1, []
+    return ordered.index(me), len(ordered), others
+
+
+def slice_owners(peers, listen_port: int) -> list:
+    """The IP address of the owner of each slice, in slice order.
+
+    The order of :func:`my_share`; None at this host's own slice.
+    """
+    me, _, ordered = _receivers(peers, listen_port)
+    return [None if p == me else p[0] for p in ordered]
+
+
+def _receivers(peers, listen_port):
+    """``(me, others, ordered)``: this host, the others, all sorted."""
     me = None
     others = []
     for ip, port in peers:
@@ -143,15 +161,12 @@ def my_share(peers, listen_port: int) -> tuple:
         me = (src or '0.0.0.0', listen_port)
     if me is not None:
         everyone.add(me)
-    if not everyone:
-        return 0, 1, []
 
     def key(p):
         ip = ipaddress.ip_address(p[0])
         return (ip.version, int(ip), p[1])
 
-    ordered = sorted(everyone, key=key)
-    return ordered.index(me), len(ordered), others
+    return me, others, sorted(everyone, key=key)
 
 
 def own_endpoint(listen_port: int, towards=()) -> str:

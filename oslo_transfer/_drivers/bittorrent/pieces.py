@@ -28,8 +28,10 @@ The pieces are cut into ``count`` contiguous slices, one per receiver
 2. once that is fetched or in flight, and if ``help_slower_peers``: pieces
    of a slower receiver's slice, from the back, that no connected peer has
    yet -- only when that receiver is present (some of its slice has been
-   visible for ``_WINDOW`` seconds: a receiver that got the origin later
-   than this one is not slow), and only pieces it would not reach before
+   visible, or the receiver has been connected, for ``_WINDOW`` seconds: a
+   receiver that got the origin later than this one is not slow; one
+   connected whose origin connection is starved shows nothing and is),
+   and only pieces it would not reach before
    this host could fetch them: the owner's rate (its slice's pieces
    appearing at the peers) against this host's own time per origin piece.
    Receivers helping the same slice take different pieces
@@ -81,7 +83,7 @@ class PiecePlan:
     """
 
     def __init__(self, index: int, count: int, num_pieces: int, have=(),
-                 help_slower: bool = True):
+                 help_slower: bool = True, owners=()):
         self.index = index
         self.count = count
         self.num_pieces = num_pieces
@@ -104,6 +106,15 @@ class PiecePlan:
         self._history = [collections.deque() for _ in range(count)]
         #: when some of slice j was first seen at a peer (None: not yet)
         self._present = [None] * count
+        #: when the owner of slice j was first seen connected
+        self._connected = [None] * count
+        #: IP address -> the slice of its owner (addresses that own one)
+        self._owner_of = {}
+        seen = collections.Counter(_ip_of(o) for o in owners)
+        for j, o in enumerate(owners):
+            ip = _ip_of(o)
+            if ip is not None and seen[ip] == 1 and j != index:
+                self._owner_of[ip] = j
         self._now = 0.0
         self._t0 = None
         self._counts = None
@@ -111,8 +122,21 @@ class PiecePlan:
 
     # -- observations ---------------------------------------------------------
 
-    def observe(self, now: float, avail, have, fetchers: int | None = None):
-        """Record how many pieces of each slice the peers or we hold."""
+    def observe(self, now: float, avail, have, fetchers: int | None = None,
+                peers=()):
+        """Record how many pieces of each slice the peers or we hold.
+
+        :param peers: the IP addresses of the peers connected now.  A
+            slice whose owner is connected is present from then on, even
+            if none of its pieces shows yet: an owner whose origin
+            connection is starved (TCP gives the flows that started first
+            most of a shared link) shows nothing for seconds and would
+            otherwise be left alone with its whole slice until the end.
+        """
+        for p in peers:
+            j = self._owner_of.get(_ip_of(p))
+            if j is not None and self._connected[j] is None:
+                self._connected[j] = now
         if avail is None:
             return
         self._now = now
@@ -205,7 +229,8 @@ class PiecePlan:
             if avail[i] or not wanted(i):
                 continue
             j = self.slice_of[i]
-            seen = self._present[j]
+            seen = min((t for t in (self._present[j], self._connected[j])
+                        if t is not None), default=None)
             if seen is None or self._now - seen < _WINDOW:
                 # Absent, or present for too short a time to have a rate:
                 # a receiver that started late is not a slow one.
@@ -339,6 +364,8 @@ class SpreadPlan:
         self.met = set()
         #: True once the slice is the rank's, not the hash's
         self.ranked = False
+        #: once ranked: the IP address of each slice's owner
+        self.owners = []
 
     def meet(self, addresses) -> bool:
         """Note the peers connected now; rank the slices once all are met.
@@ -372,6 +399,7 @@ class SpreadPlan:
                        key=lambda ip: (ip.version, int(ip)))
         old = self.index
         self.index = order.index(self._me)
+        self.owners = [None if ip == self._me else str(ip) for ip in order]
         own = self.slices[self.index]
         self.home = own.start
         self.share = [i for i in own if i not in self._have0]
@@ -399,13 +427,15 @@ class SpreadPlan:
         :param have: the pieces held now (left out).
         """
         return PiecePlan(self.index, self.count, self.num_pieces, have=have,
-                         help_slower=self.help_slower)
+                         help_slower=self.help_slower, owners=self.owners)
 
-    def observe(self, now: float, avail, have, fetchers: int | None = None):
+    def observe(self, now: float, avail, have, fetchers: int | None = None,
+                peers=()):
         """Note what the swarm holds and how many hosts still fetch.
 
         :param fetchers: this host plus the connected peers that are not
             complete.
+        :param peers: not used (the slices have no known owners).
         """
         if self._t0 is None:
             self._t0 = now
@@ -590,7 +620,8 @@ def plan_for(hints, port: int, num_pieces: int, have, help_slower: bool,
     peers = origin_mod.resolve_peers(named)
     index, count, others = origin_mod.my_share(peers, port)
     plan = PiecePlan(index, count, num_pieces, have=have,
-                     help_slower=help_slower)
+                     help_slower=help_slower,
+                     owners=origin_mod.slice_owners(peers, port))
     LOG.info('bittorrent: %s: this host fetches slice %d of %d (%d pieces) '
              'from the origin; %d peer(s) named', key, index + 1, count,
              len(plan.slices[index]), len(others))

@@ -39,11 +39,14 @@ def _no_seeds_left():
 
 
 def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
-                            dest):
+                            dest, caplog):
     """The renamed destination is seeded.
 
-    A later receiver, with no web seed, gets every piece from us.
+    The seed is the download's own torrent, told the new name (its peers
+    stay connected); a later receiver, with no web seed, gets every piece
+    from us: from the renamed file.
     """
+    caplog.set_level('INFO', logger=seed_mod.__name__)
     data = image(6 * MiB)
     torrent = tmp_path / 'x.torrent'
     torrent.write_bytes(torrent_mod.make_torrent(data.path))
@@ -60,6 +63,7 @@ def test_seeds_after_commit(make_transfer, swarm, origin, image, tmp_path,
         info_hash, dest, data.size)
     assert not seeding.wait(timeout=0.2)
     assert seeding.reason is None
+    assert "the download's torrent, its peers kept" in caplog.text
     us = seeding.listen_port
     assert us == session_mod.current().listen_port()
     later = str(tmp_path / 'later' / 'image.raw')
@@ -95,6 +99,31 @@ def test_seeding_stops_when_the_file_changes(make_transfer, origin, image,
     assert res.seeding.wait(timeout=30)
     assert res.seeding.reason == 'the file changed or disappeared'
     assert seed_mod.SEEDS.active() == []
+
+
+def test_a_copy_the_engine_refuses_leaves_no_torrent_behind(
+        make_transfer, origin, image, dest):
+    """The complete download waits in the session for the commit.
+
+    When the engine refuses the file (its checksum differs), the next copy
+    of the same torrent still runs, and its seed is the new file.
+    """
+    data = image(1 * MiB)
+    raw = torrent_mod.make_torrent(data.path)
+    tr = make_transfer(seed_time=600)
+    src = oslo_transfer.Source(urls=[origin.url(data.name)], torrent=raw)
+    with pytest.raises(exceptions.ChecksumMismatch) as err:
+        tr.copy(src, dest, checksum='sha256:' + '0' * 64,
+                hints=oslo_transfer.Hints(peers=4))
+    assert 'expected ' + '0' * 64 in str(err.value)
+    assert not os.path.exists(dest) and not os.path.exists(dest + '.part')
+    assert seed_mod.SEEDS.active() == []
+    res = tr.copy(src, dest, checksum=data.checksum(),
+                  hints=oslo_transfer.Hints(peers=4))
+    assert res.driver == 'bittorrent'
+    fconf.assert_only_dest(dest, data.data)
+    assert res.seeding.path == dest
+    assert seed_mod.SEEDS.active() == [(res.seeding.info_hash, dest)]
 
 
 def test_seed_time_zero_does_not_seed(make_transfer, origin, image, dest):

@@ -295,7 +295,7 @@ class Bench:
         self.stop(server)
         return self._row('g', qd, served, during, during, None, rss.stop())
 
-    def row_ours(self, name, qd, *options, manifest=None, complete=True):
+    def row_ours(self, name, qd, *options, manifest=None, until_complete=True):
         d = self.fresh('%s-%d' % (name, qd))
         dest = os.path.join(d, 'image.raw')
         sock = os.path.join(d, 'sock')
@@ -311,12 +311,10 @@ class Bench:
         during = self.net.origin_tx() - before
         complete = total = None
         prefetching = '--no-prefetch' not in options
-        if prefetching and complete:
+        if prefetching and until_complete:
             while not os.path.exists(dest):
                 time.sleep(0.2)
             complete = time.monotonic() - start
-        else:
-            complete = None
         peak = rss.stop()
         self.stop(server)
         if complete is not None or not prefetching:
@@ -362,17 +360,17 @@ class Bench:
         if name == 'd':
             return self.row_ours('d', qd, '--no-prefetch')
         if name == 'e':
-            return self.row_ours('e', qd, complete=complete)
+            return self.row_ours('e', qd, until_complete=complete)
         if name == 'f':
             profile = self.record_profile(qd)
             return self.row_ours('f', qd, '--profile', profile,
-                                 complete=complete)
+                                 until_complete=complete)
         if name == 'g':
             return self.row_nbdkit_torrent(qd)
         if name == 'h':
             return self.row_ours('h', qd, '--peers', '4',
                                  manifest=['--torrent', self.torrent],
-                                 complete=complete)
+                                 until_complete=complete)
         raise ValueError('no row %r' % name)
 
     def run(self):

@@ -138,6 +138,16 @@ def lazy(data):
               'waited for the complete image.' % (
                   benchlib.human(size), meta.get('rate', '?'),
                   benchlib.human(touched), meta.get('seed', '?')), '']
+    dates = {}
+    for r in data['rows']:
+        dates.setdefault(r.get('date', '?'), set()).add(r['row'])
+        if r.get('complete_date'):
+            dates.setdefault(r['complete_date'], set()).add(
+                r['row'] + ' (complete)')
+    if len(dates) > 1:
+        lines += ['Measured on: %s.' % '; '.join(
+            '%s, rows %s' % (d, ', '.join(sorted(rows)))
+            for d, rows in sorted(dates.items())), '']
     table = [[r['row'], LAZY_ROWS.get(r['row'], '?'), str(r['qd']),
               str(r.get('runs', 1)), '%.2f' % r['served_s'],
               '%.2f-%.2f' % (r.get('served_min_s', r['served_s']),

@@ -59,7 +59,9 @@ touched), the time until the image is complete (``-``: never), and the
 peak RssAnon of the processes of the row (ours: the command and its
 nbdkit).  JSON and a PNG plot go to ``benchmarks/results/lazy.*``;
 ``--merge`` keeps the rows of an earlier run of the same image, rate and
-seed that this run did not measure (e.g. ``--rows g,h --merge``).
+seed that this run did not measure (e.g. ``--rows g,h --merge``), and
+for a row measured now with ``--no-complete``, the earlier row's bytes in
+all and time until complete.
 
 Needs root (network namespaces), nginx, nbdkit with its curl, torrent and
 python plugins, qemu-utils with qemu-block-extra (row c) and
@@ -408,7 +410,8 @@ def summarize(runs) -> dict:
                 r['amplification'] for r in runs),
             'origin_total': whole[0]['origin_total'] if whole else None,
             'complete_s': whole[0]['complete_s'] if whole else None,
-            'peak_rss_anon_mib': max(r['peak_rss_anon_mib'] for r in runs)}
+            'peak_rss_anon_mib': max(r['peak_rss_anon_mib'] for r in runs),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 
 
 def report(rows, size, touched, rate_bps):
@@ -435,7 +438,12 @@ def report(rows, size, touched, rate_bps):
 
 
 def _merged(rows, meta, path):
-    """``rows`` plus the rows of ``path`` (same set-up) not measured now."""
+    """``rows`` plus the rows of ``path`` (same set-up) not measured now.
+
+    A row measured now that did not wait for the complete image
+    (``--no-complete``) keeps the earlier row's origin bytes in all and
+    time until complete, with the date they were measured.
+    """
     try:
         with open(path) as f:
             old = json.load(f)
@@ -445,9 +453,17 @@ def _merged(rows, meta, path):
            for k in ('size', 'rate', 'touched', 'seed')):
         print('%s: another set-up; not merged' % path)
         return rows
-    now = {(r['row'], r['qd']) for r in rows}
-    kept = [r for r in old['rows'] if (r['row'], r['qd']) not in now]
-    return sorted(kept + rows, key=lambda r: (r['qd'], r['row']))
+    before = {(r['row'], r['qd']): r for r in old['rows']}
+    for r in rows:
+        prev = before.pop((r['row'], r['qd']), None)
+        if prev is not None and r['complete_s'] is None and \
+                prev.get('complete_s') is not None:
+            r['complete_s'] = prev['complete_s']
+            r['origin_total'] = prev['origin_total']
+            r['complete_date'] = prev.get('complete_date',
+                                          prev.get('date'))
+    return sorted(list(before.values()) + rows,
+                  key=lambda r: (r['qd'], r['row']))
 
 
 def save(rows, meta, merge=False):

@@ -493,7 +493,7 @@ def save(rows, meta, merge=False):
                color=['#c0392b' if r['row'] in 'defh' else '#7f8c8d'
                       for r in sel])
         for i, r in enumerate(sel):
-            ax.text(i, r['served_s'], '%.1fs\nx%.2f' % (
+            ax.text(i, r['served_s'], '%.2fs\nx%.2f' % (
                 r['served_s'], r['amplification']), ha='center',
                 va='bottom', fontsize=8)
         ax.set_yscale('log')

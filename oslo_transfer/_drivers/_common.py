@@ -12,9 +12,12 @@
 
 """Helpers that several drivers share, and nothing else needs.
 
-* :class:`SessionPool`: logged-in sessions for FTP and SFTP;
+* :class:`SessionPool` and :class:`Lease`: logged-in sessions (ftp,
+  sftp, iscsi) and mounted contexts (nfs);
 * :class:`BlockPool` and :func:`block_pool`: page-aligned read buffers for
   the drivers that fill memory from C (nfs, iscsi) or ``preadv`` (file);
+* :func:`load_library` and :class:`ServiceLoop`: loading libnfs or
+  libiscsi, and the event loop of one of their contexts;
 * :func:`max_segments_opt`: the option of a driver that caps its segments.
 
 The engine never imports this module (what the engine and the drivers both
@@ -26,10 +29,11 @@ once.  Each call of a driver *leases* a session for its own use; a session
 is never shared by two threads at the same time.  When the call ends
 cleanly the session goes back to the pool, keyed by everything that
 identifies the login (scheme, host, port, user and a digest of the
-secret); after an error it is closed, because its protocol state is
-unknown.  Idle sessions older than ``max_idle_seconds`` are closed instead
-of reused (servers drop idle control connections), and a session is
-checked with ``is_alive`` before it is handed out again.
+secret); after an error it is destroyed, because its protocol state is
+unknown (an iSCSI session logs out politely only when it is clean).
+Idle sessions older than ``max_idle_seconds`` are destroyed instead of
+reused (servers drop idle control connections), and a session is checked
+with ``is_alive`` before it is handed out again.
 
 **Blocks.**  When the consumer of a read takes views of page-aligned
 memory (:attr:`oslo_transfer.driver.Context.aligned_views`: the download
@@ -46,6 +50,8 @@ import contextlib
 import ctypes
 import logging
 import mmap
+import select
+import socket
 import sys
 import threading
 import time
@@ -54,10 +60,12 @@ import typing
 from oslo_config import cfg
 
 from oslo_transfer import _utils
+from oslo_transfer import exceptions
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ['SessionPool', 'BlockPool', 'block_pool', 'max_segments_opt']
+__all__ = ['SessionPool', 'Lease', 'BlockPool', 'block_pool',
+           'load_library', 'ServiceLoop', 'socket_error', 'max_segments_opt']
 
 #: answers shorter than this are copied into ``bytes``, not into a block
 MIN_BLOCK_BYTES = 4096
@@ -66,17 +74,22 @@ MIN_BLOCK_BYTES = 4096
 class SessionPool:
     """Idle sessions per key; at most ``max_idle`` kept per key.
 
-    :param close: ``close(session)``; must not raise.
+    :param close: ``close(session)`` of a clean session; must not raise.
     :param is_alive: ``is_alive(session) -> bool``, called on an idle
-        session before reuse; a dead one is closed and skipped.
+        session before reuse; a dead one is destroyed and skipped.
     :param max_idle: idle sessions kept per key (extra ones are closed).
-    :param max_idle_seconds: idle sessions older than this are closed.
+    :param max_idle_seconds: idle sessions older than this are destroyed.
+    :param destroy: ``destroy(session)`` of a session in an unknown state
+        (after an error, stale or dead); must not raise.  Default
+        ``close``.
     """
 
     def __init__(self, close: typing.Callable,
                  is_alive: typing.Callable | None = None, max_idle: int = 4,
-                 max_idle_seconds: float = 30.0):
+                 max_idle_seconds: float = 30.0,
+                 destroy: typing.Callable | None = None):
         self._close = close
+        self._destroy = destroy or close
         self._is_alive = is_alive
         self.max_idle = max_idle
         self.max_idle_seconds = max_idle_seconds
@@ -101,15 +114,15 @@ class SessionPool:
             if not idle:
                 self._idle.pop(key, None)
         for s in stale:
-            self._close(s)
+            self._destroy(s)
         return found
 
-    def acquire(self, key, factory: typing.Callable):
-        """An idle session of ``key`` that is still alive, or ``factory()``."""
+    def take(self, key):
+        """An idle session of ``key`` that is still alive, or None."""
         while True:
             session = self._take(key)
             if session is None:
-                return factory()
+                return None
             try:
                 alive = self._is_alive is None or self._is_alive(session)
             except Exception:  # noqa: any failure means "not alive"
@@ -117,7 +130,12 @@ class SessionPool:
             if alive:
                 return session
             LOG.debug('dropping a dead pooled session')
-            self._close(session)
+            self._destroy(session)
+
+    def acquire(self, key, factory: typing.Callable):
+        """An idle session of ``key`` that is still alive, or ``factory()``."""
+        session = self.take(key)
+        return factory() if session is None else session
 
     def release(self, key, session) -> None:
         """Give back a session that is in a clean protocol state."""
@@ -128,8 +146,8 @@ class SessionPool:
         self._close(session)
 
     def discard(self, session) -> None:
-        """Close a session whose state is unknown (after an error)."""
-        self._close(session)
+        """Destroy a session whose state is unknown (after an error)."""
+        self._destroy(session)
 
     @contextlib.contextmanager
     def lease(self, key, factory: typing.Callable):
@@ -163,6 +181,144 @@ class SessionPool:
             if key is not None:
                 return len(self._idle.get(key, []))
             return sum(len(v) for v in self._idle.values())
+
+
+class Lease:
+    """One pooled session, borrowed by one call and given back once.
+
+    For drivers whose reads outlive the call that opened them (a
+    generator, a writer object): :meth:`release` puts the session back in
+    its pool, or destroys it when its ``broken`` attribute is true (a
+    call on it failed half-way).  A lease dropped unreleased (a generator
+    closed before its first ``next()`` never runs its ``finally``)
+    destroys its session.
+    """
+
+    def __init__(self, pool: SessionPool, key, session):
+        self.pool, self.key, self.session = pool, key, session
+
+    def release(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        if getattr(session, 'broken', False):
+            self.pool.discard(session)
+        else:
+            self.pool.release(self.key, session)
+
+    def __del__(self):
+        if self.session is not None:
+            self.pool.discard(self.session)
+
+
+_libraries = {}
+_libraries_lock = threading.Lock()
+
+
+def load_library(soname: str, prototypes: dict, needs: str,
+                 package: str) -> ctypes.CDLL:
+    """Load a shared object once per process and declare its prototypes.
+
+    :param prototypes: ``{name: (restype, argtypes)}``.
+    :param needs: what needs it, for the message (``"the nfs driver needs
+        libnfs 4"``).
+    :param package: the Debian package that ships it.
+    :raises MissingDependency: the library or one of its symbols is
+        missing; the message names the package.
+    """
+    with _libraries_lock:
+        lib = _libraries.get(soname)
+        if lib is not None:
+            return lib
+        try:
+            lib = ctypes.CDLL(soname)
+            for name, (restype, argtypes) in prototypes.items():
+                func = getattr(lib, name)
+                func.restype = restype
+                func.argtypes = argtypes
+        except (OSError, AttributeError) as exc:
+            raise exceptions.MissingDependency(
+                '%s (%s): %s; install the Debian package %s (or your '
+                'distribution\'s equivalent)'
+                % (needs, soname, exc, package)) from exc
+        _libraries[soname] = lib
+        return lib
+
+
+class ServiceLoop:
+    """The event loop of one libnfs or libiscsi context, run by a caller.
+
+    Both libraries drive one TCP connection through the same three calls:
+    the socket (``*_get_fd``; it changes when the library reconnects), the
+    poll events it waits for (``*_which_events``), and
+    ``*_service(revents)``, which reads, writes and runs the completion
+    callbacks, and returns a negative number when the connection failed.
+    :meth:`run` polls and services in the calling thread until the
+    operation is done, checks ``cancel`` every :attr:`tick` seconds, and
+    gives up after ``timeout`` seconds *without socket activity* (a deep
+    queue on a slow link is not a timeout).
+
+    :param get_fd: ``get_fd() -> int``; negative: no connection.
+    :param which_events: ``which_events() -> int``, the poll mask.
+    :param service: ``service(revents) -> int``.
+    :param error: ``error(kind, reason) -> Exception`` in the library's
+        terms, for ``kind`` ``"timeout"`` (no activity), ``"closed"`` (no
+        socket), ``"socket"`` (``POLLNVAL``: the socket went away under
+        the library) or ``"failed"`` (``service`` failed; ``reason`` is
+        the socket's pending errno or 0).
+    """
+
+    #: the longest poll between two checks of ``cancel``
+    tick = 0.2
+
+    def __init__(self, get_fd, which_events, service, error):
+        self._get_fd = get_fd
+        self._which_events = which_events
+        self._service = service
+        self._error = error
+        self._poll = select.poll()
+        self._fd = -1
+
+    def run(self, done, cancel, timeout: float) -> None:
+        """Until ``done()``; raises ``error(...)`` or ``Cancelled``."""
+        limit = time.monotonic() + timeout
+        reason = 0
+        while not done():
+            if cancel is not None and cancel.cancelled:
+                raise exceptions.Cancelled(cancel.reason or 'cancelled')
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise self._error('timeout', 0)
+            fd = self._get_fd()
+            if fd != self._fd:
+                if self._fd >= 0:
+                    try:
+                        self._poll.unregister(self._fd)
+                    except KeyError:
+                        pass
+                self._fd = fd
+            if fd < 0:
+                raise self._error('closed', 0)
+            self._poll.register(fd, self._which_events())
+            events = self._poll.poll(min(left, self.tick) * 1000)
+            revents = events[0][1] if events else 0
+            if revents & select.POLLNVAL:
+                raise self._error('socket', 0)
+            if revents & (select.POLLERR | select.POLLHUP):
+                reason = socket_error(fd)
+            if self._service(revents) < 0:
+                raise self._error('failed', reason)
+            if revents:
+                limit = time.monotonic() + timeout
+
+
+def socket_error(fd: int) -> int:
+    """The pending error (``SO_ERROR``) of a library's socket, or 0."""
+    try:
+        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError:
+        return 0
 
 
 def _refs(items, i):

@@ -629,9 +629,11 @@ def test_a_waiter_on_the_destination_lends_its_class(tmp_path):
         store.pause_reads()
         bg = t.submit(ORIGIN, dest, hints=selector.Hints(
             priority='background'))
-        _until(lambda: os.path.exists(dest + '.part.lock') and
-               t.scheduler.jobs)
-        holder = t.scheduler.jobs[0]
+        # The background copy reads, so it holds the lock (the lock file
+        # alone exists before its flock, and a newcomer on an extra
+        # worker could still take the lock first).
+        _until(lambda: store.reads)
+        [holder] = t.scheduler.jobs
         it = t.submit(ORIGIN, dest, hints=selector.Hints(
             priority='interactive'))
         _until(lambda: holder.current_cls == I)

@@ -194,57 +194,6 @@ def test_v4_write_limit_error_says_what_to_do():
     assert 'version=3' in str(e)
 
 
-# -- the pool -----------------------------------------------------------------
-
-class FakeContext:
-    def __init__(self):
-        self.broken = False
-        self.destroyed = False
-
-    def destroy(self):
-        self.destroyed = True
-
-
-def test_pool_reuses_keeps_at_most_max_idle_and_drops_broken():
-    pool = nfs._Pool(max_idle=1, max_age=60)
-    a, b, c = FakeContext(), FakeContext(), FakeContext()
-    pool.give('k', a)
-    pool.give('k', b)          # over max_idle: closed
-    assert b.destroyed and not a.destroyed
-    assert pool.take('k') is a
-    assert pool.take('k') is None
-    assert pool.take('other') is None
-    c.broken = True
-    pool.give('k', c)          # broken: never reused
-    assert c.destroyed and pool.take('k') is None
-
-
-def test_pool_closes_old_idle_contexts():
-    pool = nfs._Pool(max_idle=4, max_age=0)
-    a = FakeContext()
-    pool.give('k', a)
-    import time
-    time.sleep(0.01)
-    assert pool.take('k') is None
-    assert a.destroyed
-
-
-def test_pool_close_destroys_idle_contexts():
-    pool = nfs._Pool(max_idle=4, max_age=60)
-    a = FakeContext()
-    pool.give('k', a)
-    pool.close()
-    assert a.destroyed
-
-
-def test_a_lease_dropped_unreleased_destroys_its_context():
-    pool = nfs._Pool(max_idle=4, max_age=60)
-    a = FakeContext()
-    lease = nfs._Lease(pool, 'k', a)
-    del lease
-    assert a.destroyed and pool.take('k') is None
-
-
 # -- libnfs callbacks -------------------------------------------------------
 
 def test_read_callback_copies_the_data():

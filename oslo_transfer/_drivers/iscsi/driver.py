@@ -37,8 +37,6 @@ import hashlib
 import logging
 import re
 import socket
-import threading
-import time
 import urllib.parse
 
 from oslo_config import cfg
@@ -210,60 +208,6 @@ def _login_error(exc, loc, target, initiator):
                                                     text), url=masked)
 
 
-class _Lease:
-    """A pooled session borrowed by one call; give it back exactly once."""
-
-    def __init__(self, pool, key, session):
-        self.pool, self.key, self.session = pool, key, session
-
-    def release(self):
-        if self.session is not None:
-            s, self.session = self.session, None
-            self.pool.give(self.key, s)
-
-    def __del__(self):
-        if self.session is not None:
-            self.session.destroy()
-
-
-class _Pool:
-    """Logged-in sessions per (portal, target, LUN, credentials)."""
-
-    def __init__(self, max_idle, max_age):
-        self.max_idle, self.max_age = max_idle, max_age
-        self._idle = {}
-        self._lock = threading.Lock()
-
-    def take(self, key):
-        now = time.monotonic()
-        with self._lock:
-            idle = self._idle.get(key, [])
-            while idle:
-                s, since = idle.pop()
-                if now - since <= self.max_age:
-                    return s
-                s.destroy()
-        return None
-
-    def give(self, key, s):
-        if not s.broken:
-            with self._lock:
-                idle = self._idle.setdefault(key, [])
-                if len(idle) < self.max_idle:
-                    idle.append((s, time.monotonic()))
-                    return
-            s.logout()
-            return
-        s.destroy()
-
-    def close(self):
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for entries in idle.values():
-            for s, _ in entries:
-                s.logout()
-
-
 class ISCSIDriver(driver.Driver):
     """``iscsi://`` LUNs through libiscsi."""
 
@@ -280,8 +224,10 @@ class ISCSIDriver(driver.Driver):
 
     def __init__(self, conf):
         super().__init__(conf)
-        self._pool = _Pool(self.options.idle_sessions,
-                           self.options.idle_seconds)
+        self._pool = _common.SessionPool(
+            close=lambda s: s.logout(), destroy=lambda s: s.destroy(),
+            max_idle=self.options.idle_sessions,
+            max_idle_seconds=self.options.idle_seconds)
         self._initiator = None
 
     @classmethod
@@ -301,14 +247,14 @@ class ISCSIDriver(driver.Driver):
     # -- sessions ----------------------------------------------------------
 
     def _lease(self, location, ctx, reuse=True):
-        """A logged-in session: ``(_Target, _Lease, reused)``."""
+        """A logged-in session: ``(_Target, Lease, reused)``."""
         lib = _lib()
         target = _Target(location, self.options)
         timeout = ctx.timeout()
         s = self._pool.take(target.key) if reuse else None
         if s is not None:
             s.timeout = timeout
-            return target, _Lease(self._pool, target.key, s), True
+            return target, _common.Lease(self._pool, target.key, s), True
         try:
             s = lib.Session(self.initiator, target.iqn, timeout,
                             self.soname)
@@ -328,7 +274,7 @@ class ISCSIDriver(driver.Driver):
             raise
         LOG.debug('logged in to %s LUN %d at %s as %s', target.iqn,
                   target.lun, target.portal, self.initiator)
-        return target, _Lease(self._pool, target.key, s), False
+        return target, _common.Lease(self._pool, target.key, s), False
 
     def _session(self, location, ctx):
         """A logged-in session whose LUN answers.
@@ -458,7 +404,7 @@ class ISCSIDriver(driver.Driver):
         return _ISCSIWriter(location, target, lease, w.total, ctx)
 
     def close(self):
-        self._pool.close()
+        self._pool.close_all()
 
 
 class _TooLarge(Exception):

@@ -15,8 +15,9 @@
 Like :mod:`oslo_transfer._drivers.nfs.libnfs`, only the asynchronous API is
 used: SCSI tasks are queued on a session and :meth:`Session.wait` runs the
 event loop (``poll`` on the session's socket, then ``iscsi_service``) in
-the calling thread, with our own inactivity timeout and a cancel check
-every :data:`TICK` seconds. ctypes releases the GIL in every C call.
+the calling thread (:class:`~oslo_transfer._drivers._common.ServiceLoop`),
+with our own inactivity timeout and a cancel check at every tick.  ctypes
+releases the GIL in every C call.
 Several READ(16)s are outstanding at once on one session
 (:meth:`Session.read_iter`).  When the consumer takes views of page-aligned
 blocks (the download engine, which writes them with ``O_DIRECT`` as they
@@ -42,19 +43,13 @@ import collections
 import ctypes
 import itertools
 import os
-import select
-import socket
-import threading
-import time
 
+from oslo_transfer._drivers import _common
 from oslo_transfer import exceptions
 
 #: the shared object and the Debian package that ships it
 SONAME = 'libiscsi.so.7'
 PACKAGE = 'libiscsi7'
-
-#: longest a single ``poll`` waits before the cancel token is checked
-TICK = 0.2
 
 SCSI_STATUS_GOOD = 0
 SCSI_STATUS_CHECK_CONDITION = 2
@@ -124,9 +119,6 @@ _PROTOTYPES = {
     'scsi_sense_ascq_str': (_STR, [_INT]),
 }
 
-_load_lock = threading.Lock()
-_libs = {}
-
 
 def load(soname: str | None = None) -> ctypes.CDLL:
     """Load libiscsi once and declare the prototypes this module uses.
@@ -134,24 +126,8 @@ def load(soname: str | None = None) -> ctypes.CDLL:
     :raises MissingDependency: the library or a symbol is missing; the
         message names the Debian package.
     """
-    soname = soname or SONAME
-    with _load_lock:
-        lib = _libs.get(soname)
-        if lib is not None:
-            return lib
-        try:
-            lib = ctypes.CDLL(soname)
-            for name, (restype, argtypes) in _PROTOTYPES.items():
-                func = getattr(lib, name)
-                func.restype = restype
-                func.argtypes = argtypes
-        except (OSError, AttributeError) as exc:
-            raise exceptions.MissingDependency(
-                'the iscsi driver needs libiscsi (%s): %s; install the '
-                'Debian package %s (or your distribution\'s libiscsi)' % (
-                    soname, exc, PACKAGE)) from exc
-        _libs[soname] = lib
-        return lib
+    return _common.load_library(soname or SONAME, _PROTOTYPES,
+                                'the iscsi driver needs libiscsi', PACKAGE)
 
 
 class ISCSIError(Exception):
@@ -282,8 +258,11 @@ class Session:
         self.block_size = None
         self.blocks = None
         self._keys = set()
-        self._poll = select.poll()
-        self._fd = -1
+        self._loop = _common.ServiceLoop(
+            lambda: self.lib.iscsi_get_fd(self._ptr),
+            lambda: self.lib.iscsi_which_events(self._ptr),
+            lambda revents: self.lib.iscsi_service(self._ptr, revents),
+            self._loop_error)
         self._ptr = self.lib.iscsi_create_context(initiator.encode())
         if not self._ptr:
             raise ISCSIError('cannot create an iSCSI context')
@@ -332,48 +311,26 @@ class Session:
                 # Also when the answer is already here: a cancelled read
                 # stops at the next chunk, whatever is queued.
                 raise exceptions.Cancelled(cancel.reason or 'cancelled')
-            self._run(op, cancel)
+            self._loop.run(lambda: op.done, cancel, self.timeout)
         except BaseException:
             self.broken = True
             raise
         return op.result()
 
-    def _run(self, op, cancel):
-        lib, ptr = self.lib, self._ptr
-        limit = time.monotonic() + self.timeout
-        reason = 0
-        while not op.done:
-            if cancel is not None and cancel.cancelled:
-                raise exceptions.Cancelled(cancel.reason or 'cancelled')
-            left = limit - time.monotonic()
-            if left <= 0:
-                raise ISCSITimeout('no answer from the iSCSI target for '
-                                   '%.0f seconds' % self.timeout)
-            fd = lib.iscsi_get_fd(ptr)
-            if fd != self._fd:
-                if self._fd >= 0:
-                    try:
-                        self._poll.unregister(self._fd)
-                    except KeyError:
-                        pass
-                self._fd = fd
-            if fd < 0:
-                raise ISCSIError(self.error_text() or
-                                 'the iSCSI connection is closed')
-            self._poll.register(fd, lib.iscsi_which_events(ptr))
-            events = self._poll.poll(min(left, TICK) * 1000)
-            revents = events[0][1] if events else 0
-            if revents & select.POLLNVAL:
-                raise ISCSIError('the iSCSI socket was closed')
-            if revents & (select.POLLERR | select.POLLHUP):
-                reason = socket_error(fd)
-            if lib.iscsi_service(ptr, revents) < 0:
-                text = self.error_text().strip() or 'the connection failed'
-                if reason:
-                    text = '%s (%s)' % (os.strerror(reason), text)
-                raise ISCSIError(text)
-            if revents:
-                limit = time.monotonic() + self.timeout
+    def _loop_error(self, kind, reason):
+        """The :class:`ISCSIError` for a :class:`ServiceLoop` failure."""
+        if kind == 'timeout':
+            return ISCSITimeout('no answer from the iSCSI target for '
+                                '%.0f seconds' % self.timeout)
+        if kind == 'closed':
+            return ISCSIError(self.error_text() or
+                              'the iSCSI connection is closed')
+        if kind == 'socket':
+            return ISCSIError('the iSCSI socket was closed')
+        text = self.error_text().strip() or 'the connection failed'
+        if reason:
+            text = '%s (%s)' % (os.strerror(reason), text)
+        return ISCSIError(text)
 
     # -- commands --------------------------------------------------------
 
@@ -497,12 +454,3 @@ def op_tail(kind, keep):
     if kind == 'read':
         return (ctypes.pointer(keep[1]), 1)
     return ()
-
-
-def socket_error(fd: int) -> int:
-    """The pending error (``SO_ERROR``) of the library's socket, or 0."""
-    try:
-        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
-            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    except OSError:
-        return 0

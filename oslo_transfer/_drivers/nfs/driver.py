@@ -36,7 +36,6 @@ import logging
 import os
 import stat as stat_mod
 import threading
-import time
 import urllib.parse
 
 from oslo_config import cfg
@@ -178,59 +177,6 @@ class _Target:
         self.key = (host, export, query)
 
 
-class _Lease:
-    """A pooled context borrowed by one call; give it back exactly once."""
-
-    def __init__(self, pool, key, ctx):
-        self.pool, self.key, self.ctx = pool, key, ctx
-
-    def release(self):
-        if self.ctx is not None:
-            ctx, self.ctx = self.ctx, None
-            self.pool.give(self.key, ctx)
-
-    def __del__(self):
-        # a generator dropped before its first next() never runs finally
-        if self.ctx is not None:
-            self.ctx.destroy()
-
-
-class _Pool:
-    """Mounted libnfs contexts per export, one user at a time each."""
-
-    def __init__(self, max_idle, max_age):
-        self.max_idle, self.max_age = max_idle, max_age
-        self._idle = {}
-        self._lock = threading.Lock()
-
-    def take(self, key):
-        now = time.monotonic()
-        with self._lock:
-            idle = self._idle.get(key, [])
-            while idle:
-                ctx, since = idle.pop()
-                if now - since <= self.max_age:
-                    return ctx
-                ctx.destroy()
-        return None
-
-    def give(self, key, ctx):
-        if not ctx.broken:
-            with self._lock:
-                idle = self._idle.setdefault(key, [])
-                if len(idle) < self.max_idle:
-                    idle.append((ctx, time.monotonic()))
-                    return
-        ctx.destroy()
-
-    def close(self):
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for entries in idle.values():
-            for ctx, _ in entries:
-                ctx.destroy()
-
-
 class NFSDriver(driver.Driver):
     """``nfs://`` URLs through libnfs (NFSv3 and NFSv4)."""
 
@@ -246,8 +192,10 @@ class NFSDriver(driver.Driver):
 
     def __init__(self, conf):
         super().__init__(conf)
-        self._pool = _Pool(self.options.idle_connections,
-                           self.options.idle_seconds)
+        self._pool = _common.SessionPool(
+            close=lambda c: c.destroy(),
+            max_idle=self.options.idle_connections,
+            max_idle_seconds=self.options.idle_seconds)
         self._lock = threading.Lock()
         #: URL -> the end of the bytes acknowledged in order by a write
         #: that failed with WRITEs in flight (see written_size)
@@ -263,14 +211,14 @@ class NFSDriver(driver.Driver):
     # -- connections -------------------------------------------------------
 
     def _lease(self, location, ctx, reuse=True):
-        """A mounted context: ``(_Target, _Lease, reused)``."""
+        """A mounted context: ``(_Target, Lease, reused)``."""
         lib = _lib()
         target = _Target(location)
         timeout = ctx.timeout()
         c = self._pool.take(target.key) if reuse else None
         if c is not None:
             c.set_timeout(timeout)
-            return target, _Lease(self._pool, target.key, c), True
+            return target, _common.Lease(self._pool, target.key, c), True
         try:
             c = lib.Context(target.url, timeout, self.soname)
         except lib.NFSError as exc:
@@ -298,7 +246,7 @@ class NFSDriver(driver.Driver):
             raise
         LOG.debug('mounted %s:%s (NFSv%d)', c.server, c.export,
                   target.version)
-        return target, _Lease(self._pool, target.key, c), False
+        return target, _common.Lease(self._pool, target.key, c), False
 
     def _call(self, location, ctx, what, func, keep=False):
         """Run ``func(context, path)`` on a leased context, translating errors.
@@ -314,7 +262,7 @@ class NFSDriver(driver.Driver):
         while True:
             target, lease, reused = self._lease(location, ctx, reuse)
             try:
-                result = func(lease.ctx, target.file)
+                result = func(lease.session, target.file)
             except lib.NFSError as exc:
                 lease.release()
                 if reused and _is_connection_error(exc):
@@ -361,7 +309,7 @@ class NFSDriver(driver.Driver):
                 expected != _validator(st):
             # what HTTP's If-Range does: the engine re-stats and restarts
             # (or raises SourceChanged) instead of joining two versions
-            lease.ctx.broken = True
+            lease.session.broken = True
             lease.release()
             raise exceptions.RangeNotSupported(
                 '%s changed since it was first read (validator %s, now %s)'
@@ -369,12 +317,12 @@ class NFSDriver(driver.Driver):
                 url=location.masked)
         if length is None:
             length = max(0, st.size - offset)
-        request = self._request_size(lease.ctx.readmax)
+        request = self._request_size(lease.session.readmax)
         return self._read(location, lease, fh, offset, length, request, ctx)
 
     def _read(self, location, lease, fh, offset, length, request, ctx):
         lib = _lib()
-        c = lease.ctx
+        c = lease.session
         window = self.options.outstanding_requests
         reads = c.pread_iter(fh, offset, length, request, window, ctx.cancel,
                              blocks=_common.block_pool(ctx, window, request))
@@ -442,7 +390,7 @@ class NFSDriver(driver.Driver):
             location, ctx, 'open for writing',
             lambda c, path: self._open_for_write(c, path, offset, ctx),
             keep=True)
-        c = lease.ctx
+        c = lease.session
         if target.version == 4:
             # tiny requests (see V4_WRITE_SIZE): keep more of them in flight
             request = V4_WRITE_SIZE
@@ -503,7 +451,7 @@ class NFSDriver(driver.Driver):
         return fh
 
     def close(self):
-        self._pool.close()
+        self._pool.close_all()
 
 
 def _validator(st) -> str:
@@ -530,7 +478,7 @@ class _NFSWriter(driver.Writer):
 
     def commit(self, ctx=None):
         lib = _lib()
-        c = self.lease.ctx
+        c = self.lease.session
         if c is None:
             return
         try:
@@ -543,7 +491,7 @@ class _NFSWriter(driver.Writer):
 
     def abort(self, ctx=None):
         lib = _lib()
-        c = self.lease.ctx
+        c = self.lease.session
         if c is None:
             return
         try:

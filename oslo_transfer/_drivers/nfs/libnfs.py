@@ -19,7 +19,8 @@ GIL inside every C call, so several threads with a context each run in
 parallel.  Owning the loop gives three things the synchronous API lacks:
 several outstanding READs on one connection (:meth:`Context.pread_iter`),
 an inactivity timeout that we enforce ourselves, and a cancel check at
-least every :data:`TICK` seconds.
+least every :attr:`~oslo_transfer._drivers._common.ServiceLoop.tick`
+seconds.
 
 A context is not thread-safe: one thread uses it at a time (the driver
 keeps a pool).  A context on which anything went wrong (an error, a
@@ -42,19 +43,14 @@ import ctypes
 import errno
 import itertools
 import os
-import select
 import socket
-import threading
-import time
 
-from oslo_transfer import exceptions
+from oslo_transfer._drivers import _common
 
 #: the shared object and the Debian package that ships it
 SONAME = 'libnfs.so.13'
 PACKAGE = 'libnfs13'
 
-#: longest a single ``poll`` waits before the cancel token is checked
-TICK = 0.2
 
 _CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_void_p)
@@ -106,9 +102,6 @@ _PROTOTYPES = {
     'nfs4_set_verifier': (None, [_VP, _STR]),
 }
 
-_load_lock = threading.Lock()
-_libs = {}
-
 
 def load(soname: str | None = None) -> ctypes.CDLL:
     """Load libnfs once and declare the prototypes this module uses.
@@ -118,24 +111,8 @@ def load(soname: str | None = None) -> ctypes.CDLL:
     :raises MissingDependency: the library or one of its symbols is missing;
         the message names the Debian package.
     """
-    soname = soname or SONAME
-    with _load_lock:
-        lib = _libs.get(soname)
-        if lib is not None:
-            return lib
-        try:
-            lib = ctypes.CDLL(soname)
-            for name, (restype, argtypes) in _PROTOTYPES.items():
-                func = getattr(lib, name)
-                func.restype = restype
-                func.argtypes = argtypes
-        except (OSError, AttributeError) as exc:
-            raise exceptions.MissingDependency(
-                'the nfs driver needs libnfs 4 (%s): %s; install the Debian '
-                'package %s (or your distribution\'s libnfs)' % (
-                    soname, exc, PACKAGE)) from exc
-        _libs[soname] = lib
-        return lib
+    return _common.load_library(soname or SONAME, _PROTOTYPES,
+                                'the nfs driver needs libnfs 4', PACKAGE)
 
 
 class NFSError(Exception):
@@ -241,8 +218,11 @@ class Context:
         self._ptr = self._lib.nfs_init_context()
         if not self._ptr:
             raise NFSError(errno.ENOMEM, 'cannot create an NFS context')
-        self._poll = select.poll()
-        self._fd = -1
+        self._loop = _common.ServiceLoop(
+            lambda: self._lib.nfs_get_fd(self._ptr),
+            lambda: self._lib.nfs_which_events(self._ptr),
+            lambda revents: self._lib.nfs_service(self._ptr, revents),
+            self._loop_error)
         self._keys = set()
         # NFSv4: contexts of one process that share a client name confirm
         # each other's client IDs away (NFS4ERR_STALE_CLIENTID): one each
@@ -299,49 +279,26 @@ class Context:
         :raises NFSError: the call or the connection failed.
         """
         try:
-            self._run(op, cancel)
+            self._loop.run(lambda: op.done, cancel, self.timeout)
         except BaseException:
             self.broken = True
             raise
         return op.result()
 
-    def _run(self, op, cancel):
-        lib, ptr = self._lib, self._ptr
-        limit = time.monotonic() + self.timeout
-        reason = 0
-        while not op.done:
-            if cancel is not None and cancel.cancelled:
-                raise exceptions.Cancelled(cancel.reason or 'cancelled')
-            left = limit - time.monotonic()
-            if left <= 0:
-                raise NFSTimeout('no answer from the NFS server for %.0f '
-                                 'seconds' % self.timeout)
-            fd = lib.nfs_get_fd(ptr)
-            if fd != self._fd:
-                if self._fd >= 0:
-                    try:
-                        self._poll.unregister(self._fd)
-                    except KeyError:
-                        pass
-                self._fd = fd
-            if fd < 0:
-                raise NFSError(errno.ENOTCONN, self.error_text() or
-                               'the NFS connection is closed')
-            self._poll.register(fd, lib.nfs_which_events(ptr))
-            events = self._poll.poll(min(left, TICK) * 1000)
-            revents = events[0][1] if events else 0
-            if revents & select.POLLNVAL:
-                raise NFSError(errno.EBADF, 'the NFS socket was closed')
-            if revents & (select.POLLERR | select.POLLHUP):
-                reason = socket_error(fd)
-            if lib.nfs_service(ptr, revents) < 0:
-                text = self.error_text() or 'the NFS connection failed'
-                if reason:
-                    text = '%s (%s)' % (text, os.strerror(reason))
-                raise NFSError(reason or errno.ECONNRESET, text)
-            if revents:
-                # the timeout counts time without any socket activity
-                limit = time.monotonic() + self.timeout
+    def _loop_error(self, kind, reason):
+        """The :class:`NFSError` for a :class:`ServiceLoop` failure."""
+        if kind == 'timeout':
+            return NFSTimeout('no answer from the NFS server for %.0f '
+                              'seconds' % self.timeout)
+        if kind == 'closed':
+            return NFSError(errno.ENOTCONN, self.error_text() or
+                            'the NFS connection is closed')
+        if kind == 'socket':
+            return NFSError(errno.EBADF, 'the NFS socket was closed')
+        text = self.error_text() or 'the NFS connection failed'
+        if reason:
+            text = '%s (%s)' % (text, os.strerror(reason))
+        return NFSError(reason or errno.ECONNRESET, text)
 
     # -- calls -----------------------------------------------------------
 
@@ -521,12 +478,3 @@ class Context:
             for key in self._keys:
                 _OPS.pop(key, None)
             self._keys.clear()
-
-
-def socket_error(fd: int) -> int:
-    """The pending error (``SO_ERROR``) of the library's socket, or 0."""
-    try:
-        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
-            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    except OSError:
-        return 0

@@ -279,8 +279,7 @@ def test_copy_with_checksum_and_parallel_segments(make_lun, tmp_path,
                      % hashlib.sha256(data).hexdigest(),
                      hints=oslo_transfer.Hints(same_network=True))
         # each segment logged in once and gave its session back
-        pool = t.driver('iscsi')._pool._idle
-        assert sum(len(idle) for idle in pool.values()) == sessions
+        assert t.driver('iscsi')._pool.idle_count() == sessions
     assert res.driver == 'iscsi'
     assert res.size == len(data)
     assert fconf.file_equals(dest, data)

@@ -169,8 +169,7 @@ def test_copy_with_checksum_and_parallel_segments(ganesha, put, tmp_path,
                      checksum=f.checksum('sha512'),
                      hints=oslo_transfer.Hints(same_network=True))
         # each segment mounted once and gave its connection back
-        pool = t.driver('nfs')._pool._idle
-        assert sum(len(idle) for idle in pool.values()) == connections
+        assert t.driver('nfs')._pool.idle_count() == connections
     assert res.driver == 'nfs'
     assert res.size == f.size
     fconf.assert_only_dest(dest, f.data)

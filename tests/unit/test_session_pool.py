@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The session pool shared by the ftp and sftp drivers."""
+"""The session pool and leases of the ftp, sftp, nfs and iscsi drivers."""
 
 import itertools
 import threading
@@ -39,6 +39,15 @@ def _pool(**kw):
     pool = _common.SessionPool(close=close,
                                is_alive=lambda s: s.alive, **kw)
     return pool, closed
+
+
+def _two_way_pool(**kw):
+    """A pool whose clean sessions say goodbye and others are destroyed."""
+    ended = []
+    pool = _common.SessionPool(
+        close=lambda s: ended.append(('goodbye', s)),
+        destroy=lambda s: ended.append(('destroyed', s)), **kw)
+    return pool, ended
 
 
 def test_reuse_after_release():
@@ -129,3 +138,40 @@ def test_threads_never_share_a_session():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_unclean_stale_and_dead_sessions_are_destroyed_not_closed():
+    pool, ended = _two_way_pool(max_idle=1, max_idle_seconds=60)
+    a, b, c = Session(), Session(), Session()
+    pool.release('k', a)
+    pool.release('k', b)            # over max_idle, clean: goodbye
+    pool.discard(c)                 # after an error: destroyed
+    assert ended == [('goodbye', b), ('destroyed', c)]
+    pool.max_idle_seconds = 0.0
+    assert pool.take('k') is None   # stale: destroyed, not reused
+    assert ended[-1] == ('destroyed', a)
+    pool.release('k', b)
+    pool.close_all()
+    assert ended[-1] == ('goodbye', b)
+
+
+def test_a_lease_gives_back_once_and_destroys_a_broken_session():
+    pool, ended = _two_way_pool()
+    a = Session()
+    a.broken = False
+    lease = _common.Lease(pool, 'k', a)
+    lease.release()
+    lease.release()                 # once only
+    assert pool.idle_count('k') == 1 and ended == []
+    assert pool.take('k') is a
+    a.broken = True
+    _common.Lease(pool, 'k', a).release()
+    assert ended == [('destroyed', a)] and pool.idle_count() == 0
+
+
+def test_a_lease_dropped_unreleased_destroys_its_session():
+    pool, ended = _two_way_pool()
+    a = Session()
+    lease = _common.Lease(pool, 'k', a)
+    del lease
+    assert ended == [('destroyed', a)] and pool.take('k') is None

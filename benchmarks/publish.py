@@ -135,23 +135,39 @@ def lazy(data):
     lines = _meta_lines(data.get('_meta', {}))
     size, touched = meta.get('size', 0), meta.get('touched', 0)
     lines += ['', 'A %s image behind a %s link; the boot trace touches %s '
-              '(seed %s).  "served" is the time until the whole trace is '
-              'read; "ampl" is what the origin sent during the trace over '
-              'the bytes touched.' % (
+              '(seed %s).  "served" is the median time until the whole trace '
+              'is read over the row\'s runs (the order of the rows '
+              'alternating), with its minimum and maximum; "ampl" is what '
+              'the origin sent during the trace over the bytes touched '
+              '(median); "origin/all" and "complete" come from the run that '
+              'waited for the complete image.' % (
                   benchlib.human(size), meta.get('rate', '?'),
                   benchlib.human(touched), meta.get('seed', '?')), '']
+    dates = {}
+    for r in data['rows']:
+        dates.setdefault(r.get('date', '?'), set()).add(r['row'])
+        if r.get('complete_date'):
+            dates.setdefault(r['complete_date'], set()).add(
+                r['row'] + ' (complete)')
+    if len(dates) > 1:
+        lines += ['Measured on: %s.' % '; '.join(
+            '%s, rows %s' % (d, ', '.join(sorted(rows)))
+            for d, rows in sorted(dates.items())), '']
     table = [[r['row'], LAZY_ROWS.get(r['row'], '?'), str(r['qd']),
-              '%.2f' % r['served_s'],
+              str(r.get('runs', 1)), '%.2f' % r['served_s'],
+              '%.2f-%.2f' % (r.get('served_min_s', r['served_s']),
+                             r.get('served_max_s', r['served_s'])),
               benchlib.human(r['origin_during_trace']),
               '%.2f' % r['amplification'],
-              benchlib.human(r['origin_total']),
+              '-' if r.get('origin_total') is None
+              else benchlib.human(r['origin_total']),
               '-' if r.get('complete_s') is None
               else '%.1f' % r['complete_s'],
               '%.0f MiB' % r['peak_rss_anon_mib']]
              for r in data['rows']]
-    return lines + _table(['row', 'what', 'qd', 'served s', 'origin/trace',
-                           'ampl', 'origin/all', 'complete s', 'RssAnon'],
-                          table)
+    return lines + _table(['row', 'what', 'qd', 'runs', 'served s',
+                           'min-max', 'origin/trace', 'ampl', 'origin/all',
+                           'complete s', 'RssAnon'], table)
 
 
 def flow(data):

@@ -15,7 +15,8 @@
 ::
 
     python benchmarks/lazy/run.py [--size 2G] [--rate 100mbit]
-        [--qd 1,16] [--rows a,b,c,d,e,f] [--seed 1]
+        [--qd 1,16] [--rows a,b,c,d,e,f] [--seed 1] [--repeat 3]
+        [--no-complete] [--merge] [--keep] [--verbose]
 
 A real nginx serves the image in a network namespace of its own, behind a
 ``--rate`` link shaped with ``tc tbf`` (the swarm benchmark's network,
@@ -43,6 +44,14 @@ each queue depth of ``--qd``, on these rows:
        driver's lazy reader: urgent pieces from the origin at once, the
        prefetch as piece picking plus this host's share of the origin).
 
+With ``--repeat N`` each row runs N times at each queue depth, the order
+of the rows reversed every other pass (``b,d,e,f``, then ``f,e,d,b``, ...),
+and the table gives the median time until the trace is served with its
+minimum and maximum.  Rows that prefetch (e, f, h) wait for the complete
+image in the first pass only (never with ``--no-complete``): the later
+passes stop their server once the trace is served, so that a repeat costs
+seconds, not the link's three minutes for the whole image.
+
 Printed per row: the time until the trace is served, the bytes the
 origin sent during the trace and in all (its tbf counter, headers
 included), the read amplification (origin bytes during the trace / bytes
@@ -50,7 +59,9 @@ touched), the time until the image is complete (``-``: never), and the
 peak RssAnon of the processes of the row (ours: the command and its
 nbdkit).  JSON and a PNG plot go to ``benchmarks/results/lazy.*``;
 ``--merge`` keeps the rows of an earlier run of the same image, rate and
-seed that this run did not measure (e.g. ``--rows g,h --merge``).
+seed that this run did not measure (e.g. ``--rows g,h --merge``), and
+for a row measured now with ``--no-complete``, the earlier row's bytes in
+all and time until complete.
 
 Needs root (network namespaces), nginx, nbdkit with its curl, torrent and
 python plugins, qemu-utils with qemu-block-extra (row c) and
@@ -58,11 +69,13 @@ python3-libnbd.
 """
 
 import argparse
+import collections
 import importlib.util
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,6 +157,7 @@ class Bench:
         self.work = work
         self.size = args.size
         self.ns = net.receiver_ns[0]
+        self.verbose = ['-vv'] if args.verbose else []
 
     # -- set-up --------------------------------------------------------------
 
@@ -283,7 +297,7 @@ class Bench:
         self.stop(server)
         return self._row('g', qd, served, during, during, None, rss.stop())
 
-    def row_ours(self, name, qd, *options, manifest=None):
+    def row_ours(self, name, qd, *options, manifest=None, until_complete=True):
         d = self.fresh('%s-%d' % (name, qd))
         dest = os.path.join(d, 'image.raw')
         sock = os.path.join(d, 'sock')
@@ -291,20 +305,22 @@ class Bench:
         manifest = manifest or ['--blockmap', self.blockmap]
         server = self.serve(benchlib.oslo_transfer_cmd() + [
             'nbd', self.url, '--cache', dest, '--socket', sock,
-            '--checksum', self.checksum] + manifest + list(options), sock,
-            ready_line=True)
+            '--checksum', self.checksum] + manifest + list(options) +
+            self.verbose, sock, ready_line=True)
         rss = RssSampler(server.pid)
         start = time.monotonic()
         served = self.replay('nbd+unix:///?socket=' + sock, qd)
         during = self.net.origin_tx() - before
-        complete = None
-        if '--no-prefetch' not in options:
+        complete = total = None
+        prefetching = '--no-prefetch' not in options
+        if prefetching and until_complete:
             while not os.path.exists(dest):
                 time.sleep(0.2)
             complete = time.monotonic() - start
         peak = rss.stop()
         self.stop(server)
-        total = self.net.origin_tx() - before
+        if complete is not None or not prefetching:
+            total = self.net.origin_tx() - before
         return self._row(name, qd, served, during, total, complete, peak)
 
     def record_profile(self, qd):
@@ -327,59 +343,107 @@ class Bench:
         print('  %s qd=%-2d served %.2fs, origin %s during the trace '
               '(x%.2f of touched), %s in all, complete %s, RssAnon %.0f MiB'
               % (name, qd, served, benchlib.human(during),
-                 row['amplification'], benchlib.human(total),
+                 row['amplification'],
+                 '-' if total is None else benchlib.human(total),
                  '-' if complete is None else '%.1fs' % complete, rss),
               flush=True)
         return row
 
+    def one(self, name, qd, complete):
+        """One run of row ``name``; ``complete``: wait for the image."""
+        # (a row's 2 GiB copy goes before the next row's starts)
+        shutil.rmtree(os.path.join(self.work, 'out'), ignore_errors=True)
+        if name == 'a':
+            return self.row_copy(qd)
+        if name == 'b':
+            return self.row_nbdkit_curl(qd)
+        if name == 'c':
+            return self.row_qemu_cor(qd)
+        if name == 'd':
+            return self.row_ours('d', qd, '--no-prefetch')
+        if name == 'e':
+            return self.row_ours('e', qd, until_complete=complete)
+        if name == 'f':
+            profile = self.record_profile(qd)
+            return self.row_ours('f', qd, '--profile', profile,
+                                 until_complete=complete)
+        if name == 'g':
+            return self.row_nbdkit_torrent(qd)
+        if name == 'h':
+            return self.row_ours('h', qd, '--peers', '4',
+                                 manifest=['--torrent', self.torrent],
+                                 until_complete=complete)
+        raise ValueError('no row %r' % name)
+
     def run(self):
-        rows = []
+        """Every row, ``--repeat`` times per queue depth, alternating."""
+        runs = collections.OrderedDict()
         for qd in self.args.qd:
-            for name in self.args.rows:
-                # (a row's 2 GiB copy goes before the next row's starts)
-                shutil.rmtree(os.path.join(self.work, 'out'),
-                              ignore_errors=True)
-                if name == 'a':
-                    rows.append(self.row_copy(qd))
-                elif name == 'b':
-                    rows.append(self.row_nbdkit_curl(qd))
-                elif name == 'c':
-                    rows.append(self.row_qemu_cor(qd))
-                elif name == 'd':
-                    rows.append(self.row_ours('d', qd, '--no-prefetch'))
-                elif name == 'e':
-                    rows.append(self.row_ours('e', qd))
-                elif name == 'f':
-                    profile = self.record_profile(qd)
-                    rows.append(self.row_ours('f', qd, '--profile',
-                                              profile))
-                elif name == 'g':
-                    rows.append(self.row_nbdkit_torrent(qd))
-                elif name == 'h':
-                    rows.append(self.row_ours(
-                        'h', qd, '--peers', '4',
-                        manifest=['--torrent', self.torrent]))
-        return rows
+            for rep in range(self.args.repeat):
+                order = self.args.rows if rep % 2 == 0 else \
+                    list(reversed(self.args.rows))
+                for name in order:
+                    print('  run %d:' % (rep + 1), end='')
+                    row = self.one(name, qd, complete=(
+                        rep == 0 and not self.args.no_complete))
+                    runs.setdefault((name, qd), []).append(row)
+        return [summarize(rs) for rs in runs.values()]
+
+
+def summarize(runs) -> dict:
+    """One row of the table from the runs of one row at one queue depth.
+
+    Medians of the times and bytes of the trace (with the minimum and
+    maximum time), the origin's bytes in all and the time until complete
+    from the run that waited for the image, the highest peak RssAnon.
+    """
+    served = [r['served_s'] for r in runs]
+    during = [r['origin_during_trace'] for r in runs]
+    whole = [r for r in runs if r['origin_total'] is not None]
+    return {'row': runs[0]['row'], 'qd': runs[0]['qd'],
+            'runs': len(runs),
+            'served_s': statistics.median(served),
+            'served_min_s': min(served), 'served_max_s': max(served),
+            'served_runs_s': served,
+            'origin_during_trace': statistics.median(during),
+            'amplification': statistics.median(
+                r['amplification'] for r in runs),
+            'origin_total': whole[0]['origin_total'] if whole else None,
+            'complete_s': whole[0]['complete_s'] if whole else None,
+            'peak_rss_anon_mib': max(r['peak_rss_anon_mib'] for r in runs),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 
 
 def report(rows, size, touched, rate_bps):
     bound = touched / rate_bps
     print('\nimage %s, bytes touched %s, bound (touched / link) %.2fs'
           % (benchlib.human(size), benchlib.human(touched), bound))
-    print('%-4s %-3s %9s %8s %12s %6s %12s %9s %9s' % (
-        'row', 'qd', 'served', 'x bound', 'origin/trace', 'ampl',
-        'origin/all', 'complete', 'RssAnon'))
+    print('%-4s %-3s %4s %9s %15s %8s %12s %6s %12s %9s %9s' % (
+        'row', 'qd', 'runs', 'served', '(min-max)', 'x bound',
+        'origin/trace', 'ampl', 'origin/all', 'complete', 'RssAnon'))
     for r in rows:
-        print('%-4s %-3d %8.2fs %8.2f %12s %6.2f %12s %9s %7.0fMiB' % (
-            r['row'], r['qd'], r['served_s'], r['served_s'] / bound,
-            benchlib.human(r['origin_during_trace']), r['amplification'],
-            benchlib.human(r['origin_total']),
-            '-' if r['complete_s'] is None else '%.1fs' % r['complete_s'],
-            r['peak_rss_anon_mib']))
+        print('%-4s %-3d %4d %8.2fs %15s %8.2f %12s %6.2f %12s %9s '
+              '%6.0fMiB' % (
+                  r['row'], r['qd'], r.get('runs', 1), r['served_s'],
+                  '(%.2f-%.2f)' % (r.get('served_min_s', r['served_s']),
+                                   r.get('served_max_s', r['served_s'])),
+                  r['served_s'] / bound,
+                  benchlib.human(r['origin_during_trace']),
+                  r['amplification'],
+                  '-' if r['origin_total'] is None
+                  else benchlib.human(r['origin_total']),
+                  '-' if r['complete_s'] is None
+                  else '%.1fs' % r['complete_s'],
+                  r['peak_rss_anon_mib']))
 
 
 def _merged(rows, meta, path):
-    """``rows`` plus the rows of ``path`` (same set-up) not measured now."""
+    """``rows`` plus the rows of ``path`` (same set-up) not measured now.
+
+    A row measured now that did not wait for the complete image
+    (``--no-complete``) keeps the earlier row's origin bytes in all and
+    time until complete, with the date they were measured.
+    """
     try:
         with open(path) as f:
             old = json.load(f)
@@ -389,9 +453,17 @@ def _merged(rows, meta, path):
            for k in ('size', 'rate', 'touched', 'seed')):
         print('%s: another set-up; not merged' % path)
         return rows
-    now = {(r['row'], r['qd']) for r in rows}
-    kept = [r for r in old['rows'] if (r['row'], r['qd']) not in now]
-    return sorted(kept + rows, key=lambda r: (r['qd'], r['row']))
+    before = {(r['row'], r['qd']): r for r in old['rows']}
+    for r in rows:
+        prev = before.pop((r['row'], r['qd']), None)
+        if prev is not None and r['complete_s'] is None and \
+                prev.get('complete_s') is not None:
+            r['complete_s'] = prev['complete_s']
+            r['origin_total'] = prev['origin_total']
+            r['complete_date'] = prev.get('complete_date',
+                                          prev.get('date'))
+    return sorted(list(before.values()) + rows,
+                  key=lambda r: (r['qd'], r['row']))
 
 
 def save(rows, meta, merge=False):
@@ -414,14 +486,19 @@ def save(rows, meta, merge=False):
     for ax, qd in zip(axes[0], qds):
         sel = [r for r in rows if r['qd'] == qd]
         ax.bar([r['row'] for r in sel], [r['served_s'] for r in sel],
+               yerr=[[r['served_s'] - r.get('served_min_s', r['served_s'])
+                      for r in sel],
+                     [r.get('served_max_s', r['served_s']) - r['served_s']
+                      for r in sel]],
                color=['#c0392b' if r['row'] in 'defh' else '#7f8c8d'
                       for r in sel])
         for i, r in enumerate(sel):
-            ax.text(i, r['served_s'], '%.1fs\nx%.2f' % (
+            ax.text(i, r['served_s'], '%.2fs\nx%.2f' % (
                 r['served_s'], r['amplification']), ha='center',
                 va='bottom', fontsize=8)
         ax.set_yscale('log')
-        ax.set_title('trace served, queue depth %d' % qd, fontsize=10)
+        ax.set_title('trace served, queue depth %d (median, min-max)'
+                     % qd, fontsize=10)
         ax.set_ylabel('seconds (log), lower is better')
     fig.tight_layout()
     path = os.path.join(benchlib.RESULTS, 'lazy.png')
@@ -441,7 +518,17 @@ def main():
                    help='keep the rows of the last run (same set-up) that '
                         'this run does not measure')
     p.add_argument('--seed', type=int, default=1)
-    p.add_argument('--repeat', type=int, default=1)   # (swarm's Bench)
+    p.add_argument('--repeat', type=int, default=1,
+                   help='runs of each row per queue depth, the order of '
+                        'the rows alternating (medians, min-max)')
+    p.add_argument('--no-complete', action='store_true',
+                   help='rows that prefetch stop once the trace is served '
+                        '(they wait for the complete image in the first '
+                        'run otherwise)')
+    p.add_argument('--keep', action='store_true',
+                   help='keep the work directory (the servers\' logs)')
+    p.add_argument('--verbose', '-v', action='store_true',
+                   help='run our rows with -vv (debug logs, with --keep)')
     args = p.parse_args()
     swarm = _swarm()
     prefix = 'otlz%d' % (os.getpid() % 10000)
@@ -469,7 +556,10 @@ def main():
         if bench is not None and getattr(bench, 'origin', None):
             bench.origin.stop()
         net.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print('kept %s' % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == '__main__':

@@ -43,10 +43,28 @@ __all__ = ['Run', 'Fetcher', 'origin_key']
 
 @dataclasses.dataclass
 class Run:
-    """Blocks ``[next, last]`` still to fetch (``next`` advances)."""
+    """Blocks ``[next, last]`` still to fetch (``next`` advances).
+
+    ``job``: the scheduler's :class:`~oslo_transfer.engine.throttle.Job`
+    of a prefetch's run, or None; a reader that waits for one of its
+    blocks lends it its class (:meth:`promote`), so that the rest of the
+    run no longer yields to that reader's own misses.
+    """
 
     next: int
     last: int
+    job: object = dataclasses.field(default=None, repr=False)
+    promoted: bool = False
+
+    def promote(self, cls: str) -> None:
+        """A reader of class ``cls`` waits for this run: lend it ``cls``.
+
+        Once per run; the lent class applies from the run's next slot or
+        bytes (``Context.current_priority``).
+        """
+        if self.job is not None and not self.promoted:
+            self.promoted = True
+            self.job.borrow(cls)
 
 
 class _Corrupt(exceptions.ChecksumMismatch):
@@ -242,7 +260,8 @@ class Fetcher:
         start = m.block(run.next)[0]
         end = sum(m.block(run.last))
         ctx = dataclasses.replace(self.ctx, cancel=cancel, priority=cls,
-                                  validator=st.validator)
+                                  validator=st.validator,
+                                  job=run.job or self.ctx.job)
         origin = origin_key(cand.location, cand.driver_obj)
         with ctx.slot(origin):
             cancel.check()

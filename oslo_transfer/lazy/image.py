@@ -107,14 +107,19 @@ class _Bits:
 
 
 class _Pending:
-    """A block being fetched: readers wait for its data or error."""
+    """A block being fetched: readers wait for its data or error.
 
-    __slots__ = ('event', 'data', 'error')
+    ``run``: the prefetch's :class:`~oslo_transfer.lazy.fetch.Run` that
+    fetches it (None for a reader's fetch).
+    """
 
-    def __init__(self):
+    __slots__ = ('event', 'data', 'error', 'run')
+
+    def __init__(self, run=None):
         self.event = threading.Event()
         self.data = None
         self.error = None
+        self.run = run
 
     def resolve(self, data=None, error=None):
         self.data, self.error = data, error
@@ -174,6 +179,10 @@ class _Image:
         self._started_at = time.monotonic()
         self._lock = threading.Lock()
         self._inflight = {}
+        #: ``time.monotonic()`` of the last on-demand miss (a read that
+        #: had to fetch), None before the first; the prefetch pauses after
+        #: it (:class:`~oslo_transfer.lazy.prefetch.Prefetcher`)
+        self.last_miss = None
         self._memory = collections.OrderedDict()
         self._memory_bytes = 0
         self._done = threading.Event()
@@ -393,8 +402,8 @@ class _Image:
             need = self._settle(first, last, got)
             if not need:
                 return got
-            for i, pending in self.request(need,
-                                           throttle.INTERACTIVE).items():
+            for i, pending in self.request(need, throttle.INTERACTIVE,
+                                           on_demand=True).items():
                 pending.event.wait()
                 if pending.error is not None:
                     raise pending.error
@@ -484,10 +493,15 @@ class _Image:
 
     # -- fetching -------------------------------------------------------------
 
-    def request(self, need, cls) -> dict:
+    def request(self, need, cls, on_demand=False) -> dict:
         """Fetch the units of blocks ``need``; ``{block: _Pending}``.
 
-        Blocks already in flight are waited for, not fetched again.
+        Blocks already in flight are waited for, not fetched again; a
+        prefetch's run that fetches one of them gets ``cls`` lent
+        (:meth:`Run.promote <oslo_transfer.lazy.fetch.Run.promote>`).
+
+        :param on_demand: a reader's request: if it fetches anything, it
+            is a miss (:attr:`last_miss`).
         """
         m = self.manifest
         wanted = set(need)
@@ -495,7 +509,7 @@ class _Image:
         for i in need:
             u = i // self.unit_blocks * self.unit_blocks
             blocks.update(range(u, min(u + self.unit_blocks, self.count)))
-        waits, todo = {}, []
+        waits, todo, runs = {}, [], {}
         with self._lock:
             for i in sorted(blocks):
                 if i in self.present and (i in self.verified or
@@ -509,6 +523,12 @@ class _Image:
                     todo.append(i)
                 if i in wanted:
                     waits[i] = pending
+                    if pending.run is not None:
+                        runs[id(pending.run)] = pending.run
+            if on_demand and todo:
+                self.last_miss = time.monotonic()
+        for run in runs.values():
+            run.promote(cls)
         for run in self._runs(todo, self.max_run_blocks):
             self._submit(run, cls)
         return waits
@@ -532,9 +552,12 @@ class _Image:
                 'the image was closed (%s)' % exc))
 
     def claim_run(self, start: int, most_bytes: int,
-                  last: int | None = None):
+                  last: int | None = None, job=None):
         """Claim the next missing blocks of ``[start, last]`` (prefetch).
 
+        :param job: the run's scheduler Job (:attr:`Run.job
+            <oslo_transfer.lazy.fetch.Run.job>`), lent the class of a
+            reader that waits for one of its blocks.
         :returns: a :class:`~oslo_transfer.lazy.fetch.Run` of adjacent
             blocks (at most ``most_bytes``, at least one block), registered
             as in flight; None when none is missing there.
@@ -549,14 +572,14 @@ class _Image:
                 i += 1
             if i >= end:
                 return None
-            run = fetch_mod.Run(i, i)
-            self._inflight[i] = _Pending()
+            run = fetch_mod.Run(i, i, job=job)
+            self._inflight[i] = _Pending(run)
             while run.last + 1 < end and \
                     run.last + 1 - run.next < most:
                 j = run.last + 1
                 if j in self.present or m.is_zero(j) or j in self._inflight:
                     break
-                self._inflight[j] = _Pending()
+                self._inflight[j] = _Pending(run)
                 run.last = j
             return run
 

@@ -20,11 +20,27 @@ One thread per image, in this order:
 2. ranges asked for with :meth:`LazyImage.prefetch
    <oslo_transfer.lazy.image.LazyImage.prefetch>`;
 3. with ``prefetch=True``, every other missing block, in order, at the
-   ``background`` class: one read at a time, each of at most the class's
-   :attr:`~oslo_transfer.engine.throttle.ClassPolicy.request_bytes` (and
-   at least one block), so that the scheduler's background policy holds
-   (one connection, one unit in flight, a pause after each on-demand
-   miss).
+   ``background`` class.
+
+Ranges asked for and the sweep follow the scheduler's policy for the
+``background`` class (:meth:`Scheduler.policy
+<oslo_transfer.engine.throttle.Scheduler.policy>`), so that on-demand reads
+overtake them:
+
+* one read at a time (one connection);
+* one unit in flight while readers miss: a read asks for one fetch unit
+  until the image has had no on-demand miss for :data:`BUSY_SECONDS`,
+  then for up to the class's
+  :attr:`~oslo_transfer.engine.throttle.ClassPolicy.request_bytes` (the
+  bytes that a miss may find ahead of it on the link);
+* a pause after each on-demand miss: no block is claimed until the
+  class's :attr:`~oslo_transfer.engine.throttle.ClassPolicy.yield_seconds`
+  have passed since the image's last miss, so that the prefetch never
+  holds blocks (that a reader may want next) while it waits;
+* a reader that waits for a block the prefetch is fetching lends the
+  run its class (:meth:`Run.promote
+  <oslo_transfer.lazy.fetch.Run.promote>`): the run does not yield to
+  the misses of the reader that waits for it.
 
 A read that fails after the retries is tried again later, the wait
 doubling from 1 to 30 seconds: the prefetch resumes once the origin
@@ -35,6 +51,7 @@ can no longer cache (a full disk).
 import collections
 import logging
 import threading
+import time
 
 from oslo_transfer.engine import throttle
 from oslo_transfer import exceptions
@@ -47,6 +64,9 @@ __all__ = ['Prefetcher']
 #: :data:`MAX_BACKOFF`
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
+#: seconds after an on-demand miss during which the prefetch reads one
+#: fetch unit at a time
+BUSY_SECONDS = 1.0
 
 
 class Prefetcher:
@@ -128,14 +148,16 @@ class Prefetcher:
     def _step(self) -> bool:
         """Fetch one run; False when there was nothing to fetch."""
         img = self.image
+        self._pause()
+        job = self._job()
         if self._asked:
             first, last = self._asked[0]
-            run = img.claim_run(first, self._most(), last)
+            run = img.claim_run(first, self._most(), last, job=job)
             if run is None:
                 self._asked.popleft()
                 return True
         else:
-            run = img.claim_run(self._cursor, self._most())
+            run = img.claim_run(self._cursor, self._most(), job=job)
             if run is None:
                 if self._cursor == 0:
                     return False
@@ -145,11 +167,47 @@ class Prefetcher:
         self._fetch(run)
         return True
 
-    def _most(self) -> int:
+    def _policy(self):
         sched = self.image.ctx.scheduler
-        if sched is None:
+        return None if sched is None else sched.policy(throttle.BACKGROUND)
+
+    def _job(self):
+        """A scheduler Job for the next run (lent a reader's class)."""
+        sched = self.image.ctx.scheduler
+        return None if sched is None else sched.job(throttle.BACKGROUND)
+
+    def _since_miss(self, now=None) -> float:
+        """Seconds since the image's last on-demand miss (inf: none)."""
+        last = self.image.last_miss
+        if last is None:
+            return float('inf')
+        return (time.monotonic() if now is None else now) - last
+
+    def pause_left(self, now=None) -> float:
+        """Seconds the prefetch still waits after the last miss (>= 0)."""
+        pol = self._policy()
+        pause = pol.yield_seconds if pol is not None else 0.0
+        return max(0.0, pause - self._since_miss(now))
+
+    def _pause(self):
+        """Wait until :meth:`pause_left` is 0 (cancellable)."""
+        img = self.image
+        while True:
+            left = self.pause_left()
+            if left <= 0:
+                return
+            if img.token.wait(left):
+                img.token.check()
+
+    def _most(self, now=None) -> int:
+        """Bytes the next read asks for (at least one block)."""
+        img = self.image
+        if self._since_miss(now) < BUSY_SECONDS:
+            return img.unit
+        pol = self._policy()
+        if pol is None:
             return 1
-        return sched.policy(throttle.BACKGROUND).request_bytes or 1
+        return pol.request_bytes or 1
 
     def _fetch(self, run):
         img = self.image

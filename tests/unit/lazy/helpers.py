@@ -99,3 +99,9 @@ class VolatilePart(partfile.PartFile):
     def crash(self):
         """A power cut: what was not synced is gone."""
         self.volatile.clear()
+
+
+def attach(fix, cache, manifest, **kwargs):
+    """``fix.transfer.attach(URL, ...)``; no prefetch unless asked for."""
+    kwargs.setdefault('prefetch', False)
+    return fix.transfer.attach(URL, cache, manifest=manifest, **kwargs)

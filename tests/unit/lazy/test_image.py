@@ -33,34 +33,10 @@ KiB, MiB, BLOCK, URL = helpers.KiB, helpers.MiB, helpers.BLOCK, helpers.URL
 DATA = helpers.image()
 
 
-@pytest.fixture
-def bm(tmp_path):
-    return helpers.make_blockmap(tmp_path, DATA)
-
-
-@pytest.fixture
-def fix():
-    with helpers.transfer() as f:
-        f.store.put(URL, DATA)
-        yield f
-
-
-@pytest.fixture
-def cache(tmp_path):
-    d = tmp_path / 'cache'
-    d.mkdir()
-    return str(d / 'image.raw')
-
-
-def _attach(fix, cache, bm, **kwargs):
-    kwargs.setdefault('prefetch', False)
-    return fix.transfer.attach(URL, cache, manifest=bm, **kwargs)
-
-
 # -- reads --------------------------------------------------------------------
 
 def test_reads_fetch_only_the_blocks_they_touch(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         assert img.size == len(DATA)
         assert img.pread(100, 5) == DATA[5:105]
         assert img.pread(10, 3 * BLOCK + 7) == DATA[3 * BLOCK + 7:
@@ -74,7 +50,7 @@ def test_reads_fetch_only_the_blocks_they_touch(fix, cache, bm):
 
 
 def test_adjacent_misses_are_one_read_of_at_most_a_mebibyte(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         assert img.pread(3 * MiB, 0) == DATA[:3 * MiB]
     lengths = sorted(n for _url, _off, n in fix.store.reads)
     assert max(lengths) == MiB
@@ -84,7 +60,7 @@ def test_adjacent_misses_are_one_read_of_at_most_a_mebibyte(fix, cache, bm):
 
 
 def test_zero_blocks_read_as_zeros_and_are_never_fetched(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         assert img.pread(4 * BLOCK, 16 * BLOCK) == bytes(4 * BLOCK)
     assert fix.store.reads == []
 
@@ -92,7 +68,7 @@ def test_zero_blocks_read_as_zeros_and_are_never_fetched(fix, cache, bm):
 def test_concurrent_readers_fetch_a_block_once(fix, cache, bm):
     fix.store.pause_reads()
     out = []
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         threads = [threading.Thread(
             target=lambda: out.append(img.pread(4096, 5 * BLOCK + 100)))
             for _ in range(6)]
@@ -109,7 +85,7 @@ def test_concurrent_readers_fetch_a_block_once(fix, cache, bm):
 def test_the_fetch_unit_is_lazy_block_size(tmp_path, bm):
     with helpers.transfer(lazy_block_size=4 * BLOCK) as f:
         f.store.put(URL, DATA)
-        with _attach(f, str(tmp_path / 'c'), bm) as img:
+        with helpers.attach(f, str(tmp_path / 'c'), bm) as img:
             assert img.pread(10, 5 * BLOCK) == DATA[5 * BLOCK:5 * BLOCK + 10]
         assert helpers.blocks_read(f.store) == [4, 5, 6, 7]
 
@@ -118,7 +94,7 @@ def test_lazy_block_size_must_be_a_multiple_of_the_manifest(tmp_path, bm):
     with helpers.transfer(lazy_block_size=96 * KiB) as f:
         f.store.put(URL, DATA)
         with pytest.raises(ValueError, match='not a multiple'):
-            _attach(f, str(tmp_path / 'c'), bm)
+            helpers.attach(f, str(tmp_path / 'c'), bm)
         assert not os.path.exists(str(tmp_path / 'c.part'))
     with helpers.transfer(lazy_unverified_reads=True,
                           lazy_block_size=96 * KiB) as f:
@@ -131,7 +107,7 @@ def test_lazy_block_size_must_be_a_multiple_of_the_manifest(tmp_path, bm):
 
 
 def test_reads_outside_the_image_are_refused(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         with pytest.raises(ValueError, match='outside the image'):
             img.pread(10, len(DATA) - 5)
         assert img.pread(0, len(DATA)) == b''
@@ -146,7 +122,7 @@ def test_property_random_reads_return_the_source(tmp_path_factory, reads):
     bm = helpers.make_blockmap(d, DATA)
     with helpers.transfer() as f:
         f.store.put(URL, DATA)
-        with _attach(f, str(d / 'c'), bm) as img:
+        with helpers.attach(f, str(d / 'c'), bm) as img:
             for off, n in reads:
                 n = min(n, len(DATA) - off)
                 assert img.pread(n, off) == DATA[off:off + n]
@@ -190,7 +166,7 @@ def test_a_corrupt_block_fails_the_read_and_is_never_cached(fix, cache, bm):
     bad = bytearray(DATA)
     bad[5 * BLOCK + 10] ^= 0xff
     fix.store.put(URL, bytes(bad))
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         with pytest.raises(exceptions.ChecksumMismatch,
                            match='block 5 .* does not match'):
             img.pread(10, 5 * BLOCK)
@@ -203,13 +179,13 @@ def test_a_corrupt_block_fails_the_read_and_is_never_cached(fix, cache, bm):
 
 
 def test_a_held_block_is_verified_again_after_each_attach(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         img.pread(10, 2 * BLOCK)
     with open(cache + '.part', 'r+b') as f:     # the disk rots
         f.seek(2 * BLOCK + 3)
         f.write(b'!')
     before = len(helpers.blocks_read(fix.store))
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         assert img.pread(10, 2 * BLOCK) == DATA[2 * BLOCK:2 * BLOCK + 10]
     assert helpers.blocks_read(fix.store)[before:] == [2]
 
@@ -244,7 +220,7 @@ def test_unverified_reads_refuse_a_changed_source(tmp_path):
 
 def test_a_trusted_manifest_keeps_the_blocks_of_another_location(
         fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         img.pread(10, 0)
     fix.store.put('memory://mirror/image', DATA)
     with fix.transfer.attach('memory://mirror/image', cache, manifest=bm,
@@ -257,7 +233,7 @@ def test_a_trusted_manifest_keeps_the_blocks_of_another_location(
 
 def test_prefetch_completes_renames_and_verifies(fix, cache, bm):
     ck = fakes.sha(DATA)
-    with _attach(fix, cache, bm, checksum=ck, prefetch=True) as img:
+    with helpers.attach(fix, cache, bm, checksum=ck, prefetch=True) as img:
         res = img.wait(30)
         assert res.digest == ck.split(':')[1]
         assert res.size == len(DATA) and res.dest == cache
@@ -269,22 +245,22 @@ def test_prefetch_completes_renames_and_verifies(fix, cache, bm):
     # a copy() finds it complete
     assert fix.transfer.copy(URL, cache, checksum=ck).bytes_transferred == 0
     # and an attach serves it as it is
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         assert img.wait(0).bytes_transferred == 0
         assert img.pread(100, 7) == DATA[7:107]
 
 
 def test_the_background_prefetch_reads_256_kib_at_a_time(fix, cache, bm):
-    with _attach(fix, cache, bm, prefetch=True) as img:
+    with helpers.attach(fix, cache, bm, prefetch=True) as img:
         img.wait(30)
     assert max(n for _k, _o, n in fix.store.reads) == 256 * KiB
 
 
 def test_reattach_continues_and_copy_resumes(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         img.pread(BLOCK, 0)
         img.pread(2 * BLOCK, 10 * BLOCK)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         img.pread(3 * BLOCK, 0)           # blocks 0 is held: 1, 2 fetched
     assert helpers.blocks_read(fix.store) == [0, 10, 11, 1, 2]
     res = fix.transfer.copy(URL, cache, checksum=fakes.sha(DATA))
@@ -302,14 +278,14 @@ def test_attach_resumes_what_a_copy_left(fix, cache, bm):
     ctl = json.load(open(cache + '.part.ctl'))
     assert ctl['ranges'][0][0] == 0 and ctl['ranges'][0][1] >= MiB
     reads = len(fix.store.reads)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         assert img.pread(MiB, 0) == DATA[:MiB]
     assert fix.store.reads[reads:] == []
 
 
 def test_the_lock_one_image_per_process_none_for_another(fix, cache, bm):
-    a = _attach(fix, cache, bm)
-    b = _attach(fix, cache, bm)
+    a = helpers.attach(fix, cache, bm)
+    b = helpers.attach(fix, cache, bm)
     assert a._core is b._core
     a.close()
     assert b.pread(10, 0) == DATA[:10]
@@ -324,13 +300,13 @@ def test_the_lock_one_image_per_process_none_for_another(fix, cache, bm):
     try:
         with pytest.raises(exceptions.DestinationError,
                            match='in use by another process'):
-            _attach(fix, cache, bm)
+            helpers.attach(fix, cache, bm)
     finally:
         other.release()
 
 
 def test_a_copy_waits_for_the_attached_image(fix, cache, bm):
-    img = _attach(fix, cache, bm)
+    img = helpers.attach(fix, cache, bm)
     img.pread(BLOCK, 0)
     done = []
     t = threading.Thread(target=lambda: done.append(fix.transfer.copy(
@@ -347,7 +323,7 @@ def test_a_copy_waits_for_the_attached_image(fix, cache, bm):
 
 def test_an_unreachable_origin_fails_the_read_retryably(fix, cache, bm):
     fix.store.fail('read', times=10)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         with pytest.raises(exceptions.ConnectionFailed) as ei:
             img.pread(10, 0)
         assert ei.value.retryable
@@ -360,7 +336,7 @@ def test_prefetch_resumes_once_the_origin_is_back(fix, cache, bm,
     from oslo_transfer.lazy import prefetch
     monkeypatch.setattr(prefetch, 'FIRST_BACKOFF', 0.05)
     fix.store.fail_after('read', 200 * KiB, times=100)
-    with _attach(fix, cache, bm, prefetch=True) as img:
+    with helpers.attach(fix, cache, bm, prefetch=True) as img:
         time.sleep(0.5)
         assert img.present().fraction < 0.5
         fix.store.clear_faults()
@@ -369,7 +345,7 @@ def test_prefetch_resumes_once_the_origin_is_back(fix, cache, bm,
 
 def test_a_full_cache_disk_serves_on_and_tells_wait(fix, cache, bm,
                                                     monkeypatch):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         img.pread(BLOCK, 0)
         fakes.fail_writes(monkeypatch, path_suffix='image.raw.part')
         # reads go on, from the origin and memory
@@ -388,7 +364,7 @@ def test_a_full_cache_disk_serves_on_and_tells_wait(fix, cache, bm,
 
 
 def test_closing_ends_wait_and_reads(fix, cache, bm):
-    img = _attach(fix, cache, bm)
+    img = helpers.attach(fix, cache, bm)
     core = img._core
     img.close()
     with pytest.raises(exceptions.Cancelled):
@@ -402,7 +378,7 @@ def test_closing_ends_wait_and_reads(fix, cache, bm):
 def test_a_profile_is_recorded_then_fetched_first(fix, cache, bm, tmp_path,
                                                   monkeypatch):
     prof = str(tmp_path / 'boot.profile')
-    with _attach(fix, cache, bm, profile=prof) as img:
+    with helpers.attach(fix, cache, bm, profile=prof) as img:
         for block in (30, 2, 30, 41):
             img.pread(10, block * BLOCK)
     data = json.load(open(prof))
@@ -412,7 +388,7 @@ def test_a_profile_is_recorded_then_fetched_first(fix, cache, bm, tmp_path,
     other = str(tmp_path / 'other' / 'image.raw')
     os.makedirs(os.path.dirname(other))
     before = len(helpers.blocks_read(fix.store))
-    with _attach(fix, other, bm, profile=prof, prefetch=True) as img:
+    with helpers.attach(fix, other, bm, profile=prof, prefetch=True) as img:
         img.wait(30)
     # fetched first (a few units at once: in any order among them), then
     # the rest
@@ -441,7 +417,7 @@ def test_a_manifest_of_another_size_is_refused(fix, cache, tmp_path):
 def test_prefetch_of_a_range_without_the_sweep(fix, tmp_path, bm):
     for n in range(5):          # (a range asked for is never lost)
         cache = str(tmp_path / ('c%d' % n))
-        with _attach(fix, cache, bm) as img:
+        with helpers.attach(fix, cache, bm) as img:
             before = len(helpers.blocks_read(fix.store))
             img.prefetch(2 * BLOCK, 3 * BLOCK)
             deadline = time.monotonic() + 10
@@ -495,7 +471,7 @@ def test_unverified_reads_stop_when_the_source_changes_under_them(
 
 def test_a_trusted_manifest_reads_on_when_the_source_changes(
         fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         img.pread(10, 0)
         fix.store.put(URL, DATA)               # a new validator, same bytes
         assert img.pread(10, 5 * BLOCK) == DATA[5 * BLOCK:5 * BLOCK + 10]

@@ -25,30 +25,6 @@ KiB, BLOCK, URL = helpers.KiB, helpers.BLOCK, helpers.URL
 DATA = helpers.image()
 
 
-@pytest.fixture
-def bm(tmp_path):
-    return helpers.make_blockmap(tmp_path, DATA)
-
-
-@pytest.fixture
-def fix():
-    with helpers.transfer() as f:
-        f.store.put(URL, DATA)
-        yield f
-
-
-@pytest.fixture
-def cache(tmp_path):
-    d = tmp_path / 'cache'
-    d.mkdir()
-    return str(d / 'image.raw')
-
-
-def _attach(fix, cache, bm, **kwargs):
-    kwargs.setdefault('prefetch', False)
-    return fix.transfer.attach(URL, cache, manifest=bm, **kwargs)
-
-
 def _background(fix, **policy):
     fix.transfer.scheduler.policies[throttle.BACKGROUND] = \
         throttle.ClassPolicy(**policy)
@@ -60,7 +36,7 @@ def _class_bytes(fix):
 
 
 def test_a_miss_is_noted_a_hit_is_not(fix, cache, bm):
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         core = img._core
         assert core.last_miss is None
         img.pread(10, 0)
@@ -74,7 +50,7 @@ def test_a_miss_is_noted_a_hit_is_not(fix, cache, bm):
 
 def test_the_pause_and_the_read_size_follow_the_last_miss(fix, cache, bm):
     _background(fix, request_bytes=256 * KiB, yield_seconds=0.2)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         core = img._core
         pf = prefetch_mod.Prefetcher(core, sweep=True)
         now = 1000.0
@@ -96,7 +72,7 @@ def test_in_the_pause_after_a_miss_the_prefetch_claims_no_block(
     # A pause of an hour: a prefetch that claimed blocks before waiting
     # it out would keep a reader of those blocks waiting for an hour.
     _background(fix, request_bytes=256 * KiB, yield_seconds=3600)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         core = img._core
         img.pread(10, 0)                     # a miss
         fix.store.reads.clear()
@@ -120,7 +96,7 @@ def test_in_the_pause_after_a_miss_the_prefetch_claims_no_block(
 def test_a_reader_waiting_for_a_prefetched_block_lends_its_class(
         fix, cache, bm):
     _background(fix, request_bytes=256 * KiB, yield_seconds=0.0)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         core = img._core
         sched = fix.transfer.scheduler
         run = core.claim_run(0, 4 * BLOCK, job=sched.job(throttle.BACKGROUND))
@@ -142,7 +118,7 @@ def test_a_reader_waiting_for_a_prefetched_block_lends_its_class(
 
 def test_a_run_nobody_waits_for_stays_in_the_background(fix, cache, bm):
     _background(fix, request_bytes=256 * KiB, yield_seconds=0.0)
-    with _attach(fix, cache, bm) as img:
+    with helpers.attach(fix, cache, bm) as img:
         core = img._core
         sched = fix.transfer.scheduler
         run = core.claim_run(0, 4 * BLOCK, job=sched.job(throttle.BACKGROUND))

@@ -326,16 +326,19 @@ def rates(monkeypatch):
 
 
 def client_sockets(host: str = '127.0.0.1') -> dict:
-    """This process's established TCP connections to ``host``, from ``ss``.
+    """This process's open TCP connections to ``host``, from ``ss``.
 
     ``{(local port, peer port): (rcvbuf, rcv_wscale)}``: the receive
     buffer the kernel gives the socket (``SO_RCVBUF``, doubled) and the
     window scale its handshake announced (which a buffer set before
-    ``connect()`` keeps small).
+    ``connect()`` keeps small).  Connections the server has closed while
+    we still read them count too: a small file can be all in our
+    receive buffer, the server's side already closed.
     """
-    out = subprocess.run(
-        ['ss', '-tmnipH', 'state', 'established', 'dst', host],
-        capture_output=True, text=True, check=True).stdout
+    out = '\n'.join(subprocess.run(
+        ['ss', '-tmnipH', 'state', state, 'dst', host],
+        capture_output=True, text=True, check=True).stdout.strip()
+        for state in ('established', 'close-wait'))
     found = {}
     for rec in re.split(r'\n(?=\S)', out.strip()):
         if 'pid=%d,' % os.getpid() not in rec:

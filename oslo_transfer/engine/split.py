@@ -35,6 +35,18 @@ the readers).  The rules:
   rate (:data:`STALLED_UNMEASURED` before it is measured: a slow link
   delivers a chunk at a time, and two slow mirrors must not take each
   other's pieces forever); the slow reader stops at its new end.
+* A reader receives whole chunks (``chunk_bytes``): the bytes of the
+  chunk it is waiting for arrive at once, so a steal never cuts into
+  them (the thief would read them again and the victim's chunk would
+  come no sooner), and a piece that has not shown its first chunk yet
+  is not taken for one that moves at no speed.  A piece taken over as
+  stalled is given twice the wait before it can be taken over again
+  (``patience``): a rate measured too high cannot make two mirrors take
+  one piece from each other forever.
+* A mirror's rate per connection is measured on every byte its readers
+  received, also those a steal made useless; a piece of less than a
+  chunk counts as taking at least :data:`LIVE_AFTER` (a server's first
+  burst is not its rate).
 * A dropped mirror (failed, or served a bad block) gets nothing more, and
   its unfinished pieces go back to the others.
 
@@ -99,6 +111,11 @@ class Piece:
         self.started = now
         #: when its last bytes arrived
         self.moved = now
+        #: bytes its reader received, kept or not (see :meth:`advance`)
+        self.received = 0
+        #: how many times the usual wait before it counts as stalled
+        #: (doubled each time its bytes are taken over as stalled)
+        self.patience = 1
 
     def __repr__(self):
         return '<Piece %s [%d, %d) at %d>' % (self.mirror.name, self.start,
@@ -168,9 +185,15 @@ class Splitter:
         live = None
         for p in mirror.pieces:
             t = now - p.started
-            if t >= LIVE_AFTER:
-                r = (p.pos - p.start) / t
-                live = r if live is None else min(live, r)
+            if t < LIVE_AFTER or p.pos >= p.end:
+                # Too soon to say; or cut short by a steal, its reader
+                # only waiting for the chunk it asked for, to stop.
+                continue
+            # Its next chunk may be all but arrived: counted as if it
+            # were, a reader that receives whole chunks is not taken
+            # for a stalled one (nor its mirror for a slow one).
+            r = (p.pos - p.start + min(self.chunk_bytes, p.end - p.pos)) / t
+            live = r if live is None else min(live, r)
         if mirror.conn_rate is None:
             return live
         if live is not None and live < mirror.conn_rate:
@@ -245,7 +268,15 @@ class Splitter:
         """The back of the piece that will end last, or None."""
         stalled = self._stalled(thief, now)
         if stalled is not None:
-            return self._split(stalled, thief, now, self._stall_cut(stalled))
+            piece = self._split(stalled, thief, now,
+                                self._stall_cut(stalled))
+            if piece is not None:
+                # Its rate may have been measured too high (a server
+                # that sends a burst before its limit): the thief, if as
+                # slow, gets twice the wait, so that two such mirrors
+                # cannot take a piece from each other forever.
+                piece.patience = 2 * stalled.patience
+            return piece
         mine = self.rate(thief, now)
         best = None
         for m in self.mirrors:
@@ -254,7 +285,7 @@ class Splitter:
             r = self.rate(m, now)
             for p in m.pieces:
                 left = p.end - p.pos
-                if left < 2 * self.min_steal:
+                if left - self._in_flight(p) < self.min_steal:
                     continue
                 eta = left / r if r else float('inf')
                 if best is None or eta > best[0]:
@@ -267,7 +298,9 @@ class Splitter:
             r = mine or 1.0
         speed = mine or r or 1.0
         left = victim.end - victim.pos
-        keep = left * r / (r + speed)
+        # The victim keeps at least the chunk it is receiving: its reader
+        # gets those bytes at once, and a thief would read them again.
+        keep = max(self._in_flight(victim), left * r / (r + speed))
         cut = self._cut(victim.pos + int(keep))
         if victim.end - cut < self.min_steal:
             return None
@@ -275,11 +308,16 @@ class Splitter:
             return None
         return self._split(victim, thief, now, cut)
 
+    def _in_flight(self, piece):
+        """The bytes of ``piece`` its reader is receiving as one chunk."""
+        return min(self.chunk_bytes, piece.end - piece.pos)
+
     def _stalled(self, thief, now):
         """Another mirror's piece that has not moved for too long.
 
         Too long: :data:`STALLED` seconds plus two chunks at its mirror's
-        measured rate per connection, or :data:`STALLED_UNMEASURED`.
+        measured rate per connection, or :data:`STALLED_UNMEASURED`; times
+        the piece's ``patience``.
         """
         for m in self.mirrors:
             if m is thief:
@@ -288,7 +326,7 @@ class Splitter:
             wait = (STALLED + 2 * self.chunk_bytes / rate if rate
                     else STALLED_UNMEASURED)
             for p in m.pieces:
-                if p.end > p.pos and now - p.moved >= wait:
+                if p.end > p.pos and now - p.moved >= wait * p.patience:
                     return p
         return None
 
@@ -306,6 +344,7 @@ class Splitter:
         if cut >= victim.end:
             return None
         piece = Piece(thief, cut, victim.end, now)
+        piece.patience = victim.patience
         victim.end = cut
         thief.pieces.append(piece)
         self.steals += 1
@@ -320,6 +359,7 @@ class Splitter:
         worker writes only those and stops.
         """
         with self.lock:
+            piece.received += n
             n = max(0, min(n, piece.end - piece.pos))
             if n:
                 piece.pos += n
@@ -329,14 +369,26 @@ class Splitter:
     def finish(self, piece):
         """``piece`` is read to its end; measure its mirror's rate.
 
-        The bytes count for the mirror through :meth:`credit`, as they
-        are written or once they are verified.
+        The rate counts every byte its reader received, also those past
+        a steal's cut: a reader whose piece was taken over still tells
+        how fast its mirror is (and a rate measured too high, on a
+        server's first burst, is corrected).  The bytes count for the
+        mirror through :meth:`credit`, as they are written or once they
+        are verified.
         """
         with self.lock:
             m = piece.mirror
             self._remove(piece)
             t = self.clock() - piece.started
-            n = piece.pos - piece.start
+            n = piece.received
+            if n < self.chunk_bytes:
+                # Less than a chunk says more of the server's first burst
+                # (nginx's limit_rate sends a second's worth at once) and
+                # of latency than of its rate: such a piece counts as if
+                # it had taken at least LIVE_AFTER, so that its mirror is
+                # not taken for a fast one whose pieces then all look
+                # stalled.
+                t = max(t, LIVE_AFTER)
             if t > 0 and n > 0:
                 sample = n / t
                 m.conn_rate = sample if m.conn_rate is None else (

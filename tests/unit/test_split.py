@@ -35,7 +35,7 @@ class Clock:
 
 def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
              piece_bytes=16 * MiB, drop=None, exactly_once=True,
-             chunk=None):
+             chunk=None, burst=0, measured=None):
     """Run the split to the end; returns (finish time, mirrors, pieces).
 
     :param rates: bytes/s per connection of each mirror.
@@ -46,12 +46,25 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
     :param exactly_once: check that no byte is delivered twice (False:
         a stalled piece's last block is read again, see ``align``).
     :param chunk: bytes arrive ``chunk`` at a time (a driver's reads),
-        not continuously.
+        not continuously; a reader whose piece was cut short by a steal
+        keeps its connection until the chunk it asked for arrives (as a
+        driver's read does), and only then stops.
+    :param burst: bytes each request receives at once before the rate
+        applies (nginx's ``limit_rate`` sends a second's worth first).
+    :param measured: each mirror's rate per connection as measured
+        before (by an earlier piece), or None.
+
+    Each mirror's ``wire`` counts the bytes its readers received,
+    handed over or not.
     """
     clock = Clock()
     mirrors = [split.Mirror('m%d' % i, workers) for i in range(len(rates))]
+    for i, m in enumerate(mirrors):
+        m.wire = 0
+        m.conn_rate = measured[i] if measured else None
     s = split.Splitter(holes or [(0, size)], size, mirrors, piece_bytes,
-                       align=align, clock=clock)
+                       align=align, chunk_bytes=chunk or 64 * 1024,
+                       clock=clock)
     pieces = []
     # [mirror, piece, bytes arrived not yet handed over, end requested]
     slots = [[m, None, 0.0, 0] for m in mirrors for _ in range(workers)]
@@ -71,7 +84,7 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
                 p = s.take(m)
                 if p is None:
                     continue
-                slot[1:] = [p, 0.0, p.end]
+                slot[1:] = [p, float(min(burst, p.end - p.pos)), p.end]
                 pieces.append(p)
             if m.dropped:
                 s.give_back(p)
@@ -81,6 +94,9 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
             if stall and i == stall[0] and clock.now >= stall[1]:
                 rate = 0
             want = int(rate * DT)
+            if not chunk and slot[2]:
+                want += int(slot[2])
+                slot[2] = 0
             if chunk:
                 # What arrived so far, handed over a whole chunk at a time
                 # (of the range asked for, even if the piece was cut).
@@ -90,6 +106,7 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
                 if slot[2] >= need:
                     want = need
                     slot[2] -= need
+            m.wire += want
             start = p.pos
             n = s.advance(p, want)
             if n:
@@ -100,6 +117,9 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
                 delivered += n
                 s.credit(m, n)
             if p.pos >= p.end:
+                if chunk and not want and slot[3] > p.pos:
+                    # Cut short: still waiting for the chunk asked for.
+                    continue
                 s.finish(p)
                 slot[1] = None
         clock.now += DT
@@ -197,3 +217,89 @@ def test_two_slow_links_sending_whole_chunks_keep_their_pieces():
     ideal = size / (8 * 256 * 1024)
     assert t <= ideal * 1.5, (t, ideal)
     assert sum(m.bytes for m in mirrors) <= size * 1.1
+
+
+# -- whole chunks: what a reader waits for arrives at once -------------------
+
+TAIL = int(8 * MiB * 0.9)
+
+
+def test_a_resumed_copy_s_holes_are_each_read_once():
+    # A resumed copy's last holes, none more than a chunk, and idle
+    # workers on both mirrors: each hole is read once and the copy ends
+    # in one chunk's time.  (It used to hand the tail from one mirror to
+    # the other forever: a piece that had not shown its first chunk
+    # after 0.5 s was taken over whole.)
+    size = 8 * MiB
+    holes = [(0, MiB), (3 * MiB, 4 * MiB), (TAIL, size)]
+    need = sum(e - s for s, e in holes)
+    rate = 256 * 1024
+    t, mirrors, _ = simulate(size, [rate, rate], holes=holes, chunk=MiB,
+                             exactly_once=False)
+    assert sum(m.wire for m in mirrors) == need
+    assert t <= MiB / rate * 1.05, t
+
+
+def test_a_server_s_first_burst_is_not_taken_for_its_rate():
+    # nginx's limit_rate sends a second's worth at once: a small piece
+    # ends at once, and its mirror must not look so fast that its other
+    # pieces, still waiting for their one chunk, seem stalled.
+    size = 8 * MiB
+    rate = 256 * 1024
+    t, mirrors, _ = simulate(size, [rate, rate], chunk=MiB, burst=rate,
+                             exactly_once=False)
+    assert sum(m.wire for m in mirrors) <= size * 1.05
+    assert t <= size / (8 * rate), t
+
+
+def test_a_piece_taken_over_as_stalled_waits_longer_each_time():
+    # Rates measured far too high (a burst, or a link that slowed down):
+    # the tail piece looks stalled to the other mirror, whose reader is
+    # no faster.  Each takeover doubles the wait before the next, so the
+    # piece is read a few times, not forever.
+    size = 8 * MiB
+    rate = 256 * 1024
+    t, mirrors, _ = simulate(size, [rate, rate], holes=[(TAIL, size)],
+                             chunk=MiB, measured=[50 * MiB, 50 * MiB],
+                             exactly_once=False)
+    assert sum(m.wire for m in mirrors) <= 3 * (size - TAIL)
+    assert t <= 4 * (size - TAIL) / rate, t
+
+
+def test_a_reader_waiting_for_its_chunk_does_not_make_its_mirror_slow():
+    clock = Clock()
+    a, b = split.Mirror('a', 1), split.Mirror('b', 1)
+    s = split.Splitter([(0, 4 * MiB)], 4 * MiB, [a, b], 16 * MiB,
+                       chunk_bytes=MiB, clock=clock)
+    p = s.take(a)
+    clock.now = 2.0
+    # Nothing arrived yet, but its 1 MiB chunk may be about to: at most
+    # that over the time so far, not 0 bytes/s.
+    assert s.rate(a) == MiB / 2.0
+    # A piece cut to nothing by a takeover says nothing of its mirror.
+    s._split(p, b, clock.now, p.pos)
+    assert p.end == p.pos
+    assert s.rate(a) is None
+
+
+def test_a_reader_whose_piece_was_taken_over_still_measures_its_mirror():
+    clock = Clock()
+    a, b = split.Mirror('a', 1), split.Mirror('b', 1)
+    s = split.Splitter([(0, 4 * MiB)], 4 * MiB, [a, b], 16 * MiB,
+                       chunk_bytes=MiB, clock=clock)
+    p = s.take(a)
+    s._split(p, b, clock.now, p.pos)
+    clock.now = 4.0
+    # Its chunk arrives: none of it is kept, all of it is measured.
+    assert s.advance(p, MiB) == 0
+    s.finish(p)
+    assert a.conn_rate == MiB / 4.0
+    # Less than a chunk in less than LIVE_AFTER: a burst, not a rate.
+    c = split.Mirror('c', 1)
+    s = split.Splitter([(0, 100000)], 8 * MiB, [c], 16 * MiB,
+                       chunk_bytes=MiB, clock=clock)
+    q = s.take(c)
+    clock.now += 0.01
+    assert s.advance(q, 100000) == 100000
+    s.finish(q)
+    assert c.conn_rate == 100000 / split.LIVE_AFTER

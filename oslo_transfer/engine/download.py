@@ -614,17 +614,9 @@ class Download:
             self._reverify_held()
         self.part.prepare(size, j.ranges, self.preallocate)
         new, algo = self._new_hasher()
-        j.source = _journal_name(first.loc)
-        j.validator = first.validator
-        j.sources = {_journal_name(m.loc): m.validator for m in mirrors}
-        j.size = size
-        j.checksum = str(self.checksum) if self.checksum else None
-        hasher, hashed = self._verify_prefix(new, algo)
-        resumed_from = j.ranges.total()
-        j.algorithm = algo
-        j.save()
-        self.done = resumed_from
-        self._report()
+        hasher, hashed, resumed_from = self._start_journal(
+            first.loc, first.validator, size, new, algo,
+            sources={_journal_name(m.loc): m.validator for m in mirrors})
         LOG.info('reading %s from %d locations at once: %s', self.dest,
                  len(mirrors), ', '.join(m.name for m in mirrors))
         fill = mirrors_mod.MultiFill(self, mirrors, size, hasher, hashed,
@@ -777,16 +769,8 @@ class Download:
         new, algo = self._new_hasher()
         if whole_file and self.checksum is None and not self.explicit_algos:
             new, algo = None, None
-        j.source = _journal_name(loc)
-        j.validator = st.validator
-        j.size = size
-        j.checksum = str(self.checksum) if self.checksum else None
-        hasher, hashed = self._verify_prefix(new, algo)
-        resumed_from = j.ranges.total()
-        j.algorithm = algo
-        j.save()
-        self.done = j.ranges.total()
-        self._report()
+        hasher, hashed, resumed_from = self._start_journal(
+            loc, st.validator, size, new, algo)
         if whole_file:
             final = self._whole_file(drv, loc, size)
             fill = seg_mod.Fill(self, drv, loc, final, False, 1, hasher,
@@ -801,6 +785,33 @@ class Download:
             resumed_from = min(resumed_from, fill.resumed)
         fill.finish_hash(final)
         return self._complete(cand, fill, final, resumed_from, algo)
+
+    def _start_journal(self, loc, validator, size, new, algo,
+                       sources=None):
+        """Record what this attempt copies; verify the held prefix; save.
+
+        :param loc: the location recorded as the source.
+        :param new: a new hasher (``_new_hasher``) or None; ``algo`` its
+            name.
+        :param sources: ``{location: validator}`` of a multi-source copy
+            (one validator per location), or None to keep what is there.
+        :returns: ``(hasher, hashed, resumed_from)``: the hasher fed
+            with the held prefix, its length, and the bytes held.
+        """
+        j = self.journal
+        j.source = _journal_name(loc)
+        j.validator = validator
+        if sources is not None:
+            j.sources = sources
+        j.size = size
+        j.checksum = str(self.checksum) if self.checksum else None
+        hasher, hashed = self._verify_prefix(new, algo)
+        resumed_from = j.ranges.total()
+        j.algorithm = algo
+        j.save()
+        self.done = resumed_from
+        self._report()
+        return hasher, hashed, resumed_from
 
     def _fill(self, drv, loc, st, size, ranged, nseg, hasher, hashed):
         """Run a :class:`~oslo_transfer.engine.segments.Fill`.

@@ -266,12 +266,20 @@ def test_a_piece_taken_over_as_stalled_waits_longer_each_time():
     assert t <= 4 * (size - TAIL) / rate, t
 
 
-def test_a_reader_waiting_for_its_chunk_does_not_make_its_mirror_slow():
+def _one_piece_of_two():
+    """A splitter of two mirrors on a fake clock; ``a`` took a piece.
+
+    :returns: ``(clock, splitter, (a, b), the piece)``.
+    """
     clock = Clock()
     a, b = split.Mirror('a', 1), split.Mirror('b', 1)
     s = split.Splitter([(0, 4 * MiB)], 4 * MiB, [a, b], 16 * MiB,
                        chunk_bytes=MiB, clock=clock)
-    p = s.take(a)
+    return clock, s, (a, b), s.take(a)
+
+
+def test_a_reader_waiting_for_its_chunk_does_not_make_its_mirror_slow():
+    clock, s, (a, b), p = _one_piece_of_two()
     clock.now = 2.0
     # Nothing arrived yet, but its 1 MiB chunk may be about to: at most
     # that over the time so far, not 0 bytes/s.
@@ -283,11 +291,7 @@ def test_a_reader_waiting_for_its_chunk_does_not_make_its_mirror_slow():
 
 
 def test_a_reader_whose_piece_was_taken_over_still_measures_its_mirror():
-    clock = Clock()
-    a, b = split.Mirror('a', 1), split.Mirror('b', 1)
-    s = split.Splitter([(0, 4 * MiB)], 4 * MiB, [a, b], 16 * MiB,
-                       chunk_bytes=MiB, clock=clock)
-    p = s.take(a)
+    clock, s, (a, b), p = _one_piece_of_two()
     s._split(p, b, clock.now, p.pos)
     clock.now = 4.0
     # Its chunk arrives: none of it is kept, all of it is measured.

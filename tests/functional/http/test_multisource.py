@@ -140,6 +140,17 @@ def test_every_mirror_corrupt_is_a_checksum_mismatch(mirrors, tmp_path,
     fconf.assert_nothing_left(dest)
 
 
+def _slow_pair(mirrors, tmp_path, size):
+    """Two mirrors of ``size`` bytes at 256 KiB/s per connection.
+
+    :returns: ``(one, two, source file, (url one, url two))``.
+    """
+    one, two = mirrors('256k', '256k')
+    src = fconf.make_data_file(tmp_path, 'orig', size)
+    _publish([one, two], src)
+    return one, two, src, (one.url('image', 'slow'), two.url('image', 'slow'))
+
+
 def _cancel_part_way(conf, source, dest, checksum, size):
     """Start a copy, cancel it once a third is held; returns the control."""
     with oslo_transfer.Transfer(conf) as t:
@@ -163,10 +174,7 @@ def test_resume_checks_the_validator_of_each_location(mirrors, tmp_path,
     # chunks, so that every piece is part held when the copy is
     # cancelled and both mirrors have holes to fill on resume.
     size = 8 * MiB
-    one, two = mirrors('256k', '256k')
-    src = fconf.make_data_file(tmp_path, 'orig', size)
-    _publish([one, two], src)
-    a, b = one.url('image', 'slow'), two.url('image', 'slow')
+    one, two, src, (a, b) = _slow_pair(mirrors, tmp_path, size)
     source = oslo_transfer.Source(urls=[a, b])
     conf = make_conf(oslo_transfer={'segment_threshold': MiB,
                                     'chunk_size': 64 * 1024,
@@ -211,10 +219,7 @@ def test_a_resumed_copy_reads_each_missing_byte_about_once(mirrors,
     # each time, forever.  (The first copy reads small chunks, so that
     # it can be cancelled part way.)
     size = 8 * MiB
-    one, two = mirrors('256k', '256k')
-    src = fconf.make_data_file(tmp_path, 'orig', size)
-    _publish([one, two], src)
-    a, b = one.url('image', 'slow'), two.url('image', 'slow')
+    one, two, src, (a, b) = _slow_pair(mirrors, tmp_path, size)
     source = oslo_transfer.Source(urls=[a, b])
     first = make_conf(oslo_transfer={'segment_threshold': MiB,
                                      'chunk_size': 64 * 1024})

@@ -32,6 +32,7 @@ import dataclasses
 import logging
 
 from oslo_transfer import _utils
+from oslo_transfer import driver as driver_mod
 from oslo_transfer.engine import partfile as partfile_mod
 from oslo_transfer.engine import segments as seg_mod
 from oslo_transfer.engine import split
@@ -98,6 +99,8 @@ class MultiFill(seg_mod.Fill):
         """The splitter hands the pieces out."""
 
     def _workers(self):
+        # The best-ranked mirror's workers first: when there are fewer
+        # pieces than workers (a resumed copy's holes), it takes them.
         return [(lambda m=m: self._mirror_worker(m))
                 for m in self.mirrors for _ in range(m.workers)]
 
@@ -180,17 +183,33 @@ class MultiFill(seg_mod.Fill):
     def _read(self, mirror, piece):
         """Read ``piece`` from ``mirror``; the bytes held go to the journal.
 
+        The read has a cancel token of its own (linked to the fill's):
+        when another mirror takes the piece over whole, the splitter
+        cancels it (``Piece.abort``), and the read ends at once instead
+        of waiting for the chunk it asked for.
+
         :raises ChecksumMismatch: a block does not match the manifest
             (the piece is given back, its bytes emptied).
         """
+        token = driver_mod.CancelToken()
+        key = self.token.on_cancel(
+            lambda: token.cancel(self.token.reason or 'cancelled'))
+        piece.abort = lambda: token.cancel('taken over by another location')
+        ctx = dataclasses.replace(mirror.ctx, cancel=token)
         pos = piece.pos
         try:
             with self.ctx.slot(mirror.origin):
-                pos = self._stream(mirror, piece)
+                pos = self._stream(mirror, piece, ctx)
         except BaseException:
+            if self._taken_over(piece, token):
+                return
             self.splitter.give_back(
                 piece, piece.start if self.manifest is not None else pos)
             raise
+        finally:
+            self.token.remove(key)
+        if self._taken_over(piece, token):
+            return
         if pos < piece.end:
             self.splitter.give_back(
                 piece, piece.start if self.manifest is not None else pos)
@@ -202,11 +221,18 @@ class MultiFill(seg_mod.Fill):
         if self.manifest is not None:
             self._verify(mirror, piece.start, piece.end)
 
-    def _stream(self, mirror, piece):
+    def _taken_over(self, piece, token) -> bool:
+        """The read ended because ``piece`` was taken over (then done)."""
+        if not token.cancelled or self.token.cancelled or \
+                piece.pos < piece.end:
+            return False
+        self.splitter.finish(piece)
+        return True
+
+    def _stream(self, mirror, piece, ctx):
         """The chunks of ``piece``, written; returns the end reached."""
         pos = piece.pos
-        chunks = mirror.drv.read(mirror.loc, pos, piece.end - pos,
-                                 mirror.ctx)
+        chunks = mirror.drv.read(mirror.loc, pos, piece.end - pos, ctx)
         try:
             for chunk in chunks:
                 if self.token.cancelled:

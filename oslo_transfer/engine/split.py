@@ -42,7 +42,9 @@ the readers).  The rules:
   is not taken for one that moves at no speed.  A piece taken over as
   stalled is given twice the wait before it can be taken over again
   (``patience``): a rate measured too high cannot make two mirrors take
-  one piece from each other forever.
+  one piece from each other forever.  The reader of a piece taken over
+  whole is stopped at once (``Piece.abort``), so that the copy need not
+  wait for the chunk it asked for.
 * A mirror's rate per connection is measured on every byte its readers
   received, also those a steal made useless; a piece of less than a
   chunk counts as taking at least :data:`LIVE_AFTER` (a server's first
@@ -116,6 +118,9 @@ class Piece:
         #: how many times the usual wait before it counts as stalled
         #: (doubled each time its bytes are taken over as stalled)
         self.patience = 1
+        #: ends its reader's read at once, or None (set by the reader):
+        #: called when the piece is taken over whole
+        self.abort = None
 
     def __repr__(self):
         return '<Piece %s [%d, %d) at %d>' % (self.mirror.name, self.start,
@@ -160,6 +165,9 @@ class Splitter:
         # follows the contiguous prefix).
         self.free = [list(h) for h in holes if h[1] > h[0]]
         self.steals = 0
+        # The aborts of pieces taken over whole, called once the lock is
+        # released (a driver's cancel may take locks of its own).
+        self._aborts = []
 
     # -- alignment ----------------------------------------------------------
 
@@ -232,7 +240,11 @@ class Splitter:
             now = self.clock()
             if self.free:
                 return self._take_free(mirror, now)
-            return self._steal(mirror, now)
+            piece = self._steal(mirror, now)
+            aborts, self._aborts = self._aborts, []
+        for abort in aborts:
+            abort()
+        return piece
 
     def _piece_size(self, mirror, start, rate):
         if start >= self.tail_start:
@@ -346,6 +358,11 @@ class Splitter:
         piece = Piece(thief, cut, victim.end, now)
         piece.patience = victim.patience
         victim.end = cut
+        if cut <= victim.pos and victim.abort is not None:
+            # Nothing more for its reader: rather than wait for the chunk
+            # it asked for, it stops now (the copy ends only when every
+            # reader has).
+            self._aborts.append(victim.abort)
         thief.pieces.append(piece)
         self.steals += 1
         return piece

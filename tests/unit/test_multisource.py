@@ -19,6 +19,7 @@ control file and on resume.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -313,6 +314,47 @@ def test_a_cancel_between_two_pieces_stops_the_copy(store, tmp_path):
     assert not os.path.exists(out)
     ctl = json.loads((tmp_path / 'out.part.ctl').read_text())
     assert sum(e - s for s, e in ctl['ranges']) >= MiB
+
+
+class _AStallsAfterItsFirstRead(fixture.MemoryDriver):
+    """A serves its first read, then sends nothing until cancelled.
+
+    As a driver blocked in ``recv`` does, whose cancel callback shuts
+    the socket down.  ``aborted`` collects the cancel reasons.
+    """
+
+    served = None
+    aborted = None
+
+    def read(self, location, offset, length, ctx):
+        if location.url == A and next(self.served):
+            return self._stall(ctx)
+        return super().read(location, offset, length, ctx)
+
+    def _stall(self, ctx):
+        ctx.cancel.wait(60)
+        self.aborted.append(ctx.cancel.reason)
+        raise exceptions.ConnectionFailed('the socket was shut down')
+        yield b''
+
+
+def test_a_read_taken_over_whole_ends_at_once(store, tmp_path):
+    # A stalls after one read: B takes its piece over, and A's read,
+    # which would wait for its chunk until an I/O timeout, is cancelled
+    # (its piece is not given back, nor A retried or dropped).
+    payload = fakes.data(8 * MiB)
+    store.put(A, payload)
+    store.put(B, payload)
+    drv = type('Stall', (_AStallsAfterItsFirstRead,),
+               {'served': itertools.count(), 'aborted': []})
+    with make(store, driver_class=drv, segments=1, retries=0) as t:
+        res = t.copy(locations.Source(urls=[A, B]), str(tmp_path / 'out'),
+                     checksum=sha(payload))
+    assert (tmp_path / 'out').read_bytes() == payload
+    assert drv.aborted == ['taken over by another location']
+    assert res.bytes_by_location[A] == MiB
+    assert res.bytes_by_location[B] == len(payload) - MiB
+    assert res.attempts == []
 
 
 def test_a_small_object_is_read_from_one_location_asked_alone(store,

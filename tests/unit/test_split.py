@@ -48,7 +48,8 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
     :param chunk: bytes arrive ``chunk`` at a time (a driver's reads),
         not continuously; a reader whose piece was cut short by a steal
         keeps its connection until the chunk it asked for arrives (as a
-        driver's read does), and only then stops.
+        driver's read does), and only then stops; unless it was taken
+        over whole, which ends its read at once (``Piece.abort``).
     :param burst: bytes each request receives at once before the rate
         applies (nginx's ``limit_rate`` sends a second's worth first).
     :param measured: each mirror's rate per connection as measured
@@ -66,8 +67,11 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
                        align=align, chunk_bytes=chunk or 64 * 1024,
                        clock=clock)
     pieces = []
-    # [mirror, piece, bytes arrived not yet handed over, end requested]
-    slots = [[m, None, 0.0, 0] for m in mirrors for _ in range(workers)]
+    # [mirror, piece, bytes arrived not yet handed over, end requested,
+    #  read aborted], in MultiFill's order: the first mirror's workers
+    #  first
+    slots = [[m, None, 0.0, 0, False] for m in mirrors
+             for _ in range(workers)]
     got = _utils.RangeSet()
     delivered = 0
     while not s.done() or any(slot[1] for slot in slots):
@@ -84,8 +88,16 @@ def simulate(size, rates, workers=4, holes=None, stall=None, align=1,
                 p = s.take(m)
                 if p is None:
                     continue
-                slot[1:] = [p, float(min(burst, p.end - p.pos)), p.end]
+                slot[1:] = [p, float(min(burst, p.end - p.pos)), p.end,
+                            False]
+                # As MultiFill: a piece taken over whole ends its read.
+                p.abort = lambda slot=slot: slot.__setitem__(4, True)
                 pieces.append(p)
+            if slot[4]:
+                m.wire += int(slot[2])
+                s.finish(p)
+                slot[1] = None
+                continue
             if m.dropped:
                 s.give_back(p)
                 slot[1] = None
@@ -307,3 +319,18 @@ def test_a_reader_whose_piece_was_taken_over_still_measures_its_mirror():
     assert s.advance(q, 100000) == 100000
     s.finish(q)
     assert c.conn_rate == 100000 / split.LIVE_AFTER
+
+
+def test_a_reader_whose_piece_is_taken_over_stops_at_once():
+    # A mirror stops sending in the middle of its chunks: its pieces go
+    # to the other mirror, and its readers, which would wait for their
+    # chunks until the driver's I/O timeout, stop at once (the copy ends
+    # only when every reader has).
+    size = 32 * MiB
+    rate = 4 * MiB
+    t, mirrors, _ = simulate(size, [rate, rate], stall=(0, 0.5),
+                             chunk=MiB, exactly_once=False)
+    assert mirrors[1].bytes > size * 0.8
+    # Two seconds to see the stall (plus two chunks at 4 MiB/s), then one
+    # mirror's four connections.
+    assert t <= 2.5 + size / (4 * rate) * 1.1, t

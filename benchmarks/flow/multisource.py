@@ -121,7 +121,7 @@ def start_nginx(ns, ip, docroot, work):
     os.makedirs(prefix)
     conf = os.path.join(prefix, 'nginx.conf')
     with open(conf, 'w') as f:
-        f.write(flow._NGINX.format(prefix=prefix, ip=ip, docroot=docroot))
+        f.write(benchlib.nginx_static_conf(prefix, ip + ':80', docroot))
     proc = subprocess.Popen(['ip', 'netns', 'exec', ns, 'nginx', '-c', conf,
                              '-p', prefix, '-e', prefix + '/error.log'])
     for _ in range(100):

@@ -201,16 +201,13 @@ class MultiFill(seg_mod.Fill):
             with self.ctx.slot(mirror.origin):
                 pos = self._stream(mirror, piece, ctx)
         except BaseException:
-            if self._taken_over(piece, token):
-                return
-            self.splitter.give_back(
-                piece, piece.start if self.manifest is not None else pos)
-            raise
+            if not self._taken_over(piece, token):
+                self.splitter.give_back(
+                    piece, piece.start if self.manifest is not None else pos)
+                raise
         finally:
             self.token.remove(key)
-        if self._taken_over(piece, token):
-            return
-        if pos < piece.end:
+        if pos < piece.end and not self._taken_over(piece, token):
             self.splitter.give_back(
                 piece, piece.start if self.manifest is not None else pos)
             raise exceptions.ProtocolError(
@@ -218,16 +215,17 @@ class MultiFill(seg_mod.Fill):
                     mirror.name, pos - piece.start, piece.end - piece.start),
                 url=mirror.name)
         self.splitter.finish(piece)
-        if self.manifest is not None:
+        if self.manifest is not None and piece.end > piece.start:
+            # (Up to where it was cut, when it was taken over.)
             self._verify(mirror, piece.start, piece.end)
 
     def _taken_over(self, piece, token) -> bool:
-        """The read ended because ``piece`` was taken over (then done)."""
-        if not token.cancelled or self.token.cancelled or \
-                piece.pos < piece.end:
-            return False
-        self.splitter.finish(piece)
-        return True
+        """The read ended because ``piece`` was taken over whole.
+
+        Its bytes up to the cut are written: the piece ends as if read.
+        """
+        return (token.cancelled and not self.token.cancelled and
+                piece.pos >= piece.end)
 
     def _stream(self, mirror, piece, ctx):
         """The chunks of ``piece``, written; returns the end reached."""

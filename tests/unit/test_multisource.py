@@ -317,10 +317,11 @@ def test_a_cancel_between_two_pieces_stops_the_copy(store, tmp_path):
 
 
 class _AStallsAfterItsFirstRead(fixture.MemoryDriver):
-    """A serves its first read, then sends nothing until cancelled.
+    """A serves its first read, then half of each read and nothing more.
 
-    As a driver blocked in ``recv`` does, whose cancel callback shuts
-    the socket down.  ``aborted`` collects the cancel reasons.
+    It then waits until cancelled, as a driver blocked in ``recv`` does
+    whose cancel callback shuts the socket down.  ``aborted`` collects
+    the cancel reasons.
     """
 
     served = None
@@ -328,32 +329,40 @@ class _AStallsAfterItsFirstRead(fixture.MemoryDriver):
 
     def read(self, location, offset, length, ctx):
         if location.url == A and next(self.served):
-            return self._stall(ctx)
+            return self._stall(location, offset, length // 2, ctx)
         return super().read(location, offset, length, ctx)
 
-    def _stall(self, ctx):
+    def _stall(self, location, offset, half, ctx):
+        yield from super().read(location, offset, half, ctx)
         ctx.cancel.wait(60)
         self.aborted.append(ctx.cancel.reason)
         raise exceptions.ConnectionFailed('the socket was shut down')
-        yield b''
 
 
-def test_a_read_taken_over_whole_ends_at_once(store, tmp_path):
-    # A stalls after one read: B takes its piece over, and A's read,
-    # which would wait for its chunk until an I/O timeout, is cancelled
-    # (its piece is not given back, nor A retried or dropped).
+@pytest.mark.parametrize('check', ['checksum', 'manifest'])
+def test_a_read_taken_over_whole_ends_at_once(store, tmp_path, check):
+    # A stalls in the middle of its second piece: B takes the rest of it
+    # over, and A's read, which would wait for its chunk until an I/O
+    # timeout, is cancelled.  What A wrote before counts (verified first
+    # against a manifest); its piece is not given back, nor A retried or
+    # dropped.
     payload = fakes.data(8 * MiB)
     store.put(A, payload)
     store.put(B, payload)
     drv = type('Stall', (_AStallsAfterItsFirstRead,),
                {'served': itertools.count(), 'aborted': []})
-    with make(store, driver_class=drv, segments=1, retries=0) as t:
+    if check == 'checksum':
+        how = {'checksum': sha(payload)}
+    else:
+        how = {'manifest': _blockmap(tmp_path, payload)}
+    with make(store, driver_class=drv, segments=1, retries=0,
+              chunk_size=64 * 1024) as t:
         res = t.copy(locations.Source(urls=[A, B]), str(tmp_path / 'out'),
-                     checksum=sha(payload))
+                     **how)
     assert (tmp_path / 'out').read_bytes() == payload
     assert drv.aborted == ['taken over by another location']
-    assert res.bytes_by_location[A] == MiB
-    assert res.bytes_by_location[B] == len(payload) - MiB
+    assert res.bytes_by_location[A] == MiB + MiB // 2
+    assert res.bytes_by_location[B] == len(payload) - MiB - MiB // 2
     assert res.attempts == []
 
 

@@ -375,7 +375,10 @@ class Context:
         that asks for another (a pool of kept-alive connections is keyed
         by it); it also yields at most that many bytes per chunk, so that
         a consumer whose class is paced stops the sender within one
-        buffer (the window is full once the consumer stops reading).
+        buffer (the window is full once the consumer stops reading).  A
+        driver whose protocol asks for its bytes may bound what it has
+        asked for and not received instead (``sftp``: its READ
+        requests in flight).
         None (no scheduler, ``scheduler = fifo``, a class without a
         cap): leave the kernel's autotuning alone.
         """

@@ -165,6 +165,19 @@ def test_parallel_reads_share_the_requests_in_flight():
     assert _sftp(requests_in_flight=4)._depth(+1) == (4, 1)
 
 
+def test_a_receive_buffer_bounds_the_requests_in_flight():
+    # At most the buffer's worth requested and not yet answered, at least
+    # one request; also below the share of parallel reads.
+    d = _sftp(requests_in_flight=128, request_size=32 * 1024)
+    assert d._depth(+1, 256 * 1024) == (8, 1)
+    d._depth(-1)
+    assert d._depth(+1, 16 * 1024) == (1, 1)
+    d._depth(-1)
+    assert d._depth(+1, None) == (128, 1)
+    d = _sftp(requests_in_flight=16, request_size=32 * 1024)
+    assert [d._depth(+1, 4 << 20)[0] for _ in range(3)] == [16, 8, 8]
+
+
 def test_plan_ranks_ftp_and_sftp_beside_http():
     """Installed by entry point; ranked with HTTP in the caller's order."""
     from oslo_transfer import selector

@@ -398,7 +398,7 @@ class SFTPDriver(driver.Driver):
             return iter(())
         return self._read(location, path, offset, length, ctx)
 
-    def _depth(self, delta):
+    def _depth(self, delta, receive_buffer=None):
         """Requests in flight for a read that starts (+1) or ends (-1).
 
         One read alone keeps ``requests_in_flight`` requests in flight;
@@ -408,15 +408,24 @@ class SFTPDriver(driver.Driver):
         also has its own buffers and packets in flight: 4 segments sharing
         all 128 peaked at 100 MiB, against 72 MiB for one read).
 
+        :param receive_buffer: the call's ``ctx.receive_buffer`` (its
+            class's, e.g. 256 KiB for ``background``), or None: at most
+            that many bytes requested and not yet received, at least one
+            request.  The server sends only what was asked for, so this
+            bounds what a paced copy lets it send ahead, as ``SO_RCVBUF``
+            does for HTTP and FTP (whose socket buffer is where the bytes
+            wait; here they would wait in the SSH channel's window).
         :returns: ``(depth, reads running now)``.
         """
         with self._reads_lock:
             self._reads += delta
             active = max(1, self._reads)
         n = self.options.requests_in_flight
-        if active == 1:
-            return n, active
-        return max(min(n, 8), n // (2 * active)), active
+        if active > 1:
+            n = max(min(n, 8), n // (2 * active))
+        if receive_buffer:
+            n = max(1, min(n, receive_buffer // self.options.request_size))
+        return n, active
 
     def _read(self, location, path, offset, length, ctx):
         _, pipeline = self._libs()
@@ -425,7 +434,7 @@ class SFTPDriver(driver.Driver):
         o = self.options
         f = None
         clean = False
-        depth, active = self._depth(+1)
+        depth, active = self._depth(+1, ctx.receive_buffer)
         try:
             parked, session.parked = session.parked, None
             if parked is None:

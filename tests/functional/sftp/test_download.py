@@ -207,3 +207,37 @@ def test_ranges_and_pool_reuse(sshd, put, sftp_conf):
         assert got == (df.data[off:] if n is None else df.data[off:off + n])
         assert drv._pool.idle_count() == 1
     drv.close()
+
+
+def test_a_background_read_asks_for_at_most_its_receive_buffer(
+        sshd, put, sftp_conf, monkeypatch):
+    """SFTP's receive buffer: READ bytes requested and not yet answered.
+
+    A background read (256 KiB) with 64 KiB requests keeps at most four
+    in flight; a normal read keeps requests_in_flight.
+    """
+    from oslo_transfer._drivers.sftp import pipeline
+    from oslo_transfer.engine import throttle
+
+    df = put(3 * MiB)
+    conf = sftp_conf(oslo_transfer_sftp={'request_size': 64 * 1024,
+                                         'requests_in_flight': 16})
+    opts.register_opts(conf, [sftp.SFTPDriver])
+    drv = sftp.SFTPDriver(conf)
+    loc = locations.Location(sshd.url(df.path))
+    sched = throttle.Scheduler()
+    most = []
+    send = pipeline._Channel.send
+
+    def counting_send(self, *args, **kwargs):
+        send(self, *args, **kwargs)
+        most[-1] = max(most[-1], len(self.pending))
+
+    monkeypatch.setattr(pipeline._Channel, 'send', counting_send)
+    for cls in (throttle.BACKGROUND, throttle.NORMAL):
+        most.append(0)
+        ctx = driver_mod.Context(io_timeout=10.0, scheduler=sched,
+                                 priority=cls)
+        assert b''.join(drv.read(loc, 0, None, ctx)) == df.data
+    assert most == [4, 16]
+    drv.close()

@@ -299,11 +299,23 @@ class Session:
         return self.transport.is_active()
 
     def close(self):
-        """Close the connection; safe from another thread (cancel)."""
+        """Close the connection; safe from another thread (cancel).
+
+        A parked read's file is marked closed too (its CLOSE cannot be
+        sent any more): otherwise paramiko sends it when the file is
+        collected, on a dead channel, and at interpreter exit prints a
+        traceback.
+        """
         try:
             self.transport.close()
         except Exception:  # noqa: closing is best effort
             pass
+        parked, self.parked = self.parked, None
+        if parked is not None:
+            try:
+                parked.file.close()
+            except Exception:  # noqa: the channel is closed already
+                pass
 
 
 def _offer_known_types(transport, known):

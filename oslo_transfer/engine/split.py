@@ -200,7 +200,7 @@ class Splitter:
             # Its next chunk may be all but arrived: counted as if it
             # were, a reader that receives whole chunks is not taken
             # for a stalled one (nor its mirror for a slow one).
-            r = (p.pos - p.start + min(self.chunk_bytes, p.end - p.pos)) / t
+            r = (p.pos - p.start + self._in_flight(p)) / t
             live = r if live is None else min(live, r)
         if mirror.conn_rate is None:
             return live

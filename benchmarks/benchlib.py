@@ -18,6 +18,7 @@ by ``/usr/bin/time -v`` (wall time and peak RSS of that process alone).
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -93,6 +94,19 @@ def nginx_static_conf(prefix: str, listen: str, docroot: str) -> str:
     """
     return _NGINX_STATIC.format(prefix=prefix, listen=listen,
                                 docroot=docroot)
+
+
+def load_script(name: str, *path: str):
+    """Another benchmark's script as a module, to use its helpers.
+
+    :param name: the module's name (``swarm_run``, ``flow_run``).
+    :param path: its path under ``benchmarks/`` (``'swarm', 'run.py'``).
+    """
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(ROOT, 'benchmarks', *path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require(name: str) -> str:

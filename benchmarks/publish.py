@@ -38,7 +38,6 @@ the same with background copies read as one stream each,
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -204,11 +203,7 @@ def flow_beside(data):
 
 
 def _flow_run():
-    spec = importlib.util.spec_from_file_location(
-        'flow_run', os.path.join(ROOT, 'benchmarks', 'flow', 'run.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchlib.load_script('flow_run', 'flow', 'run.py')
 
 
 def publish(name, results):

@@ -44,7 +44,6 @@ the functional-test lock, but run it ``nice``.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -65,17 +64,8 @@ NS = 'omsrc'
 CLIENT = NS + '-c'
 
 
-def _load(name, path):
-    """A sibling benchmark's ``run.py`` as a module (its helpers)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-swarm = _load('swarm_run', os.path.join(ROOT, 'benchmarks', 'swarm',
-                                        'run.py'))
-flow = _load('flow_run', os.path.join(HERE, 'run.py'))
+swarm = benchlib.load_script('swarm_run', 'swarm', 'run.py')
+flow = benchlib.load_script('flow_run', 'flow', 'run.py')
 
 
 class Mirrors:

@@ -70,7 +70,6 @@ python3-libnbd.
 
 import argparse
 import collections
-import importlib.util
 import json
 import os
 import shutil
@@ -97,11 +96,7 @@ SYSTEM_PYTHON = '/usr/bin/python3'
 
 def _swarm():
     """The swarm benchmark's network helpers (one module, one network)."""
-    spec = importlib.util.spec_from_file_location(
-        'swarm_run', os.path.join(ROOT, 'benchmarks', 'swarm', 'run.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchlib.load_script('swarm_run', 'swarm', 'run.py')
 
 
 class RssSampler:

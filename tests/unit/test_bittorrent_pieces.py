@@ -12,8 +12,11 @@
 
 """Who fetches which piece from the origin: shares, help, fallback."""
 
+import ipaddress
 import socket
 
+import hypothesis
+from hypothesis import strategies
 import pytest
 
 from oslo_transfer._drivers.bittorrent import origin
@@ -343,3 +346,30 @@ def test_slice_owners_follow_the_order_of_the_shares(monkeypatch):
     assert origin.slice_owners(peers, 6881) == ['10.0.0.1', None,
                                                 '10.0.0.3']
     assert origin.slice_owners([], 6881) == []
+
+
+_IPS = strategies.ip_addresses()
+_ADDRESSES = strategies.one_of(
+    strategies.none(), strategies.text(max_size=60), _IPS.map(str),
+    strategies.tuples(_IPS, strategies.integers(0, 65535)).map(
+        lambda t: ('[%s]:%d' if t[0].version == 6 else '%s:%d') % t),
+    strategies.tuples(_IPS.map(str), strategies.integers()))
+
+
+@hypothesis.given(owners=strategies.lists(_ADDRESSES, max_size=6),
+                  peers=strategies.lists(_ADDRESSES, max_size=10))
+def test_owners_and_peers_of_any_shape_are_taken_or_ignored(owners, peers):
+    # Owners and connected peers come from a peer list and from
+    # libtorrent: an address that is not IP[:PORT] is ignored, never an
+    # exception, and a connected owner makes its slice present.
+    for address in owners + peers:
+        ip = pieces._ip_of(address)
+        assert ip is None or isinstance(
+            ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+    count = max(1, len(owners))
+    plan = pieces.PiecePlan(0, count, 4 * count, owners=owners)
+    plan.observe(0.0, None, set(), peers=peers)
+    connected = {pieces._ip_of(p) for p in peers} - {None}
+    for ip, j in plan._owner_of.items():
+        assert j != 0
+        assert (plan._connected[j] is not None) == (ip in connected)
